@@ -1,0 +1,128 @@
+//! CatalogEntry: one work-item instance on one trail. Written only by Mimeo.
+
+use chrono::{DateTime, Utc};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Label carrying the work item name.
+pub const LABEL_WORK_ITEM: &str = "mimeo.dev/work-item";
+/// Label carrying the trail name.
+pub const LABEL_TRAIL: &str = "mimeo.dev/trail";
+/// Label carrying the role.
+pub const LABEL_ROLE: &str = "mimeo.dev/role";
+/// Label carrying the instance id.
+pub const LABEL_INSTANCE: &str = "mimeo.dev/instance";
+
+/// Where one instance lives on one trail.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "mimeo.dev",
+    version = "v1alpha1",
+    kind = "CatalogEntry",
+    namespaced,
+    shortname = "ce",
+    status = "CatalogEntryStatus",
+    printcolumn(name = "Work Item", type_ = "string", json_path = ".spec.workItem"),
+    printcolumn(name = "Trail", type_ = "string", json_path = ".spec.trail"),
+    printcolumn(name = "Role", type_ = "string", json_path = ".spec.role"),
+    printcolumn(name = "Bytes", type_ = "integer", json_path = ".spec.bytes"),
+    printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
+    printcolumn(name = "Expires", type_ = "date", json_path = ".spec.expiresAt")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CatalogEntrySpec {
+    /// Work item name.
+    pub work_item: String,
+    /// Instance id, the same on every trail that holds a copy.
+    pub instance_id: String,
+    /// When the backup was taken.
+    pub backup_time: DateTime<Utc>,
+    /// BackupTrail the instance was backed up to.
+    pub backup_trail: String,
+    /// Trail holding this copy.
+    pub trail: String,
+    /// Original (on the backup trail) or Duplicate.
+    pub role: Role,
+    /// Entry name this copy was made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_of: Option<String>,
+    /// Instance id this incremental builds on (its chain's previous link).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Where the blocks are, in stream order.
+    pub extents: Vec<Extent>,
+    /// Length of the logical stream.
+    pub bytes: u64,
+    /// `sha256:<hex>` of the logical stream.
+    pub digest: String,
+    /// When this copy was written.
+    pub created_at: DateTime<Utc>,
+    /// When this copy expires (backup time + the trail's retention).
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A run of blocks of one instance on one volume segment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Extent {
+    /// Volume name.
+    pub volume: String,
+    /// Segment number within the volume.
+    #[serde(default)]
+    pub segment: u32,
+    /// Byte offset of the first block within the segment.
+    pub offset: u64,
+    /// Bytes of blocks (control data included).
+    pub length: u64,
+}
+
+/// Role of a copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Role {
+    /// Written by a backup.
+    Original,
+    /// Written by a duplication.
+    Duplicate,
+}
+
+/// Validity of a copy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum EntryState {
+    /// Data durable and unexpired.
+    #[default]
+    Valid,
+    /// Past its expiry.
+    Expired,
+    /// Data found missing or damaged.
+    Missing,
+}
+
+/// Observed state of an entry.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CatalogEntryStatus {
+    /// Valid, Expired or Missing.
+    #[serde(default)]
+    pub state: EntryState,
+    /// Why the state changed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+impl CatalogEntrySpec {
+    /// Object name of this entry: trail and instance, unique in a namespace.
+    pub fn object_name(&self) -> String {
+        format!("{}.{}", self.trail, self.instance_id)
+    }
+
+    /// Names of the volumes holding this copy, in order, without repeats.
+    pub fn volumes(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for e in &self.extents {
+            if out.last() != Some(&e.volume) {
+                out.push(e.volume.clone());
+            }
+        }
+        out
+    }
+}

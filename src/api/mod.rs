@@ -1,0 +1,26 @@
+//! The public API: custom resources of group `mimeo.dev/v1alpha1`, and the one validation layer
+//! that every caller (local mode, operator, admission tests) shares.
+
+mod catalog;
+mod common;
+mod media_class;
+mod policy;
+mod resource;
+mod restore;
+mod trails;
+pub mod validate;
+
+pub use catalog::*;
+pub use common::*;
+pub use media_class::*;
+pub use policy::*;
+pub use resource::*;
+pub use restore::*;
+pub use trails::*;
+
+/// API group of every Mimeo kind.
+pub const GROUP: &str = "mimeo.dev";
+/// API version of every Mimeo kind.
+pub const VERSION: &str = "v1alpha1";
+/// `apiVersion` value of every Mimeo kind.
+pub const API_VERSION: &str = "mimeo.dev/v1alpha1";

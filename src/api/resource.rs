@@ -1,0 +1,237 @@
+//! Any Mimeo resource, parsed from YAML with errors that name the file, the resource and the
+//! field; and the set of resources one driver reconciles.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use serde::de::DeserializeOwned;
+
+use super::validate::{FieldError, validate_references};
+use super::*;
+use crate::error::{Error, Result};
+
+/// One resource of any kind Mimeo reads.
+#[derive(Clone, Debug)]
+pub enum Resource {
+    /// A MediaClass.
+    MediaClass(MediaClass),
+    /// A BackupTrail.
+    BackupTrail(BackupTrail),
+    /// A DuplicationTrail.
+    DuplicationTrail(DuplicationTrail),
+    /// A DuplicationPolicy.
+    DuplicationPolicy(DuplicationPolicy),
+    /// A Restore.
+    Restore(Restore),
+    /// A CatalogEntry (written by Mimeo only).
+    CatalogEntry(CatalogEntry),
+    /// A core/v1 Secret holding S3 credentials.
+    Secret(Secret),
+}
+
+/// Kinds in the order they are reconciled.
+pub const KINDS: [&str; 6] = [
+    "MediaClass",
+    "BackupTrail",
+    "DuplicationTrail",
+    "DuplicationPolicy",
+    "Restore",
+    "CatalogEntry",
+];
+
+impl Resource {
+    /// The `kind` of the resource.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Resource::MediaClass(_) => "MediaClass",
+            Resource::BackupTrail(_) => "BackupTrail",
+            Resource::DuplicationTrail(_) => "DuplicationTrail",
+            Resource::DuplicationPolicy(_) => "DuplicationPolicy",
+            Resource::Restore(_) => "Restore",
+            Resource::CatalogEntry(_) => "CatalogEntry",
+            Resource::Secret(_) => "Secret",
+        }
+    }
+
+    /// `metadata.name`.
+    pub fn name(&self) -> String {
+        match self {
+            Resource::MediaClass(r) => r.name_any(),
+            Resource::BackupTrail(r) => r.name_any(),
+            Resource::DuplicationTrail(r) => r.name_any(),
+            Resource::DuplicationPolicy(r) => r.name_any(),
+            Resource::Restore(r) => r.name_any(),
+            Resource::CatalogEntry(r) => r.name_any(),
+            Resource::Secret(r) => r.name_any(),
+        }
+    }
+
+    /// Parses one YAML document. `source_name` (a file name) prefixes every error.
+    pub fn from_yaml(doc: serde_yaml::Value, source_name: &str) -> Result<Resource> {
+        let parse_err = |message: String| Error::Parse {
+            source_name: source_name.to_string(),
+            message,
+        };
+        let kind = doc
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .ok_or_else(|| parse_err("document has no kind".into()))?
+            .to_string();
+        let api_version = doc
+            .get("apiVersion")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default()
+            .to_string();
+        let name = doc
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(|n| n.as_str())
+            .unwrap_or_default()
+            .to_string();
+        let invalid = |field: String, message: String| Error::Invalid {
+            source_name: source_name.to_string(),
+            kind: kind.clone(),
+            name: name.clone(),
+            field,
+            message,
+        };
+        if kind == "Secret" {
+            if api_version != "v1" {
+                return Err(invalid("apiVersion".into(), "a Secret must be v1".into()));
+            }
+            return typed(doc, &invalid).map(Resource::Secret);
+        }
+        if !KINDS.contains(&kind.as_str()) {
+            return Err(parse_err(format!(
+                "unknown kind {kind:?} (expected one of {}, or Secret)",
+                KINDS.join(", ")
+            )));
+        }
+        if api_version != API_VERSION {
+            return Err(invalid(
+                "apiVersion".into(),
+                format!("must be {API_VERSION}, found {api_version:?}"),
+            ));
+        }
+        if name.is_empty() {
+            return Err(invalid("metadata.name".into(), "is required".into()));
+        }
+        let r = match kind.as_str() {
+            "MediaClass" => Resource::MediaClass(typed(doc, &invalid)?),
+            "BackupTrail" => Resource::BackupTrail(typed(doc, &invalid)?),
+            "DuplicationTrail" => Resource::DuplicationTrail(typed(doc, &invalid)?),
+            "DuplicationPolicy" => Resource::DuplicationPolicy(typed(doc, &invalid)?),
+            "Restore" => Resource::Restore(typed(doc, &invalid)?),
+            _ => Resource::CatalogEntry(typed(doc, &invalid)?),
+        };
+        if let Some(e) = r.validate().into_iter().next() {
+            return Err(invalid(e.field, e.message));
+        }
+        Ok(r)
+    }
+
+    /// Field checks that need no other resource.
+    pub fn validate(&self) -> Vec<FieldError> {
+        match self {
+            Resource::MediaClass(r) => r.spec.validate(),
+            Resource::BackupTrail(r) => r.spec.validate(),
+            Resource::DuplicationTrail(r) => r.spec.validate(),
+            Resource::DuplicationPolicy(r) => r.spec.validate(),
+            Resource::Restore(r) => r.spec.validate(),
+            Resource::CatalogEntry(_) | Resource::Secret(_) => Vec::new(),
+        }
+    }
+}
+
+/// Deserializes with the path of the failing field in the error.
+fn typed<T: DeserializeOwned>(
+    doc: serde_yaml::Value,
+    invalid: &dyn Fn(String, String) -> Error,
+) -> Result<T> {
+    serde_path_to_error::deserialize(doc).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "spec".into() } else { path };
+        invalid(field, e.into_inner().to_string())
+    })
+}
+
+/// Parses a multi-document YAML text into resources; the first error stops the parse.
+pub fn parse_documents(text: &str, source_name: &str) -> Result<Vec<Resource>> {
+    use serde::Deserialize;
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let value = serde_yaml::Value::deserialize(doc).map_err(|e| Error::Parse {
+            source_name: source_name.to_string(),
+            message: format!("malformed YAML: {e}"),
+        })?;
+        if value.is_null() {
+            continue;
+        }
+        out.push(Resource::from_yaml(value, source_name)?);
+    }
+    Ok(out)
+}
+
+/// Every resource a driver knows, by kind and name.
+#[derive(Clone, Debug, Default)]
+pub struct ResourceSet {
+    /// MediaClasses by name.
+    pub media_classes: BTreeMap<String, MediaClass>,
+    /// BackupTrails by name.
+    pub backup_trails: BTreeMap<String, BackupTrail>,
+    /// DuplicationTrails by name.
+    pub duplication_trails: BTreeMap<String, DuplicationTrail>,
+    /// DuplicationPolicies by name.
+    pub policies: BTreeMap<String, DuplicationPolicy>,
+    /// Restores by name.
+    pub restores: BTreeMap<String, Restore>,
+    /// Secrets by name.
+    pub secrets: BTreeMap<String, Secret>,
+}
+
+impl ResourceSet {
+    /// Adds or replaces a resource. CatalogEntries are not user input and are ignored here.
+    pub fn insert(&mut self, r: Resource) {
+        let name = r.name();
+        match r {
+            Resource::MediaClass(x) => _ = self.media_classes.insert(name, x),
+            Resource::BackupTrail(x) => _ = self.backup_trails.insert(name, x),
+            Resource::DuplicationTrail(x) => _ = self.duplication_trails.insert(name, x),
+            Resource::DuplicationPolicy(x) => _ = self.policies.insert(name, x),
+            Resource::Restore(x) => _ = self.restores.insert(name, x),
+            Resource::Secret(x) => _ = self.secrets.insert(name, x),
+            Resource::CatalogEntry(_) => {}
+        }
+    }
+
+    /// Media class name of a trail of either kind.
+    pub fn trail_media_class(&self, trail: &str) -> Option<&str> {
+        self.backup_trails
+            .get(trail)
+            .map(|t| t.spec.media_class_name.as_str())
+            .or_else(|| {
+                self.duplication_trails
+                    .get(trail)
+                    .map(|t| t.spec.media_class_name.as_str())
+            })
+    }
+
+    /// Backend type (`filesystem`, `pvc`, `s3`) of a trail's media class.
+    pub fn trail_backend_kind(&self, trail: &str) -> Option<&'static str> {
+        let mc = self.media_classes.get(self.trail_media_class(trail)?)?;
+        let b = &mc.spec.backend;
+        if b.filesystem.is_some() {
+            Some("filesystem")
+        } else if b.pvc.is_some() {
+            Some("pvc")
+        } else {
+            b.s3.as_ref().map(|_| "s3")
+        }
+    }
+
+    /// Reference errors of `r` against this set.
+    pub fn check_references(&self, r: &Resource) -> Vec<FieldError> {
+        validate_references(r, self)
+    }
+}

@@ -1,0 +1,529 @@
+//! The one validation layer: every caller (local mode, operator, tests) checks resources here,
+//! so a bad quantity, duration, cron, glob or reference gets the same message everywhere.
+
+use std::collections::BTreeMap;
+
+use chrono::TimeDelta;
+
+use super::*;
+
+/// One problem with one field of a resource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// JSON path of the field, e.g. `spec.volumeCapacity`.
+    pub field: String,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+impl FieldError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses a Kubernetes quantity (`64Mi`, `1Gi`, `500M`, `1048576`) into bytes.
+pub fn parse_quantity(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, suffix) = s.split_at(split);
+    let mult: u64 = match suffix {
+        "" => 1,
+        "k" => 1000,
+        "M" => 1000u64.pow(2),
+        "G" => 1000u64.pow(3),
+        "T" => 1000u64.pow(4),
+        "P" => 1000u64.pow(5),
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "Pi" => 1 << 50,
+        _ => {
+            return Err(format!(
+                "{s:?} is not a quantity: unknown suffix {suffix:?} (use e.g. 64Mi, 10Gi, 500M)"
+            ));
+        }
+    };
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a quantity (use e.g. 64Mi, 10Gi, 500M)"))?;
+    let bytes = value * mult as f64;
+    if !(bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64) {
+        return Err(format!("{s:?} is out of range: must be at least 1 byte"));
+    }
+    Ok(bytes.round() as u64)
+}
+
+/// Parses a duration such as `30d`, `7y`, `168h`, `1h30m`, `45s` (units s, m, h, d, w, y=365d).
+pub fn parse_duration(s: &str) -> Result<TimeDelta, String> {
+    let bad = || format!("{s:?} is not a duration (use e.g. 30d, 7y, 168h, 1h30m)");
+    let mut total: i64 = 0;
+    let mut num = String::new();
+    for c in s.trim().chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let unit: i64 = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 7 * 86_400,
+            'y' => 365 * 86_400,
+            _ => return Err(bad()),
+        };
+        let n: i64 = num.parse().map_err(|_| bad())?;
+        num.clear();
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+    }
+    if !num.is_empty() || total <= 0 {
+        return Err(bad());
+    }
+    TimeDelta::try_seconds(total).ok_or_else(bad)
+}
+
+/// Checks a standard 5-field cron expression.
+pub fn parse_cron(s: &str) -> Result<croner::Cron, String> {
+    s.parse::<croner::Cron>()
+        .map_err(|e| format!("{s:?} is not a cron expression: {e}"))
+}
+
+/// Compiles work item globs (`finance-*`, `db?`).
+pub fn parse_glob(s: &str) -> Result<globset::GlobMatcher, String> {
+    globset::Glob::new(s)
+        .map(|g| g.compile_matcher())
+        .map_err(|e| format!("{s:?} is not a glob: {e}"))
+}
+
+/// Checks a DNS-1123 label (work item names become parts of object names).
+pub fn check_dns_label(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} must be a DNS label: lowercase letters, digits and '-', at most 63 characters"
+        ))
+    }
+}
+
+/// Collects field errors for one resource.
+#[derive(Default)]
+struct Checker {
+    errors: Vec<FieldError>,
+}
+
+impl Checker {
+    fn check<T>(&mut self, field: impl Into<String>, r: Result<T, String>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(m) => {
+                self.errors.push(FieldError::new(field, m));
+                None
+            }
+        }
+    }
+
+    fn fail(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(FieldError::new(field, message));
+    }
+
+    fn exactly_one(&mut self, field: &str, set: &[(&str, bool)]) {
+        let names: Vec<&str> = set.iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect();
+        let all: Vec<&str> = set.iter().map(|(n, _)| *n).collect();
+        if names.len() != 1 {
+            self.fail(
+                field,
+                format!(
+                    "exactly one of {} must be set, found {}",
+                    all.join(", "),
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(" and ")
+                    }
+                ),
+            );
+        }
+    }
+
+    fn location(&mut self, field: &str, loc: &DataLocation) {
+        self.exactly_one(
+            field,
+            &[
+                ("path", loc.path.is_some()),
+                ("pvc", loc.pvc.is_some()),
+                ("s3", loc.s3.is_some()),
+            ],
+        );
+        if let Some(s3) = &loc.s3
+            && s3.media_class_name.is_none()
+            && s3.bucket.is_none()
+        {
+            self.fail(
+                format!("{field}.s3"),
+                "name a mediaClassName or give a bucket",
+            );
+        }
+        if let Some(p) = &loc.path
+            && p.is_empty()
+        {
+            self.fail(format!("{field}.path"), "must not be empty");
+        }
+    }
+}
+
+impl MediaClassSpec {
+    /// Checks the spec on its own.
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut c = Checker::default();
+        let b = &self.backend;
+        c.exactly_one(
+            "spec.backend",
+            &[
+                ("filesystem", b.filesystem.is_some()),
+                ("pvc", b.pvc.is_some()),
+                ("s3", b.s3.is_some()),
+            ],
+        );
+        if let Some(s3) = &b.s3
+            && s3.bucket.len() < 3
+        {
+            c.fail(
+                "spec.backend.s3.bucket",
+                "bucket names have at least 3 characters",
+            );
+        }
+        let cap = c.check("spec.volumeCapacity", parse_quantity(&self.volume_capacity));
+        let block = c.check("spec.blockSize", self.block_size_bytes());
+        if let (Some(cap), Some(block)) = (cap, block) {
+            if block < 4096 {
+                c.fail("spec.blockSize", "must be at least 4Ki");
+            }
+            if block > 64 << 20 {
+                c.fail("spec.blockSize", "must be at most 64Mi");
+            }
+            if cap < block.saturating_mul(2) {
+                c.fail(
+                    "spec.volumeCapacity",
+                    format!("must be at least twice spec.blockSize ({block} bytes)"),
+                );
+            }
+        }
+        c.errors
+    }
+
+    /// Block size in bytes (default 1Mi).
+    pub fn block_size_bytes(&self) -> Result<u64, String> {
+        self.block_size
+            .as_deref()
+            .map_or(Ok(1 << 20), parse_quantity)
+    }
+
+    /// Volume capacity in bytes.
+    pub fn capacity_bytes(&self) -> Result<u64, String> {
+        parse_quantity(&self.volume_capacity)
+    }
+}
+
+impl BackupTrailSpec {
+    /// Checks the spec on its own.
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut c = Checker::default();
+        if self.media_class_name.is_empty() {
+            c.fail("spec.mediaClassName", "must name a MediaClass");
+        }
+        c.check("spec.retention", parse_duration(&self.retention));
+        if self.streams == 0 || self.streams > 64 {
+            c.fail("spec.streams", "must be between 1 and 64");
+        }
+        if let Some(s) = &self.schedule {
+            c.check("spec.schedule", parse_cron(s));
+        }
+        let mut seen = BTreeMap::new();
+        for (i, w) in self.work_items.iter().enumerate() {
+            let f = format!("spec.workItems[{i}]");
+            c.check(format!("{f}.name"), check_dns_label(&w.name));
+            if let Some(j) = seen.insert(w.name.clone(), i) {
+                c.fail(
+                    format!("{f}.name"),
+                    format!(
+                        "duplicate work item name {:?} (also spec.workItems[{j}])",
+                        w.name
+                    ),
+                );
+            }
+            c.location(&format!("{f}.source"), &w.source);
+        }
+        c.errors
+    }
+}
+
+impl DuplicationTrailSpec {
+    /// Checks the spec on its own.
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut c = Checker::default();
+        if self.media_class_name.is_empty() {
+            c.fail("spec.mediaClassName", "must name a MediaClass");
+        }
+        c.check("spec.retention", parse_duration(&self.retention));
+        c.errors
+    }
+}
+
+impl DuplicationPolicySpec {
+    /// Checks the spec on its own.
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut c = Checker::default();
+        if self.source_trails.is_empty() {
+            c.fail("spec.sourceTrails", "must name at least one trail");
+        }
+        if self.targets.is_empty() {
+            c.fail("spec.targets", "must name at least one DuplicationTrail");
+        }
+        if self.parallelism == 0 || self.parallelism > 64 {
+            c.fail("spec.parallelism", "must be between 1 and 64");
+        }
+        if self.distribute && self.mode == DuplicationMode::Media {
+            c.fail("spec.distribute", "cannot distribute with mode Media");
+        }
+        let sel = &self.selection;
+        for (i, g) in sel.work_items.iter().enumerate() {
+            c.check(format!("spec.selection.workItems[{i}]"), parse_glob(g));
+        }
+        for (i, g) in sel.exclude.iter().enumerate() {
+            c.check(format!("spec.selection.exclude[{i}]"), parse_glob(g));
+        }
+        if let Some(d) = &sel.older_than {
+            c.check("spec.selection.olderThan", parse_duration(d));
+        }
+        if let Some(d) = &sel.newer_than {
+            c.check("spec.selection.newerThan", parse_duration(d));
+        }
+        if let Some(s) = &self.schedule {
+            c.check("spec.schedule", parse_cron(s));
+        }
+        c.errors
+    }
+}
+
+impl RestoreSpec {
+    /// Checks the spec on its own.
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut c = Checker::default();
+        if self.work_item.is_empty() {
+            c.fail("spec.workItem", "must name a work item");
+        }
+        if self.instance.is_empty() {
+            c.fail(
+                "spec.instance",
+                "use latest, an RFC 3339 time or an instance id",
+            );
+        }
+        c.location("spec.target", &self.target);
+        c.errors
+    }
+}
+
+/// Checks that every name a resource refers to exists in `set`, with the right kind and
+/// backend. `set` holds every resource that will exist once the batch is applied.
+pub fn validate_references(r: &Resource, set: &ResourceSet) -> Vec<FieldError> {
+    let mut c = Checker::default();
+    let media = |c: &mut Checker, field: &str, name: &str| {
+        if !set.media_classes.contains_key(name) {
+            c.fail(field, format!("MediaClass {name:?} not found"));
+        }
+    };
+    match r {
+        Resource::BackupTrail(t) => {
+            media(&mut c, "spec.mediaClassName", &t.spec.media_class_name);
+            for (i, w) in t.spec.work_items.iter().enumerate() {
+                if let Some(m) = w
+                    .source
+                    .s3
+                    .as_ref()
+                    .and_then(|s| s.media_class_name.as_ref())
+                {
+                    media(
+                        &mut c,
+                        &format!("spec.workItems[{i}].source.s3.mediaClassName"),
+                        m,
+                    );
+                }
+            }
+        }
+        Resource::DuplicationTrail(t) => {
+            media(&mut c, "spec.mediaClassName", &t.spec.media_class_name)
+        }
+        Resource::DuplicationPolicy(p) => {
+            for (i, s) in p.spec.source_trails.iter().enumerate() {
+                if !set.backup_trails.contains_key(s) && !set.duplication_trails.contains_key(s) {
+                    c.fail(
+                        format!("spec.sourceTrails[{i}]"),
+                        format!("no BackupTrail or DuplicationTrail named {s:?}"),
+                    );
+                }
+            }
+            for (i, t) in p.spec.targets.iter().enumerate() {
+                if !set.duplication_trails.contains_key(t) {
+                    c.fail(
+                        format!("spec.targets[{i}]"),
+                        format!("DuplicationTrail {t:?} not found"),
+                    );
+                } else if p.spec.source_trails.contains(t) {
+                    c.fail(
+                        format!("spec.targets[{i}]"),
+                        format!("{t:?} is also a source trail"),
+                    );
+                }
+            }
+            if p.spec.mode == DuplicationMode::Media {
+                let kinds: Vec<Option<&'static str>> = p
+                    .spec
+                    .source_trails
+                    .iter()
+                    .chain(&p.spec.targets)
+                    .map(|t| set.trail_backend_kind(t))
+                    .collect();
+                if kinds.windows(2).any(|w| w[0] != w[1]) {
+                    c.fail(
+                        "spec.mode",
+                        "mode Media copies volumes raw and needs the same backend type on every source and target",
+                    );
+                }
+            }
+        }
+        Resource::Restore(rs) => {
+            if let Some(b) = &rs.spec.backup_trail
+                && !set.backup_trails.contains_key(b)
+            {
+                c.fail("spec.backupTrail", format!("BackupTrail {b:?} not found"));
+            }
+            if let SourceChoice::Trail { trail } = &rs.spec.source
+                && !set.backup_trails.contains_key(trail)
+                && !set.duplication_trails.contains_key(trail)
+            {
+                c.fail("spec.source.trail", format!("trail {trail:?} not found"));
+            }
+            if let Some(m) = rs
+                .spec
+                .target
+                .s3
+                .as_ref()
+                .and_then(|s| s.media_class_name.as_ref())
+            {
+                media(&mut c, "spec.target.s3.mediaClassName", m);
+            }
+        }
+        Resource::MediaClass(m) => {
+            if let Some(s) = m
+                .spec
+                .backend
+                .s3
+                .as_ref()
+                .and_then(|s| s.credentials_secret_ref.as_ref())
+                && !set.secrets.contains_key(&s.name)
+            {
+                c.fail(
+                    "spec.backend.s3.credentialsSecretRef.name",
+                    format!("Secret {:?} not found", s.name),
+                );
+            }
+        }
+        Resource::CatalogEntry(_) | Resource::Secret(_) => {}
+    }
+    c.errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_quantity("64Mi"), Ok(64 << 20));
+        assert_eq!(parse_quantity("1Gi"), Ok(1 << 30));
+        assert_eq!(parse_quantity("500M"), Ok(500_000_000));
+        assert_eq!(parse_quantity("1.5Ki"), Ok(1536));
+        assert_eq!(parse_quantity("4096"), Ok(4096));
+        assert!(
+            parse_quantity("64MB")
+                .unwrap_err()
+                .contains("unknown suffix")
+        );
+        assert!(parse_quantity("lots").is_err());
+        assert!(parse_quantity("0").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30d").unwrap().num_days(), 30);
+        assert_eq!(parse_duration("7y").unwrap().num_days(), 7 * 365);
+        assert_eq!(parse_duration("168h").unwrap().num_hours(), 168);
+        assert_eq!(parse_duration("1h30m").unwrap().num_minutes(), 90);
+        assert_eq!(parse_duration("2s").unwrap().num_seconds(), 2);
+        for bad in ["", "30", "d", "3x", "0d", "-1d", "1.5d"] {
+            assert!(parse_duration(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn cron_and_globs() {
+        assert!(parse_cron("0 3 * * *").is_ok());
+        assert!(parse_cron("61 * * * *").is_err());
+        assert!(parse_cron("every day").is_err());
+        assert!(parse_glob("fin*").unwrap().is_match("finance"));
+        assert!(parse_glob("[").is_err());
+    }
+
+    #[test]
+    fn media_class_rules_name_fields() {
+        let spec = MediaClassSpec {
+            backend: Backend {
+                filesystem: Some(FilesystemBackend { path: "/x".into() }),
+                s3: Some(S3Backend {
+                    bucket: "bk".into(),
+                    ..Default::default()
+                }),
+                pvc: None,
+            },
+            volume_capacity: "1Mi".into(),
+            block_size: Some("1Mi".into()),
+            tier: None,
+            location: None,
+            available: true,
+        };
+        let fields: Vec<String> = spec.validate().into_iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.backend",
+                "spec.backend.s3.bucket",
+                "spec.volumeCapacity"
+            ]
+        );
+    }
+
+    #[test]
+    fn dns_labels() {
+        assert!(check_dns_label("finance-2").is_ok());
+        assert!(check_dns_label("Finance").is_err());
+        assert!(check_dns_label("-a").is_err());
+        assert!(check_dns_label(&"a".repeat(64)).is_err());
+    }
+}

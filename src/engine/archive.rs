@@ -1,0 +1,1840 @@
+//! The logical stream of a work item instance: a tar archive (GNU headers and long names, PAX
+//! `mtime` records for sub-second times), written and read strictly sequentially so that a backup
+//! can pipe it straight into a volume writer and a restore can feed it straight from a volume
+//! reader. Memory is bounded by one I/O buffer plus the per-entry index, never by file sizes.
+//!
+//! Conventions of the stream:
+//! - Entries come in a sorted depth-first walk (parents before children, siblings in byte order),
+//!   so the same tree always yields the same bytes.
+//! - Regular files, directories, symbolic links (stored as links, never followed) and hard links
+//!   (the second and later names of an inode point at the first) are archived. Sockets, FIFOs and
+//!   devices are not: they are listed in [`ArchiveSummary::skipped`].
+//! - An incremental stream starts with the control entry [`DELETED_ENTRY`] (`.mimeo/deleted`), a
+//!   JSON array of the paths that vanished since the instance it builds on. Extraction consumes it
+//!   and never writes it, so a top-level [`RESERVED_DIR`] (`.mimeo`) in a user's tree is reserved:
+//!   backups skip it (listed in `skipped`) and restores refuse entries under it.
+//! - Modification times of files, directories and symlinks survive to the nanosecond; access and
+//!   change times do not. Owners are recorded and re-applied only when restoring as root. The
+//!   root directory's own metadata is not archived: the restore target belongs to its creator.
+//! - Sparse files are archived as full data: their content round-trips, their holes do not.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::{self, Metadata, OpenOptions, Permissions};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tar::{Builder, EntryType, Header};
+
+use crate::error::{Error, Result};
+
+/// Top-level name reserved for Mimeo's control entries inside a stream.
+pub const RESERVED_DIR: &str = ".mimeo";
+/// The control entry listing an incremental stream's deletions; always the first entry.
+pub const DELETED_ENTRY: &str = ".mimeo/deleted";
+
+/// Buffer between the archive and its pipe, and for file data copies.
+const IO_BUF: usize = 256 * 1024;
+/// Never a real nanosecond count: marks an index entry whose content did not make it into the
+/// stream intact, so the next incremental always looks at it again.
+const UNSETTLED_NSEC: u32 = u32::MAX;
+
+/// The kinds of entry a stream carries. A hard link is a kind of its own so that a change in link
+/// structure (a file gaining or losing a name) counts as a change for incrementals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+    HardLink,
+}
+
+/// What a file looked like at backup time; used to decide what an incremental backup includes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStamp {
+    /// Bytes (0 for directories, target length for symlinks).
+    pub size: u64,
+    /// Unix seconds.
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    /// Permission bits (`0o7777`).
+    pub mode: u32,
+    pub kind: EntryKind,
+}
+
+impl FileStamp {
+    fn of(meta: &Metadata, kind: EntryKind) -> Self {
+        FileStamp {
+            size: if kind == EntryKind::Dir {
+                0
+            } else {
+                meta.len()
+            },
+            mtime: meta.mtime(),
+            mtime_nsec: u32::try_from(meta.mtime_nsec()).unwrap_or(0),
+            mode: meta.mode() & 0o7777,
+            kind,
+        }
+    }
+}
+
+/// The state of a whole tree at one instance, keyed by relative path (`a/b`); the instance an
+/// incremental builds on hands it over as `previous`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileIndex {
+    pub entries: BTreeMap<String, FileStamp>,
+}
+
+/// What a backup stream holds, for the catalog and for the next incremental.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ArchiveSummary {
+    /// Every archived path of the tree as of this instance, written or unchanged.
+    pub index: FileIndex,
+    /// Paths of `previous` that are gone; a vanished directory is listed once, its content implied.
+    pub deleted: Vec<String>,
+    /// Entries written (directories, files, links), not counting the control entry.
+    pub entries: u64,
+    /// Regular-file data bytes written.
+    pub file_bytes: u64,
+    /// `"path: reason"` for what was not archived (sockets, FIFOs, devices, reserved or
+    /// non-UTF-8 names, files that vanished during the backup).
+    pub skipped: Vec<String>,
+    /// `"path: what happened"` for files that changed while being read: they are archived as read
+    /// and looked at again by the next incremental.
+    pub warnings: Vec<String>,
+}
+
+/// One regular file from a non-filesystem source (e.g. an S3 object).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamEntry {
+    /// Canonical relative path (`a/b`, no `.`, `..`, empty or leading `/` components).
+    pub path: String,
+    pub size: u64,
+    /// Unix seconds.
+    pub mtime: i64,
+    pub mode: u32,
+}
+
+/// What a restore did. Refusals are not errors: a hostile or damaged entry is skipped and named
+/// here, and the rest of the stream is still restored.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExtractReport {
+    /// Entries written (directories, files, links).
+    pub entries: u64,
+    /// Regular-file data bytes written.
+    pub bytes: u64,
+    /// Recorded deletions that removed something.
+    pub deleted: u64,
+    /// `"path: reason"` for entries and deletions refused because they could escape the target
+    /// (or are device/FIFO entries or reserved names).
+    pub refused: Vec<String>,
+    /// `"path: reason"` for harmless entries a target cannot represent (links in an object store).
+    pub skipped: Vec<String>,
+}
+
+/// Writes a tar stream of the tree under `root` into `out`. With `previous` (the index of the
+/// instance this one builds on) only new or changed entries are written (directories always, so
+/// empty dirs and dir modes survive; a hard-link group whole whenever one of its names changed),
+/// and paths that disappeared are recorded as deletions.
+///
+/// The tree is walked once up front (metadata only) because the deletions must precede the data;
+/// file contents are then streamed one at a time.
+pub fn write_dir_archive<W: Write>(
+    root: &Path,
+    previous: Option<&FileIndex>,
+    out: W,
+) -> Result<ArchiveSummary> {
+    let mut summary = ArchiveSummary::default();
+    let mut plan = Vec::new();
+    walk(root, "", &mut plan, &mut summary.skipped)?;
+    link_hard_links(&mut plan);
+    let include = select(&plan, previous);
+    summary.index.entries = plan
+        .iter()
+        .map(|p| (p.rel.clone(), p.stamp.clone()))
+        .collect();
+
+    let mut builder = Builder::new(BufWriter::with_capacity(IO_BUF, out));
+    if let Some(previous) = previous {
+        summary.deleted = vanished(previous, &summary.index);
+        let list = serde_json::to_vec(&summary.deleted)
+            .map_err(|e| Error::Other(format!("encoding {DELETED_ENTRY}: {e}")))?;
+        let meta = EntryMeta {
+            mode: 0o600,
+            mtime: 0,
+            nsec: 0,
+            uid: 0,
+            gid: 0,
+        };
+        append(
+            &mut builder,
+            &meta,
+            EntryType::Regular,
+            DELETED_ENTRY,
+            list.len() as u64,
+            None,
+            list.as_slice(),
+        )
+        .map_err(|e| write_err(DELETED_ENTRY, e))?;
+    }
+
+    for (planned, _) in plan.iter().zip(&include).filter(|(_, inc)| **inc) {
+        let rel = planned.rel.as_str();
+        let abs = root.join(rel);
+        let written = match planned.stamp.kind {
+            EntryKind::File => append_file(&mut builder, &abs, rel, &mut summary)?,
+            EntryKind::Dir => {
+                let name = format!("{rel}/");
+                append(
+                    &mut builder,
+                    &planned.meta,
+                    EntryType::Directory,
+                    &name,
+                    0,
+                    None,
+                    io::empty(),
+                )
+                .map_err(|e| write_err(rel, e))?;
+                true
+            }
+            EntryKind::Symlink => match fs::read_link(&abs) {
+                Ok(target) => {
+                    let target = target.as_os_str().as_bytes();
+                    append(
+                        &mut builder,
+                        &planned.meta,
+                        EntryType::Symlink,
+                        rel,
+                        0,
+                        Some(target),
+                        io::empty(),
+                    )
+                    .map_err(|e| write_err(rel, e))?;
+                    true
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    unsettle(&mut summary, rel, "vanished during the backup");
+                    false
+                }
+                Err(e) => return Err(Error::io(abs, e)),
+            },
+            EntryKind::HardLink => {
+                let first = planned.link_to.map_or(rel, |i| plan[i].rel.as_str());
+                append(
+                    &mut builder,
+                    &planned.meta,
+                    EntryType::Link,
+                    rel,
+                    0,
+                    Some(first.as_bytes()),
+                    io::empty(),
+                )
+                .map_err(|e| write_err(rel, e))?;
+                true
+            }
+        };
+        if written {
+            summary.entries += 1;
+        }
+    }
+    let mut out = builder
+        .into_inner()
+        .map_err(|e| write_err("end of archive", e))?;
+    out.flush().map_err(|e| write_err("end of archive", e))?;
+    Ok(summary)
+}
+
+/// Writes a tar stream of regular files from a non-filesystem source, in the order given (sort
+/// it for determinism). Each reader must yield exactly its entry's `size` bytes: a short or long
+/// source is an error, since the stream cannot be corrected afterwards. Paths that are not
+/// canonical, reserved or repeated are skipped and listed.
+pub fn write_stream_archive<W: Write, I>(entries: I, out: W) -> Result<ArchiveSummary>
+where
+    I: Iterator<Item = Result<(StreamEntry, Box<dyn Read + Send>)>>,
+{
+    let mut summary = ArchiveSummary::default();
+    let mut builder = Builder::new(BufWriter::with_capacity(IO_BUF, out));
+    for item in entries {
+        let (entry, reader) = item?;
+        let path = entry.path.as_str();
+        let problem = match normalize(path.as_bytes()) {
+            Ok(Some(canonical)) if canonical != path => Some("not a canonical relative path"),
+            Ok(Some(_)) if is_reserved(path) => Some("reserved for Mimeo control entries"),
+            Ok(Some(_)) if summary.index.entries.contains_key(path) => Some("duplicate path"),
+            Ok(Some(_)) => None,
+            Ok(None) | Err(_) => Some("not a canonical relative path"),
+        };
+        if let Some(problem) = problem {
+            summary.skipped.push(format!("{path}: {problem}"));
+            continue;
+        }
+        let meta = EntryMeta {
+            mode: entry.mode & 0o7777,
+            mtime: entry.mtime,
+            nsec: 0,
+            uid: 0,
+            gid: 0,
+        };
+        let mut src = Exact::new(reader, entry.size);
+        append(
+            &mut builder,
+            &meta,
+            EntryType::Regular,
+            path,
+            entry.size,
+            None,
+            &mut src,
+        )
+        .map_err(|e| match src.failed.take() {
+            Some(cause) => Error::Other(format!("{path}: reading source: {cause}")),
+            None => write_err(path, e),
+        })?;
+        if src.padded > 0 {
+            return Err(Error::Other(format!(
+                "{path}: source ended {} bytes short of its declared size {}",
+                src.padded, entry.size
+            )));
+        }
+        if src.has_more() {
+            return Err(Error::Other(format!(
+                "{path}: source is longer than its declared size {}",
+                entry.size
+            )));
+        }
+        summary.index.entries.insert(
+            entry.path.clone(),
+            FileStamp {
+                size: entry.size,
+                mtime: entry.mtime,
+                mtime_nsec: 0,
+                mode: meta.mode,
+                kind: EntryKind::File,
+            },
+        );
+        summary.entries += 1;
+        summary.file_bytes += entry.size;
+    }
+    let mut out = builder
+        .into_inner()
+        .map_err(|e| write_err("end of archive", e))?;
+    out.flush().map_err(|e| write_err("end of archive", e))?;
+    Ok(summary)
+}
+
+/// Extracts into `target` (created if missing), applying the stream's recorded deletions first.
+/// Never writes outside `target`: entries with `..` or absolute paths, entries whose parent path
+/// crosses a symlink (checked with `lstat` as it goes, never followed), hard links to such or to
+/// refused paths, and device/FIFO entries are refused and reported. Existing entries at a path are
+/// replaced (never written into), so an incremental chain restores link after link over one
+/// target. Directory modes and times are applied after their content. The input is read to its
+/// end so a writer on the other side of a pipe finishes cleanly.
+///
+/// Checks are made entry by entry; they do not guard against another process rearranging the
+/// target while the restore runs.
+pub fn extract_archive<R: Read>(input: R, target: &Path) -> Result<ExtractReport> {
+    fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
+    let mut dest = DirTarget {
+        root: target,
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        as_root: unsafe { libc::geteuid() } == 0,
+        deferred: Vec::new(),
+        buf: vec![0; IO_BUF],
+    };
+    drive(input, &mut dest)
+}
+
+/// Extracts regular files only, handing each to `sink(path, size, reader)` (for S3 restore
+/// targets), which must consume exactly `size` bytes. Deletions are reported through
+/// `delete(path)`, meaning the path and everything below it. Directories are implied by file
+/// paths; symlinks and hard links are listed in [`ExtractReport::skipped`]. Unsafe paths are
+/// refused exactly as by [`extract_archive`].
+pub fn extract_archive_to<R: Read>(
+    input: R,
+    sink: &mut dyn FnMut(&str, u64, &mut dyn Read) -> Result<()>,
+    delete: &mut dyn FnMut(&str) -> Result<()>,
+) -> Result<ExtractReport> {
+    drive(input, &mut SinkTarget { sink, delete })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+
+/// One walked entry, before anything is written.
+struct Planned {
+    rel: String,
+    stamp: FileStamp,
+    meta: EntryMeta,
+    /// `(dev, ino)` of a regular file with more than one name.
+    inode: Option<(u64, u64)>,
+    /// For a hard link: the plan index of the inode's first name.
+    link_to: Option<usize>,
+}
+
+/// Sorted depth-first walk that records metadata only (no file is opened).
+fn walk(
+    root: &Path,
+    dir_rel: &str,
+    plan: &mut Vec<Planned>,
+    skipped: &mut Vec<String>,
+) -> Result<()> {
+    let dir = root.join(dir_rel);
+    let listing = match fs::read_dir(&dir) {
+        Ok(listing) => listing,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !dir_rel.is_empty() => {
+            skipped.push(format!("{dir_rel}: vanished during the backup"));
+            return Ok(());
+        }
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    let mut names = listing
+        .map(|entry| entry.map(|e| e.file_name()))
+        .collect::<io::Result<Vec<OsString>>>()
+        .map_err(|e| Error::io(&dir, e))?;
+    names.sort();
+    for name in names {
+        let joined = |name: &str| {
+            if dir_rel.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{dir_rel}/{name}")
+            }
+        };
+        let Some(utf8) = name.to_str() else {
+            let shown = joined(&name.to_string_lossy());
+            skipped.push(format!("{shown}: name is not valid UTF-8"));
+            continue;
+        };
+        let rel = joined(utf8);
+        if rel == RESERVED_DIR {
+            skipped.push(format!("{rel}: reserved for Mimeo control entries"));
+            continue;
+        }
+        let path = dir.join(&name);
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                skipped.push(format!("{rel}: vanished during the backup"));
+                continue;
+            }
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        let file_type = meta.file_type();
+        let kind = if file_type.is_dir() {
+            EntryKind::Dir
+        } else if file_type.is_file() {
+            EntryKind::File
+        } else if file_type.is_symlink() {
+            EntryKind::Symlink
+        } else {
+            skipped.push(format!("{rel}: {} not archived", special_name(&meta)));
+            continue;
+        };
+        let inode = (kind == EntryKind::File && meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
+        let subdir = (kind == EntryKind::Dir).then(|| rel.clone());
+        plan.push(Planned {
+            stamp: FileStamp::of(&meta, kind),
+            meta: EntryMeta::of(&meta),
+            rel,
+            inode,
+            link_to: None,
+        });
+        if let Some(subdir) = subdir {
+            walk(root, &subdir, plan, skipped)?;
+        }
+    }
+    Ok(())
+}
+
+fn special_name(meta: &Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_socket() {
+        "socket"
+    } else if t.is_fifo() {
+        "FIFO"
+    } else if t.is_char_device() || t.is_block_device() {
+        "device"
+    } else {
+        "special file"
+    }
+}
+
+/// Turns the second and later names of each multiply-linked inode into hard links to the first.
+fn link_hard_links(plan: &mut [Planned]) {
+    let mut first: HashMap<(u64, u64), usize> = HashMap::new();
+    for (i, planned) in plan.iter_mut().enumerate() {
+        let Some(inode) = planned.inode else { continue };
+        let leader = *first.entry(inode).or_insert(i);
+        if leader != i {
+            planned.stamp.kind = EntryKind::HardLink;
+            planned.link_to = Some(leader);
+        }
+    }
+}
+
+/// Which planned entries go into the stream.
+fn select(plan: &[Planned], previous: Option<&FileIndex>) -> Vec<bool> {
+    let Some(previous) = previous else {
+        return vec![true; plan.len()];
+    };
+    let changed = |p: &Planned| previous.entries.get(&p.rel) != Some(&p.stamp);
+    // A group is written whole so that a restored inode never mixes old and new names.
+    let mut group_changed: HashMap<(u64, u64), bool> = HashMap::new();
+    for p in plan {
+        if let Some(inode) = p.inode {
+            *group_changed.entry(inode).or_default() |= changed(p);
+        }
+    }
+    plan.iter()
+        .map(|p| match p.inode {
+            _ if p.stamp.kind == EntryKind::Dir => true,
+            Some(inode) => group_changed[&inode],
+            None => changed(p),
+        })
+        .collect()
+}
+
+/// Paths of `previous` missing from `current`, without those under an already-listed directory.
+fn vanished(previous: &FileIndex, current: &FileIndex) -> Vec<String> {
+    let gone =
+        |path: &str| previous.entries.contains_key(path) && !current.entries.contains_key(path);
+    previous
+        .entries
+        .keys()
+        .filter(|path| gone(path))
+        .filter(|path| !path.match_indices('/').any(|(i, _)| gone(&path[..i])))
+        .cloned()
+        .collect()
+}
+
+/// Streams one regular file; returns false when it vanished before it could be opened.
+fn append_file<W: Write>(
+    builder: &mut Builder<W>,
+    abs: &Path,
+    rel: &str,
+    summary: &mut ArchiveSummary,
+) -> Result<bool> {
+    // O_NOFOLLOW: a file swapped for a symlink since the walk is not followed; O_NONBLOCK: one
+    // swapped for a FIFO does not hang the backup (it has no effect on regular files).
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(abs)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ELOOP) => {
+            unsettle(summary, rel, "vanished during the backup");
+            return Ok(false);
+        }
+        Err(e) => return Err(Error::io(abs, e)),
+    };
+    let stat = file.metadata().map_err(|e| Error::io(abs, e))?;
+    if !stat.is_file() {
+        unsettle(
+            summary,
+            rel,
+            "replaced by another kind of file during the backup",
+        );
+        return Ok(false);
+    }
+    // Describe what is actually read, not what the walk saw.
+    if let Some(stamp) = summary.index.entries.get_mut(rel) {
+        *stamp = FileStamp::of(&stat, stamp.kind);
+    }
+    let size = stat.len();
+    let capacity = usize::try_from(size)
+        .unwrap_or(IO_BUF)
+        .clamp(8 * 1024, IO_BUF);
+    let mut src = Exact::new(BufReader::with_capacity(capacity, file), size);
+    append(
+        builder,
+        &EntryMeta::of(&stat),
+        EntryType::Regular,
+        rel,
+        size,
+        None,
+        &mut src,
+    )
+    .map_err(|e| match src.failed.take() {
+        Some(cause) => Error::io(abs, cause),
+        None => write_err(rel, e),
+    })?;
+    summary.file_bytes += size;
+    if src.padded > 0 {
+        let note = format!(
+            "shrank by {} bytes while being read; padded with zeros",
+            src.padded
+        );
+        summary.warnings.push(format!("{rel}: {note}"));
+        mark_unsettled(summary, rel);
+    } else if src.has_more() {
+        let note = format!("grew while being read; its first {size} bytes were archived");
+        summary.warnings.push(format!("{rel}: {note}"));
+        mark_unsettled(summary, rel);
+    }
+    Ok(true)
+}
+
+/// Records that `rel` is not in the stream after all, and makes the next incremental revisit it.
+fn unsettle(summary: &mut ArchiveSummary, rel: &str, why: &str) {
+    summary.skipped.push(format!("{rel}: {why}"));
+    mark_unsettled(summary, rel);
+}
+
+fn mark_unsettled(summary: &mut ArchiveSummary, rel: &str) {
+    if let Some(stamp) = summary.index.entries.get_mut(rel) {
+        stamp.mtime_nsec = UNSETTLED_NSEC;
+    }
+}
+
+/// Appends one entry: an optional PAX `mtime` record (sub-second or pre-1970 times), then the
+/// GNU header (with GNU long-name/long-link entries when needed) and the data.
+fn append<W: Write>(
+    builder: &mut Builder<W>,
+    meta: &EntryMeta,
+    kind: EntryType,
+    name: &str,
+    size: u64,
+    link: Option<&[u8]>,
+    data: impl Read,
+) -> io::Result<()> {
+    if meta.nsec != 0 || meta.mtime < 0 {
+        let time = format_pax_time(meta.mtime, meta.nsec);
+        builder.append_pax_extensions([("mtime", time.as_bytes())])?;
+    }
+    let mut header = Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(meta.mode);
+    header.set_mtime(u64::try_from(meta.mtime).unwrap_or(0));
+    header.set_uid(meta.uid);
+    header.set_gid(meta.gid);
+    header.set_size(size);
+    match link {
+        None => builder.append_data(&mut header, name, data),
+        // Stored byte for byte: `append_link` would normalise short targets ("a/./b" → "a/b").
+        Some(target) if target.len() <= header.as_old().linkname.len() => {
+            header.set_link_name_literal(target)?;
+            builder.append_data(&mut header, name, data)
+        }
+        // Too long for the header: `append_link` writes a GNU long-link entry with the raw bytes.
+        Some(target) => {
+            builder.append_link(&mut header, name, Path::new(OsStr::from_bytes(target)))
+        }
+    }
+}
+
+fn write_err(rel: &str, e: io::Error) -> Error {
+    Error::Other(format!("writing archive entry {rel}: {e}"))
+}
+
+/// Yields exactly `remaining` bytes: zero padding if the source ends early (a file that shrank
+/// must not desynchronise the stream), and it remembers a source error so it can be told apart
+/// from an error writing the stream.
+struct Exact<R> {
+    inner: R,
+    remaining: u64,
+    padded: u64,
+    failed: Option<io::Error>,
+}
+
+impl<R: Read> Exact<R> {
+    fn new(inner: R, size: u64) -> Self {
+        Exact {
+            inner,
+            remaining: size,
+            padded: 0,
+            failed: None,
+        }
+    }
+
+    /// Whether the source holds more than the declared size.
+    fn has_more(&mut self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.inner.read(&mut probe), Ok(n) if n > 0)
+    }
+}
+
+impl<R: Read> Read for Exact<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        if self.padded == 0 {
+            match self.inner.read(&mut buf[..want]) {
+                Ok(0) => {}
+                Ok(n) => {
+                    self.remaining -= n as u64;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
+                Err(e) => {
+                    let shown = io::Error::new(e.kind(), e.to_string());
+                    self.failed = Some(e);
+                    return Err(shown);
+                }
+            }
+        }
+        buf[..want].fill(0);
+        self.padded += want as u64;
+        self.remaining -= want as u64;
+        Ok(want)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metadata shared by both directions
+
+#[derive(Clone, Copy, Debug)]
+struct EntryMeta {
+    mode: u32,
+    mtime: i64,
+    nsec: u32,
+    uid: u64,
+    gid: u64,
+}
+
+impl EntryMeta {
+    fn of(meta: &Metadata) -> Self {
+        EntryMeta {
+            mode: meta.mode() & 0o7777,
+            mtime: meta.mtime(),
+            nsec: u32::try_from(meta.mtime_nsec()).unwrap_or(0),
+            uid: meta.uid().into(),
+            gid: meta.gid().into(),
+        }
+    }
+
+    fn read<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Self> {
+        let mut time = None;
+        if let Some(extensions) = entry.pax_extensions().map_err(read_err)? {
+            time = extensions
+                .flatten()
+                .filter(|ext| ext.key_bytes() == b"mtime")
+                .find_map(|ext| ext.value().ok().and_then(parse_pax_time));
+        }
+        let header = entry.header();
+        let (mtime, nsec) = match time {
+            Some(time) => time,
+            None => {
+                let secs = header.mtime().map_err(read_err)?;
+                (i64::try_from(secs).unwrap_or(i64::MAX), 0)
+            }
+        };
+        Ok(EntryMeta {
+            mode: header.mode().map_err(read_err)? & 0o7777,
+            mtime,
+            nsec,
+            uid: header.uid().map_err(read_err)?,
+            gid: header.gid().map_err(read_err)?,
+        })
+    }
+}
+
+/// PAX time: decimal seconds with a fraction, negative before 1970 (`-1.5` is sec -2, nsec 5e8).
+fn format_pax_time(sec: i64, nsec: u32) -> String {
+    if sec < 0 && nsec > 0 {
+        format!("-{}.{:09}", -(sec + 1), 1_000_000_000 - nsec)
+    } else {
+        format!("{sec}.{nsec:09}")
+    }
+}
+
+fn parse_pax_time(text: &str) -> Option<(i64, u32)> {
+    let (negative, body) = match text.strip_prefix('-') {
+        Some(body) => (true, body),
+        None => (false, text),
+    };
+    let (whole, fraction) = body.split_once('.').unwrap_or((body, ""));
+    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let whole: i64 = whole.parse().ok()?;
+    let digits = &fraction[..fraction.len().min(9)];
+    let nsec = format!("{digits:0<9}").parse::<u32>().ok()?;
+    Some(match (negative, nsec) {
+        (false, _) => (whole, nsec),
+        (true, 0) => (-whole, 0),
+        (true, _) => (-whole - 1, 1_000_000_000 - nsec),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading
+
+fn read_err(e: io::Error) -> Error {
+    Error::Other(format!("reading archive stream: {e}"))
+}
+
+fn refusal(entry: &str, reason: impl Into<String>) -> Error {
+    Error::Refused {
+        entry: entry.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn is_reserved(rel: &str) -> bool {
+    rel == RESERVED_DIR || rel.starts_with(".mimeo/")
+}
+
+/// Turns an archive path into a canonical relative one (`a/b`) or says why it cannot be used;
+/// `Ok(None)` is the root itself (`.` or `./`).
+fn normalize(raw: &[u8]) -> std::result::Result<Option<String>, String> {
+    let text = std::str::from_utf8(raw).map_err(|_| "name is not valid UTF-8".to_owned())?;
+    if text.starts_with('/') {
+        return Err("absolute path".to_owned());
+    }
+    if text.contains('\0') {
+        return Err("name contains a NUL byte".to_owned());
+    }
+    let mut parts = Vec::new();
+    for part in text.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return Err("path has a `..` component".to_owned()),
+            part => parts.push(part),
+        }
+    }
+    Ok((!parts.is_empty()).then(|| parts.join("/")))
+}
+
+/// The entry kinds a restore writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Dir,
+    File,
+    Symlink,
+    HardLink,
+}
+
+/// Where extracted entries go: a directory, or a sink of regular files.
+trait Destination {
+    /// Removes `rel` and everything below it; true when something was there.
+    fn delete(&mut self, rel: &str) -> Result<bool>;
+    /// Writes one entry; `refused` holds the paths refused so far (hard links must not reach them).
+    fn put<R: Read>(
+        &mut self,
+        rel: &str,
+        kind: Kind,
+        entry: &mut tar::Entry<'_, R>,
+        refused: &HashSet<String>,
+        report: &mut ExtractReport,
+    ) -> Result<()>;
+    /// Runs once all entries are in.
+    fn finish(&mut self) -> Result<()>;
+}
+
+/// The extraction loop shared by both destinations: path checks, control entries, refusals.
+fn drive<R: Read, D: Destination>(input: R, dest: &mut D) -> Result<ExtractReport> {
+    let mut report = ExtractReport::default();
+    let mut refused = HashSet::new();
+    let mut archive = tar::Archive::new(BufReader::with_capacity(IO_BUF, input));
+    for (position, entry) in archive.entries().map_err(read_err)?.enumerate() {
+        let mut entry = entry.map_err(read_err)?;
+        let kind = match entry.header().entry_type() {
+            EntryType::XGlobalHeader => continue,
+            EntryType::Directory => Ok(Kind::Dir),
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => Ok(Kind::File),
+            EntryType::Symlink => Ok(Kind::Symlink),
+            EntryType::Link => Ok(Kind::HardLink),
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                Err("device and FIFO entries are never restored".to_owned())
+            }
+            other => Err(format!(
+                "unsupported entry type {:?}",
+                other.as_byte() as char
+            )),
+        };
+        let raw = entry.path_bytes().into_owned();
+        let outcome = match (normalize(&raw), kind) {
+            (Err(reason), _) => Err(refusal(&String::from_utf8_lossy(&raw), reason)),
+            (Ok(Some(rel)), Err(reason)) => Err(refusal(&rel, reason)),
+            (Ok(None), _) => Ok(()),
+            (Ok(Some(rel)), Ok(kind)) if is_reserved(&rel) => {
+                if rel == DELETED_ENTRY && position == 0 && kind == Kind::File {
+                    apply_deletions(&mut entry, dest, &mut report)
+                } else {
+                    Err(refusal(&rel, "reserved for Mimeo control entries"))
+                }
+            }
+            (Ok(Some(rel)), Ok(kind)) => dest.put(&rel, kind, &mut entry, &refused, &mut report),
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(Error::Refused { entry, reason }) => {
+                report.refused.push(format!("{entry}: {reason}"));
+                refused.insert(entry);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    dest.finish()?;
+    io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(read_err)?;
+    Ok(report)
+}
+
+fn apply_deletions<R: Read, D: Destination>(
+    entry: &mut tar::Entry<'_, R>,
+    dest: &mut D,
+    report: &mut ExtractReport,
+) -> Result<()> {
+    let mut list = Vec::new();
+    entry.read_to_end(&mut list).map_err(read_err)?;
+    let paths: Vec<String> = serde_json::from_slice(&list)
+        .map_err(|e| Error::Other(format!("{DELETED_ENTRY}: not a JSON list of paths: {e}")))?;
+    for path in paths {
+        let outcome = match normalize(path.as_bytes()) {
+            Ok(Some(rel)) if !is_reserved(&rel) => dest.delete(&rel),
+            Ok(_) => Err(refusal(&path, "not a path inside the restored tree")),
+            Err(reason) => Err(refusal(&path, reason)),
+        };
+        match outcome {
+            Ok(removed) => report.deleted += u64::from(removed),
+            Err(Error::Refused { entry, reason }) => {
+                report
+                    .refused
+                    .push(format!("deletion of {entry}: {reason}"));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The state of a path's parent directories.
+enum Parents {
+    Ready,
+    /// One is missing (and was not to be created).
+    Missing,
+    /// One is a symlink or not a directory: why nothing may be written below it.
+    Blocked(String),
+}
+
+struct DirTarget<'a> {
+    root: &'a Path,
+    /// Root restores re-apply owners; unprivileged ones must lift read-only directory modes.
+    as_root: bool,
+    /// Directories whose mode and time are applied once their content is in.
+    deferred: Vec<(String, EntryMeta)>,
+    buf: Vec<u8>,
+}
+
+impl DirTarget<'_> {
+    /// Checks each parent of `rel` with `lstat` (never following a link), creating missing ones
+    /// when `create` is set.
+    fn parents(&self, rel: &str, create: bool) -> Result<Parents> {
+        let mut path = self.root.to_path_buf();
+        let mut prefix_len = 0;
+        let Some((parents, _)) = rel.rsplit_once('/') else {
+            return Ok(Parents::Ready);
+        };
+        for name in parents.split('/') {
+            path.push(name);
+            prefix_len += name.len() + usize::from(prefix_len > 0);
+            let prefix = &rel[..prefix_len];
+            match fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    return Ok(Parents::Blocked(format!(
+                        "{prefix} is a symbolic link; nothing is written through one"
+                    )));
+                }
+                Ok(_) => return Ok(Parents::Blocked(format!("{prefix} is not a directory"))),
+                Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                    fs::create_dir(&path).map_err(|e| Error::io(&path, e))?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Parents::Missing),
+                Err(e) => return Err(Error::io(path, e)),
+            }
+        }
+        Ok(Parents::Ready)
+    }
+
+    /// Lets an unprivileged restore write into a directory an earlier link of the chain restored
+    /// read-only; that directory's own entry re-applies its real mode at the end.
+    fn make_writable(&self, dir: &Path, meta: &Metadata) -> Result<()> {
+        if self.as_root || meta.mode() & 0o700 == 0o700 {
+            return Ok(());
+        }
+        let mode = (meta.mode() | 0o700) & 0o7777;
+        fs::set_permissions(dir, Permissions::from_mode(mode)).map_err(|e| Error::io(dir, e))
+    }
+
+    fn make_parent_writable(&self, rel: &str) -> Result<()> {
+        let Some((parent, _)) = rel.rsplit_once('/') else {
+            return Ok(()); // the target root is left as its owner made it
+        };
+        if self.as_root {
+            return Ok(());
+        }
+        let dir = self.root.join(parent);
+        let meta = fs::symlink_metadata(&dir).map_err(|e| Error::io(&dir, e))?;
+        self.make_writable(&dir, &meta)
+    }
+
+    fn put_dir(&mut self, rel: &str, path: &Path, meta: EntryMeta) -> Result<()> {
+        match fs::symlink_metadata(path) {
+            Ok(existing) if existing.is_dir() => self.make_writable(path, &existing)?,
+            found => {
+                if found.is_ok() {
+                    fs::remove_file(path).map_err(|e| Error::io(path, e))?;
+                }
+                fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(path)
+                    .map_err(|e| Error::io(path, e))?;
+            }
+        }
+        self.deferred.push((rel.to_owned(), meta));
+        Ok(())
+    }
+
+    fn put_file<R: Read>(
+        &mut self,
+        path: &Path,
+        entry: &mut tar::Entry<'_, R>,
+        meta: &EntryMeta,
+    ) -> Result<u64> {
+        clear(path)?;
+        // create_new: O_EXCL never follows a symlink at the final component.
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        let mut written = 0u64;
+        loop {
+            let n = match entry.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(read_err(e)),
+            };
+            file.write_all(&self.buf[..n])
+                .map_err(|e| Error::io(path, e))?;
+            written += n as u64;
+        }
+        if self.as_root {
+            let (uid, gid) = (u32::try_from(meta.uid).ok(), u32::try_from(meta.gid).ok());
+            std::os::unix::fs::fchown(&file, uid, gid).map_err(|e| Error::io(path, e))?;
+        }
+        // After chown, which clears set-id bits.
+        file.set_permissions(Permissions::from_mode(meta.mode))
+            .map_err(|e| Error::io(path, e))?;
+        drop(file);
+        set_mtime(path, meta.mtime, meta.nsec)?;
+        Ok(written)
+    }
+
+    fn put_symlink(&self, rel: &str, path: &Path, target: &[u8], meta: &EntryMeta) -> Result<()> {
+        if target.is_empty() {
+            return Err(refusal(rel, "symbolic link without a target"));
+        }
+        clear(path)?;
+        std::os::unix::fs::symlink(OsStr::from_bytes(target), path)
+            .map_err(|e| Error::io(path, e))?;
+        self.chown_nofollow(path, meta)?;
+        set_mtime(path, meta.mtime, meta.nsec)
+    }
+
+    fn put_hard_link(
+        &self,
+        rel: &str,
+        path: &Path,
+        raw_target: &[u8],
+        refused: &HashSet<String>,
+    ) -> Result<()> {
+        let shown = String::from_utf8_lossy(raw_target);
+        let target = match normalize(raw_target) {
+            Ok(Some(target)) => target,
+            Ok(None) => return Err(refusal(rel, "hard link to the restore root")),
+            Err(reason) => return Err(refusal(rel, format!("hard link target {shown}: {reason}"))),
+        };
+        if target == rel {
+            return Err(refusal(rel, "hard link to itself"));
+        }
+        if is_reserved(&target) || refused.contains(&target) {
+            return Err(refusal(
+                rel,
+                format!("hard link target {target} was refused"),
+            ));
+        }
+        match self.parents(&target, false)? {
+            Parents::Ready => {}
+            Parents::Missing => {
+                return Err(refusal(
+                    rel,
+                    format!("hard link target {target} does not exist"),
+                ));
+            }
+            Parents::Blocked(why) => {
+                return Err(refusal(rel, format!("hard link target {target}: {why}")));
+            }
+        }
+        let target_path = self.root.join(&target);
+        match fs::symlink_metadata(&target_path) {
+            Ok(meta) if meta.is_file() => {}
+            Ok(_) => {
+                return Err(refusal(
+                    rel,
+                    format!("hard link target {target} is not a regular file"),
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(refusal(
+                    rel,
+                    format!("hard link target {target} does not exist"),
+                ));
+            }
+            Err(e) => return Err(Error::io(target_path, e)),
+        }
+        clear(path)?;
+        // linkat without AT_SYMLINK_FOLLOW: links the checked file itself.
+        fs::hard_link(&target_path, path).map_err(|e| Error::io(path, e))
+    }
+
+    fn chown_nofollow(&self, path: &Path, meta: &EntryMeta) -> Result<()> {
+        if !self.as_root {
+            return Ok(());
+        }
+        let (uid, gid) = (u32::try_from(meta.uid).ok(), u32::try_from(meta.gid).ok());
+        std::os::unix::fs::lchown(path, uid, gid).map_err(|e| Error::io(path, e))
+    }
+}
+
+impl Destination for DirTarget<'_> {
+    fn delete(&mut self, rel: &str) -> Result<bool> {
+        match self.parents(rel, false)? {
+            Parents::Ready => {}
+            Parents::Missing => return Ok(false),
+            Parents::Blocked(why) => return Err(refusal(rel, why)),
+        }
+        let path = self.root.join(rel);
+        match fs::symlink_metadata(&path) {
+            Ok(_) => {
+                self.make_parent_writable(rel)?;
+                clear(&path)?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
+    fn put<R: Read>(
+        &mut self,
+        rel: &str,
+        kind: Kind,
+        entry: &mut tar::Entry<'_, R>,
+        refused: &HashSet<String>,
+        report: &mut ExtractReport,
+    ) -> Result<()> {
+        let meta = EntryMeta::read(entry)?;
+        match self.parents(rel, true)? {
+            Parents::Ready => {}
+            Parents::Missing => unreachable!("missing parents are created"),
+            Parents::Blocked(why) => return Err(refusal(rel, why)),
+        }
+        self.make_parent_writable(rel)?;
+        let path = self.root.join(rel);
+        match kind {
+            Kind::Dir => self.put_dir(rel, &path, meta)?,
+            Kind::File => report.bytes += self.put_file(&path, entry, &meta)?,
+            Kind::Symlink => {
+                let target = entry.link_name_bytes().unwrap_or_default().into_owned();
+                self.put_symlink(rel, &path, &target, &meta)?;
+            }
+            Kind::HardLink => {
+                let target = entry.link_name_bytes().unwrap_or_default().into_owned();
+                self.put_hard_link(rel, &path, &target, refused)?;
+            }
+        }
+        report.entries += 1;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        // Children before parents (the reverse of stream order), so that a parent made
+        // read-only or unsearchable does not stop its children from being finished.
+        for (rel, meta) in std::mem::take(&mut self.deferred).into_iter().rev() {
+            if !matches!(self.parents(&rel, false)?, Parents::Ready) {
+                continue;
+            }
+            let path = self.root.join(&rel);
+            match fs::symlink_metadata(&path) {
+                Ok(found) if found.is_dir() => {}
+                // Replaced by a later entry, which wins.
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(path, e)),
+            }
+            self.chown_nofollow(&path, &meta)?;
+            fs::set_permissions(&path, Permissions::from_mode(meta.mode))
+                .map_err(|e| Error::io(&path, e))?;
+            set_mtime(&path, meta.mtime, meta.nsec)?;
+        }
+        Ok(())
+    }
+}
+
+/// Removes whatever is at `path` (not following a symlink), so that a new entry replaces it
+/// instead of writing into it (and into any other name of its inode).
+fn clear(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => remove_tree(path, &meta),
+        Ok(_) => fs::remove_file(path).map_err(|e| Error::io(path, e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// Like `fs::remove_dir_all`, but also empties read-only directories an unprivileged restore
+/// wrote earlier.
+fn remove_tree(dir: &Path, meta: &Metadata) -> Result<()> {
+    if meta.mode() & 0o700 != 0o700 {
+        let mode = (meta.mode() | 0o700) & 0o7777;
+        fs::set_permissions(dir, Permissions::from_mode(mode)).map_err(|e| Error::io(dir, e))?;
+    }
+    for child in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let child = child.map_err(|e| Error::io(dir, e))?.path();
+        let child_meta = fs::symlink_metadata(&child).map_err(|e| Error::io(&child, e))?;
+        if child_meta.is_dir() {
+            remove_tree(&child, &child_meta)?;
+        } else {
+            fs::remove_file(&child).map_err(|e| Error::io(&child, e))?;
+        }
+    }
+    fs::remove_dir(dir).map_err(|e| Error::io(dir, e))
+}
+
+/// Sets the modification time of `path` itself (a symlink's own time, not its target's),
+/// leaving the access time alone.
+fn set_mtime(path: &Path, sec: i64, nsec: u32) -> Result<()> {
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| Error::io(path, io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: sec as libc::time_t,
+            tv_nsec: nsec.min(999_999_999) as libc::c_long,
+        },
+    ];
+    // SAFETY: `c_path` is a NUL-terminated string and `times` two valid timespecs, both alive for
+    // the duration of the call.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(Error::io(path, io::Error::last_os_error()))
+    }
+}
+
+struct SinkTarget<'s> {
+    sink: &'s mut dyn FnMut(&str, u64, &mut dyn Read) -> Result<()>,
+    delete: &'s mut dyn FnMut(&str) -> Result<()>,
+}
+
+impl Destination for SinkTarget<'_> {
+    fn delete(&mut self, rel: &str) -> Result<bool> {
+        (self.delete)(rel)?;
+        Ok(true)
+    }
+
+    fn put<R: Read>(
+        &mut self,
+        rel: &str,
+        kind: Kind,
+        entry: &mut tar::Entry<'_, R>,
+        _refused: &HashSet<String>,
+        report: &mut ExtractReport,
+    ) -> Result<()> {
+        let what = match kind {
+            Kind::Dir => return Ok(()), // implied by the paths of the files below it
+            Kind::Symlink => "symbolic link",
+            Kind::HardLink => "hard link",
+            Kind::File => {
+                let size = entry.size();
+                let mut counted = Counted {
+                    inner: entry,
+                    count: 0,
+                };
+                (self.sink)(rel, size, &mut counted)?;
+                if counted.count != size {
+                    return Err(Error::Other(format!(
+                        "{rel}: restore target consumed {} of {size} bytes",
+                        counted.count
+                    )));
+                }
+                report.entries += 1;
+                report.bytes += size;
+                return Ok(());
+            }
+        };
+        report.skipped.push(format!(
+            "{rel}: {what} cannot be stored by this restore target"
+        ));
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+struct Counted<R> {
+    inner: R,
+    count: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use filetime::{FileTime, set_symlink_file_times};
+    use sha2::{Digest, Sha256};
+    use std::fs::File;
+    use std::io::{Cursor, Seek, SeekFrom};
+    use std::os::unix::fs::symlink;
+
+    fn put(path: &Path, data: &[u8], mode: u32) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, data).unwrap();
+        fs::set_permissions(path, Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// Sets the time of `path` itself (works for files, directories and symlinks).
+    fn stamp(path: &Path, sec: i64, nsec: u32) {
+        let t = FileTime::from_unix_time(sec, nsec);
+        set_symlink_file_times(path, t, t).unwrap();
+    }
+
+    fn pseudo_random(len: usize, mut seed: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len);
+        while out.len() < len {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            out.extend_from_slice(&seed.to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+
+    const LONG_DIR: &str = "long-directory-name-that-keeps-going-and-going-and-going-well-past-the-classic-one-hundred-byte-limit";
+
+    fn build_tree(root: &Path) {
+        put(&root.join("docs/a.txt"), b"alpha\n", 0o644);
+        put(&root.join("docs/secret"), b"hush", 0o600);
+        put(&root.join("bin/tool"), b"#!/bin/sh\necho hi\n", 0o755);
+        put(&root.join("zero"), b"", 0o644);
+        put(&root.join("big.bin"), &pseudo_random(5 << 20, 7), 0o644);
+        fs::create_dir_all(root.join("empty")).unwrap();
+        fs::set_permissions(root.join("empty"), Permissions::from_mode(0o750)).unwrap();
+        fs::create_dir_all(root.join("docs/nested/deep")).unwrap();
+        put(&root.join("docs/nested/deep/leaf"), b"leaf", 0o444);
+
+        let mut sparse = File::create(root.join("sparse.img")).unwrap();
+        sparse.set_len(16 << 20).unwrap();
+        sparse.seek(SeekFrom::Start(4 << 20)).unwrap();
+        sparse.write_all(b"an island in the hole").unwrap();
+        drop(sparse);
+
+        symlink("a.txt", root.join("docs/link")).unwrap();
+        symlink("../nowhere/at/all", root.join("docs/dangling")).unwrap();
+        let long_target = format!("{LONG_DIR}/{}", "t".repeat(150));
+        symlink(&long_target, root.join("long-link")).unwrap();
+
+        put(&root.join("hl/one"), b"shared inode", 0o640);
+        fs::hard_link(root.join("hl/one"), root.join("hl/two")).unwrap();
+        fs::hard_link(
+            root.join("hl/one"),
+            root.join(format!("hl/{}", "h".repeat(120))),
+        )
+        .unwrap();
+
+        put(
+            &root.join(LONG_DIR).join("f".repeat(200)),
+            b"long name",
+            0o644,
+        );
+
+        stamp(&root.join("docs/a.txt"), 1_600_000_000, 123_456_789);
+        stamp(&root.join("docs/secret"), -86_400 * 400, 250_000_000);
+        stamp(&root.join("bin/tool"), 1_500_000_000, 0);
+        stamp(&root.join("docs/link"), 1_400_000_000, 42);
+        stamp(&root.join("long-link"), 1_300_000_000, 0);
+        for dir in [
+            "docs/nested/deep",
+            "docs/nested",
+            "docs",
+            "bin",
+            "empty",
+            "hl",
+            LONG_DIR,
+        ] {
+            stamp(&root.join(dir), 1_234_567_890, 987_654_321);
+        }
+    }
+
+    /// Everything a restore must reproduce: the index (paths, kinds, sizes, modes, mtimes to the
+    /// nanosecond, hard-link structure) plus file digests and symlink targets.
+    fn snapshot(root: &Path) -> (FileIndex, BTreeMap<String, String>) {
+        let summary = write_dir_archive(root, None, io::sink()).unwrap();
+        let mut content = BTreeMap::new();
+        for (rel, stamp) in &summary.index.entries {
+            let path = root.join(rel);
+            let value = match stamp.kind {
+                EntryKind::File | EntryKind::HardLink => {
+                    let meta = fs::metadata(&path).unwrap();
+                    let digest = hex::encode(Sha256::digest(fs::read(&path).unwrap()));
+                    format!("{digest} ino-group-size {}", meta.nlink())
+                }
+                EntryKind::Symlink => fs::read_link(&path).unwrap().display().to_string(),
+                EntryKind::Dir => String::new(),
+            };
+            content.insert(rel.clone(), value);
+        }
+        (summary.index, content)
+    }
+
+    fn listing(stream: &[u8]) -> Vec<(String, EntryType)> {
+        let mut archive = tar::Archive::new(stream);
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let path = String::from_utf8(e.path_bytes().into_owned()).unwrap();
+                (path, e.header().entry_type())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn round_trip_preserves_the_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        build_tree(&src);
+        // Things that must be skipped, not archived.
+        let _socket = std::os::unix::net::UnixListener::bind(src.join("sock")).unwrap();
+        let fifo = CString::new(src.join("fifo").as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        put(&src.join(".mimeo/deleted"), b"[\"docs\"]", 0o644);
+
+        let mut stream = Vec::new();
+        let summary = write_dir_archive(&src, None, &mut stream).unwrap();
+        let mut skipped = summary.skipped.clone();
+        skipped.sort();
+        assert_eq!(
+            skipped,
+            [
+                ".mimeo: reserved for Mimeo control entries",
+                "fifo: FIFO not archived",
+                "sock: socket not archived"
+            ]
+        );
+        assert!(summary.deleted.is_empty() && summary.warnings.is_empty());
+        assert_eq!(
+            summary.file_bytes,
+            (5 << 20) + (16 << 20) + 6 + 4 + 18 + 4 + 12 + 9
+        );
+        let names = listing(&stream);
+        assert!(names.iter().all(|(n, _)| !n.starts_with(".mimeo")));
+        let links: Vec<_> = names
+            .iter()
+            .filter(|(_, t)| *t == EntryType::Link)
+            .collect();
+        assert_eq!(links.len(), 2, "{links:?}");
+
+        // Same tree, same bytes.
+        let mut again = Vec::new();
+        write_dir_archive(&src, None, &mut again).unwrap();
+        assert!(again == stream, "stream is not deterministic");
+
+        let dst = tmp.path().join("dst");
+        let report = extract_archive(stream.as_slice(), &dst).unwrap();
+        assert!(report.refused.is_empty(), "{:?}", report.refused);
+        assert_eq!(report.entries, summary.entries);
+        assert_eq!(report.bytes, summary.file_bytes);
+
+        for special in ["sock", "fifo"] {
+            fs::remove_file(src.join(special)).unwrap();
+        }
+        fs::remove_dir_all(src.join(".mimeo")).unwrap();
+        assert_eq!(snapshot(&src), snapshot(&dst));
+        let ino = |p: &str| fs::metadata(dst.join(p)).unwrap().ino();
+        assert_eq!(ino("hl/one"), ino("hl/two"));
+        assert_eq!(
+            fs::read(dst.join("sparse.img")).unwrap(),
+            fs::read(src.join("sparse.img")).unwrap()
+        );
+        let secret = fs::symlink_metadata(dst.join("docs/secret")).unwrap();
+        assert_eq!(
+            (secret.mtime(), secret.mtime_nsec()),
+            (-86_400 * 400, 250_000_000)
+        );
+    }
+
+    #[test]
+    fn incremental_holds_only_changes_and_restores_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        build_tree(&src);
+        let mut full = Vec::new();
+        let first = write_dir_archive(&src, None, &mut full).unwrap();
+
+        put(&src.join("docs/a.txt"), b"alpha, revised\n", 0o644);
+        stamp(&src.join("docs/a.txt"), 1_700_000_000, 1);
+        fs::remove_file(src.join("docs/secret")).unwrap();
+        fs::remove_dir_all(src.join(LONG_DIR)).unwrap();
+        put(&src.join("docs/new.txt"), b"fresh", 0o600);
+
+        let mut inc = Vec::new();
+        let second = write_dir_archive(&src, Some(&first.index), &mut inc).unwrap();
+        assert_eq!(second.deleted, ["docs/secret", LONG_DIR]);
+        let written: Vec<_> = listing(&inc)
+            .into_iter()
+            .filter(|(_, t)| *t != EntryType::Directory)
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(written, [DELETED_ENTRY, "docs/a.txt", "docs/new.txt"]);
+        assert_eq!(second.file_bytes, 15 + 5);
+
+        let dst = tmp.path().join("dst");
+        extract_archive(full.as_slice(), &dst).unwrap();
+        let report = extract_archive(inc.as_slice(), &dst).unwrap();
+        assert!(report.refused.is_empty(), "{:?}", report.refused);
+        assert_eq!(report.deleted, 2);
+        assert_eq!(snapshot(&src), snapshot(&dst));
+        assert!(!dst.join(".mimeo").exists());
+
+        // An object-store target sees the same files and deletions.
+        let mut files = Vec::new();
+        let mut deleted = Vec::new();
+        let report = extract_archive_to(
+            inc.as_slice(),
+            &mut |path, size, data| {
+                let mut body = Vec::new();
+                data.read_to_end(&mut body).unwrap();
+                assert_eq!(body.len() as u64, size);
+                files.push(path.to_owned());
+                Ok(())
+            },
+            &mut |path| {
+                deleted.push(path.to_owned());
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(files, ["docs/a.txt", "docs/new.txt"]);
+        assert_eq!(deleted, second.deleted);
+        assert_eq!(report.deleted, 2);
+    }
+
+    #[test]
+    fn incremental_follows_kind_changes_and_link_groups() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        build_tree(&src);
+        let mut full = Vec::new();
+        let first = write_dir_archive(&src, None, &mut full).unwrap();
+
+        // Directory → file, file → directory, symlink → directory, and a new name for an
+        // unchanged inode (which must bring its whole group along).
+        fs::remove_dir_all(src.join("docs/nested")).unwrap();
+        put(&src.join("docs/nested"), b"now a file", 0o644);
+        fs::remove_file(src.join("zero")).unwrap();
+        put(&src.join("zero/inside"), b"now a dir", 0o644);
+        fs::remove_file(src.join("docs/link")).unwrap();
+        put(&src.join("docs/link/x"), b"x", 0o644);
+        fs::hard_link(src.join("hl/one"), src.join("hl/three")).unwrap();
+        fs::set_permissions(src.join("empty"), Permissions::from_mode(0o700)).unwrap();
+
+        let mut inc = Vec::new();
+        let second = write_dir_archive(&src, Some(&first.index), &mut inc).unwrap();
+        assert_eq!(second.deleted, ["docs/nested/deep"]);
+        let written: Vec<_> = listing(&inc)
+            .into_iter()
+            .filter(|(_, t)| *t != EntryType::Directory)
+            .map(|(n, _)| n)
+            .collect();
+        let group = format!("hl/{}", "h".repeat(120));
+        let expected = [
+            DELETED_ENTRY,
+            "docs/link/x",
+            "docs/nested",
+            &group,
+            "hl/one",
+            "hl/three",
+            "hl/two",
+            "zero/inside",
+        ];
+        assert_eq!(written, expected);
+
+        let dst = tmp.path().join("dst");
+        extract_archive(full.as_slice(), &dst).unwrap();
+        let report = extract_archive(inc.as_slice(), &dst).unwrap();
+        assert!(report.refused.is_empty(), "{:?}", report.refused);
+        assert_eq!(snapshot(&src), snapshot(&dst));
+        let ino = |p: &str| fs::metadata(dst.join(p)).unwrap().ino();
+        assert_eq!(ino("hl/one"), ino("hl/three"));
+        assert_eq!(ino("hl/one"), ino(&group));
+    }
+
+    /// A header with raw name and link bytes, bypassing the builder's own path checks.
+    fn raw_entry(ar: &mut Builder<Vec<u8>>, name: &str, kind: EntryType, link: &str, data: &[u8]) {
+        let mut header = Header::new_gnu();
+        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+        header.set_entry_type(kind);
+        header.set_mode(0o644);
+        header.set_mtime(1);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_size(data.len() as u64);
+        header.set_cksum();
+        ar.append(&header, data).unwrap();
+    }
+
+    #[test]
+    fn hostile_archives_never_write_outside_the_target() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("target");
+        let canary = tmp.path().join("canary");
+        put(&canary.join("keep"), b"precious", 0o644);
+        fs::create_dir_all(&target).unwrap();
+        symlink(&canary, target.join("pre")).unwrap();
+        let canary_str = canary.to_str().unwrap();
+
+        let mut ar = Builder::new(Vec::new());
+        let deletions = r#"["../canary/keep", "pre/keep", "/etc/passwd", ".mimeo", "absent"]"#;
+        raw_entry(
+            &mut ar,
+            DELETED_ENTRY,
+            EntryType::Regular,
+            "",
+            deletions.as_bytes(),
+        );
+        raw_entry(
+            &mut ar,
+            "../canary/dotdot.txt",
+            EntryType::Regular,
+            "",
+            b"x",
+        );
+        raw_entry(
+            &mut ar,
+            "sub/../../canary/dotdot2.txt",
+            EntryType::Regular,
+            "",
+            b"x",
+        );
+        raw_entry(
+            &mut ar,
+            &format!("{canary_str}/abs.txt"),
+            EntryType::Regular,
+            "",
+            b"x",
+        );
+        raw_entry(&mut ar, "link", EntryType::Symlink, canary_str, b"");
+        raw_entry(&mut ar, "link/through.txt", EntryType::Regular, "", b"x");
+        raw_entry(&mut ar, "link/sub/deeper.txt", EntryType::Regular, "", b"x");
+        raw_entry(&mut ar, "pre/through.txt", EntryType::Regular, "", b"x");
+        raw_entry(&mut ar, "dev", EntryType::Char, "", b"");
+        raw_entry(&mut ar, "fifo", EntryType::Fifo, "", b"");
+        raw_entry(&mut ar, "hl-out", EntryType::Link, "../canary/keep", b"");
+        raw_entry(&mut ar, "hl-via-link", EntryType::Link, "link/keep", b"");
+        raw_entry(
+            &mut ar,
+            "hl-refused",
+            EntryType::Link,
+            "link/through.txt",
+            b"",
+        );
+        raw_entry(
+            &mut ar,
+            "hl-abs",
+            EntryType::Link,
+            &format!("{canary_str}/keep"),
+            b"",
+        );
+        raw_entry(
+            &mut ar,
+            ".mimeo/deleted",
+            EntryType::Regular,
+            "",
+            b"[\"ok.txt\"]",
+        );
+        raw_entry(&mut ar, "ok.txt", EntryType::Regular, "", b"fine");
+        let stream = ar.into_inner().unwrap();
+
+        let report = extract_archive(stream.as_slice(), &target).unwrap();
+        let canary_files: Vec<_> = fs::read_dir(&canary)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(canary_files, ["keep"]);
+        assert_eq!(fs::read(canary.join("keep")).unwrap(), b"precious");
+        let mut in_target: Vec<_> = fs::read_dir(&target)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        in_target.sort();
+        assert_eq!(in_target, ["link", "ok.txt", "pre"]);
+        assert_eq!(fs::read_link(target.join("link")).unwrap(), canary);
+        assert_eq!(report.entries, 2);
+        assert_eq!(report.deleted, 0);
+
+        let expect = [
+            "deletion of ../canary/keep: path has a `..` component",
+            "deletion of pre/keep: pre is a symbolic link; nothing is written through one",
+            "deletion of /etc/passwd: absolute path",
+            "deletion of .mimeo: not a path inside the restored tree",
+            "../canary/dotdot.txt: path has a `..` component",
+            "sub/../../canary/dotdot2.txt: path has a `..` component",
+            "abs.txt: absolute path",
+            "link/through.txt: link is a symbolic link; nothing is written through one",
+            "link/sub/deeper.txt: link is a symbolic link; nothing is written through one",
+            "pre/through.txt: pre is a symbolic link; nothing is written through one",
+            "dev: device and FIFO entries are never restored",
+            "fifo: device and FIFO entries are never restored",
+            "hl-out: hard link target ../canary/keep: path has a `..` component",
+            "hl-via-link: hard link target link/keep: link is a symbolic link; nothing is written through one",
+            "hl-refused: hard link target link/through.txt was refused",
+            "hl-abs: hard link target",
+            ".mimeo/deleted: reserved for Mimeo control entries",
+        ];
+        assert_eq!(report.refused.len(), expect.len(), "{:#?}", report.refused);
+        for (got, want) in report.refused.iter().zip(expect) {
+            let want = want.replace("abs.txt", &format!("{canary_str}/abs.txt"));
+            assert!(got.contains(&want), "{got:?} does not mention {want:?}");
+        }
+    }
+
+    #[test]
+    fn stream_archive_round_trips_to_a_sink() {
+        let big = pseudo_random(3 << 20, 3);
+        let objects: Vec<(&str, Vec<u8>)> = vec![
+            ("a.txt", b"hello".to_vec()),
+            ("dir/big.bin", big.clone()),
+            ("dir/empty", Vec::new()),
+            ("../evil", b"x".to_vec()),
+            ("a//b", b"x".to_vec()),
+            (".mimeo/deleted", b"[]".to_vec()),
+            ("a.txt", b"again".to_vec()),
+        ];
+        let items = objects.iter().map(|(path, data)| {
+            let entry = StreamEntry {
+                path: (*path).to_owned(),
+                size: data.len() as u64,
+                mtime: 1_650_000_000,
+                mode: 0o640,
+            };
+            let reader: Box<dyn Read + Send> = Box::new(Cursor::new(data.clone()));
+            Ok((entry, reader))
+        });
+        let mut stream = Vec::new();
+        let summary = write_stream_archive(items, &mut stream).unwrap();
+        assert_eq!(summary.entries, 3);
+        assert_eq!(summary.file_bytes, 5 + (3 << 20));
+        assert_eq!(
+            summary.skipped,
+            [
+                "../evil: not a canonical relative path",
+                "a//b: not a canonical relative path",
+                ".mimeo/deleted: reserved for Mimeo control entries",
+                "a.txt: duplicate path"
+            ]
+        );
+
+        let mut got = BTreeMap::new();
+        let report = extract_archive_to(
+            stream.as_slice(),
+            &mut |path, size, data| {
+                let mut body = Vec::new();
+                data.read_to_end(&mut body)
+                    .map_err(|e| Error::io(path, e))?;
+                assert_eq!(body.len() as u64, size);
+                got.insert(path.to_owned(), body);
+                Ok(())
+            },
+            &mut |path| panic!("unexpected deletion of {path}"),
+        )
+        .unwrap();
+        let want: BTreeMap<String, Vec<u8>> = objects[..3]
+            .iter()
+            .map(|(p, d)| ((*p).to_owned(), d.clone()))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!((report.entries, report.bytes), (3, 5 + (3 << 20)));
+
+        // The same stream restores to a directory, with parents created on the way.
+        let tmp = tempfile::tempdir().unwrap();
+        extract_archive(stream.as_slice(), tmp.path()).unwrap();
+        assert_eq!(fs::read(tmp.path().join("dir/big.bin")).unwrap(), big);
+        let meta = fs::metadata(tmp.path().join("a.txt")).unwrap();
+        assert_eq!((meta.mtime(), meta.mode() & 0o7777), (1_650_000_000, 0o640));
+    }
+
+    #[test]
+    fn stream_archive_rejects_a_source_of_the_wrong_size() {
+        for (declared, actual) in [(10u64, 5usize), (5, 10)] {
+            let entry = StreamEntry {
+                path: "f".to_owned(),
+                size: declared,
+                mtime: 0,
+                mode: 0o644,
+            };
+            let reader: Box<dyn Read + Send> = Box::new(Cursor::new(vec![1u8; actual]));
+            let err =
+                write_stream_archive(std::iter::once(Ok((entry, reader))), io::sink()).unwrap_err();
+            assert!(err.to_string().contains("declared size"), "{err}");
+        }
+    }
+
+    #[test]
+    fn pax_times_round_trip() {
+        for (sec, nsec) in [
+            (0, 1),
+            (1_600_000_000, 123_456_789),
+            (-1, 0),
+            (-2, 500_000_000),
+            (-1, 999_999_999),
+        ] {
+            let text = format_pax_time(sec, nsec);
+            assert_eq!(parse_pax_time(&text), Some((sec, nsec)), "{text}");
+        }
+        assert_eq!(parse_pax_time("1.5"), Some((1, 500_000_000)));
+        assert_eq!(parse_pax_time("-1.5"), Some((-2, 500_000_000)));
+        assert_eq!(parse_pax_time("12"), Some((12, 0)));
+        assert_eq!(parse_pax_time("1.1234567891"), Some((1, 123_456_789)));
+        assert_eq!(parse_pax_time("x"), None);
+    }
+}

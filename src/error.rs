@@ -1,0 +1,107 @@
+//! The one error type of Mimeo. Every variant says *where* (file, resource, field, volume, offset,
+//! work item) so that a user can act on the message without reading logs.
+
+use std::path::PathBuf;
+
+/// Errors raised anywhere in Mimeo.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A resource failed validation; `field` is the JSON path of the offending field.
+    #[error("{source_name}: {kind}/{name}: field {field}: {message}")]
+    Invalid {
+        source_name: String,
+        kind: String,
+        name: String,
+        field: String,
+        message: String,
+    },
+    /// Input that is not a resource at all (bad YAML, unknown kind).
+    #[error("{source_name}: {message}")]
+    Parse {
+        source_name: String,
+        message: String,
+    },
+    /// Local file-system failure, with the path involved.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An object store (filesystem directory or S3 bucket) failed.
+    #[error("{store}: {key}: {message}")]
+    Store {
+        store: String,
+        key: String,
+        message: String,
+        /// Worth retrying (throttling, 5xx, connection reset).
+        transient: bool,
+    },
+    /// A write-once key already exists.
+    #[error("{store}: {key}: already exists (media objects are written once)")]
+    AlreadyExists { store: String, key: String },
+    /// An object that should exist does not.
+    #[error("{store}: {key}: not found")]
+    NotFound { store: String, key: String },
+    /// Media content failed a check (CRC, label, truncation, missing segment).
+    #[error("corrupt media: volume {volume}, offset {offset}, work item {work_item}: {detail}")]
+    Corrupt {
+        volume: String,
+        offset: u64,
+        work_item: String,
+        detail: String,
+    },
+    /// No copy of an instance can be read; `reason` lists why each candidate was skipped.
+    #[error("no copy available: {reason}")]
+    Unavailable { reason: String },
+    /// A restore entry was refused because it would escape the target.
+    #[error("refused to restore {entry}: {reason}")]
+    Refused { entry: String, reason: String },
+    /// A feature that this driver cannot provide (e.g. PVCs in local mode).
+    #[error("{0}")]
+    Unsupported(String),
+    /// Anything else, with context.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Result alias used throughout Mimeo.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Builds an [`Error::Io`] from a path and an I/O error.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// True when retrying the same operation may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Store {
+                transient: true,
+                ..
+            }
+        )
+    }
+
+    /// A short CamelCase reason, used for Kubernetes Events and status conditions.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Invalid { .. } => "InvalidSpec",
+            Error::Parse { .. } => "ParseError",
+            Error::Io { .. } => "IoError",
+            Error::Store { .. } => "StoreError",
+            Error::AlreadyExists { .. } => "AlreadyExists",
+            Error::NotFound { .. } => "NotFound",
+            Error::Corrupt { .. } => "CorruptMedia",
+            Error::Unavailable { .. } => "NoCopyAvailable",
+            Error::Refused { .. } => "RefusedEntry",
+            Error::Unsupported(_) => "Unsupported",
+            Error::Other(_) => "Failed",
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Media: the volume format, trails of volumes, and the object stores they live on.
+
+pub mod format;
+pub mod fs;
+pub mod s3;
+pub mod store;
+pub mod trail;

@@ -1,0 +1,572 @@
+//! Trails of volumes: a writer that turns instance streams into blocks, fills volumes up to
+//! their capacity, seals them and goes on to the next; a scanner that derives a trail's volumes
+//! from the media alone; and a reader that streams one instance back, checking every block.
+//!
+//! Object keys under a media class root:
+//! `TRAIL/VOLUME/label.json`, `TRAIL/VOLUME/NNNNN.seg`, `TRAIL/VOLUME/sealed`,
+//! `TRAIL/manifests/SESSION.json`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::Utc;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::format::*;
+use super::store::ObjectStore;
+use crate::api::{CatalogEntrySpec, Extent, VolumeState, VolumeStatus};
+use crate::error::{Error, Result};
+
+/// A resolved media class: its store and geometry.
+#[derive(Clone, Debug)]
+pub struct Media {
+    /// MediaClass name.
+    pub name: String,
+    /// Where its objects live.
+    pub store: Arc<dyn ObjectStore>,
+    /// Block size in bytes, header included.
+    pub block_size: u64,
+    /// Volume capacity in bytes.
+    pub capacity: u64,
+}
+
+/// Key of a segment object.
+pub fn segment_key(trail: &str, volume: &str, segment: u32) -> String {
+    format!("{trail}/{volume}/{segment:05}.seg")
+}
+
+fn label_key(trail: &str, volume: &str) -> String {
+    format!("{trail}/{volume}/label.json")
+}
+
+fn sealed_key(trail: &str, volume: &str) -> String {
+    format!("{trail}/{volume}/sealed")
+}
+
+/// Key of a write session's manifest (the catalog records it committed).
+pub fn manifest_key(trail: &str, session: &str) -> String {
+    format!("{trail}/manifests/{session}.json")
+}
+
+/// A volume as found on the media.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VolumeInfo {
+    /// Volume name.
+    pub name: String,
+    /// `(segment number, size)` of each segment object.
+    pub segments: Vec<(u32, u64)>,
+    /// Sealed (full).
+    pub sealed: bool,
+}
+
+impl VolumeInfo {
+    /// Bytes of all segments.
+    pub fn bytes_used(&self) -> u64 {
+        self.segments.iter().map(|s| s.1).sum()
+    }
+
+    /// Filling, Full or Scratch.
+    pub fn state(&self) -> VolumeState {
+        if self.sealed {
+            VolumeState::Full
+        } else if self.segments.is_empty() {
+            VolumeState::Scratch
+        } else {
+            VolumeState::Filling
+        }
+    }
+
+    /// As shown in a trail's status.
+    pub fn status(&self) -> VolumeStatus {
+        VolumeStatus {
+            name: self.name.clone(),
+            bytes_used: self.bytes_used(),
+            state: self.state(),
+        }
+    }
+}
+
+/// Lists a trail's volumes from the media, sorted by name. The media are the truth: no state
+/// outside them is needed to continue writing a trail after a crash.
+pub async fn scan_trail(store: &dyn ObjectStore, trail: &str) -> Result<Vec<VolumeInfo>> {
+    let mut vols: BTreeMap<String, VolumeInfo> = BTreeMap::new();
+    for obj in store.list(&format!("{trail}/")).await? {
+        let rest = &obj.key[trail.len() + 1..];
+        let Some((volume, file)) = rest.split_once('/') else {
+            continue;
+        };
+        if volume == "manifests" {
+            continue;
+        }
+        let v = vols.entry(volume.to_string()).or_insert_with(|| VolumeInfo {
+            name: volume.to_string(),
+            ..Default::default()
+        });
+        if file == "sealed" {
+            v.sealed = true;
+        } else if let Some(n) = file.strip_suffix(".seg").and_then(|n| n.parse().ok()) {
+            v.segments.push((n, obj.size));
+        }
+    }
+    Ok(vols.into_values().collect())
+}
+
+/// Lists the manifest keys of a trail.
+pub async fn list_manifests(store: &dyn ObjectStore, trail: &str) -> Result<Vec<String>> {
+    Ok(store
+        .list(&format!("{trail}/manifests/"))
+        .await?
+        .into_iter()
+        .map(|o| o.key)
+        .collect())
+}
+
+/// Frees a volume whose entries have all expired: its segments and seal are removed, the label
+/// stays, and the volume becomes Scratch (reusable).
+pub async fn scratch_volume(store: &dyn ObjectStore, trail: &str, volume: &VolumeInfo) -> Result<()> {
+    for (seg, _) in &volume.segments {
+        store.delete(&segment_key(trail, &volume.name, *seg)).await?;
+    }
+    store.delete(&sealed_key(trail, &volume.name)).await
+}
+
+/// One instance written by a [`TrailWriter`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WrittenInstance {
+    /// Instance id.
+    pub instance_id: String,
+    /// Work item.
+    pub work_item: String,
+    /// Length of the logical stream.
+    pub bytes: u64,
+    /// `sha256:<hex>` of the logical stream.
+    pub digest: String,
+    /// Where its blocks are.
+    pub extents: Vec<Extent>,
+}
+
+struct OpenInstance {
+    id: String,
+    work_item: String,
+    hash: u64,
+    offset: u64,
+    pending: Vec<u8>,
+    digest: Sha256,
+    extents: Vec<Extent>,
+}
+
+struct OpenSegment {
+    volume: String,
+    volume_id: u64,
+    segment: u32,
+    writer: Box<dyn super::store::ObjectWriter>,
+    offset: u64,
+    block_index: u64,
+    /// Bytes the volume held before this segment.
+    base: u64,
+    index: BTreeMap<String, super::format::IndexedInstance>,
+}
+
+/// Writes instance streams as blocks onto a trail's volumes. Several instances may be open at
+/// once: their blocks interleave in the order data arrives.
+pub struct TrailWriter {
+    media: Media,
+    trail: String,
+    session: String,
+    volumes: Vec<VolumeInfo>,
+    open: Option<OpenSegment>,
+    instances: BTreeMap<usize, OpenInstance>,
+    next_slot: usize,
+}
+
+impl TrailWriter {
+    /// Opens a trail for writing; the current volumes are read from the media.
+    pub async fn open(media: Media, trail: &str, session: &str) -> Result<TrailWriter> {
+        let volumes = scan_trail(media.store.as_ref(), trail).await?;
+        Ok(TrailWriter {
+            media,
+            trail: trail.into(),
+            session: session.into(),
+            volumes,
+            open: None,
+            instances: BTreeMap::new(),
+            next_slot: 0,
+        })
+    }
+
+    fn payload_max(&self) -> usize {
+        self.media.block_size as usize - HEADER_LEN
+    }
+
+    /// Starts an instance stream; returns the slot to write it with.
+    pub fn begin(&mut self, instance_id: &str, work_item: &str) -> usize {
+        let slot = self.next_slot;
+        self.next_slot += 1;
+        self.instances.insert(
+            slot,
+            OpenInstance {
+                id: instance_id.into(),
+                work_item: work_item.into(),
+                hash: name_hash(instance_id),
+                offset: 0,
+                pending: Vec::with_capacity(self.payload_max()),
+                digest: Sha256::new(),
+                extents: Vec::new(),
+            },
+        );
+        slot
+    }
+
+    /// Appends stream bytes to an instance; full blocks are written as they fill.
+    pub async fn write(&mut self, slot: usize, mut data: &[u8]) -> Result<()> {
+        let max = self.payload_max();
+        while !data.is_empty() {
+            let inst = self.instances.get_mut(&slot).expect("begin() first");
+            let take = (max - inst.pending.len()).min(data.len());
+            inst.pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if inst.pending.len() == max {
+                self.flush_block(slot, 0).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends an instance stream: writes its last block and returns where it went.
+    pub async fn end(&mut self, slot: usize) -> Result<WrittenInstance> {
+        self.flush_block(slot, FLAG_END).await?;
+        let inst = self.instances.remove(&slot).expect("begin() first");
+        Ok(WrittenInstance {
+            instance_id: inst.id,
+            work_item: inst.work_item,
+            bytes: inst.offset,
+            digest: format!("sha256:{}", hex::encode(inst.digest.finalize())),
+            extents: inst.extents,
+        })
+    }
+
+    async fn flush_block(&mut self, slot: usize, flags: u16) -> Result<()> {
+        let block_len = HEADER_LEN as u64
+            + self.instances[&slot].pending.len() as u64;
+        let needs_new = match &self.open {
+            None => true,
+            Some(s) => s.base + s.offset + block_len > self.media.capacity,
+        };
+        if needs_new {
+            if let Some(seg) = self.open.take() {
+                let volume = seg.volume.clone();
+                self.seal_segment(seg).await?;
+                self.media
+                    .store
+                    .put(&sealed_key(&self.trail, &volume), Bytes::new())
+                    .await?;
+                if let Some(v) = self.volumes.iter_mut().find(|v| v.name == volume) {
+                    v.sealed = true;
+                }
+            }
+            self.open = Some(self.open_segment(block_len).await?);
+        }
+        let seg = self.open.as_mut().expect("opened above");
+        let inst = self.instances.get_mut(&slot).expect("begin() first");
+        let header = BlockHeader {
+            kind: BlockKind::Data,
+            flags,
+            volume_id: seg.volume_id,
+            segment: seg.segment,
+            payload_len: inst.pending.len() as u32,
+            block_index: seg.block_index,
+            instance: inst.hash,
+            stream_offset: inst.offset,
+        };
+        let block = header.encode(&inst.pending);
+        inst.digest.update(&inst.pending);
+        inst.offset += inst.pending.len() as u64;
+        inst.pending.clear();
+        let offset = seg.offset;
+        let len = block.len() as u64;
+        match inst.extents.last_mut() {
+            Some(e)
+                if e.volume == seg.volume
+                    && e.segment == seg.segment
+                    && e.offset + e.length == offset =>
+            {
+                e.length += len
+            }
+            _ => inst.extents.push(Extent {
+                volume: seg.volume.clone(),
+                segment: seg.segment,
+                offset,
+                length: len,
+            }),
+        }
+        let idx = seg
+            .index
+            .entry(inst.id.clone())
+            .or_insert_with(|| IndexedInstance {
+                instance_id: inst.id.clone(),
+                work_item: inst.work_item.clone(),
+                runs: Vec::new(),
+            });
+        match idx.runs.last_mut() {
+            Some(r) if r.0 + r.1 == offset => r.1 += len,
+            _ => idx.runs.push((offset, len)),
+        }
+        seg.writer.write(Bytes::from(block)).await?;
+        seg.offset += len;
+        seg.block_index += 1;
+        Ok(())
+    }
+
+    /// Opens a new segment on the first volume with room for a label and `first_block` bytes,
+    /// or on a new volume.
+    async fn open_segment(&mut self, first_block: u64) -> Result<OpenSegment> {
+        let label_room = 4096 + first_block;
+        let cap = self.media.capacity;
+        let pos = self
+            .volumes
+            .iter()
+            .position(|v| !v.sealed && v.bytes_used() + label_room <= cap);
+        let pos = match pos {
+            Some(p) => p,
+            None => {
+                let n = self
+                    .volumes
+                    .iter()
+                    .filter_map(|v| v.name.rsplit('-').next()?.parse::<u32>().ok())
+                    .max()
+                    .map_or(1, |n| n + 1);
+                let name = format!("{}-{n:05}", self.trail);
+                let label = self.label(&name, 0);
+                self.media
+                    .store
+                    .put(
+                        &label_key(&self.trail, &name),
+                        Bytes::from(serde_json::to_vec_pretty(&label).expect("label serializes")),
+                    )
+                    .await?;
+                self.volumes.push(VolumeInfo {
+                    name,
+                    ..Default::default()
+                });
+                self.volumes.len() - 1
+            }
+        };
+        let vol = &self.volumes[pos];
+        let segment = vol.segments.iter().map(|s| s.0 + 1).max().unwrap_or(0);
+        let volume = vol.name.clone();
+        let base = vol.bytes_used();
+        let key = segment_key(&self.trail, &volume, segment);
+        let mut writer = self.media.store.create(&key).await?;
+        let label = serde_json::to_vec(&self.label(&volume, segment)).expect("label serializes");
+        let volume_id = name_hash(&volume);
+        let block = BlockHeader {
+            kind: BlockKind::Label,
+            flags: 0,
+            volume_id,
+            segment,
+            payload_len: label.len() as u32,
+            block_index: 0,
+            instance: 0,
+            stream_offset: 0,
+        }
+        .encode(&label);
+        let offset = block.len() as u64;
+        writer.write(Bytes::from(block)).await?;
+        Ok(OpenSegment {
+            volume,
+            volume_id,
+            segment,
+            writer,
+            offset,
+            block_index: 1,
+            base,
+            index: BTreeMap::new(),
+        })
+    }
+
+    fn label(&self, volume: &str, segment: u32) -> SegmentLabel {
+        SegmentLabel {
+            format_version: FORMAT_VERSION,
+            volume: volume.into(),
+            trail: self.trail.clone(),
+            media_class: self.media.name.clone(),
+            created_at: Utc::now(),
+            block_size: self.media.block_size,
+            segment,
+            session: self.session.clone(),
+        }
+    }
+
+    /// Writes the index block and trailer, and makes the segment durable.
+    async fn seal_segment(&mut self, mut seg: OpenSegment) -> Result<()> {
+        let index = SegmentIndex {
+            instances: seg.index.into_values().collect(),
+        };
+        let payload = serde_json::to_vec(&index).expect("index serializes");
+        let block = BlockHeader {
+            kind: BlockKind::Index,
+            flags: 0,
+            volume_id: seg.volume_id,
+            segment: seg.segment,
+            payload_len: payload.len() as u32,
+            block_index: seg.block_index,
+            instance: 0,
+            stream_offset: 0,
+        }
+        .encode(&payload);
+        let index_offset = seg.offset;
+        seg.writer.write(Bytes::from(block)).await?;
+        seg.writer
+            .write(Bytes::copy_from_slice(&encode_trailer(index_offset)))
+            .await?;
+        let size = seg.writer.finish().await?;
+        if let Some(v) = self.volumes.iter_mut().find(|v| v.name == seg.volume) {
+            v.segments.push((seg.segment, size));
+        }
+        Ok(())
+    }
+
+    /// Seals the open segment. Call after every instance ended; only then is the data durable.
+    pub async fn close(mut self) -> Result<Vec<VolumeInfo>> {
+        if let Some(seg) = self.open.take() {
+            self.seal_segment(seg).await?;
+        }
+        Ok(self.volumes)
+    }
+
+    /// Abandons the session: the open segment is aborted and nothing of it becomes visible.
+    pub async fn abort(mut self) {
+        if let Some(seg) = self.open.take() {
+            let _ = seg.writer.abort().await;
+        }
+    }
+}
+
+/// Bytes requested per ranged read; large enough for S3 throughput, small enough for memory.
+const READ_CHUNK: u64 = 8 << 20;
+
+/// Streams the logical stream of one copy into `tx`, checking every block's CRC and control data
+/// and, at the end, the length and digest. The first error is sent and ends the stream.
+pub async fn read_instance(media: Media, entry: CatalogEntrySpec, tx: mpsc::Sender<Result<Bytes>>) {
+    if let Err(e) = read_instance_inner(&media, &entry, &tx).await {
+        let _ = tx.send(Err(e)).await;
+    }
+}
+
+async fn read_instance_inner(
+    media: &Media,
+    entry: &CatalogEntrySpec,
+    tx: &mpsc::Sender<Result<Bytes>>,
+) -> Result<()> {
+    let instance = name_hash(&entry.instance_id);
+    let corrupt = |volume: &str, offset: u64, detail: String| Error::Corrupt {
+        volume: volume.into(),
+        offset,
+        work_item: format!("{} (instance {})", entry.work_item, entry.instance_id),
+        detail,
+    };
+    let mut expected = 0u64;
+    let mut digest = Sha256::new();
+    for ext in &entry.extents {
+        let key = segment_key(&entry.trail, &ext.volume, ext.segment);
+        let chunk = READ_CHUNK.max(media.block_size);
+        let ranges: Vec<(u64, u64)> = (0..ext.length.div_ceil(chunk))
+            .map(|i| {
+                let start = ext.offset + i * chunk;
+                (start, (start + chunk).min(ext.offset + ext.length))
+            })
+            .collect();
+        let store = media.store.clone();
+        let mut reads = futures::stream::iter(ranges)
+            .map(|(a, b)| {
+                let store = store.clone();
+                let key = key.clone();
+                async move { store.get_range(&key, a..b).await.map(|d| (a, b, d)) }
+            })
+            .buffered(2);
+        let mut carry: Vec<u8> = Vec::new();
+        let mut carry_offset = ext.offset;
+        while let Some(r) = reads.next().await {
+            let (a, b, data) = r.map_err(|e| match e {
+                Error::NotFound { .. } => corrupt(
+                    &ext.volume,
+                    ext.offset,
+                    format!("segment {} is missing ({key})", ext.segment),
+                ),
+                other => other,
+            })?;
+            if (data.len() as u64) < b - a {
+                return Err(corrupt(
+                    &ext.volume,
+                    a + data.len() as u64,
+                    format!("segment {} is truncated", ext.segment),
+                ));
+            }
+            carry.extend_from_slice(&data);
+            let mut pos = 0usize;
+            loop {
+                let rest = &carry[pos..];
+                match BlockHeader::decode(rest) {
+                    Ok((h, n)) => {
+                        let at = carry_offset + pos as u64;
+                        let problem = if h.kind != BlockKind::Data {
+                            Some(format!("expected a data block, found {:?}", h.kind))
+                        } else if h.volume_id != name_hash(&ext.volume) {
+                            Some("block belongs to another volume (wrong volume label)".into())
+                        } else if h.segment != ext.segment {
+                            Some(format!("block belongs to segment {}", h.segment))
+                        } else if h.instance != instance {
+                            Some("block belongs to another instance".into())
+                        } else if h.stream_offset != expected {
+                            Some(format!(
+                                "stream offset {} where {expected} was expected",
+                                h.stream_offset
+                            ))
+                        } else {
+                            None
+                        };
+                        if let Some(p) = problem {
+                            return Err(corrupt(&ext.volume, at, p));
+                        }
+                        let payload = Bytes::copy_from_slice(&rest[HEADER_LEN..n]);
+                        digest.update(&payload);
+                        expected += payload.len() as u64;
+                        if tx.send(Ok(payload)).await.is_err() {
+                            return Ok(()); // the consumer stopped
+                        }
+                        pos += n;
+                    }
+                    Err(BlockError::Truncated) => break,
+                    Err(e) => {
+                        return Err(corrupt(&ext.volume, carry_offset + pos as u64, e.to_string()));
+                    }
+                }
+            }
+            carry.drain(..pos);
+            carry_offset += pos as u64;
+        }
+        if !carry.is_empty() {
+            return Err(corrupt(
+                &ext.volume,
+                carry_offset,
+                "extent ends inside a block".into(),
+            ));
+        }
+    }
+    let got = format!("sha256:{}", hex::encode(digest.finalize()));
+    if expected != entry.bytes || got != entry.digest {
+        let last = entry.extents.last();
+        return Err(corrupt(
+            last.map_or("", |e| e.volume.as_str()),
+            last.map_or(0, |e| e.offset + e.length),
+            format!(
+                "stream is {expected} bytes with digest {got}, catalog says {} bytes with {}",
+                entry.bytes, entry.digest
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! tree helpers (in progress).

@@ -1,0 +1,320 @@
+//! `S3Store` against a real S3 server (`s3s-fs` on loopback).
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::s3server::S3Server;
+use futures::{StreamExt, TryStreamExt};
+use mimeo::Error;
+use mimeo::media::s3::{S3Config, S3Store};
+use mimeo::media::store::{ObjectInfo, ObjectStore};
+
+const BUCKET: &str = "mimeo-test";
+const MIB: usize = 1024 * 1024;
+
+async fn store(server: &S3Server, prefix: &str) -> S3Store {
+    server.create_bucket(BUCKET).await;
+    connect(server.config(BUCKET, prefix)).await
+}
+
+async fn connect(config: S3Config) -> S3Store {
+    S3Store::connect(config).await.expect("connect")
+}
+
+/// Deterministic, incompressible-looking bytes (xorshift).
+fn pattern(len: usize) -> Vec<u8> {
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// Multipart uploads s3s-fs still holds (part files and upload records in its root).
+fn pending_uploads(server: &S3Server) -> usize {
+    std::fs::read_dir(server.data_dir())
+        .expect("read s3s-fs root")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with(".upload"))
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn small_put_get_head_and_ranges() {
+    let server = S3Server::start();
+    let store = store(&server, "/pfx/").await;
+    assert_eq!(store.describe(), "s3://mimeo-test/pfx");
+
+    store
+        .put("dir/hello.txt", Bytes::from_static(b"hello"))
+        .await
+        .unwrap();
+    assert_eq!(store.get("dir/hello.txt").await.unwrap(), "hello");
+    assert_eq!(store.head("dir/hello.txt").await.unwrap(), Some(5));
+    assert_eq!(store.get_range("dir/hello.txt", 1..3).await.unwrap(), "el");
+    // Ranges running past the end return what exists.
+    assert_eq!(
+        store.get_range("dir/hello.txt", 3..100).await.unwrap(),
+        "lo"
+    );
+    assert_eq!(store.get_range("dir/hello.txt", 5..10).await.unwrap(), "");
+    assert_eq!(store.get_range("dir/hello.txt", 2..2).await.unwrap(), "");
+    // The prefix is applied: the object sits under pfx/ in the bucket.
+    assert!(
+        server
+            .data_dir()
+            .join(BUCKET)
+            .join("pfx/dir/hello.txt")
+            .is_file()
+    );
+
+    // An empty object.
+    store.put("empty", Bytes::new()).await.unwrap();
+    assert_eq!(store.head("empty").await.unwrap(), Some(0));
+    assert_eq!(store.get("empty").await.unwrap(), "");
+}
+
+#[tokio::test]
+async fn put_is_write_once() {
+    let server = S3Server::start();
+    let store = store(&server, "").await;
+    store.put("k", Bytes::from_static(b"first")).await.unwrap();
+
+    let err = store
+        .put("k", Bytes::from_static(b"second"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::AlreadyExists { ref key, .. } if key == "k"),
+        "{err:?}"
+    );
+
+    // A small streaming write ends in the same conditional PutObject.
+    let mut writer = store.create("k").await.unwrap();
+    writer.write(Bytes::from_static(b"third")).await.unwrap();
+    let err = writer.finish().await.unwrap_err();
+    assert!(matches!(err, Error::AlreadyExists { .. }), "{err:?}");
+
+    assert_eq!(store.get("k").await.unwrap(), "first");
+}
+
+#[tokio::test]
+async fn streaming_multipart_write_and_ranged_reads() {
+    let server = S3Server::start();
+    let store = store(&server, "media").await;
+    let data = Bytes::from(pattern(20 * MIB + 12_345));
+
+    let mut writer = store.create("vol/000001").await.unwrap();
+    // Uneven chunks so that parts are assembled from pieces of several writes.
+    for chunk in data.chunks(MIB + 7) {
+        writer.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+    }
+    // Nothing is visible before finish.
+    assert_eq!(store.head("vol/000001").await.unwrap(), None);
+    assert_eq!(writer.finish().await.unwrap(), data.len() as u64);
+    assert_eq!(pending_uploads(&server), 0);
+
+    assert_eq!(
+        store.head("vol/000001").await.unwrap(),
+        Some(data.len() as u64)
+    );
+    let len = data.len() as u64;
+    let part = 8 * MIB as u64;
+    for range in [
+        0..100,
+        part - 10..part + 10,
+        2 * part - 1..2 * part + 3 * MIB as u64,
+        5 * MIB as u64..15 * MIB as u64,
+        len - 1000..len,
+    ] {
+        let got = store.get_range("vol/000001", range.clone()).await.unwrap();
+        assert!(
+            got == data[range.start as usize..range.end as usize],
+            "range {range:?} differs"
+        );
+    }
+    let tail = store
+        .get_range("vol/000001", len - 10..len + 100)
+        .await
+        .unwrap();
+    assert_eq!(tail, data[data.len() - 10..]);
+    assert_eq!(
+        store.get_range("vol/000001", len..len + 10).await.unwrap(),
+        ""
+    );
+    assert!(store.get("vol/000001").await.unwrap() == data);
+
+    // Writing the same key again fails before any part is uploaded.
+    let mut again = store.create("vol/000001").await.unwrap();
+    let err = again.write(data.slice(..9 * MIB)).await.unwrap_err();
+    assert!(matches!(err, Error::AlreadyExists { .. }), "{err:?}");
+    assert_eq!(pending_uploads(&server), 0);
+}
+
+#[tokio::test]
+async fn multipart_complete_is_conditional() {
+    let server = S3Server::start();
+    let store = store(&server, "").await;
+    let mut writer = store.create("race").await.unwrap();
+    writer.write(Bytes::from(pattern(9 * MIB))).await.unwrap();
+    // Another writer creates the key while this upload is in progress: only the server-side
+    // `If-None-Match: *` on CompleteMultipartUpload can refuse the overwrite now.
+    store
+        .put("race", Bytes::from_static(b"winner"))
+        .await
+        .unwrap();
+    let err = writer.finish().await.unwrap_err();
+    assert!(matches!(err, Error::AlreadyExists { .. }), "{err:?}");
+    assert_eq!(store.get("race").await.unwrap(), "winner");
+    assert_eq!(pending_uploads(&server), 0, "the failed upload is aborted");
+}
+
+#[tokio::test]
+async fn missing_objects() {
+    let server = S3Server::start();
+    let store = store(&server, "pfx").await;
+    assert_eq!(store.head("nope").await.unwrap(), None);
+    let err = store.get("nope").await.unwrap_err();
+    assert!(
+        matches!(err, Error::NotFound { ref key, .. } if key == "nope"),
+        "{err:?}"
+    );
+    let err = store.get_range("nope", 0..10).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn list_paginates_and_strips_the_prefix() {
+    let server = S3Server::start();
+    let store = store(&server, "pfx").await;
+    // More keys than one ListObjectsV2 page (1000).
+    let keys: Vec<String> = (0..1005).rev().map(|i| format!("many/{i:05}")).collect();
+    futures::stream::iter(keys.iter())
+        .map(|key| store.put(key, Bytes::from(key.clone())))
+        .buffer_unordered(16)
+        .try_collect::<()>()
+        .await
+        .unwrap();
+    store.put("other", Bytes::from_static(b"xy")).await.unwrap();
+    // Outside the store's prefix: never listed.
+    let outside = connect(server.config(BUCKET, "elsewhere")).await;
+    outside
+        .put("many/outside", Bytes::from_static(b"z"))
+        .await
+        .unwrap();
+
+    let listed = store.list("many/").await.unwrap();
+    let mut expected: Vec<ObjectInfo> = keys
+        .iter()
+        .map(|key| ObjectInfo {
+            key: key.clone(),
+            size: key.len() as u64,
+        })
+        .collect();
+    expected.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(listed, expected);
+
+    let all = store.list("").await.unwrap();
+    assert_eq!(all.len(), 1006);
+    assert_eq!(
+        all.last(),
+        Some(&ObjectInfo {
+            key: "other".into(),
+            size: 2
+        })
+    );
+    assert!(store.list("none/").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn delete_is_idempotent() {
+    let server = S3Server::start();
+    let store = store(&server, "").await;
+    store.put("gone", Bytes::from_static(b"x")).await.unwrap();
+    store.delete("gone").await.unwrap();
+    assert_eq!(store.head("gone").await.unwrap(), None);
+    store.delete("gone").await.unwrap();
+    store.delete("never-existed").await.unwrap();
+}
+
+#[tokio::test]
+async fn aborted_or_dropped_writers_leave_nothing() {
+    let server = S3Server::start();
+    let store = store(&server, "").await;
+
+    // Aborted after parts were uploaded.
+    let mut writer = store.create("aborted").await.unwrap();
+    writer.write(Bytes::from(pattern(10 * MIB))).await.unwrap();
+    assert!(
+        pending_uploads(&server) > 0,
+        "a multipart upload is under way"
+    );
+    writer.abort().await.unwrap();
+    assert_eq!(pending_uploads(&server), 0);
+    assert_eq!(store.head("aborted").await.unwrap(), None);
+
+    // Aborted while still buffering.
+    let mut writer = store.create("small").await.unwrap();
+    writer.write(Bytes::from_static(b"abc")).await.unwrap();
+    writer.abort().await.unwrap();
+    assert_eq!(store.head("small").await.unwrap(), None);
+
+    // Dropped mid-upload: aborted in the background.
+    let mut writer = store.create("dropped").await.unwrap();
+    writer.write(Bytes::from(pattern(9 * MIB))).await.unwrap();
+    drop(writer);
+    for _ in 0..100 {
+        if pending_uploads(&server) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(pending_uploads(&server), 0);
+    assert!(store.list("").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn probe_and_error_messages() {
+    let server = S3Server::start();
+    let store = store(&server, "").await;
+    store.probe().await.unwrap();
+
+    let missing = connect(server.config("no-such-bucket", "")).await;
+    let err = missing.probe().await.unwrap_err();
+    assert!(!err.is_transient(), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("bucket \"no-such-bucket\" does not exist"),
+        "{err}"
+    );
+
+    // Wrong secret: a permanent error that names the operation and key, never the secret.
+    let mut config = server.config(BUCKET, "");
+    let secret = "not-the-right-secret";
+    config.credentials.as_mut().unwrap().secret_access_key = secret.into();
+    assert!(!format!("{config:?}").contains(secret));
+    let err = connect(config)
+        .await
+        .put("k", Bytes::from_static(b"x"))
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(!err.is_transient(), "{err:?}");
+    assert!(message.contains("PutObject") && message.contains("s3://mimeo-test: k:"));
+    assert!(!message.contains(secret), "{message}");
+
+    // Nothing listening: a transient error.
+    let mut config = server.config(BUCKET, "");
+    config.endpoint = Some("http://127.0.0.1:1".into());
+    let err = connect(config).await.head("k").await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    assert!(err.to_string().contains("HeadObject"), "{err}");
+}
