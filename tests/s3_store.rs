@@ -318,3 +318,27 @@ async fn probe_and_error_messages() {
     assert!(err.is_transient(), "{err:?}");
     assert!(err.to_string().contains("HeadObject"), "{err}");
 }
+
+/// The server verifies and keeps the CRC32C sent with PutObject. s3s-fs ignores part checksums
+/// and keeps none for multipart objects, so those cannot be observed here.
+#[tokio::test]
+async fn put_carries_a_crc32c_checksum() {
+    let server = S3Server::start();
+    let store = store(&server, "").await;
+    store
+        .put("small", Bytes::from_static(b"abc"))
+        .await
+        .unwrap();
+    let head = server
+        .client()
+        .head_object()
+        .bucket(BUCKET)
+        .key("small")
+        .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+        .send()
+        .await
+        .unwrap();
+    // CRC32C("abc") = 0x364b3fb7, base64-encoded big-endian.
+    assert_eq!(crc32c::crc32c(b"abc"), 0x364b_3fb7);
+    assert_eq!(head.checksum_crc32_c(), Some("Nks/tw=="));
+}

@@ -1,6 +1,9 @@
 //! The public API: custom resources of group `mimeo.dev/v1alpha1`, and the one validation layer
 //! that every caller (local mode, operator, admission tests) shares.
 
+// kube-derive takes one `printcolumn(...)` attribute per column.
+#![allow(clippy::duplicated_attributes)]
+
 mod catalog;
 mod common;
 mod media_class;

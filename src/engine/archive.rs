@@ -157,93 +157,50 @@ pub fn write_dir_archive<W: Write>(
         .map(|p| (p.rel.clone(), p.stamp.clone()))
         .collect();
 
-    let mut builder = Builder::new(BufWriter::with_capacity(IO_BUF, out));
     if let Some(previous) = previous {
         summary.deleted = vanished(previous, &summary.index);
-        let list = serde_json::to_vec(&summary.deleted)
-            .map_err(|e| Error::Other(format!("encoding {DELETED_ENTRY}: {e}")))?;
-        let meta = EntryMeta {
-            mode: 0o600,
-            mtime: 0,
-            nsec: 0,
-            uid: 0,
-            gid: 0,
-        };
-        append(
-            &mut builder,
-            &meta,
-            EntryType::Regular,
-            DELETED_ENTRY,
-            list.len() as u64,
-            None,
-            list.as_slice(),
-        )
-        .map_err(|e| write_err(DELETED_ENTRY, e))?;
     }
-
-    for (planned, _) in plan.iter().zip(&include).filter(|(_, inc)| **inc) {
-        let rel = planned.rel.as_str();
-        let abs = root.join(rel);
-        let written = match planned.stamp.kind {
-            EntryKind::File => append_file(&mut builder, &abs, rel, &mut summary)?,
-            EntryKind::Dir => {
-                let name = format!("{rel}/");
-                append(
-                    &mut builder,
-                    &planned.meta,
-                    EntryType::Directory,
-                    &name,
-                    0,
-                    None,
-                    io::empty(),
-                )
-                .map_err(|e| write_err(rel, e))?;
-                true
-            }
-            EntryKind::Symlink => match fs::read_link(&abs) {
-                Ok(target) => {
-                    let target = target.as_os_str().as_bytes();
-                    append(
-                        &mut builder,
-                        &planned.meta,
-                        EntryType::Symlink,
-                        rel,
-                        0,
-                        Some(target),
-                        io::empty(),
-                    )
-                    .map_err(|e| write_err(rel, e))?;
-                    true
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    unsettle(&mut summary, rel, "vanished during the backup");
-                    false
-                }
-                Err(e) => return Err(Error::io(abs, e)),
-            },
-            EntryKind::HardLink => {
-                let first = planned.link_to.map_or(rel, |i| plan[i].rel.as_str());
-                append(
-                    &mut builder,
-                    &planned.meta,
-                    EntryType::Link,
-                    rel,
-                    0,
-                    Some(first.as_bytes()),
-                    io::empty(),
-                )
-                .map_err(|e| write_err(rel, e))?;
-                true
-            }
-        };
-        if written {
-            summary.entries += 1;
+    with_builder(out, |builder| {
+        if previous.is_some() {
+            append_deletions(builder, &summary.deleted)?;
         }
-    }
-    let mut out = builder
-        .into_inner()
-        .map_err(|e| write_err("end of archive", e))?;
-    out.flush().map_err(|e| write_err("end of archive", e))?;
+        for (planned, _) in plan.iter().zip(&include).filter(|(_, inc)| **inc) {
+            let rel = planned.rel.as_str();
+            let abs = root.join(rel);
+            let written = match planned.stamp.kind {
+                EntryKind::File => append_file(builder, &abs, rel, &mut summary)?,
+                EntryKind::Dir => {
+                    let name = format!("{rel}/");
+                    append_bare(builder, planned, EntryType::Directory, &name, None)?
+                }
+                EntryKind::Symlink => match fs::read_link(&abs) {
+                    Ok(target) => {
+                        let target = Some(target.as_os_str().as_bytes());
+                        append_bare(builder, planned, EntryType::Symlink, rel, target)?
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        unsettle(&mut summary, rel, "vanished during the backup");
+                        false
+                    }
+                    Err(e) => return Err(Error::io(abs, e)),
+                },
+                EntryKind::HardLink => {
+                    let first = planned.link_to.map_or(rel, |i| plan[i].rel.as_str());
+                    append_bare(
+                        builder,
+                        planned,
+                        EntryType::Link,
+                        rel,
+                        Some(first.as_bytes()),
+                    )?
+                }
+            };
+            if written {
+                summary.entries += 1;
+            }
+        }
+        Ok(())
+    })?;
     Ok(summary)
 }
 
@@ -256,71 +213,69 @@ where
     I: Iterator<Item = Result<(StreamEntry, Box<dyn Read + Send>)>>,
 {
     let mut summary = ArchiveSummary::default();
-    let mut builder = Builder::new(BufWriter::with_capacity(IO_BUF, out));
-    for item in entries {
-        let (entry, reader) = item?;
-        let path = entry.path.as_str();
-        let problem = match normalize(path.as_bytes()) {
-            Ok(Some(canonical)) if canonical != path => Some("not a canonical relative path"),
-            Ok(Some(_)) if is_reserved(path) => Some("reserved for Mimeo control entries"),
-            Ok(Some(_)) if summary.index.entries.contains_key(path) => Some("duplicate path"),
-            Ok(Some(_)) => None,
-            Ok(None) | Err(_) => Some("not a canonical relative path"),
-        };
-        if let Some(problem) = problem {
-            summary.skipped.push(format!("{path}: {problem}"));
-            continue;
-        }
-        let meta = EntryMeta {
-            mode: entry.mode & 0o7777,
-            mtime: entry.mtime,
-            nsec: 0,
-            uid: 0,
-            gid: 0,
-        };
-        let mut src = Exact::new(reader, entry.size);
-        append(
-            &mut builder,
-            &meta,
-            EntryType::Regular,
-            path,
-            entry.size,
-            None,
-            &mut src,
-        )
-        .map_err(|e| match src.failed.take() {
-            Some(cause) => Error::Other(format!("{path}: reading source: {cause}")),
-            None => write_err(path, e),
-        })?;
-        if src.padded > 0 {
-            return Err(Error::Other(format!(
-                "{path}: source ended {} bytes short of its declared size {}",
-                src.padded, entry.size
-            )));
-        }
-        if src.has_more() {
-            return Err(Error::Other(format!(
-                "{path}: source is longer than its declared size {}",
-                entry.size
-            )));
-        }
-        summary.index.entries.insert(
-            entry.path.clone(),
-            FileStamp {
-                size: entry.size,
+    with_builder(out, |builder| {
+        for item in entries {
+            let (entry, reader) = item?;
+            let path = entry.path.as_str();
+            let problem = match normalize(path.as_bytes()) {
+                Ok(Some(canonical)) if canonical != path => Some("not a canonical relative path"),
+                Ok(Some(_)) if is_reserved(path) => Some("reserved for Mimeo control entries"),
+                Ok(Some(_)) if summary.index.entries.contains_key(path) => Some("duplicate path"),
+                Ok(Some(_)) => None,
+                Ok(None) | Err(_) => Some("not a canonical relative path"),
+            };
+            if let Some(problem) = problem {
+                summary.skipped.push(format!("{path}: {problem}"));
+                continue;
+            }
+            let meta = EntryMeta {
+                mode: entry.mode & 0o7777,
                 mtime: entry.mtime,
-                mtime_nsec: 0,
-                mode: meta.mode,
-                kind: EntryKind::File,
-            },
-        );
-        summary.entries += 1;
-        summary.file_bytes += entry.size;
-    }
-    let mut out = builder
-        .into_inner()
-        .map_err(|e| write_err("end of archive", e))?;
-    out.flush().map_err(|e| write_err("end of archive", e))?;
+                nsec: 0,
+                uid: 0,
+                gid: 0,
+            };
+            let mut src = Exact::new(reader, entry.size);
+            append(
+                builder,
+                &meta,
+                EntryType::Regular,
+                path,
+                entry.size,
+                None,
+                &mut src,
+            )
+            .map_err(|e| match src.failed.take() {
+                Some(cause) => Error::Other(format!("{path}: reading source: {cause}")),
+                None => write_err(path, e),
+            })?;
+            if src.padded > 0 {
+                return Err(Error::Other(format!(
+                    "{path}: source ended {} bytes short of its declared size {}",
+                    src.padded, entry.size
+                )));
+            }
+            if src.has_more() {
+                return Err(Error::Other(format!(
+                    "{path}: source is longer than its declared size {}",
+                    entry.size
+                )));
+            }
+            summary.index.entries.insert(
+                entry.path.clone(),
+                FileStamp {
+                    size: entry.size,
+                    mtime: entry.mtime,
+                    mtime_nsec: 0,
+                    mode: meta.mode,
+                    kind: EntryKind::File,
+                },
+            );
+            summary.entries += 1;
+            summary.file_bytes += entry.size;
+        }
+        Ok(())
+    })?;
     Ok(summary)
 }
 
@@ -361,6 +316,56 @@ pub fn extract_archive_to<R: Read>(
 
 // ---------------------------------------------------------------------------------------------
 // Writing
+
+/// Runs `body` on a tar builder over a buffered `out`. On failure the buffered tail, including
+/// the end-of-archive marker the builder writes when dropped, is discarded, so a failed stream
+/// never ends like a complete one.
+fn with_builder<W: Write>(
+    out: W,
+    body: impl FnOnce(&mut Builder<&mut BufWriter<W>>) -> Result<()>,
+) -> Result<()> {
+    let mut buffered = BufWriter::with_capacity(IO_BUF, out);
+    let result = {
+        let mut builder = Builder::new(&mut buffered);
+        body(&mut builder).and_then(|()| {
+            builder
+                .into_inner()
+                .map(drop)
+                .map_err(|e| write_err("end of archive", e))
+        })
+    };
+    match result {
+        Ok(()) => buffered.flush().map_err(|e| write_err("end of archive", e)),
+        Err(e) => {
+            drop(buffered.into_parts());
+            Err(e)
+        }
+    }
+}
+
+/// The control entry of an incremental stream.
+fn append_deletions<W: Write>(builder: &mut Builder<W>, deleted: &[String]) -> Result<()> {
+    let list = serde_json::to_vec(deleted)
+        .map_err(|e| Error::Other(format!("encoding {DELETED_ENTRY}: {e}")))?;
+    let meta = EntryMeta {
+        mode: 0o600,
+        mtime: 0,
+        nsec: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let size = list.len() as u64;
+    append(
+        builder,
+        &meta,
+        EntryType::Regular,
+        DELETED_ENTRY,
+        size,
+        None,
+        list.as_slice(),
+    )
+    .map_err(|e| write_err(DELETED_ENTRY, e))
+}
 
 /// One walked entry, before anything is written.
 struct Planned {
@@ -508,6 +513,19 @@ fn vanished(previous: &FileIndex, current: &FileIndex) -> Vec<String> {
         .filter(|path| !path.match_indices('/').any(|(i, _)| gone(&path[..i])))
         .cloned()
         .collect()
+}
+
+/// Appends a data-less entry (directory, symlink, hard link); true means it was written.
+fn append_bare<W: Write>(
+    builder: &mut Builder<W>,
+    planned: &Planned,
+    kind: EntryType,
+    name: &str,
+    link: Option<&[u8]>,
+) -> Result<bool> {
+    append(builder, &planned.meta, kind, name, 0, link, io::empty())
+        .map_err(|e| write_err(&planned.rel, e))?;
+    Ok(true)
 }
 
 /// Streams one regular file; returns false when it vanished before it could be opened.
@@ -806,15 +824,6 @@ fn normalize(raw: &[u8]) -> std::result::Result<Option<String>, String> {
     Ok((!parts.is_empty()).then(|| parts.join("/")))
 }
 
-/// The entry kinds a restore writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Dir,
-    File,
-    Symlink,
-    HardLink,
-}
-
 /// Where extracted entries go: a directory, or a sink of regular files.
 trait Destination {
     /// Removes `rel` and everything below it; true when something was there.
@@ -823,7 +832,7 @@ trait Destination {
     fn put<R: Read>(
         &mut self,
         rel: &str,
-        kind: Kind,
+        kind: EntryKind,
         entry: &mut tar::Entry<'_, R>,
         refused: &HashSet<String>,
         report: &mut ExtractReport,
@@ -841,10 +850,12 @@ fn drive<R: Read, D: Destination>(input: R, dest: &mut D) -> Result<ExtractRepor
         let mut entry = entry.map_err(read_err)?;
         let kind = match entry.header().entry_type() {
             EntryType::XGlobalHeader => continue,
-            EntryType::Directory => Ok(Kind::Dir),
-            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => Ok(Kind::File),
-            EntryType::Symlink => Ok(Kind::Symlink),
-            EntryType::Link => Ok(Kind::HardLink),
+            EntryType::Directory => Ok(EntryKind::Dir),
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                Ok(EntryKind::File)
+            }
+            EntryType::Symlink => Ok(EntryKind::Symlink),
+            EntryType::Link => Ok(EntryKind::HardLink),
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 Err("device and FIFO entries are never restored".to_owned())
             }
@@ -859,7 +870,7 @@ fn drive<R: Read, D: Destination>(input: R, dest: &mut D) -> Result<ExtractRepor
             (Ok(Some(rel)), Err(reason)) => Err(refusal(&rel, reason)),
             (Ok(None), _) => Ok(()),
             (Ok(Some(rel)), Ok(kind)) if is_reserved(&rel) => {
-                if rel == DELETED_ENTRY && position == 0 && kind == Kind::File {
+                if rel == DELETED_ENTRY && position == 0 && kind == EntryKind::File {
                     apply_deletions(&mut entry, dest, &mut report)
                 } else {
                     Err(refusal(&rel, "reserved for Mimeo control entries"))
@@ -1133,7 +1144,7 @@ impl Destination for DirTarget<'_> {
     fn put<R: Read>(
         &mut self,
         rel: &str,
-        kind: Kind,
+        kind: EntryKind,
         entry: &mut tar::Entry<'_, R>,
         refused: &HashSet<String>,
         report: &mut ExtractReport,
@@ -1147,13 +1158,13 @@ impl Destination for DirTarget<'_> {
         self.make_parent_writable(rel)?;
         let path = self.root.join(rel);
         match kind {
-            Kind::Dir => self.put_dir(rel, &path, meta)?,
-            Kind::File => report.bytes += self.put_file(&path, entry, &meta)?,
-            Kind::Symlink => {
+            EntryKind::Dir => self.put_dir(rel, &path, meta)?,
+            EntryKind::File => report.bytes += self.put_file(&path, entry, &meta)?,
+            EntryKind::Symlink => {
                 let target = entry.link_name_bytes().unwrap_or_default().into_owned();
                 self.put_symlink(rel, &path, &target, &meta)?;
             }
-            Kind::HardLink => {
+            EntryKind::HardLink => {
                 let target = entry.link_name_bytes().unwrap_or_default().into_owned();
                 self.put_hard_link(rel, &path, &target, refused)?;
             }
@@ -1262,16 +1273,16 @@ impl Destination for SinkTarget<'_> {
     fn put<R: Read>(
         &mut self,
         rel: &str,
-        kind: Kind,
+        kind: EntryKind,
         entry: &mut tar::Entry<'_, R>,
         _refused: &HashSet<String>,
         report: &mut ExtractReport,
     ) -> Result<()> {
         let what = match kind {
-            Kind::Dir => return Ok(()), // implied by the paths of the files below it
-            Kind::Symlink => "symbolic link",
-            Kind::HardLink => "hard link",
-            Kind::File => {
+            EntryKind::Dir => return Ok(()), // implied by the paths of the files below it
+            EntryKind::Symlink => "symbolic link",
+            EntryKind::HardLink => "hard link",
+            EntryKind::File => {
                 let size = entry.size();
                 let mut counted = Counted {
                     inner: entry,

@@ -1,3 +1,11 @@
 //! The engine: backup, duplication, restore, expiry and verify. No Kubernetes in here.
 
 pub mod archive;
+pub mod backup;
+pub mod catalog;
+pub mod duplicate;
+mod mux;
+pub mod pipe;
+pub mod planner;
+pub mod restore;
+pub mod task;

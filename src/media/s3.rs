@@ -5,6 +5,14 @@
 //! existing key is never overwritten even by a concurrent writer, and buckets with object lock work.
 //! Large objects are streamed as multipart uploads of [`PART_SIZE`] parts, so a writer holds at
 //! most one part in memory whatever the object size.
+//!
+//! Every write carries an explicit CRC32C checksum (parts too, and the complete lists them): the
+//! server rejects corrupted uploads, and S3 requires an integrity header on writes to buckets with
+//! an Object Lock retention.
+//!
+//! The SDK retries transient failures itself (standard mode, 3 attempts). A retried create whose
+//! first attempt succeeded unseen reports `AlreadyExists` for the caller's own object, so resuming
+//! callers should treat an existing key as "verify", not as "someone else's".
 
 use std::fmt;
 use std::ops::Range;
@@ -13,12 +21,10 @@ use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::config::{
-    Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-};
+use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use bytes::{Bytes, BytesMut};
 
 use crate::error::{Error, Result};
@@ -163,13 +169,8 @@ impl S3Store {
             ));
         }
         let shared = loader.load().await;
-        let mut builder = aws_sdk_s3::config::Builder::from(&shared)
-            .force_path_style(cfg.force_path_style)
-            // Media blocks carry their own CRC32C. The SDK's default extra checksums use
-            // aws-chunked trailers that several S3-compatible servers reject, so only send
-            // checksums where an operation requires them.
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        let mut builder =
+            aws_sdk_s3::config::Builder::from(&shared).force_path_style(cfg.force_path_style);
         if shared.region().is_none() {
             builder = builder.region(Region::from_static("us-east-1"));
         }
@@ -302,6 +303,7 @@ impl ObjectStore for S3Store {
             .bucket(&self.bucket)
             .key(self.full_key(key))
             .if_none_match("*")
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
             .body(ByteStream::from(data))
             .send()
             .await;
@@ -415,9 +417,15 @@ impl ObjectStore for S3Store {
             .await;
         match out {
             Ok(_) => Ok(()),
-            // S3 answers 204 for absent keys; some compatible servers answer NoSuchKey.
-            Err(e) if Failure::of(&e).is_missing_key() => Ok(()),
-            Err(e) => Err(self.error("DeleteObject", key, Failure::of(&e))),
+            Err(e) => {
+                let failure = Failure::of(&e);
+                // S3 answers 204 for absent keys; some compatible servers answer NoSuchKey.
+                if failure.is_missing_key() {
+                    Ok(())
+                } else {
+                    Err(self.error("DeleteObject", key, failure))
+                }
+            }
         }
     }
 
@@ -486,6 +494,7 @@ impl S3Writer {
             .create_multipart_upload()
             .bucket(&store.bucket)
             .key(store.full_key(&self.key))
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
             .send()
             .await
             .map_err(|e| store.error("CreateMultipartUpload", &self.key, Failure::of(&e)))?;
@@ -529,6 +538,7 @@ impl S3Writer {
             .key(store.full_key(&self.key))
             .upload_id(upload_id)
             .part_number(number)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
             .body(ByteStream::from(self.buf.split().freeze()))
             .send()
             .await
@@ -537,6 +547,7 @@ impl S3Writer {
             CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(out.e_tag)
+                .set_checksum_crc32_c(out.checksum_crc32_c)
                 .build(),
         );
         Ok(())

@@ -4,7 +4,7 @@
 //!
 //! Object keys under a media class root:
 //! `TRAIL/VOLUME/label.json`, `TRAIL/VOLUME/NNNNN.seg`, `TRAIL/VOLUME/sealed`,
-//! `TRAIL/manifests/SESSION.json`.
+//! `TRAIL/manifests/SESSION.json`, `TRAIL/indexes/INSTANCE.json`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -98,7 +98,7 @@ pub async fn scan_trail(store: &dyn ObjectStore, trail: &str) -> Result<Vec<Volu
         let Some((volume, file)) = rest.split_once('/') else {
             continue;
         };
-        if volume == "manifests" {
+        if volume == "manifests" || volume == "indexes" {
             continue;
         }
         let v = vols.entry(volume.to_string()).or_insert_with(|| VolumeInfo {
@@ -112,6 +112,11 @@ pub async fn scan_trail(store: &dyn ObjectStore, trail: &str) -> Result<Vec<Volu
         }
     }
     Ok(vols.into_values().collect())
+}
+
+/// Key of the file index an incremental backup compares against.
+pub fn index_key(trail: &str, instance_id: &str) -> String {
+    format!("{trail}/indexes/{instance_id}.json")
 }
 
 /// Lists the manifest keys of a trail.

@@ -58,8 +58,8 @@ impl S3Server {
         panic!("s3s-fs did not start; its output:\n{log}");
     }
 
-    /// Creates a bucket (names need at least 3 characters).
-    pub async fn create_bucket(&self, name: &str) {
+    /// A plain SDK client on this server, to look behind the store's back.
+    pub fn client(&self) -> aws_sdk_s3::Client {
         let config = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .endpoint_url(&self.endpoint)
@@ -74,6 +74,11 @@ impl S3Server {
             .force_path_style(true)
             .build();
         aws_sdk_s3::Client::from_conf(config)
+    }
+
+    /// Creates a bucket (names need at least 3 characters).
+    pub async fn create_bucket(&self, name: &str) {
+        self.client()
             .create_bucket()
             .bucket(name)
             .send()

@@ -1,0 +1,297 @@
+//! Tasks: the serialisable unit of work the planner produces and the executor runs, in a worker
+//! pod or in-process. Everything a task needs is in it, except secrets, which the driver injects
+//! (from Secret objects in local mode, from the environment in a worker pod).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::api::{Backend, CatalogEntrySpec, Layout, MediaClass};
+use crate::error::{Error, Result};
+use crate::media::fs::FsStore;
+use crate::media::s3::{S3Config, S3Credentials, S3Store};
+use crate::media::store::ObjectStore;
+use crate::media::trail::Media;
+
+/// A media class resolved for execution.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaSpec {
+    /// MediaClass name.
+    pub name: String,
+    /// Its backend.
+    pub backend: Backend,
+    /// Block size in bytes.
+    pub block_size: u64,
+    /// Volume capacity in bytes.
+    pub capacity: u64,
+    /// Where a PVC backend is mounted in the worker pod (set by the operator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_path: Option<String>,
+    /// S3 credentials; never serialised (a worker reads them from its environment).
+    #[serde(skip)]
+    pub credentials: Option<S3Credentials>,
+}
+
+impl MediaSpec {
+    /// Resolves a MediaClass (already validated).
+    pub fn from_class(mc: &MediaClass, credentials: Option<S3Credentials>) -> Result<MediaSpec> {
+        let name = kube::ResourceExt::name_any(mc);
+        let bad = |e: String| Error::Other(format!("MediaClass {name}: {e}"));
+        Ok(MediaSpec {
+            name: name.clone(),
+            backend: mc.spec.backend.clone(),
+            block_size: mc.spec.block_size_bytes().map_err(bad)?,
+            capacity: mc.spec.capacity_bytes().map_err(bad)?,
+            mount_path: None,
+            credentials,
+        })
+    }
+
+    /// Connects to the store.
+    pub async fn open(&self) -> Result<Media> {
+        let b = &self.backend;
+        let store: Arc<dyn ObjectStore> = if let Some(fs) = &b.filesystem {
+            Arc::new(FsStore::new(&fs.path))
+        } else if let Some(s3) = &b.s3 {
+            Arc::new(
+                S3Store::connect(S3Config {
+                    endpoint: s3.endpoint.clone(),
+                    bucket: s3.bucket.clone(),
+                    prefix: s3.prefix.clone().unwrap_or_default(),
+                    region: s3.region.clone(),
+                    force_path_style: s3.force_path_style.unwrap_or(false),
+                    credentials: self.credentials.clone(),
+                })
+                .await?,
+            )
+        } else {
+            let path = self.mount_path.as_ref().ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "MediaClass {}: a pvc backend needs the operator (worker pods mount the claim); \
+                     use a filesystem or s3 backend in local mode",
+                    self.name
+                ))
+            })?;
+            Arc::new(FsStore::new(path))
+        };
+        Ok(Media {
+            name: self.name.clone(),
+            store,
+            block_size: self.block_size,
+            capacity: self.capacity,
+        })
+    }
+}
+
+/// Where a work item is read from or a restore writes to, resolved.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DataSpec {
+    /// A local directory (or a mounted PVC in a worker pod).
+    Path(String),
+    /// Objects under an S3 prefix.
+    S3(S3Target),
+}
+
+/// An S3 prefix, resolved.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Target {
+    /// Endpoint URL.
+    pub endpoint: Option<String>,
+    /// Bucket.
+    pub bucket: String,
+    /// Prefix.
+    pub prefix: String,
+    /// Region.
+    pub region: Option<String>,
+    /// Path-style addressing.
+    pub force_path_style: bool,
+    /// Credentials; never serialised.
+    #[serde(skip)]
+    pub credentials: Option<S3Credentials>,
+}
+
+impl S3Target {
+    /// Connects to the bucket, rooted at the prefix.
+    pub async fn open(&self) -> Result<S3Store> {
+        S3Store::connect(S3Config {
+            endpoint: self.endpoint.clone(),
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.clone(),
+            region: self.region.clone(),
+            force_path_style: self.force_path_style,
+            credentials: self.credentials.clone(),
+        })
+        .await
+    }
+}
+
+/// One work item of a backup.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupItem {
+    /// Work item name.
+    pub work_item: String,
+    /// Id of the instance to create.
+    pub instance_id: String,
+    /// Where to read it.
+    pub source: DataSpec,
+    /// For an incremental: the instance it builds on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+}
+
+/// Back up work items onto a backup trail.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupTask {
+    /// BackupTrail name.
+    pub trail: String,
+    /// Its media.
+    pub media: MediaSpec,
+    /// Write session id (names the manifest).
+    pub session: String,
+    /// Items to back up.
+    pub items: Vec<BackupItem>,
+    /// Interleaved streams.
+    pub streams: u32,
+    /// Keep a file index per instance so the next backup can be incremental.
+    pub incremental: bool,
+    /// Time of the backup.
+    pub backup_time: DateTime<Utc>,
+    /// Retention of the trail, seconds.
+    pub retention_secs: i64,
+}
+
+/// One instance to copy and where its source copy is.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CopyItem {
+    /// The catalog entry read.
+    pub source: CatalogEntrySpec,
+    /// Its media.
+    pub source_media: MediaSpec,
+}
+
+/// Logical copy of instances onto one duplication trail.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CopyTask {
+    /// Policy that asked for the copy.
+    pub policy: String,
+    /// Target DuplicationTrail.
+    pub trail: String,
+    /// Its media.
+    pub media: MediaSpec,
+    /// Sequential or Interleaved.
+    pub layout: Layout,
+    /// Parallel readers (and writers, when Interleaved).
+    pub parallelism: u32,
+    /// Retention of the target trail, seconds.
+    pub retention_secs: i64,
+    /// Write session id.
+    pub session: String,
+    /// What to copy.
+    pub items: Vec<CopyItem>,
+}
+
+/// Whole-volume raw copy of a trail (the conventional baseline).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaCopyTask {
+    /// Policy.
+    pub policy: String,
+    /// Source trail and media.
+    pub source_trail: String,
+    /// Source media.
+    pub source_media: MediaSpec,
+    /// Target trail.
+    pub trail: String,
+    /// Target media.
+    pub media: MediaSpec,
+    /// Retention of the target trail, seconds.
+    pub retention_secs: i64,
+    /// Write session id.
+    pub session: String,
+    /// Valid entries of the source trail; they are re-cataloged on the target.
+    pub entries: Vec<CatalogEntrySpec>,
+}
+
+/// One link of a restore chain.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreLink {
+    /// The copy to read.
+    pub entry: CatalogEntrySpec,
+    /// Its media.
+    pub media: MediaSpec,
+}
+
+/// Restore a chain (full first, then each incremental) into a target.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreTask {
+    /// Restore name.
+    pub restore: String,
+    /// Links, oldest first.
+    pub links: Vec<RestoreLink>,
+    /// Where to write.
+    pub target: DataSpec,
+}
+
+/// Re-read copies and check their digests.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyTask {
+    /// Copies to check.
+    pub links: Vec<RestoreLink>,
+}
+
+/// Free volumes whose entries all expired.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScratchTask {
+    /// Trail.
+    pub trail: String,
+    /// Its media.
+    pub media: MediaSpec,
+    /// Volumes to free (only sealed ones are freed).
+    pub volumes: Vec<String>,
+}
+
+/// Any task.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum Task {
+    /// Backup.
+    Backup(BackupTask),
+    /// Logical copy.
+    Copy(CopyTask),
+    /// Media copy.
+    MediaCopy(MediaCopyTask),
+    /// Restore.
+    Restore(RestoreTask),
+    /// Verify.
+    Verify(VerifyTask),
+    /// Free expired volumes.
+    Scratch(ScratchTask),
+}
+
+/// What a task did.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskOutcome {
+    /// Catalog entries the task committed (already in a manifest on the media).
+    pub entries: Vec<CatalogEntrySpec>,
+    /// Bytes read from media or sources.
+    pub bytes_read: u64,
+    /// Bytes written to media or targets.
+    pub bytes_written: u64,
+    /// Wall time, seconds.
+    pub seconds: f64,
+    /// Per-item problems that did not fail the task (e.g. entries a restore refused).
+    pub notes: Vec<String>,
+}
