@@ -1,1 +1,174 @@
-fn main() {}
+//! The `mimeo` binary: local mode, demo, worker, crdgen.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use kube::CustomResourceExt;
+
+use mimeo::api::*;
+use mimeo::local::get::{Output, get};
+use mimeo::local::{Local, read_inputs};
+
+/// Logical duplication of backup data.
+#[derive(Parser)]
+#[command(name = "mimeo", version, about)]
+struct Cli {
+    /// Log as JSON lines.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The embedded default: reconcile YAML resources without a cluster.
+    Local {
+        /// State directory (resources, status, catalog).
+        #[arg(long, default_value = ".mimeo")]
+        state: PathBuf,
+        #[command(subcommand)]
+        command: LocalCommand,
+    },
+    /// Back up, duplicate and restore sample data, and print a summary. No arguments needed.
+    Demo {
+        /// Directory for data, media and state (default /tmp/mimeo-example).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Run one task (JSON) with the executor, as a worker pod does.
+    Worker {
+        /// Task file (JSON); `-` for standard input.
+        #[arg(long)]
+        task: PathBuf,
+    },
+    /// Print the CustomResourceDefinitions as YAML.
+    Crdgen,
+}
+
+#[derive(Subcommand)]
+enum LocalCommand {
+    /// Apply resources and reconcile everything to completion.
+    Apply {
+        /// File or directory of YAML (repeatable).
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print resources with their status.
+    Get {
+        /// Kind (mediaclasses, backuptrails, duplicationtrails, duplicationpolicies, restores,
+        /// catalogentries, or their short names).
+        kind: String,
+        /// One resource.
+        name: Option<String>,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Output,
+        /// Label selector `key=value`.
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
+    },
+    /// Rebuild the catalog from the manifests on the media.
+    Rescan,
+    /// Re-read every Valid copy and check digests; damaged copies become Missing.
+    Verify {
+        /// Only this trail.
+        trail: Option<String>,
+    },
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MIMEO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn crds() -> String {
+    [
+        serde_yaml::to_string(&MediaClass::crd()),
+        serde_yaml::to_string(&BackupTrail::crd()),
+        serde_yaml::to_string(&DuplicationTrail::crd()),
+        serde_yaml::to_string(&DuplicationPolicy::crd()),
+        serde_yaml::to_string(&Restore::crd()),
+        serde_yaml::to_string(&CatalogEntry::crd()),
+    ]
+    .into_iter()
+    .map(|r| r.expect("CRDs serialize"))
+    .collect::<Vec<_>>()
+    .join("---\n")
+}
+
+fn report(r: mimeo::local::ApplyReport) -> ExitCode {
+    if r.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("{} failure(s):", r.failures.len());
+        for f in r.failures {
+            eprintln!("  {f}");
+        }
+        ExitCode::FAILURE
+    }
+}
+
+async fn run(cli: Cli) -> mimeo::Result<ExitCode> {
+    match cli.command {
+        Command::Crdgen => {
+            print!("{}", crds());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { dir } => mimeo::demo::run(dir).await.map(|_| ExitCode::SUCCESS),
+        Command::Worker { task } => {
+            let text = if task.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).map_err(|e| mimeo::Error::io("-", e))?
+            } else {
+                std::fs::read_to_string(&task).map_err(|e| mimeo::Error::io(&task, e))?
+            };
+            let task: mimeo::engine::task::Task = serde_json::from_str(&text)
+                .map_err(|e| mimeo::Error::Other(format!("task is not valid: {e}")))?;
+            let outcome = mimeo::worker::execute(&task).await?;
+            println!("{}", serde_json::to_string(&outcome).expect("outcome serializes"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Local { state, command } => {
+            let mut local = Local::new(state.clone());
+            match command {
+                LocalCommand::Apply { files } => {
+                    let inputs = read_inputs(&files)?;
+                    Ok(report(local.apply(inputs).await?))
+                }
+                LocalCommand::Get { kind, name, output, selector } => {
+                    print!("{}", get(&local.state, &kind, name.as_deref(), selector.as_deref(), output)?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                LocalCommand::Rescan => {
+                    let n = local.rescan().await?;
+                    println!("catalog rebuilt from the media: {n} entries");
+                    Ok(ExitCode::SUCCESS)
+                }
+                LocalCommand::Verify { trail } => Ok(report(local.verify(trail.as_deref()).await?)),
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_json);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

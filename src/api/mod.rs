@@ -27,3 +27,6 @@ pub const GROUP: &str = "mimeo.dev";
 pub const VERSION: &str = "v1alpha1";
 /// `apiVersion` value of every Mimeo kind.
 pub const API_VERSION: &str = "mimeo.dev/v1alpha1";
+/// Annotation that asks for a run now; its value is a token (e.g. a timestamp), and each new
+/// token triggers one run.
+pub const RUN_NOW_ANNOTATION: &str = "mimeo.dev/run-now";

@@ -116,6 +116,9 @@ pub struct TrailStatus {
     /// Spec generation whose once-per-generation backup has run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run_generation: Option<i64>,
+    /// Value of the `mimeo.dev/run-now` annotation last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_now: Option<String>,
     /// Standard conditions.
     #[serde(default)]
     pub conditions: Vec<Condition>,

@@ -1816,17 +1816,36 @@ mod tests {
 
     #[test]
     fn stream_archive_rejects_a_source_of_the_wrong_size() {
-        for (declared, actual) in [(10u64, 5usize), (5, 10)] {
+        let entry = |path: &str, size: usize, actual: usize| {
             let entry = StreamEntry {
-                path: "f".to_owned(),
-                size: declared,
+                path: path.to_owned(),
+                size: size as u64,
                 mtime: 0,
                 mode: 0o644,
             };
             let reader: Box<dyn Read + Send> = Box::new(Cursor::new(vec![1u8; actual]));
-            let err =
-                write_stream_archive(std::iter::once(Ok((entry, reader))), io::sink()).unwrap_err();
+            Ok((entry, reader))
+        };
+        for (declared, actual) in [(10, 5), (5, 10)] {
+            // A first entry larger than the buffer, so part of the stream is already out.
+            let items = [
+                entry("first", 1 << 20, 1 << 20),
+                entry("f", declared, actual),
+            ];
+            let mut out = Vec::new();
+            let err = write_stream_archive(items.into_iter(), &mut out).unwrap_err();
             assert!(err.to_string().contains("declared size"), "{err}");
+            // What did go out must not pass for a complete stream.
+            let read = extract_archive_to(
+                out.as_slice(),
+                &mut |_, _, data| {
+                    io::copy(data, &mut io::sink())
+                        .map(drop)
+                        .map_err(|e| Error::io("f", e))
+                },
+                &mut |_| Ok(()),
+            );
+            assert!(read.is_err(), "a failed stream read back cleanly: {read:?}");
         }
     }
 

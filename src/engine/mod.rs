@@ -4,6 +4,7 @@ pub mod archive;
 pub mod backup;
 pub mod catalog;
 pub mod duplicate;
+pub mod expire;
 mod mux;
 pub mod pipe;
 pub mod planner;

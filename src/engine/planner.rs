@@ -1,1 +1,365 @@
-//! planner
+//! The planner is pure: desired resources + catalog + time → tasks (and restore choices, expiry
+//! decisions). No I/O, so every rule here is tested without media or an API server.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+
+use super::catalog::{Catalog, instance_id};
+use super::task::*;
+use crate::api::validate::{parse_duration, parse_glob};
+use crate::api::*;
+
+/// What the planner looks at.
+pub struct PlanContext<'a> {
+    /// Resources.
+    pub set: &'a ResourceSet,
+    /// Every media class, resolved.
+    pub media: &'a BTreeMap<String, MediaSpec>,
+    /// The catalog.
+    pub catalog: &'a Catalog,
+    /// Now.
+    pub now: DateTime<Utc>,
+}
+
+fn retention_secs(retention: &str) -> i64 {
+    parse_duration(retention).map_or(0, |d| d.num_seconds())
+}
+
+impl PlanContext<'_> {
+    fn trail_media(&self, trail: &str) -> Option<&MediaSpec> {
+        self.media.get(self.set.trail_media_class(trail)?)
+    }
+
+    fn trail_retention(&self, trail: &str) -> Option<i64> {
+        let r = self
+            .set
+            .backup_trails
+            .get(trail)
+            .map(|t| &t.spec.retention)
+            .or_else(|| self.set.duplication_trails.get(trail).map(|t| &t.spec.retention))?;
+        Some(retention_secs(r))
+    }
+
+    /// Plans a backup of every work item of a trail. `resolve` turns a work item source into a
+    /// [`DataSpec`] (it is the driver that knows how to reach paths, PVCs and S3).
+    pub fn plan_backup(
+        &self,
+        trail: &BackupTrail,
+        resolve: &dyn Fn(&DataLocation) -> crate::Result<DataSpec>,
+    ) -> crate::Result<BackupTask> {
+        let name = kube::ResourceExt::name_any(trail);
+        let media = self
+            .media
+            .get(&trail.spec.media_class_name)
+            .cloned()
+            .ok_or_else(|| {
+                crate::Error::Other(format!("MediaClass {} not found", trail.spec.media_class_name))
+            })?;
+        let mut items = Vec::new();
+        for w in &trail.spec.work_items {
+            let parent = if trail.spec.incremental {
+                self.catalog
+                    .valid()
+                    .filter(|e| e.trail == name && e.work_item == w.name)
+                    .max_by_key(|e| e.backup_time)
+                    .map(|e| e.instance_id.clone())
+            } else {
+                None
+            };
+            items.push(BackupItem {
+                work_item: w.name.clone(),
+                instance_id: instance_id(&w.name, self.now),
+                source: resolve(&w.source)?,
+                parent,
+            });
+        }
+        Ok(BackupTask {
+            trail: name,
+            media,
+            session: super::catalog::session_id(self.now),
+            items,
+            streams: trail.spec.streams,
+            incremental: trail.spec.incremental,
+            backup_time: self.now,
+            retention_secs: retention_secs(&trail.spec.retention),
+        })
+    }
+
+    /// Instances of the policy's sources that its selection picks, oldest first, one per
+    /// instance id.
+    pub fn select(&self, policy: &DuplicationPolicy) -> Vec<&CatalogEntrySpec> {
+        let sel = &policy.spec.selection;
+        let include: Vec<_> = sel.work_items.iter().filter_map(|g| parse_glob(g).ok()).collect();
+        let exclude: Vec<_> = sel.exclude.iter().filter_map(|g| parse_glob(g).ok()).collect();
+        let older = sel.older_than.as_deref().and_then(|d| parse_duration(d).ok());
+        let newer = sel.newer_than.as_deref().and_then(|d| parse_duration(d).ok());
+        let mut picked: BTreeMap<&str, &CatalogEntrySpec> = BTreeMap::new();
+        for e in self.catalog.valid() {
+            let ok = policy.spec.source_trails.contains(&e.trail)
+                && (include.is_empty() || include.iter().any(|g| g.is_match(&e.work_item)))
+                && !exclude.iter().any(|g| g.is_match(&e.work_item))
+                && older.is_none_or(|d| e.backup_time <= self.now - d)
+                && newer.is_none_or(|d| e.backup_time >= self.now - d);
+            if ok {
+                picked.entry(&e.instance_id).or_insert(e);
+            }
+        }
+        let mut out: Vec<&CatalogEntrySpec> = picked.into_values().collect();
+        if sel.latest_only {
+            let mut newest: BTreeMap<(&str, &str), &CatalogEntrySpec> = BTreeMap::new();
+            for e in out {
+                let k = (e.backup_trail.as_str(), e.work_item.as_str());
+                if newest.get(&k).is_none_or(|n| n.backup_time < e.backup_time) {
+                    newest.insert(k, e);
+                }
+            }
+            out = newest.into_values().collect();
+        }
+        out.sort_by(|a, b| (a.backup_time, &a.instance_id).cmp(&(b.backup_time, &b.instance_id)));
+        out
+    }
+
+    /// Plans one run of a policy: one task per target trail that has something to receive.
+    /// Instances already Valid on a target are skipped there (a retried run copies only what is
+    /// missing).
+    pub fn plan_duplication(&self, policy: &DuplicationPolicy) -> Vec<Task> {
+        let name = kube::ResourceExt::name_any(policy);
+        let spec = &policy.spec;
+        let session = super::catalog::session_id(self.now);
+        let on_target = |trail: &str, instance: &str| {
+            self.catalog.copies_of(instance).any(|c| c.trail == trail)
+        };
+        let mut tasks = Vec::new();
+        if spec.mode == DuplicationMode::Media {
+            for src in &spec.source_trails {
+                for t in &spec.targets {
+                    let entries: Vec<CatalogEntrySpec> = self
+                        .catalog
+                        .valid()
+                        .filter(|e| &e.trail == src && !on_target(t, &e.instance_id))
+                        .cloned()
+                        .collect();
+                    let (Some(sm), Some(tm), Some(ret)) =
+                        (self.trail_media(src), self.trail_media(t), self.trail_retention(t))
+                    else {
+                        continue;
+                    };
+                    if !entries.is_empty() {
+                        tasks.push(Task::MediaCopy(MediaCopyTask {
+                            policy: name.clone(),
+                            source_trail: src.clone(),
+                            source_media: sm.clone(),
+                            trail: t.clone(),
+                            media: tm.clone(),
+                            retention_secs: ret,
+                            session: session.clone(),
+                            entries,
+                        }));
+                    }
+                }
+            }
+            return tasks;
+        }
+        let selected = self.select(policy);
+        let work_items: BTreeSet<&str> = selected.iter().map(|e| e.work_item.as_str()).collect();
+        let spread: BTreeMap<&str, usize> = work_items
+            .into_iter()
+            .enumerate()
+            .map(|(i, w)| (w, i % spec.targets.len().max(1)))
+            .collect();
+        for (ti, t) in spec.targets.iter().enumerate() {
+            let (Some(tm), Some(ret), Some(dt)) = (
+                self.trail_media(t),
+                self.trail_retention(t),
+                self.set.duplication_trails.get(t),
+            ) else {
+                continue;
+            };
+            let items: Vec<CopyItem> = selected
+                .iter()
+                .filter(|e| !spec.distribute || spread[e.work_item.as_str()] == ti)
+                .filter(|e| !on_target(t, &e.instance_id))
+                .filter_map(|e| {
+                    Some(CopyItem {
+                        source: (*e).clone(),
+                        source_media: self.trail_media(&e.trail)?.clone(),
+                    })
+                })
+                .collect();
+            if !items.is_empty() {
+                tasks.push(Task::Copy(CopyTask {
+                    policy: name.clone(),
+                    trail: t.clone(),
+                    media: tm.clone(),
+                    layout: dt.spec.layout,
+                    parallelism: spec.parallelism,
+                    retention_secs: ret,
+                    session: format!("{session}-{ti}"),
+                    items,
+                }));
+            }
+        }
+        tasks
+    }
+
+    /// Why the media of `trail` cannot be read, if so.
+    fn unavailable(&self, trail: &str) -> Option<String> {
+        let Some(mc_name) = self.set.trail_media_class(trail) else {
+            return Some(format!("trail {trail} is not defined"));
+        };
+        match self.set.media_classes.get(mc_name) {
+            None => Some(format!("media class {mc_name} not found")),
+            Some(mc) if !mc.spec.available => Some(format!("media class {mc_name} unavailable")),
+            Some(_) if !self.media.contains_key(mc_name) => {
+                Some(format!("media class {mc_name} cannot be reached"))
+            }
+            Some(_) => None,
+        }
+    }
+
+    /// Chooses the copy of every link of the requested instance's chain.
+    pub fn plan_restore(&self, restore: &Restore) -> Result<RestorePlan, String> {
+        let spec = &restore.spec;
+        let copies: Vec<&CatalogEntrySpec> = self
+            .catalog
+            .valid()
+            .filter(|e| {
+                e.work_item == spec.work_item
+                    && spec.backup_trail.as_ref().is_none_or(|b| &e.backup_trail == b)
+            })
+            .collect();
+        if copies.is_empty() {
+            return Err(format!("no Valid copy of work item {} in the catalog", spec.work_item));
+        }
+        let target = match spec.instance.as_str() {
+            "latest" => copies.iter().max_by_key(|e| (e.backup_time, &e.instance_id)),
+            s => match DateTime::parse_from_rfc3339(s) {
+                Ok(t) => copies
+                    .iter()
+                    .filter(|e| e.backup_time <= t)
+                    .max_by_key(|e| (e.backup_time, &e.instance_id)),
+                Err(_) => copies.iter().find(|e| e.instance_id == s),
+            },
+        }
+        .ok_or_else(|| {
+            format!(
+                "no instance of work item {} matches spec.instance {:?}",
+                spec.work_item, spec.instance
+            )
+        })?;
+        // Walk the chain back to its full backup.
+        let mut chain = vec![target.instance_id.clone()];
+        let mut parent = target.parent.clone();
+        while let Some(p) = parent {
+            let link = self
+                .catalog
+                .entries
+                .values()
+                .map(|e| &e.spec)
+                .find(|e| e.instance_id == p)
+                .ok_or_else(|| format!("chain link {p} is not in the catalog"))?;
+            parent = link.parent.clone();
+            chain.push(p);
+        }
+        chain.reverse();
+        let mut plan = RestorePlan::default();
+        for id in &chain {
+            let (entry, reason) = self.choose_copy(id, &spec.source)?;
+            plan.links.push(RestoreLink {
+                media: self.trail_media(&entry.trail).cloned().expect("checked available"),
+                entry,
+            });
+            plan.reasons.push(reason);
+        }
+        Ok(plan)
+    }
+
+    /// Picks the copy of one instance: for `Auto`, an available duplicate (Sequential ones with
+    /// the fewest extents first), else the original.
+    fn choose_copy(&self, instance: &str, choice: &SourceChoice) -> Result<(CatalogEntrySpec, String), String> {
+        let mut copies: Vec<&CatalogEntrySpec> = self
+            .catalog
+            .copies_of(instance)
+            .filter(|e| match choice {
+                SourceChoice::Keyword(SourceKeyword::Auto) => true,
+                SourceChoice::Keyword(SourceKeyword::Original) => e.role == Role::Original,
+                SourceChoice::Keyword(SourceKeyword::Duplicate) => e.role == Role::Duplicate,
+                SourceChoice::Trail { trail } => &e.trail == trail,
+            })
+            .collect();
+        copies.sort_by_key(|e| (e.role == Role::Original, e.extents.len(), e.trail.clone()));
+        let mut skipped = Vec::new();
+        for c in copies {
+            let what = format!("{} on {}", role_word(c.role), c.trail);
+            match self.unavailable(&c.trail) {
+                Some(why) => skipped.push(format!("{what} skipped: {why}")),
+                None => {
+                    let reason = if skipped.is_empty() {
+                        format!("{what} chosen (instance {instance})")
+                    } else {
+                        format!("{what} chosen (instance {instance}); {}", skipped.join("; "))
+                    };
+                    return Ok((c.clone(), reason));
+                }
+            }
+        }
+        if skipped.is_empty() {
+            Err(format!("instance {instance}: no Valid copy matches spec.source"))
+        } else {
+            Err(format!("instance {instance}: no copy available: {}", skipped.join("; ")))
+        }
+    }
+
+    /// Entries whose retention has passed, newest first; an entry that a still-Valid
+    /// incremental on the same trail builds on is kept until that incremental expires.
+    pub fn plan_expiry(&self) -> Vec<(String, String)> {
+        let mut valid: Vec<&CatalogEntrySpec> = self.catalog.valid().collect();
+        valid.sort_by(|a, b| b.backup_time.cmp(&a.backup_time));
+        let mut needed: BTreeSet<(String, String)> = BTreeSet::new();
+        let mut out = Vec::new();
+        for e in valid {
+            let Some(ret) = self.trail_retention(&e.trail) else {
+                continue;
+            };
+            let expires = e.backup_time + chrono::TimeDelta::seconds(ret);
+            let held = needed.contains(&(e.trail.clone(), e.instance_id.clone()));
+            if self.now >= expires && !held {
+                out.push((
+                    e.object_name(),
+                    format!("retention of trail {} passed at {}", e.trail, expires.to_rfc3339()),
+                ));
+            } else if let Some(p) = &e.parent {
+                needed.insert((e.trail.clone(), p.clone()));
+            }
+        }
+        out
+    }
+
+    /// Volumes of `trail` that hold Valid entries (expiry frees every other sealed volume).
+    pub fn volumes_in_use(&self, trail: &str) -> Vec<String> {
+        let set: BTreeSet<String> = self
+            .catalog
+            .valid()
+            .filter(|e| e.trail == trail)
+            .flat_map(|e| e.extents.iter().map(|x| x.volume.clone()))
+            .collect();
+        set.into_iter().collect()
+    }
+}
+
+fn role_word(r: Role) -> &'static str {
+    match r {
+        Role::Original => "original",
+        Role::Duplicate => "duplicate",
+    }
+}
+
+/// The chosen copies of a restore chain and why.
+#[derive(Clone, Debug, Default)]
+pub struct RestorePlan {
+    /// Links, oldest first.
+    pub links: Vec<RestoreLink>,
+    /// Why each link's copy was chosen.
+    pub reasons: Vec<String>,
+}

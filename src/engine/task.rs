@@ -258,8 +258,8 @@ pub struct ScratchTask {
     pub trail: String,
     /// Its media.
     pub media: MediaSpec,
-    /// Volumes to free (only sealed ones are freed).
-    pub volumes: Vec<String>,
+    /// Volumes that still hold Valid entries; every other sealed volume is freed.
+    pub keep: Vec<String>,
 }
 
 /// Any task.

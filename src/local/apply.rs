@@ -1,0 +1,713 @@
+//! `mimeo local apply`: the same resources as in a cluster, reconciled to completion
+//! in-process. The pipeline is the operator's: fetch (state dir) → validate → plan (pure) →
+//! execute (the worker's executor) → commit (manifests on the media, then the catalog) → status.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use kube::ResourceExt;
+use tracing::{info, warn};
+
+use super::progress::Progress;
+use super::state::StateDir;
+use crate::api::*;
+use crate::engine::catalog::{Catalog, read_manifests};
+use crate::engine::planner::PlanContext;
+use crate::engine::task::*;
+use crate::error::{Error, Result};
+use crate::media::s3::S3Credentials;
+use crate::media::trail::scan_trail;
+use crate::worker;
+
+/// Reads `-f` paths: files, or directories of `*.yaml`/`*.yml` (sorted).
+pub fn read_inputs(paths: &[PathBuf]) -> Result<Vec<Resource>> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| Error::io(p, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).map_err(|e| Error::io(&f, e))?;
+        for r in parse_documents(&text, &f.display().to_string())? {
+            if r.kind() == "CatalogEntry" {
+                return Err(Error::Invalid {
+                    source_name: f.display().to_string(),
+                    kind: "CatalogEntry".into(),
+                    name: r.name(),
+                    field: "kind".into(),
+                    message: "CatalogEntries are written by Mimeo only".into(),
+                });
+            }
+            out.push((f.display().to_string(), r));
+        }
+    }
+    Ok(out.into_iter().map(|(_, r)| r).collect())
+}
+
+/// Merges `new` into `set`: a changed spec bumps `metadata.generation` (and resets a Restore);
+/// an unchanged one keeps generation and status.
+fn merge(set: &mut ResourceSet, new: Resource) {
+    fn bump<K: kube::Resource + Clone>(old: Option<&K>, new: &mut K, same: bool, keep_status: impl FnOnce(&K, &mut K)) {
+        let gen_old = old.and_then(|o| o.meta().generation).unwrap_or(0);
+        new.meta_mut().generation = Some(if same && old.is_some() { gen_old } else { gen_old + 1 });
+        new.meta_mut().creation_timestamp = old
+            .and_then(|o| o.meta().creation_timestamp.clone())
+            .or_else(|| Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())));
+        if let Some(o) = old {
+            keep_status(o, new);
+        }
+    }
+    macro_rules! merge_kind {
+        ($map:expr, $x:expr, $keep_on_change:expr) => {{
+            let mut x = $x;
+            let old = $map.get(&x.name_any()).cloned();
+            let same = old.as_ref().is_some_and(|o| o.spec == x.spec);
+            bump(old.as_ref(), &mut x, same, |o, n| {
+                if same || $keep_on_change {
+                    n.status = o.status.clone();
+                }
+            });
+            $map.insert(x.name_any(), x);
+        }};
+    }
+    match new {
+        Resource::MediaClass(x) => merge_kind!(set.media_classes, x, true),
+        Resource::BackupTrail(x) => merge_kind!(set.backup_trails, x, true),
+        Resource::DuplicationTrail(x) => merge_kind!(set.duplication_trails, x, true),
+        Resource::DuplicationPolicy(x) => merge_kind!(set.policies, x, true),
+        Resource::Restore(x) => merge_kind!(set.restores, x, false),
+        other => set.insert(other),
+    }
+}
+
+fn credentials(set: &ResourceSet, secret: Option<&SecretRef>) -> Result<Option<S3Credentials>> {
+    let Some(r) = secret else { return Ok(None) };
+    let s = set
+        .secrets
+        .get(&r.name)
+        .ok_or_else(|| Error::Other(format!("Secret {} not found", r.name)))?;
+    let get = |k: &str| -> Option<String> {
+        s.string_data
+            .as_ref()
+            .and_then(|d| d.get(k).cloned())
+            .or_else(|| {
+                s.data
+                    .as_ref()
+                    .and_then(|d| d.get(k))
+                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            })
+    };
+    match (get("AWS_ACCESS_KEY_ID"), get("AWS_SECRET_ACCESS_KEY")) {
+        (Some(a), Some(s)) => Ok(Some(S3Credentials {
+            access_key_id: a,
+            secret_access_key: s,
+        })),
+        _ => Err(Error::Other(format!(
+            "Secret {} must hold AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+            r.name
+        ))),
+    }
+}
+
+/// Resolves every media class (credentials included). Classes that fail are reported and left
+/// out, so the planner treats them as unreachable.
+fn resolve_media(set: &ResourceSet) -> (BTreeMap<String, MediaSpec>, Vec<String>) {
+    let mut out = BTreeMap::new();
+    let mut errors = Vec::new();
+    for (name, mc) in &set.media_classes {
+        let creds = credentials(
+            set,
+            mc.spec.backend.s3.as_ref().and_then(|s| s.credentials_secret_ref.as_ref()),
+        );
+        match creds.and_then(|c| MediaSpec::from_class(mc, c)) {
+            Ok(m) => _ = out.insert(name.clone(), m),
+            Err(e) => errors.push(format!("mediaclass/{name}: {e}")),
+        }
+    }
+    (out, errors)
+}
+
+/// Resolves a work item source or restore target for local execution.
+fn resolve_location(set: &ResourceSet, loc: &DataLocation) -> Result<DataSpec> {
+    if let Some(p) = &loc.path {
+        return Ok(DataSpec::Path(p.clone()));
+    }
+    if let Some(p) = &loc.pvc {
+        return Err(Error::Unsupported(format!(
+            "pvc {:?} needs the operator (worker pods mount the claim); use path or s3 in local mode",
+            p.claim_name
+        )));
+    }
+    let s3 = loc.s3.as_ref().expect("validated: exactly one location");
+    if let Some(mc) = &s3.media_class_name {
+        let class = set
+            .media_classes
+            .get(mc)
+            .ok_or_else(|| Error::Other(format!("MediaClass {mc} not found")))?;
+        let b = class
+            .spec
+            .backend
+            .s3
+            .as_ref()
+            .ok_or_else(|| Error::Other(format!("MediaClass {mc} has no s3 backend")))?;
+        let base = b.prefix.clone().unwrap_or_default();
+        let prefix = [base.trim_matches('/'), s3.prefix.trim_matches('/')]
+            .iter()
+            .filter(|p| !p.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join("/");
+        return Ok(DataSpec::S3(S3Target {
+            endpoint: b.endpoint.clone(),
+            bucket: b.bucket.clone(),
+            prefix,
+            region: b.region.clone(),
+            force_path_style: b.force_path_style.unwrap_or(false),
+            credentials: credentials(set, b.credentials_secret_ref.as_ref())?,
+        }));
+    }
+    Ok(DataSpec::S3(S3Target {
+        endpoint: s3.endpoint.clone(),
+        bucket: s3.bucket.clone().unwrap_or_default(),
+        prefix: s3.prefix.clone(),
+        region: s3.region.clone(),
+        force_path_style: s3.force_path_style.unwrap_or(false),
+        credentials: credentials(set, s3.credentials_secret_ref.as_ref())?,
+    }))
+}
+
+/// The local driver: a state directory and the time.
+pub struct Local {
+    /// Where resources and the catalog live.
+    pub state: StateDir,
+    progress: Progress,
+    failures: Vec<String>,
+}
+
+/// Result of one `apply`.
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    /// One line per failed resource or task.
+    pub failures: Vec<String>,
+}
+
+impl Local {
+    /// A driver on a state directory.
+    pub fn new(state: impl Into<PathBuf>) -> Self {
+        Local {
+            state: StateDir::new(state.into()),
+            progress: Progress::new(),
+            failures: Vec::new(),
+        }
+    }
+
+    /// Validates `inputs` against the stored resources; on success stores them and reconciles
+    /// everything. Invalid input is rejected before anything is written.
+    pub async fn apply(&mut self, inputs: Vec<Resource>) -> Result<ApplyReport> {
+        let mut set = self.state.load_resources()?;
+        let names: Vec<(String, String)> = inputs.iter().map(|r| (r.kind().to_string(), r.name())).collect();
+        let checks = inputs.clone();
+        for r in inputs {
+            merge(&mut set, r);
+        }
+        for r in &checks {
+            if let Some(e) = set.check_references(r).into_iter().next() {
+                return Err(Error::Invalid {
+                    source_name: "input".into(),
+                    kind: r.kind().into(),
+                    name: r.name(),
+                    field: e.field,
+                    message: e.message,
+                });
+            }
+        }
+        if let Err(e) = check_immutable(&self.state.load_resources()?, &checks) {
+            return Err(e);
+        }
+        self.state.save_resources(&set)?;
+        for (k, n) in names {
+            println!("{}/{} configured", k.to_lowercase(), n);
+        }
+        self.reconcile(set).await
+    }
+
+    /// Reconciles the stored resources to completion.
+    pub async fn reconcile(&mut self, mut set: ResourceSet) -> Result<ApplyReport> {
+        self.failures.clear();
+        let (media, errors) = resolve_media(&set);
+        self.failures.extend(errors);
+        let mut catalog = self.state.load_catalog()?;
+        self.import_manifests(&set, &media, &mut catalog, false).await?;
+        self.run_backups(&mut set, &media, &mut catalog).await?;
+        self.run_policies(&mut set, &media, &mut catalog).await?;
+        self.run_restores(&mut set, &media, &catalog).await?;
+        self.run_expiry(&set, &media, &mut catalog).await?;
+        self.update_status(&mut set, &media, &catalog).await?;
+        self.state.save_resources(&set)?;
+        Ok(ApplyReport {
+            failures: std::mem::take(&mut self.failures),
+        })
+    }
+
+    /// Imports committed manifests from every reachable trail: recovers the commits of a run
+    /// that was killed after writing its manifest, and (with `rebuild`) rebuilds the catalog.
+    pub async fn import_manifests(
+        &mut self,
+        set: &ResourceSet,
+        media: &BTreeMap<String, MediaSpec>,
+        catalog: &mut Catalog,
+        rebuild: bool,
+    ) -> Result<usize> {
+        let trails: Vec<&String> = set.backup_trails.keys().chain(set.duplication_trails.keys()).collect();
+        let mut added = 0;
+        for t in trails {
+            let Some(spec) = set.trail_media_class(t).and_then(|m| media.get(m)) else {
+                continue;
+            };
+            let m = match spec.open().await {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(trail = %t, "cannot open media: {e}");
+                    continue;
+                }
+            };
+            let manifests = match read_manifests(m.store.as_ref(), t).await {
+                Ok(x) => x,
+                Err(e) if rebuild => return Err(e),
+                Err(e) => {
+                    warn!(trail = %t, "cannot read manifests: {e}");
+                    continue;
+                }
+            };
+            for mf in manifests {
+                for e in mf.entries {
+                    if catalog.import(e.clone()) {
+                        added += 1;
+                        self.state.save_entry(&catalog.entries[&e.object_name()])?;
+                    }
+                }
+            }
+        }
+        Ok(added)
+    }
+
+    async fn run_task(&mut self, what: &str, task: &Task) -> Option<TaskOutcome> {
+        let bar = self.progress.start(&format!("{what}: {}", worker::describe(task)));
+        let r = worker::execute(task).await;
+        self.progress.finish(bar);
+        match r {
+            Ok(o) => {
+                for n in &o.notes {
+                    info!("{what}: {n}");
+                }
+                Some(o)
+            }
+            Err(e) => {
+                eprintln!("{what}: failed: {e}");
+                self.failures.push(format!("{what}: {e}"));
+                None
+            }
+        }
+    }
+
+    fn commit(&self, catalog: &mut Catalog, outcome: &TaskOutcome) -> Result<()> {
+        for e in &outcome.entries {
+            catalog.import(e.clone());
+            self.state.save_entry(&catalog.entries[&e.object_name()])?;
+        }
+        Ok(())
+    }
+
+    async fn run_backups(
+        &mut self,
+        set: &mut ResourceSet,
+        media: &BTreeMap<String, MediaSpec>,
+        catalog: &mut Catalog,
+    ) -> Result<()> {
+        let names: Vec<String> = set.backup_trails.keys().cloned().collect();
+        for name in names {
+            let trail = set.backup_trails[&name].clone();
+            let status = trail.status.clone().unwrap_or_default();
+            let generation = trail.metadata.generation;
+            let token = trail.annotations().get(RUN_NOW_ANNOTATION).cloned();
+            let due = status.last_run_generation != generation || (token.is_some() && token != status.last_run_now);
+            if !due || trail.spec.work_items.is_empty() {
+                continue;
+            }
+            let what = format!("backuptrail/{name}");
+            let ctx = PlanContext { set, media, catalog, now: Utc::now() };
+            let task = match ctx.plan_backup(&trail, &|l| resolve_location(set, l)) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("{what}: {e}");
+                    self.failures.push(format!("{what}: {e}"));
+                    set_trail_condition(set.backup_trails.get_mut(&name).unwrap().status.get_or_insert_default(), false, e.reason(), &e.to_string(), generation);
+                    continue;
+                }
+            };
+            let outcome = self.run_task(&what, &Task::Backup(task)).await;
+            let st = set.backup_trails.get_mut(&name).unwrap().status.get_or_insert_default();
+            match outcome {
+                Some(o) => {
+                    self.commit(catalog, &o)?;
+                    println!(
+                        "{what}: backed up {} work items, {} bytes in {:.2}s",
+                        o.entries.len(),
+                        o.bytes_written,
+                        o.seconds
+                    );
+                    st.last_run = Some(Utc::now());
+                    st.last_run_generation = generation;
+                    st.last_run_now = token;
+                    set_trail_condition(st, true, "BackupSucceeded", &format!("{} instances written", o.entries.len()), generation);
+                }
+                None => {
+                    let msg = self.failures.last().cloned().unwrap_or_default();
+                    set_trail_condition(st, false, "BackupFailed", &msg, generation);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn run_policies(
+        &mut self,
+        set: &mut ResourceSet,
+        media: &BTreeMap<String, MediaSpec>,
+        catalog: &mut Catalog,
+    ) -> Result<()> {
+        // A DuplicationTrail may itself be a source: repeat until nothing new was copied.
+        for _round in 0..8 {
+            let mut copied = 0;
+            let names: Vec<String> = set.policies.keys().cloned().collect();
+            for name in names {
+                let policy = set.policies[&name].clone();
+                if policy.spec.suspend || !self.schedule_due(set.policies.get_mut(&name).unwrap()) {
+                    continue;
+                }
+                let now = Utc::now();
+                let tasks = PlanContext { set, media, catalog, now }.plan_duplication(&policy);
+                if tasks.is_empty() {
+                    continue;
+                }
+                let what = format!("duplicationpolicy/{name}");
+                let mut summary = RunSummary {
+                    start: now,
+                    end: None,
+                    instances: 0,
+                    bytes: 0,
+                    outcome: "Succeeded".into(),
+                    message: String::new(),
+                };
+                for task in &tasks {
+                    match self.run_task(&what, task).await {
+                        Some(o) => {
+                            self.commit(catalog, &o)?;
+                            println!(
+                                "{what}: {} → {} instances, {} bytes written in {:.2}s",
+                                worker::describe(task),
+                                o.entries.len(),
+                                o.bytes_written,
+                                o.seconds
+                            );
+                            summary.instances += o.entries.len() as u64;
+                            summary.bytes += o.bytes_written;
+                            copied += o.entries.len();
+                        }
+                        None => {
+                            summary.outcome = "Failed".into();
+                            summary.message = self.failures.last().cloned().unwrap_or_default();
+                        }
+                    }
+                }
+                summary.end = Some(Utc::now());
+                let generation = policy.metadata.generation;
+                let st = set.policies.get_mut(&name).unwrap().status.get_or_insert_default();
+                let ok = summary.outcome == "Succeeded";
+                let reason = if ok { "RunSucceeded" } else { "RunFailed" };
+                let msg = if ok {
+                    format!("{} instances, {} bytes", summary.instances, summary.bytes)
+                } else {
+                    summary.message.clone()
+                };
+                let mut c = Condition::new("Ready", ok, reason, msg);
+                c.observed_generation = generation;
+                set_condition(&mut st.conditions, c);
+                st.observed_generation = generation;
+                st.last_run = Some(summary);
+            }
+            if copied == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Policies without a schedule run whenever there is something new; scheduled ones when
+    /// their next run time has come (the first call only computes it).
+    fn schedule_due(&self, policy: &mut DuplicationPolicy) -> bool {
+        let Some(expr) = policy.spec.schedule.clone() else {
+            return true;
+        };
+        let Ok(cron) = crate::api::validate::parse_cron(&expr) else {
+            return false;
+        };
+        let now = Utc::now();
+        let st = policy.status.get_or_insert_default();
+        let next = |from: DateTime<Utc>| cron.find_next_occurrence(&from, false).ok();
+        match st.next_run {
+            Some(t) if t <= now => {
+                st.next_run = next(now);
+                true
+            }
+            Some(_) => false,
+            None => {
+                st.next_run = next(now);
+                false
+            }
+        }
+    }
+
+    async fn run_restores(
+        &mut self,
+        set: &mut ResourceSet,
+        media: &BTreeMap<String, MediaSpec>,
+        catalog: &Catalog,
+    ) -> Result<()> {
+        let names: Vec<String> = set.restores.keys().cloned().collect();
+        for name in names {
+            let restore = set.restores[&name].clone();
+            let status = restore.status.clone().unwrap_or_default();
+            if status.phase != RestorePhase::Pending {
+                continue;
+            }
+            let what = format!("restore/{name}");
+            let generation = restore.metadata.generation;
+            let ctx = PlanContext { set, media, catalog, now: Utc::now() };
+            let plan = ctx.plan_restore(&restore);
+            let target = resolve_location(set, &restore.spec.target);
+            let mut st = RestoreStatus { observed_generation: generation, ..Default::default() };
+            match (plan, target) {
+                (Err(reason), _) => {
+                    eprintln!("{what}: failed: {reason}");
+                    self.failures.push(format!("{what}: {reason}"));
+                    st.phase = RestorePhase::Failed;
+                    st.reason = reason.clone();
+                    set_condition(&mut st.conditions, Condition::new("Ready", false, "NoCopyAvailable", reason));
+                }
+                (Ok(_), Err(e)) => {
+                    eprintln!("{what}: failed: {e}");
+                    self.failures.push(format!("{what}: {e}"));
+                    st.phase = RestorePhase::Failed;
+                    st.reason = e.to_string();
+                    set_condition(&mut st.conditions, Condition::new("Ready", false, e.reason(), e.to_string()));
+                }
+                (Ok(plan), Ok(target)) => {
+                    st.chain = plan
+                        .links
+                        .iter()
+                        .map(|l| RestoredFrom {
+                            trail: l.entry.trail.clone(),
+                            role: l.entry.role,
+                            volumes: l.entry.volumes(),
+                            instance_id: l.entry.instance_id.clone(),
+                        })
+                        .collect();
+                    st.restored_from = st.chain.last().cloned();
+                    st.reason = plan.reasons.last().cloned().unwrap_or_default();
+                    let task = Task::Restore(RestoreTask { restore: name.clone(), links: plan.links, target });
+                    match self.run_task(&what, &task).await {
+                        Some(o) => {
+                            st.phase = RestorePhase::Succeeded;
+                            st.bytes = o.bytes_read;
+                            st.duration_seconds = Some(o.seconds);
+                            println!("{what}: restored {} bytes in {:.2}s from {}", o.bytes_read, o.seconds, st.reason);
+                            set_condition(&mut st.conditions, Condition::new("Ready", true, "Restored", st.reason.clone()));
+                        }
+                        None => {
+                            st.phase = RestorePhase::Failed;
+                            let msg = self.failures.last().cloned().unwrap_or_default();
+                            st.reason = format!("{}; read failed: {msg}", st.reason);
+                            set_condition(&mut st.conditions, Condition::new("Ready", false, "RestoreFailed", msg));
+                        }
+                    }
+                    st.completed_at = Some(Utc::now());
+                }
+            }
+            set.restores.get_mut(&name).unwrap().status = Some(st);
+        }
+        Ok(())
+    }
+
+    async fn run_expiry(
+        &mut self,
+        set: &ResourceSet,
+        media: &BTreeMap<String, MediaSpec>,
+        catalog: &mut Catalog,
+    ) -> Result<()> {
+        let expired = PlanContext { set, media, catalog, now: Utc::now() }.plan_expiry();
+        for (name, why) in &expired {
+            if catalog.set_state(name, EntryState::Expired, why.clone()) {
+                self.state.save_entry(&catalog.entries[name])?;
+                println!("catalogentry/{name}: Expired ({why})");
+            }
+        }
+        let trails: Vec<String> = set.backup_trails.keys().chain(set.duplication_trails.keys()).cloned().collect();
+        for t in trails {
+            let Some(m) = set.trail_media_class(&t).and_then(|m| media.get(m)) else {
+                continue;
+            };
+            let ctx = PlanContext { set, media, catalog, now: Utc::now() };
+            let task = Task::Scratch(ScratchTask { trail: t.clone(), media: m.clone(), keep: ctx.volumes_in_use(&t) });
+            if let Some(o) = self.run_task(&format!("trail/{t}"), &task).await {
+                for n in o.notes {
+                    println!("trail/{t}: {n}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn update_status(
+        &mut self,
+        set: &mut ResourceSet,
+        media: &BTreeMap<String, MediaSpec>,
+        catalog: &Catalog,
+    ) -> Result<()> {
+        let mut per_class: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        let trails: Vec<String> = set.backup_trails.keys().chain(set.duplication_trails.keys()).cloned().collect();
+        for t in trails {
+            let Some(class) = set.trail_media_class(&t).map(String::from) else { continue };
+            let Some(spec) = media.get(&class) else { continue };
+            let volumes = match spec.open().await {
+                Ok(m) => scan_trail(m.store.as_ref(), &t).await.unwrap_or_default(),
+                Err(_) => continue,
+            };
+            let statuses: Vec<VolumeStatus> = volumes.iter().map(|v| v.status()).collect();
+            let bytes: u64 = statuses.iter().map(|v| v.bytes_used).sum();
+            let acc = per_class.entry(class).or_default();
+            acc.0 += statuses.len() as u64;
+            acc.1 += bytes;
+            let instances = catalog.valid().filter(|e| e.trail == t).count() as u64;
+            let st = if let Some(bt) = set.backup_trails.get_mut(&t) {
+                bt.status.get_or_insert_default()
+            } else {
+                set.duplication_trails.get_mut(&t).unwrap().status.get_or_insert_default()
+            };
+            st.volumes = statuses;
+            st.bytes = bytes;
+            st.instances = instances;
+        }
+        for (name, mc) in set.media_classes.iter_mut() {
+            let reachable = match media.get(name) {
+                Some(m) if mc.spec.available => match m.open().await {
+                    Ok(opened) => opened.store.probe().await.is_ok() || mc.spec.backend.filesystem.is_some(),
+                    Err(_) => false,
+                },
+                _ => false,
+            };
+            let (v, b) = per_class.get(name).copied().unwrap_or_default();
+            let generation = mc.metadata.generation;
+            let st = mc.status.get_or_insert_default();
+            st.reachable = Some(reachable);
+            st.volumes = v;
+            st.bytes = b;
+            st.observed_generation = generation;
+            let (reason, msg) = if !mc.spec.available {
+                ("Unavailable", "spec.available is false: media are away and are not read")
+            } else if reachable {
+                ("Reachable", "backend answered")
+            } else {
+                ("Unreachable", "backend did not answer")
+            };
+            set_condition(&mut st.conditions, Condition::new("Ready", mc.spec.available && reachable, reason, msg));
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the catalog from the manifests on the media, then applies expiry by time.
+    pub async fn rescan(&mut self) -> Result<usize> {
+        let set = self.state.load_resources()?;
+        let (media, _) = resolve_media(&set);
+        self.state.clear_catalog()?;
+        let mut catalog = Catalog::default();
+        let n = self.import_manifests(&set, &media, &mut catalog, true).await?;
+        let expired = PlanContext { set: &set, media: &media, catalog: &catalog, now: Utc::now() }.plan_expiry();
+        for (name, why) in expired {
+            catalog.set_state(&name, EntryState::Expired, why);
+            self.state.save_entry(&catalog.entries[&name])?;
+        }
+        Ok(n)
+    }
+
+    /// Re-reads every Valid copy (optionally of one trail); damaged copies become Missing.
+    pub async fn verify(&mut self, trail: Option<&str>) -> Result<ApplyReport> {
+        let set = self.state.load_resources()?;
+        let (media, _) = resolve_media(&set);
+        let mut catalog = self.state.load_catalog()?;
+        let mut failures = Vec::new();
+        let entries: Vec<CatalogEntrySpec> = catalog
+            .valid()
+            .filter(|e| trail.is_none_or(|t| e.trail == t))
+            .cloned()
+            .collect();
+        for e in entries {
+            let Some(m) = set.trail_media_class(&e.trail).and_then(|c| media.get(c)) else {
+                continue;
+            };
+            let task = Task::Verify(VerifyTask { links: vec![RestoreLink { entry: e.clone(), media: m.clone() }] });
+            let name = e.object_name();
+            match worker::execute(&task).await {
+                Ok(_) => println!("catalogentry/{name}: ok ({} bytes, {})", e.bytes, e.digest),
+                Err(err) => {
+                    println!("catalogentry/{name}: DAMAGED: {err}");
+                    catalog.set_state(&name, EntryState::Missing, err.to_string());
+                    self.state.save_entry(&catalog.entries[&name])?;
+                    failures.push(format!("catalogentry/{name}: {err}"));
+                }
+            }
+        }
+        Ok(ApplyReport { failures })
+    }
+}
+
+fn set_trail_condition(st: &mut TrailStatus, ok: bool, reason: &str, msg: &str, generation: Option<i64>) {
+    let mut c = Condition::new("Ready", ok, reason, msg);
+    c.observed_generation = generation;
+    set_condition(&mut st.conditions, c);
+    st.observed_generation = generation;
+}
+
+/// A trail's media class cannot change once data was written with it.
+fn check_immutable(old: &ResourceSet, new: &[Resource]) -> Result<()> {
+    for r in new {
+        let (old_mc, new_mc) = match r {
+            Resource::BackupTrail(t) => (old.backup_trails.get(&t.name_any()).map(|o| &o.spec.media_class_name), &t.spec.media_class_name),
+            Resource::DuplicationTrail(t) => (old.duplication_trails.get(&t.name_any()).map(|o| &o.spec.media_class_name), &t.spec.media_class_name),
+            _ => continue,
+        };
+        if let Some(o) = old_mc
+            && o != new_mc
+        {
+            return Err(Error::Invalid {
+                source_name: "input".into(),
+                kind: r.kind().into(),
+                name: r.name(),
+                field: "spec.mediaClassName".into(),
+                message: format!("is immutable (was {o:?}): create a new trail instead"),
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,35 @@
+//! The executor: runs one task. A worker pod deserialises a task and calls [`execute`]; the
+//! local mode calls the very same function in-process.
+
+use crate::engine::task::{Task, TaskOutcome};
+use crate::engine::{backup, duplicate, expire, restore};
+use crate::error::Result;
+
+/// Runs a task to completion.
+pub async fn execute(task: &Task) -> Result<TaskOutcome> {
+    match task {
+        Task::Backup(t) => backup::run_backup(t).await,
+        Task::Copy(t) => duplicate::run_copy(t).await,
+        Task::MediaCopy(t) => duplicate::run_media_copy(t).await,
+        Task::Restore(t) => restore::run_restore(t).await,
+        Task::Verify(t) => restore::run_verify(t).await,
+        Task::Scratch(t) => expire::run_scratch(t).await,
+    }
+}
+
+/// Short description of a task for logs and progress lines.
+pub fn describe(task: &Task) -> String {
+    match task {
+        Task::Backup(t) => format!("backup of {} work items to {}", t.items.len(), t.trail),
+        Task::Copy(t) => format!(
+            "logical copy of {} instances to {} ({:?})",
+            t.items.len(),
+            t.trail,
+            t.layout
+        ),
+        Task::MediaCopy(t) => format!("media copy of {} to {}", t.source_trail, t.trail),
+        Task::Restore(t) => format!("restore {} ({} links)", t.restore, t.links.len()),
+        Task::Verify(t) => format!("verify of {} copies", t.links.len()),
+        Task::Scratch(t) => format!("expiry sweep of {}", t.trail),
+    }
+}
