@@ -92,7 +92,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
     println!("\n== 1. back up 6 work items with 4 interleaved streams, duplicate finance+db to the vault,");
     println!("==    clone every volume (media duplication), restore finance");
     let first = local.apply(read_inputs(&files[..4])?).await?;
-    println!("\n== 2. the vault media go offsite (available: false); restore finance again");
+    println!("\n== 2. the vault and clone media go offsite (available: false); restore finance again");
     let second = local.apply(read_inputs(&files[4..])?).await?;
     let set = local.state.load_resources()?;
     print!("\n{}", summary(&set, &local.state.load_catalog()?));

@@ -97,9 +97,14 @@ pub async fn write_interleaved<T: Send + 'static>(
             (chunk, i)
         };
         match chunk {
-            Some(data) => writer.write(running[i].slot, &data).await?,
+            Some(data) => {
+                writer.write(running[i].slot, &data).await?;
+                // Start the next poll after this stream, so every ready stream gets its turn.
+                let n = running.len();
+                running.rotate_left((i + 1) % n);
+            }
             None => {
-                let r = running.swap_remove(i);
+                let r = running.remove(i);
                 done.push(finish(writer, r).await?);
             }
         }
