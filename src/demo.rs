@@ -11,11 +11,26 @@ use crate::local::{Local, read_inputs};
 
 const EXAMPLE_DIR: &str = "/tmp/mimeo-example";
 const EXAMPLES: [(&str, &str); 5] = [
-    ("01-media.yaml", include_str!("../examples/local/01-media.yaml")),
-    ("02-trails.yaml", include_str!("../examples/local/02-trails.yaml")),
-    ("03-policies.yaml", include_str!("../examples/local/03-policies.yaml")),
-    ("04-restore.yaml", include_str!("../examples/local/04-restore.yaml")),
-    ("05-vault-away.yaml", include_str!("../examples/local/vault-away/vault-away.yaml")),
+    (
+        "01-media.yaml",
+        include_str!("../examples/local/01-media.yaml"),
+    ),
+    (
+        "02-trails.yaml",
+        include_str!("../examples/local/02-trails.yaml"),
+    ),
+    (
+        "03-policies.yaml",
+        include_str!("../examples/local/03-policies.yaml"),
+    ),
+    (
+        "04-restore.yaml",
+        include_str!("../examples/local/04-restore.yaml"),
+    ),
+    (
+        "05-vault-away.yaml",
+        include_str!("../examples/local/vault-away/vault-away.yaml"),
+    ),
 ];
 const MARKER: &str = ".mimeo-demo";
 
@@ -51,13 +66,16 @@ pub fn make_sample_data(dir: &Path) -> Result<()> {
         std::fs::create_dir_all(root.join("empty")).map_err(|e| Error::io(&root, e))?;
         for f in 0..*files {
             let p = sub.join(format!("part-{f}.bin"));
-            std::fs::write(&p, noise(*size, (i * 100 + f + 1) as u64)).map_err(|e| Error::io(&p, e))?;
+            std::fs::write(&p, noise(*size, (i * 100 + f + 1) as u64))
+                .map_err(|e| Error::io(&p, e))?;
         }
         let readme = root.join("README.txt");
-        std::fs::write(&readme, format!("work item {name}\n")).map_err(|e| Error::io(&readme, e))?;
+        std::fs::write(&readme, format!("work item {name}\n"))
+            .map_err(|e| Error::io(&readme, e))?;
         let link = root.join("latest");
         if !link.exists() {
-            std::os::unix::fs::symlink("archive/2026/part-0.bin", &link).map_err(|e| Error::io(&link, e))?;
+            std::os::unix::fs::symlink("archive/2026/part-0.bin", &link)
+                .map_err(|e| Error::io(&link, e))?;
         }
     }
     Ok(())
@@ -67,7 +85,12 @@ pub fn make_sample_data(dir: &Path) -> Result<()> {
 pub async fn run(dir: Option<PathBuf>) -> Result<()> {
     let dir = dir.unwrap_or_else(|| PathBuf::from(EXAMPLE_DIR));
     if dir.exists() {
-        if !dir.join(MARKER).exists() && std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?.next().is_some() {
+        if !dir.join(MARKER).exists()
+            && std::fs::read_dir(&dir)
+                .map_err(|e| Error::io(&dir, e))?
+                .next()
+                .is_some()
+        {
             return Err(Error::Other(format!(
                 "{} exists and was not made by mimeo demo; pass --dir with a new directory",
                 dir.display()
@@ -89,10 +112,14 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
         files.push(p);
     }
     let mut local = Local::new(dir.join("state"));
-    println!("\n== 1. back up 6 work items with 4 interleaved streams, duplicate finance+db to the vault,");
+    println!(
+        "\n== 1. back up 6 work items with 4 interleaved streams, duplicate finance+db to the vault,"
+    );
     println!("==    clone every volume (media duplication), restore finance");
     let first = local.apply(read_inputs(&files[..4])?).await?;
-    println!("\n== 2. the vault and clone media go offsite (available: false); restore finance again");
+    println!(
+        "\n== 2. the vault and clone media go offsite (available: false); restore finance again"
+    );
     let second = local.apply(read_inputs(&files[4..])?).await?;
     let set = local.state.load_resources()?;
     print!("\n{}", summary(&set, &local.state.load_catalog()?));
@@ -105,7 +132,10 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
     if failures.is_empty() {
         Ok(())
     } else {
-        Err(Error::Other(format!("demo failed: {}", failures.join("; "))))
+        Err(Error::Other(format!(
+            "demo failed: {}",
+            failures.join("; ")
+        )))
     }
 }
 
@@ -124,46 +154,92 @@ fn run_secs(p: &DuplicationPolicy) -> String {
 /// The summary table printed at the end of the demo.
 pub fn summary(set: &ResourceSet, catalog: &crate::engine::catalog::Catalog) -> String {
     let mut out = String::from("== Trails\n");
-    let mut rows = vec![vec!["TRAIL".into(), "KIND".into(), "MEDIA".into(), "VOLUMES".into(), "BYTES".into(), "INSTANCES".into()]];
+    let mut rows = vec![vec![
+        "TRAIL".into(),
+        "KIND".into(),
+        "MEDIA".into(),
+        "VOLUMES".into(),
+        "BYTES".into(),
+        "INSTANCES".into(),
+    ]];
     let trail_row = |name: &str, kind: &str, mc: &str, st: Option<&TrailStatus>| {
         let st = st.cloned().unwrap_or_default();
-        vec![name.into(), kind.into(), mc.into(), st.volumes.len().to_string(), mib(st.bytes), st.instances.to_string()]
+        vec![
+            name.into(),
+            kind.into(),
+            mc.into(),
+            st.volumes.len().to_string(),
+            mib(st.bytes),
+            st.instances.to_string(),
+        ]
     };
     for (n, t) in &set.backup_trails {
-        rows.push(trail_row(n, "backup", &t.spec.media_class_name, t.status.as_ref()));
+        rows.push(trail_row(
+            n,
+            "backup",
+            &t.spec.media_class_name,
+            t.status.as_ref(),
+        ));
     }
     for (n, t) in &set.duplication_trails {
-        rows.push(trail_row(n, "duplication", &t.spec.media_class_name, t.status.as_ref()));
+        rows.push(trail_row(
+            n,
+            "duplication",
+            &t.spec.media_class_name,
+            t.status.as_ref(),
+        ));
     }
     out += &format_table(&rows);
     out += "\n== Media duplication vs logical duplication of a subset\n";
-    let mut rows = vec![vec!["POLICY".into(), "MODE".into(), "INSTANCES".into(), "BYTES WRITTEN".into(), "TIME".into()]];
+    let mut rows = vec![vec![
+        "POLICY".into(),
+        "MODE".into(),
+        "INSTANCES".into(),
+        "BYTES WRITTEN".into(),
+        "TIME".into(),
+    ]];
     for (n, p) in &set.policies {
         let last = p.status.as_ref().and_then(|s| s.last_run.clone());
         rows.push(vec![
             n.clone(),
             format!("{:?}", p.spec.mode),
-            last.as_ref().map_or("-".into(), |r| r.instances.to_string()),
+            last.as_ref()
+                .map_or("-".into(), |r| r.instances.to_string()),
             last.as_ref().map_or("-".into(), |r| mib(r.bytes)),
             run_secs(p),
         ]);
     }
     out += &format_table(&rows);
     out += "\n== Restores\n";
-    let mut rows = vec![vec!["RESTORE".into(), "PHASE".into(), "FROM".into(), "ROLE".into(), "TIME".into(), "REASON".into()]];
+    let mut rows = vec![vec![
+        "RESTORE".into(),
+        "PHASE".into(),
+        "FROM".into(),
+        "ROLE".into(),
+        "TIME".into(),
+        "REASON".into(),
+    ]];
     for (n, r) in &set.restores {
         let st = r.status.clone().unwrap_or_default();
         rows.push(vec![
             n.clone(),
             format!("{:?}", st.phase),
-            st.restored_from.as_ref().map_or("-".into(), |f| f.trail.clone()),
-            st.restored_from.as_ref().map_or("-".into(), |f| format!("{:?}", f.role)),
-            st.duration_seconds.map_or("-".into(), |s| format!("{s:.3}s")),
+            st.restored_from
+                .as_ref()
+                .map_or("-".into(), |f| f.trail.clone()),
+            st.restored_from
+                .as_ref()
+                .map_or("-".into(), |f| format!("{:?}", f.role)),
+            st.duration_seconds
+                .map_or("-".into(), |s| format!("{s:.3}s")),
             st.reason.clone(),
         ]);
     }
     out += &format_table(&rows);
     let valid = catalog.valid().count();
-    out += &format!("\nCatalog: {} entries ({valid} Valid)\n", catalog.entries.len());
+    out += &format!(
+        "\nCatalog: {} entries ({valid} Valid)\n",
+        catalog.entries.len()
+    );
     out
 }

@@ -81,7 +81,9 @@ enum LocalCommand {
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MIMEO_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -132,7 +134,10 @@ async fn run(cli: Cli) -> mimeo::Result<ExitCode> {
             let task: mimeo::engine::task::Task = serde_json::from_str(&text)
                 .map_err(|e| mimeo::Error::Other(format!("task is not valid: {e}")))?;
             let outcome = mimeo::worker::execute(&task).await?;
-            println!("{}", serde_json::to_string(&outcome).expect("outcome serializes"));
+            println!(
+                "{}",
+                serde_json::to_string(&outcome).expect("outcome serializes")
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Local { state, command } => {
@@ -142,8 +147,22 @@ async fn run(cli: Cli) -> mimeo::Result<ExitCode> {
                     let inputs = read_inputs(&files)?;
                     Ok(report(local.apply(inputs).await?))
                 }
-                LocalCommand::Get { kind, name, output, selector } => {
-                    print!("{}", get(&local.state, &kind, name.as_deref(), selector.as_deref(), output)?);
+                LocalCommand::Get {
+                    kind,
+                    name,
+                    output,
+                    selector,
+                } => {
+                    print!(
+                        "{}",
+                        get(
+                            &local.state,
+                            &kind,
+                            name.as_deref(),
+                            selector.as_deref(),
+                            output
+                        )?
+                    );
                     Ok(ExitCode::SUCCESS)
                 }
                 LocalCommand::Rescan => {

@@ -9,7 +9,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures::FutureExt;
 
-use super::archive::{ArchiveSummary, FileIndex, StreamEntry, write_dir_archive, write_stream_archive};
+use super::archive::{
+    ArchiveSummary, FileIndex, StreamEntry, write_dir_archive, write_stream_archive,
+};
 use super::catalog::{EntryBuilder, commit_manifest};
 use super::mux::{StreamJob, write_interleaved};
 use super::pipe::{ChannelWriter, blocking};
@@ -25,15 +27,16 @@ pub async fn run_backup(task: &BackupTask) -> Result<TaskOutcome> {
     let media = task.media.open().await?;
     let mut jobs = Vec::new();
     for item in &task.items {
-        let previous = match &item.parent {
-            Some(p) => {
-                let body = media.store.get(&index_key(&task.trail, p)).await?;
-                Some(serde_json::from_slice::<FileIndex>(&body).map_err(|e| {
-                    Error::Other(format!("file index of {p} is not valid: {e}"))
-                })?)
-            }
-            None => None,
-        };
+        let previous =
+            match &item.parent {
+                Some(p) => {
+                    let body = media.store.get(&index_key(&task.trail, p)).await?;
+                    Some(serde_json::from_slice::<FileIndex>(&body).map_err(|e| {
+                        Error::Other(format!("file index of {p} is not valid: {e}"))
+                    })?)
+                }
+                None => None,
+            };
         let source = item.source.clone();
         jobs.push(StreamJob {
             instance_id: item.instance_id.clone(),
@@ -125,7 +128,13 @@ pub async fn run_backup(task: &BackupTask) -> Result<TaskOutcome> {
             None,
         ));
     }
-    commit_manifest(media.store.as_ref(), &task.trail, &task.session, &outcome.entries).await?;
+    commit_manifest(
+        media.store.as_ref(),
+        &task.trail,
+        &task.session,
+        &outcome.entries,
+    )
+    .await?;
     outcome.seconds = started.elapsed().as_secs_f64();
     Ok(outcome)
 }
@@ -137,7 +146,9 @@ async fn save_index(
     summary: &ArchiveSummary,
 ) -> Result<()> {
     let body = serde_json::to_vec(&summary.index).map_err(|e| Error::Other(e.to_string()))?;
-    store.put(&index_key(trail, instance_id), Bytes::from(body)).await
+    store
+        .put(&index_key(trail, instance_id), Bytes::from(body))
+        .await
 }
 
 /// Bytes fetched per ranged GET when an S3 object is read as a work item file.

@@ -39,7 +39,9 @@ pub async fn commit_manifest(
         entries: entries.to_vec(),
     };
     let body = serde_json::to_vec_pretty(&m).map_err(|e| Error::Other(e.to_string()))?;
-    store.put(&manifest_key(trail, session), Bytes::from(body)).await
+    store
+        .put(&manifest_key(trail, session), Bytes::from(body))
+        .await
 }
 
 /// Reads every manifest of a trail.
@@ -103,7 +105,11 @@ pub fn instance_id(work_item: &str, time: DateTime<Utc>) -> String {
 
 /// A write session id.
 pub fn session_id(time: DateTime<Utc>) -> String {
-    format!("{}-{:08x}", time.format("%Y%m%d-%H%M%S-%3f"), std::process::id())
+    format!(
+        "{}-{:08x}",
+        time.format("%Y%m%d-%H%M%S-%3f"),
+        std::process::id()
+    )
 }
 
 /// The catalog: every copy of every instance, by entry name.
@@ -157,7 +163,10 @@ impl Catalog {
     }
 
     /// Valid copies of one instance.
-    pub fn copies_of<'a>(&'a self, instance_id: &'a str) -> impl Iterator<Item = &'a CatalogEntrySpec> {
+    pub fn copies_of<'a>(
+        &'a self,
+        instance_id: &'a str,
+    ) -> impl Iterator<Item = &'a CatalogEntrySpec> {
         self.valid().filter(move |e| e.instance_id == instance_id)
     }
 

@@ -93,7 +93,13 @@ pub async fn run_copy(task: &CopyTask) -> Result<TaskOutcome> {
             Some(src.object_name()),
         ));
     }
-    commit_manifest(target.store.as_ref(), &task.trail, &task.session, &outcome.entries).await?;
+    commit_manifest(
+        target.store.as_ref(),
+        &task.trail,
+        &task.session,
+        &outcome.entries,
+    )
+    .await?;
     outcome.seconds = started.elapsed().as_secs_f64();
     Ok(outcome)
 }
@@ -122,7 +128,10 @@ pub async fn run_media_copy(task: &MediaCopyTask) -> Result<TaskOutcome> {
                 let data = src.store.get_range(&obj.key, pos..end).await?;
                 if data.is_empty() {
                     w.abort().await?;
-                    return Err(Error::Other(format!("{} shrank while being copied", obj.key)));
+                    return Err(Error::Other(format!(
+                        "{} shrank while being copied",
+                        obj.key
+                    )));
                 }
                 pos += data.len() as u64;
                 w.write(data).await?;
@@ -146,7 +155,13 @@ pub async fn run_media_copy(task: &MediaCopyTask) -> Result<TaskOutcome> {
             c
         })
         .collect();
-    commit_manifest(dst.store.as_ref(), &task.trail, &task.session, &outcome.entries).await?;
+    commit_manifest(
+        dst.store.as_ref(),
+        &task.trail,
+        &task.session,
+        &outcome.entries,
+    )
+    .await?;
     outcome.seconds = started.elapsed().as_secs_f64();
     Ok(outcome)
 }

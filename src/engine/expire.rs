@@ -15,9 +15,11 @@ pub async fn run_scratch(task: &ScratchTask) -> Result<TaskOutcome> {
     for v in scan_trail(media.store.as_ref(), &task.trail).await? {
         if v.sealed && !task.keep.contains(&v.name) {
             scratch_volume(media.store.as_ref(), &task.trail, &v).await?;
-            outcome
-                .notes
-                .push(format!("volume {} freed ({} bytes)", v.name, v.bytes_used()));
+            outcome.notes.push(format!(
+                "volume {} freed ({} bytes)",
+                v.name,
+                v.bytes_used()
+            ));
         }
     }
     outcome.seconds = started.elapsed().as_secs_f64();

@@ -60,7 +60,9 @@ pub async fn write_sequential<T: Send + 'static>(
     let mut done = Vec::new();
     loop {
         while running.len() < prefetch.max(1) {
-            let Some(job) = pending.pop_front() else { break };
+            let Some(job) = pending.pop_front() else {
+                break;
+            };
             running.push_back(start(writer, job));
         }
         let Some(mut current) = running.pop_front() else {
@@ -84,7 +86,9 @@ pub async fn write_interleaved<T: Send + 'static>(
     let mut done = Vec::new();
     loop {
         while running.len() < streams.max(1) {
-            let Some(job) = pending.pop_front() else { break };
+            let Some(job) = pending.pop_front() else {
+                break;
+            };
             running.push(start(writer, job));
         }
         if running.is_empty() {

@@ -113,7 +113,9 @@ impl Read for ChannelReader {
 }
 
 /// Runs blocking code on the blocking pool and flattens a panic into an error.
-pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Other(format!("worker thread failed: {e}")))?

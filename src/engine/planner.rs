@@ -37,7 +37,12 @@ impl PlanContext<'_> {
             .backup_trails
             .get(trail)
             .map(|t| &t.spec.retention)
-            .or_else(|| self.set.duplication_trails.get(trail).map(|t| &t.spec.retention))?;
+            .or_else(|| {
+                self.set
+                    .duplication_trails
+                    .get(trail)
+                    .map(|t| &t.spec.retention)
+            })?;
         Some(retention_secs(r))
     }
 
@@ -54,7 +59,10 @@ impl PlanContext<'_> {
             .get(&trail.spec.media_class_name)
             .cloned()
             .ok_or_else(|| {
-                crate::Error::Other(format!("MediaClass {} not found", trail.spec.media_class_name))
+                crate::Error::Other(format!(
+                    "MediaClass {} not found",
+                    trail.spec.media_class_name
+                ))
             })?;
         let mut items = Vec::new();
         for w in &trail.spec.work_items {
@@ -90,10 +98,24 @@ impl PlanContext<'_> {
     /// instance id.
     pub fn select(&self, policy: &DuplicationPolicy) -> Vec<&CatalogEntrySpec> {
         let sel = &policy.spec.selection;
-        let include: Vec<_> = sel.work_items.iter().filter_map(|g| parse_glob(g).ok()).collect();
-        let exclude: Vec<_> = sel.exclude.iter().filter_map(|g| parse_glob(g).ok()).collect();
-        let older = sel.older_than.as_deref().and_then(|d| parse_duration(d).ok());
-        let newer = sel.newer_than.as_deref().and_then(|d| parse_duration(d).ok());
+        let include: Vec<_> = sel
+            .work_items
+            .iter()
+            .filter_map(|g| parse_glob(g).ok())
+            .collect();
+        let exclude: Vec<_> = sel
+            .exclude
+            .iter()
+            .filter_map(|g| parse_glob(g).ok())
+            .collect();
+        let older = sel
+            .older_than
+            .as_deref()
+            .and_then(|d| parse_duration(d).ok());
+        let newer = sel
+            .newer_than
+            .as_deref()
+            .and_then(|d| parse_duration(d).ok());
         let mut picked: BTreeMap<&str, &CatalogEntrySpec> = BTreeMap::new();
         for e in self.catalog.valid() {
             let ok = policy.spec.source_trails.contains(&e.trail)
@@ -140,9 +162,11 @@ impl PlanContext<'_> {
                         .filter(|e| &e.trail == src && !on_target(t, &e.instance_id))
                         .cloned()
                         .collect();
-                    let (Some(sm), Some(tm), Some(ret)) =
-                        (self.trail_media(src), self.trail_media(t), self.trail_retention(t))
-                    else {
+                    let (Some(sm), Some(tm), Some(ret)) = (
+                        self.trail_media(src),
+                        self.trail_media(t),
+                        self.trail_retention(t),
+                    ) else {
                         continue;
                     };
                     if !entries.is_empty() {
@@ -226,14 +250,22 @@ impl PlanContext<'_> {
             .valid()
             .filter(|e| {
                 e.work_item == spec.work_item
-                    && spec.backup_trail.as_ref().is_none_or(|b| &e.backup_trail == b)
+                    && spec
+                        .backup_trail
+                        .as_ref()
+                        .is_none_or(|b| &e.backup_trail == b)
             })
             .collect();
         if copies.is_empty() {
-            return Err(format!("no Valid copy of work item {} in the catalog", spec.work_item));
+            return Err(format!(
+                "no Valid copy of work item {} in the catalog",
+                spec.work_item
+            ));
         }
         let target = match spec.instance.as_str() {
-            "latest" => copies.iter().max_by_key(|e| (e.backup_time, &e.instance_id)),
+            "latest" => copies
+                .iter()
+                .max_by_key(|e| (e.backup_time, &e.instance_id)),
             s => match DateTime::parse_from_rfc3339(s) {
                 Ok(t) => copies
                     .iter()
@@ -267,7 +299,10 @@ impl PlanContext<'_> {
         for id in &chain {
             let (entry, reason) = self.choose_copy(id, &spec.source)?;
             plan.links.push(RestoreLink {
-                media: self.trail_media(&entry.trail).cloned().expect("checked available"),
+                media: self
+                    .trail_media(&entry.trail)
+                    .cloned()
+                    .expect("checked available"),
                 entry,
             });
             plan.reasons.push(reason);
@@ -277,7 +312,11 @@ impl PlanContext<'_> {
 
     /// Picks the copy of one instance: for `Auto`, an available duplicate (Sequential ones with
     /// the fewest extents first), else the original.
-    fn choose_copy(&self, instance: &str, choice: &SourceChoice) -> Result<(CatalogEntrySpec, String), String> {
+    fn choose_copy(
+        &self,
+        instance: &str,
+        choice: &SourceChoice,
+    ) -> Result<(CatalogEntrySpec, String), String> {
         let mut copies: Vec<&CatalogEntrySpec> = self
             .catalog
             .copies_of(instance)
@@ -298,16 +337,24 @@ impl PlanContext<'_> {
                     let reason = if skipped.is_empty() {
                         format!("{what} chosen (instance {instance})")
                     } else {
-                        format!("{what} chosen (instance {instance}); {}", skipped.join("; "))
+                        format!(
+                            "{what} chosen (instance {instance}); {}",
+                            skipped.join("; ")
+                        )
                     };
                     return Ok((c.clone(), reason));
                 }
             }
         }
         if skipped.is_empty() {
-            Err(format!("instance {instance}: no Valid copy matches spec.source"))
+            Err(format!(
+                "instance {instance}: no Valid copy matches spec.source"
+            ))
         } else {
-            Err(format!("instance {instance}: no copy available: {}", skipped.join("; ")))
+            Err(format!(
+                "instance {instance}: no copy available: {}",
+                skipped.join("; ")
+            ))
         }
     }
 
@@ -315,7 +362,7 @@ impl PlanContext<'_> {
     /// incremental on the same trail builds on is kept until that incremental expires.
     pub fn plan_expiry(&self) -> Vec<(String, String)> {
         let mut valid: Vec<&CatalogEntrySpec> = self.catalog.valid().collect();
-        valid.sort_by(|a, b| b.backup_time.cmp(&a.backup_time));
+        valid.sort_by_key(|e| std::cmp::Reverse(e.backup_time));
         let mut needed: BTreeSet<(String, String)> = BTreeSet::new();
         let mut out = Vec::new();
         for e in valid {
@@ -327,7 +374,11 @@ impl PlanContext<'_> {
             if self.now >= expires && !held {
                 out.push((
                     e.object_name(),
-                    format!("retention of trail {} passed at {}", e.trail, expires.to_rfc3339()),
+                    format!(
+                        "retention of trail {} passed at {}",
+                        e.trail,
+                        expires.to_rfc3339()
+                    ),
                 ));
             } else if let Some(p) = &e.parent {
                 needed.insert((e.trail.clone(), p.clone()));

@@ -53,7 +53,9 @@ pub async fn run_restore(task: &RestoreTask) -> Result<TaskOutcome> {
         .await?;
         outcome.bytes_read += link.entry.bytes;
         outcome.bytes_written += report.bytes;
-        outcome.notes.extend(report.refused.iter().map(|r| format!("refused {r}")));
+        outcome
+            .notes
+            .extend(report.refused.iter().map(|r| format!("refused {r}")));
     }
     outcome.seconds = started.elapsed().as_secs_f64();
     if !outcome.notes.is_empty() {
@@ -123,9 +125,11 @@ pub async fn run_verify(task: &VerifyTask) -> Result<TaskOutcome> {
         match blocking(move || reader.drain()).await {
             Ok(()) => {
                 outcome.bytes_read += link.entry.bytes;
-                outcome
-                    .notes
-                    .push(format!("{}: ok ({} bytes)", link.entry.object_name(), link.entry.bytes));
+                outcome.notes.push(format!(
+                    "{}: ok ({} bytes)",
+                    link.entry.object_name(),
+                    link.entry.bytes
+                ));
             }
             Err(e) => {
                 outcome

@@ -262,7 +262,9 @@ pub struct ScratchTask {
     pub keep: Vec<String>,
 }
 
-/// Any task.
+/// Any task. Tasks are built once per run and moved, never copied in bulk, so the size
+/// difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum Task {

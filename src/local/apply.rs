@@ -58,12 +58,25 @@ pub fn read_inputs(paths: &[PathBuf]) -> Result<Vec<Resource>> {
 /// Merges `new` into `set`: a changed spec bumps `metadata.generation` (and resets a Restore);
 /// an unchanged one keeps generation and status.
 fn merge(set: &mut ResourceSet, new: Resource) {
-    fn bump<K: kube::Resource + Clone>(old: Option<&K>, new: &mut K, same: bool, keep_status: impl FnOnce(&K, &mut K)) {
+    fn bump<K: kube::Resource + Clone>(
+        old: Option<&K>,
+        new: &mut K,
+        same: bool,
+        keep_status: impl FnOnce(&K, &mut K),
+    ) {
         let gen_old = old.and_then(|o| o.meta().generation).unwrap_or(0);
-        new.meta_mut().generation = Some(if same && old.is_some() { gen_old } else { gen_old + 1 });
+        new.meta_mut().generation = Some(if same && old.is_some() {
+            gen_old
+        } else {
+            gen_old + 1
+        });
         new.meta_mut().creation_timestamp = old
             .and_then(|o| o.meta().creation_timestamp.clone())
-            .or_else(|| Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())));
+            .or_else(|| {
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::now(),
+                ))
+            });
         if let Some(o) = old {
             keep_status(o, new);
         }
@@ -128,7 +141,11 @@ fn resolve_media(set: &ResourceSet) -> (BTreeMap<String, MediaSpec>, Vec<String>
     for (name, mc) in &set.media_classes {
         let creds = credentials(
             set,
-            mc.spec.backend.s3.as_ref().and_then(|s| s.credentials_secret_ref.as_ref()),
+            mc.spec
+                .backend
+                .s3
+                .as_ref()
+                .and_then(|s| s.credentials_secret_ref.as_ref()),
         );
         match creds.and_then(|c| MediaSpec::from_class(mc, c)) {
             Ok(m) => _ = out.insert(name.clone(), m),
@@ -216,7 +233,10 @@ impl Local {
     /// everything. Invalid input is rejected before anything is written.
     pub async fn apply(&mut self, inputs: Vec<Resource>) -> Result<ApplyReport> {
         let mut set = self.state.load_resources()?;
-        let names: Vec<(String, String)> = inputs.iter().map(|r| (r.kind().to_string(), r.name())).collect();
+        let names: Vec<(String, String)> = inputs
+            .iter()
+            .map(|r| (r.kind().to_string(), r.name()))
+            .collect();
         let checks = inputs.clone();
         for r in inputs {
             merge(&mut set, r);
@@ -232,9 +252,7 @@ impl Local {
                 });
             }
         }
-        if let Err(e) = check_immutable(&self.state.load_resources()?, &checks) {
-            return Err(e);
-        }
+        check_immutable(&self.state.load_resources()?, &checks)?;
         self.state.save_resources(&set)?;
         for (k, n) in names {
             println!("{}/{} configured", k.to_lowercase(), n);
@@ -248,7 +266,8 @@ impl Local {
         let (media, errors) = resolve_media(&set);
         self.failures.extend(errors);
         let mut catalog = self.state.load_catalog()?;
-        self.import_manifests(&set, &media, &mut catalog, false).await?;
+        self.import_manifests(&set, &media, &mut catalog, false)
+            .await?;
         self.run_backups(&mut set, &media, &mut catalog).await?;
         self.run_policies(&mut set, &media, &mut catalog).await?;
         self.run_restores(&mut set, &media, &catalog).await?;
@@ -269,7 +288,11 @@ impl Local {
         catalog: &mut Catalog,
         rebuild: bool,
     ) -> Result<usize> {
-        let trails: Vec<&String> = set.backup_trails.keys().chain(set.duplication_trails.keys()).collect();
+        let trails: Vec<&String> = set
+            .backup_trails
+            .keys()
+            .chain(set.duplication_trails.keys())
+            .collect();
         let mut added = 0;
         for t in trails {
             let Some(spec) = set.trail_media_class(t).and_then(|m| media.get(m)) else {
@@ -303,7 +326,9 @@ impl Local {
     }
 
     async fn run_task(&mut self, what: &str, task: &Task) -> Option<TaskOutcome> {
-        let bar = self.progress.start(&format!("{what}: {}", worker::describe(task)));
+        let bar = self
+            .progress
+            .start(&format!("{what}: {}", worker::describe(task)));
         let r = worker::execute(task).await;
         self.progress.finish(bar);
         match r {
@@ -341,23 +366,44 @@ impl Local {
             let status = trail.status.clone().unwrap_or_default();
             let generation = trail.metadata.generation;
             let token = trail.annotations().get(RUN_NOW_ANNOTATION).cloned();
-            let due = status.last_run_generation != generation || (token.is_some() && token != status.last_run_now);
+            let due = status.last_run_generation != generation
+                || (token.is_some() && token != status.last_run_now);
             if !due || trail.spec.work_items.is_empty() {
                 continue;
             }
             let what = format!("backuptrail/{name}");
-            let ctx = PlanContext { set, media, catalog, now: Utc::now() };
+            let ctx = PlanContext {
+                set,
+                media,
+                catalog,
+                now: Utc::now(),
+            };
             let task = match ctx.plan_backup(&trail, &|l| resolve_location(set, l)) {
                 Ok(t) => t,
                 Err(e) => {
                     eprintln!("{what}: {e}");
                     self.failures.push(format!("{what}: {e}"));
-                    set_trail_condition(set.backup_trails.get_mut(&name).unwrap().status.get_or_insert_default(), false, e.reason(), &e.to_string(), generation);
+                    set_trail_condition(
+                        set.backup_trails
+                            .get_mut(&name)
+                            .unwrap()
+                            .status
+                            .get_or_insert_default(),
+                        false,
+                        e.reason(),
+                        &e.to_string(),
+                        generation,
+                    );
                     continue;
                 }
             };
             let outcome = self.run_task(&what, &Task::Backup(task)).await;
-            let st = set.backup_trails.get_mut(&name).unwrap().status.get_or_insert_default();
+            let st = set
+                .backup_trails
+                .get_mut(&name)
+                .unwrap()
+                .status
+                .get_or_insert_default();
             match outcome {
                 Some(o) => {
                     self.commit(catalog, &o)?;
@@ -370,7 +416,13 @@ impl Local {
                     st.last_run = Some(Utc::now());
                     st.last_run_generation = generation;
                     st.last_run_now = token;
-                    set_trail_condition(st, true, "BackupSucceeded", &format!("{} instances written", o.entries.len()), generation);
+                    set_trail_condition(
+                        st,
+                        true,
+                        "BackupSucceeded",
+                        &format!("{} instances written", o.entries.len()),
+                        generation,
+                    );
                 }
                 None => {
                     let msg = self.failures.last().cloned().unwrap_or_default();
@@ -397,7 +449,13 @@ impl Local {
                     continue;
                 }
                 let now = Utc::now();
-                let tasks = PlanContext { set, media, catalog, now }.plan_duplication(&policy);
+                let tasks = PlanContext {
+                    set,
+                    media,
+                    catalog,
+                    now,
+                }
+                .plan_duplication(&policy);
                 if tasks.is_empty() {
                     continue;
                 }
@@ -433,7 +491,12 @@ impl Local {
                 }
                 summary.end = Some(Utc::now());
                 let generation = policy.metadata.generation;
-                let st = set.policies.get_mut(&name).unwrap().status.get_or_insert_default();
+                let st = set
+                    .policies
+                    .get_mut(&name)
+                    .unwrap()
+                    .status
+                    .get_or_insert_default();
                 let ok = summary.outcome == "Succeeded";
                 let reason = if ok { "RunSucceeded" } else { "RunFailed" };
                 let msg = if ok {
@@ -494,24 +557,38 @@ impl Local {
             }
             let what = format!("restore/{name}");
             let generation = restore.metadata.generation;
-            let ctx = PlanContext { set, media, catalog, now: Utc::now() };
+            let ctx = PlanContext {
+                set,
+                media,
+                catalog,
+                now: Utc::now(),
+            };
             let plan = ctx.plan_restore(&restore);
             let target = resolve_location(set, &restore.spec.target);
-            let mut st = RestoreStatus { observed_generation: generation, ..Default::default() };
+            let mut st = RestoreStatus {
+                observed_generation: generation,
+                ..Default::default()
+            };
             match (plan, target) {
                 (Err(reason), _) => {
                     eprintln!("{what}: failed: {reason}");
                     self.failures.push(format!("{what}: {reason}"));
                     st.phase = RestorePhase::Failed;
                     st.reason = reason.clone();
-                    set_condition(&mut st.conditions, Condition::new("Ready", false, "NoCopyAvailable", reason));
+                    set_condition(
+                        &mut st.conditions,
+                        Condition::new("Ready", false, "NoCopyAvailable", reason),
+                    );
                 }
                 (Ok(_), Err(e)) => {
                     eprintln!("{what}: failed: {e}");
                     self.failures.push(format!("{what}: {e}"));
                     st.phase = RestorePhase::Failed;
                     st.reason = e.to_string();
-                    set_condition(&mut st.conditions, Condition::new("Ready", false, e.reason(), e.to_string()));
+                    set_condition(
+                        &mut st.conditions,
+                        Condition::new("Ready", false, e.reason(), e.to_string()),
+                    );
                 }
                 (Ok(plan), Ok(target)) => {
                     st.chain = plan
@@ -526,20 +603,33 @@ impl Local {
                         .collect();
                     st.restored_from = st.chain.last().cloned();
                     st.reason = plan.reasons.last().cloned().unwrap_or_default();
-                    let task = Task::Restore(RestoreTask { restore: name.clone(), links: plan.links, target });
+                    let task = Task::Restore(RestoreTask {
+                        restore: name.clone(),
+                        links: plan.links,
+                        target,
+                    });
                     match self.run_task(&what, &task).await {
                         Some(o) => {
                             st.phase = RestorePhase::Succeeded;
                             st.bytes = o.bytes_read;
                             st.duration_seconds = Some(o.seconds);
-                            println!("{what}: restored {} bytes in {:.2}s from {}", o.bytes_read, o.seconds, st.reason);
-                            set_condition(&mut st.conditions, Condition::new("Ready", true, "Restored", st.reason.clone()));
+                            println!(
+                                "{what}: restored {} bytes in {:.2}s from {}",
+                                o.bytes_read, o.seconds, st.reason
+                            );
+                            set_condition(
+                                &mut st.conditions,
+                                Condition::new("Ready", true, "Restored", st.reason.clone()),
+                            );
                         }
                         None => {
                             st.phase = RestorePhase::Failed;
                             let msg = self.failures.last().cloned().unwrap_or_default();
                             st.reason = format!("{}; read failed: {msg}", st.reason);
-                            set_condition(&mut st.conditions, Condition::new("Ready", false, "RestoreFailed", msg));
+                            set_condition(
+                                &mut st.conditions,
+                                Condition::new("Ready", false, "RestoreFailed", msg),
+                            );
                         }
                     }
                     st.completed_at = Some(Utc::now());
@@ -556,20 +646,40 @@ impl Local {
         media: &BTreeMap<String, MediaSpec>,
         catalog: &mut Catalog,
     ) -> Result<()> {
-        let expired = PlanContext { set, media, catalog, now: Utc::now() }.plan_expiry();
+        let expired = PlanContext {
+            set,
+            media,
+            catalog,
+            now: Utc::now(),
+        }
+        .plan_expiry();
         for (name, why) in &expired {
             if catalog.set_state(name, EntryState::Expired, why.clone()) {
                 self.state.save_entry(&catalog.entries[name])?;
                 println!("catalogentry/{name}: Expired ({why})");
             }
         }
-        let trails: Vec<String> = set.backup_trails.keys().chain(set.duplication_trails.keys()).cloned().collect();
+        let trails: Vec<String> = set
+            .backup_trails
+            .keys()
+            .chain(set.duplication_trails.keys())
+            .cloned()
+            .collect();
         for t in trails {
             let Some(m) = set.trail_media_class(&t).and_then(|m| media.get(m)) else {
                 continue;
             };
-            let ctx = PlanContext { set, media, catalog, now: Utc::now() };
-            let task = Task::Scratch(ScratchTask { trail: t.clone(), media: m.clone(), keep: ctx.volumes_in_use(&t) });
+            let ctx = PlanContext {
+                set,
+                media,
+                catalog,
+                now: Utc::now(),
+            };
+            let task = Task::Scratch(ScratchTask {
+                trail: t.clone(),
+                media: m.clone(),
+                keep: ctx.volumes_in_use(&t),
+            });
             if let Some(o) = self.run_task(&format!("trail/{t}"), &task).await {
                 for n in o.notes {
                     println!("trail/{t}: {n}");
@@ -586,10 +696,19 @@ impl Local {
         catalog: &Catalog,
     ) -> Result<()> {
         let mut per_class: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-        let trails: Vec<String> = set.backup_trails.keys().chain(set.duplication_trails.keys()).cloned().collect();
+        let trails: Vec<String> = set
+            .backup_trails
+            .keys()
+            .chain(set.duplication_trails.keys())
+            .cloned()
+            .collect();
         for t in trails {
-            let Some(class) = set.trail_media_class(&t).map(String::from) else { continue };
-            let Some(spec) = media.get(&class) else { continue };
+            let Some(class) = set.trail_media_class(&t).map(String::from) else {
+                continue;
+            };
+            let Some(spec) = media.get(&class) else {
+                continue;
+            };
             let volumes = match spec.open().await {
                 Ok(m) => scan_trail(m.store.as_ref(), &t).await.unwrap_or_default(),
                 Err(_) => continue,
@@ -603,7 +722,11 @@ impl Local {
             let st = if let Some(bt) = set.backup_trails.get_mut(&t) {
                 bt.status.get_or_insert_default()
             } else {
-                set.duplication_trails.get_mut(&t).unwrap().status.get_or_insert_default()
+                set.duplication_trails
+                    .get_mut(&t)
+                    .unwrap()
+                    .status
+                    .get_or_insert_default()
             };
             st.volumes = statuses;
             st.bytes = bytes;
@@ -612,7 +735,9 @@ impl Local {
         for (name, mc) in set.media_classes.iter_mut() {
             let reachable = match media.get(name) {
                 Some(m) if mc.spec.available => match m.open().await {
-                    Ok(opened) => opened.store.probe().await.is_ok() || mc.spec.backend.filesystem.is_some(),
+                    Ok(opened) => {
+                        opened.store.probe().await.is_ok() || mc.spec.backend.filesystem.is_some()
+                    }
                     Err(_) => false,
                 },
                 _ => false,
@@ -625,13 +750,19 @@ impl Local {
             st.bytes = b;
             st.observed_generation = generation;
             let (reason, msg) = if !mc.spec.available {
-                ("Unavailable", "spec.available is false: media are away and are not read")
+                (
+                    "Unavailable",
+                    "spec.available is false: media are away and are not read",
+                )
             } else if reachable {
                 ("Reachable", "backend answered")
             } else {
                 ("Unreachable", "backend did not answer")
             };
-            set_condition(&mut st.conditions, Condition::new("Ready", mc.spec.available && reachable, reason, msg));
+            set_condition(
+                &mut st.conditions,
+                Condition::new("Ready", mc.spec.available && reachable, reason, msg),
+            );
         }
         Ok(())
     }
@@ -642,8 +773,16 @@ impl Local {
         let (media, _) = resolve_media(&set);
         self.state.clear_catalog()?;
         let mut catalog = Catalog::default();
-        let n = self.import_manifests(&set, &media, &mut catalog, true).await?;
-        let expired = PlanContext { set: &set, media: &media, catalog: &catalog, now: Utc::now() }.plan_expiry();
+        let n = self
+            .import_manifests(&set, &media, &mut catalog, true)
+            .await?;
+        let expired = PlanContext {
+            set: &set,
+            media: &media,
+            catalog: &catalog,
+            now: Utc::now(),
+        }
+        .plan_expiry();
         for (name, why) in expired {
             catalog.set_state(&name, EntryState::Expired, why);
             self.state.save_entry(&catalog.entries[&name])?;
@@ -666,7 +805,12 @@ impl Local {
             let Some(m) = set.trail_media_class(&e.trail).and_then(|c| media.get(c)) else {
                 continue;
             };
-            let task = Task::Verify(VerifyTask { links: vec![RestoreLink { entry: e.clone(), media: m.clone() }] });
+            let task = Task::Verify(VerifyTask {
+                links: vec![RestoreLink {
+                    entry: e.clone(),
+                    media: m.clone(),
+                }],
+            });
             let name = e.object_name();
             match worker::execute(&task).await {
                 Ok(_) => println!("catalogentry/{name}: ok ({} bytes, {})", e.bytes, e.digest),
@@ -682,7 +826,13 @@ impl Local {
     }
 }
 
-fn set_trail_condition(st: &mut TrailStatus, ok: bool, reason: &str, msg: &str, generation: Option<i64>) {
+fn set_trail_condition(
+    st: &mut TrailStatus,
+    ok: bool,
+    reason: &str,
+    msg: &str,
+    generation: Option<i64>,
+) {
     let mut c = Condition::new("Ready", ok, reason, msg);
     c.observed_generation = generation;
     set_condition(&mut st.conditions, c);
@@ -693,8 +843,18 @@ fn set_trail_condition(st: &mut TrailStatus, ok: bool, reason: &str, msg: &str, 
 fn check_immutable(old: &ResourceSet, new: &[Resource]) -> Result<()> {
     for r in new {
         let (old_mc, new_mc) = match r {
-            Resource::BackupTrail(t) => (old.backup_trails.get(&t.name_any()).map(|o| &o.spec.media_class_name), &t.spec.media_class_name),
-            Resource::DuplicationTrail(t) => (old.duplication_trails.get(&t.name_any()).map(|o| &o.spec.media_class_name), &t.spec.media_class_name),
+            Resource::BackupTrail(t) => (
+                old.backup_trails
+                    .get(&t.name_any())
+                    .map(|o| &o.spec.media_class_name),
+                &t.spec.media_class_name,
+            ),
+            Resource::DuplicationTrail(t) => (
+                old.duplication_trails
+                    .get(&t.name_any())
+                    .map(|o| &o.spec.media_class_name),
+                &t.spec.media_class_name,
+            ),
             _ => continue,
         };
         if let Some(o) = old_mc

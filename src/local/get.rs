@@ -25,12 +25,21 @@ pub fn kind_of(s: &str) -> Option<&'static str> {
     let table: [(&str, &[&str]); 6] = [
         ("MediaClass", &["mediaclass", "mediaclasses", "mc"]),
         ("BackupTrail", &["backuptrail", "backuptrails", "bt"]),
-        ("DuplicationTrail", &["duplicationtrail", "duplicationtrails", "dt"]),
-        ("DuplicationPolicy", &["duplicationpolicy", "duplicationpolicies", "dp"]),
+        (
+            "DuplicationTrail",
+            &["duplicationtrail", "duplicationtrails", "dt"],
+        ),
+        (
+            "DuplicationPolicy",
+            &["duplicationpolicy", "duplicationpolicies", "dp"],
+        ),
         ("Restore", &["restore", "restores", "rst"]),
         ("CatalogEntry", &["catalogentry", "catalogentries", "ce"]),
     ];
-    table.iter().find(|(_, names)| names.contains(&l.as_str())).map(|(k, _)| *k)
+    table
+        .iter()
+        .find(|(_, names)| names.contains(&l.as_str()))
+        .map(|(k, _)| *k)
 }
 
 /// Columns of each kind: header and JSON path (the CRD printer columns).
@@ -111,7 +120,13 @@ fn to_values<T: Serialize + ResourceExt>(items: impl Iterator<Item = T>) -> Vec<
 }
 
 /// Prints resources of `kind` (optionally one `name`, optionally filtered by `label=value`).
-pub fn get(state: &StateDir, kind: &str, name: Option<&str>, selector: Option<&str>, output: Output) -> Result<String> {
+pub fn get(
+    state: &StateDir,
+    kind: &str,
+    name: Option<&str>,
+    selector: Option<&str>,
+    output: Output,
+) -> Result<String> {
     let canonical = kind_of(kind).ok_or_else(|| {
         Error::Other(format!(
             "unknown kind {kind:?}: use mediaclasses, backuptrails, duplicationtrails, duplicationpolicies, restores or catalogentries"
@@ -135,7 +150,10 @@ pub fn get(state: &StateDir, kind: &str, name: Option<&str>, selector: Option<&s
     if let Some(n) = name {
         values.retain(|v| v["metadata"]["name"] == n);
         if values.is_empty() {
-            return Err(Error::Other(format!("{} {n:?} not found", canonical.to_lowercase())));
+            return Err(Error::Other(format!(
+                "{} {n:?} not found",
+                canonical.to_lowercase()
+            )));
         }
     }
     if let Some(sel) = selector {
@@ -153,9 +171,11 @@ pub fn get(state: &StateDir, kind: &str, name: Option<&str>, selector: Option<&s
             .join("---\n"),
         Output::Table => {
             let cols = columns(canonical);
-            let mut rows = vec![std::iter::once("NAME".to_string())
-                .chain(cols.iter().map(|c| c.0.to_string()))
-                .collect::<Vec<_>>()];
+            let mut rows = vec![
+                std::iter::once("NAME".to_string())
+                    .chain(cols.iter().map(|c| c.0.to_string()))
+                    .collect::<Vec<_>>(),
+            ];
             for v in &values {
                 rows.push(
                     std::iter::once(cell(v, "metadata.name"))
@@ -172,7 +192,12 @@ pub fn get(state: &StateDir, kind: &str, name: Option<&str>, selector: Option<&s
 pub fn format_table(rows: &[Vec<String>]) -> String {
     let n = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..n)
-        .map(|i| rows.iter().map(|r| r.get(i).map_or(0, |c| c.chars().count())).max().unwrap_or(0))
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for r in rows {

@@ -70,7 +70,14 @@ impl StateDir {
     /// Loads every applied resource.
     pub fn load_resources(&self) -> Result<ResourceSet> {
         let mut set = ResourceSet::default();
-        for kind in ["Secret", "MediaClass", "BackupTrail", "DuplicationTrail", "DuplicationPolicy", "Restore"] {
+        for kind in [
+            "Secret",
+            "MediaClass",
+            "BackupTrail",
+            "DuplicationTrail",
+            "DuplicationPolicy",
+            "Restore",
+        ] {
             for path in read_dir_sorted(&self.kind_dir(kind))? {
                 let value: serde_yaml::Value = load_yaml(&path)?;
                 set.insert(Resource::from_yaml(value, &path.display().to_string())?);
@@ -121,13 +128,18 @@ impl StateDir {
     /// Writes one catalog entry.
     pub fn save_entry(&self, e: &CatalogEntry) -> Result<()> {
         let body = serde_json::to_vec_pretty(e).map_err(|e| Error::Other(e.to_string()))?;
-        write_atomic(&self.catalog_dir().join(format!("{}.json", e.name_any())), &body)
+        write_atomic(
+            &self.catalog_dir().join(format!("{}.json", e.name_any())),
+            &body,
+        )
     }
 
     /// Removes the whole catalog (before a rescan rebuilds it).
     pub fn clear_catalog(&self) -> Result<()> {
         match std::fs::remove_dir_all(self.catalog_dir()) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(self.catalog_dir(), e)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io(self.catalog_dir(), e))
+            }
             _ => Ok(()),
         }
     }

@@ -101,10 +101,12 @@ pub async fn scan_trail(store: &dyn ObjectStore, trail: &str) -> Result<Vec<Volu
         if volume == "manifests" || volume == "indexes" {
             continue;
         }
-        let v = vols.entry(volume.to_string()).or_insert_with(|| VolumeInfo {
-            name: volume.to_string(),
-            ..Default::default()
-        });
+        let v = vols
+            .entry(volume.to_string())
+            .or_insert_with(|| VolumeInfo {
+                name: volume.to_string(),
+                ..Default::default()
+            });
         if file == "sealed" {
             v.sealed = true;
         } else if let Some(n) = file.strip_suffix(".seg").and_then(|n| n.parse().ok()) {
@@ -131,9 +133,15 @@ pub async fn list_manifests(store: &dyn ObjectStore, trail: &str) -> Result<Vec<
 
 /// Frees a volume whose entries have all expired: its segments and seal are removed, the label
 /// stays, and the volume becomes Scratch (reusable).
-pub async fn scratch_volume(store: &dyn ObjectStore, trail: &str, volume: &VolumeInfo) -> Result<()> {
+pub async fn scratch_volume(
+    store: &dyn ObjectStore,
+    trail: &str,
+    volume: &VolumeInfo,
+) -> Result<()> {
     for (seg, _) in &volume.segments {
-        store.delete(&segment_key(trail, &volume.name, *seg)).await?;
+        store
+            .delete(&segment_key(trail, &volume.name, *seg))
+            .await?;
     }
     store.delete(&sealed_key(trail, &volume.name)).await
 }
@@ -254,8 +262,7 @@ impl TrailWriter {
     }
 
     async fn flush_block(&mut self, slot: usize, flags: u16) -> Result<()> {
-        let block_len = HEADER_LEN as u64
-            + self.instances[&slot].pending.len() as u64;
+        let block_len = HEADER_LEN as u64 + self.instances[&slot].pending.len() as u64;
         let needs_new = match &self.open {
             None => true,
             Some(s) => s.base + s.offset + block_len > self.media.capacity,
@@ -546,7 +553,11 @@ async fn read_instance_inner(
                     }
                     Err(BlockError::Truncated) => break,
                     Err(e) => {
-                        return Err(corrupt(&ext.volume, carry_offset + pos as u64, e.to_string()));
+                        return Err(corrupt(
+                            &ext.volume,
+                            carry_offset + pos as u64,
+                            e.to_string(),
+                        ));
                     }
                 }
             }
