@@ -414,3 +414,255 @@ pub struct RestorePlan {
     /// Why each link's copy was chosen.
     pub reasons: Vec<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::catalog::Catalog;
+    use chrono::TimeDelta;
+
+    fn yaml(text: &str) -> ResourceSet {
+        let mut set = ResourceSet::default();
+        for r in parse_documents(text, "test.yaml").unwrap() {
+            set.insert(r);
+        }
+        set
+    }
+
+    const RESOURCES: &str = r#"
+apiVersion: mimeo.dev/v1alpha1
+kind: MediaClass
+metadata: {name: disk}
+spec: {backend: {filesystem: {path: /d}}, volumeCapacity: 64Mi}
+---
+apiVersion: mimeo.dev/v1alpha1
+kind: MediaClass
+metadata: {name: vault}
+spec: {backend: {filesystem: {path: /v}}, volumeCapacity: 64Mi, available: false}
+---
+apiVersion: mimeo.dev/v1alpha1
+kind: MediaClass
+metadata: {name: tape}
+spec: {backend: {filesystem: {path: /t}}, volumeCapacity: 64Mi}
+---
+apiVersion: mimeo.dev/v1alpha1
+kind: BackupTrail
+metadata: {name: nightly}
+spec: {mediaClassName: disk, retention: 30d}
+---
+apiVersion: mimeo.dev/v1alpha1
+kind: DuplicationTrail
+metadata: {name: offsite}
+spec: {mediaClassName: vault, retention: 7y}
+---
+apiVersion: mimeo.dev/v1alpha1
+kind: DuplicationTrail
+metadata: {name: tapes}
+spec: {mediaClassName: tape, retention: 1d}
+"#;
+
+    fn entry(
+        trail: &str,
+        role: Role,
+        wi: &str,
+        id: &str,
+        age_days: i64,
+        parent: Option<&str>,
+    ) -> CatalogEntrySpec {
+        let t = Utc::now() - TimeDelta::days(age_days);
+        CatalogEntrySpec {
+            work_item: wi.into(),
+            instance_id: id.into(),
+            backup_time: t,
+            backup_trail: "nightly".into(),
+            trail: trail.into(),
+            role,
+            copy_of: None,
+            parent: parent.map(String::from),
+            extents: vec![Extent {
+                volume: format!("{trail}-00001"),
+                segment: 0,
+                offset: 0,
+                length: 10,
+            }],
+            bytes: 10,
+            digest: "sha256:x".into(),
+            created_at: t,
+            expires_at: t,
+        }
+    }
+
+    fn media(set: &ResourceSet) -> BTreeMap<String, MediaSpec> {
+        set.media_classes
+            .iter()
+            .map(|(n, mc)| (n.clone(), MediaSpec::from_class(mc, None).unwrap()))
+            .collect()
+    }
+
+    fn restore(source: &str) -> Restore {
+        let text = format!(
+            "apiVersion: mimeo.dev/v1alpha1\nkind: Restore\nmetadata: {{name: r}}\nspec: {{workItem: fin, source: {source}, target: {{path: /x}}}}\n"
+        );
+        match parse_documents(&text, "r.yaml").unwrap().remove(0) {
+            Resource::Restore(r) => r,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn restore_prefers_available_duplicate_then_original_then_fails() {
+        let mut set = yaml(RESOURCES);
+        let mut catalog = Catalog::default();
+        catalog.import(entry("nightly", Role::Original, "fin", "fin-1", 1, None));
+        catalog.import(entry("offsite", Role::Duplicate, "fin", "fin-1", 1, None));
+        catalog.import(entry("tapes", Role::Duplicate, "fin", "fin-1", 1, None));
+        let m = media(&set);
+        let ctx = PlanContext {
+            set: &set,
+            media: &m,
+            catalog: &catalog,
+            now: Utc::now(),
+        };
+        let plan = ctx.plan_restore(&restore("Auto")).unwrap();
+        assert_eq!(plan.links[0].entry.trail, "tapes");
+        assert!(
+            plan.reasons[0].contains("duplicate on offsite skipped: media class vault unavailable"),
+            "{}",
+            plan.reasons[0]
+        );
+
+        // Only the unavailable duplicate left → original, with the reason.
+        catalog.set_state("tapes.fin-1", EntryState::Expired, "");
+        let ctx = PlanContext {
+            set: &set,
+            media: &m,
+            catalog: &catalog,
+            now: Utc::now(),
+        };
+        let plan = ctx.plan_restore(&restore("Auto")).unwrap();
+        assert_eq!(plan.links[0].entry.role, Role::Original);
+        assert!(plan.reasons[0].contains("unavailable"));
+        // Duplicate only → fails with the reason.
+        let err = ctx.plan_restore(&restore("Duplicate")).unwrap_err();
+        assert!(err.contains("media class vault unavailable"), "{err}");
+
+        // Everything unavailable → fails naming both.
+        set.media_classes.get_mut("disk").unwrap().spec.available = false;
+        let ctx = PlanContext {
+            set: &set,
+            media: &m,
+            catalog: &catalog,
+            now: Utc::now(),
+        };
+        let err = ctx.plan_restore(&restore("Auto")).unwrap_err();
+        assert!(
+            err.contains("original on nightly skipped")
+                && err.contains("duplicate on offsite skipped"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn chain_links_choose_their_own_copy() {
+        let set = yaml(RESOURCES);
+        let mut catalog = Catalog::default();
+        catalog.import(entry("nightly", Role::Original, "fin", "fin-1", 2, None));
+        catalog.import(entry("tapes", Role::Duplicate, "fin", "fin-1", 2, None));
+        catalog.import(entry(
+            "nightly",
+            Role::Original,
+            "fin",
+            "fin-2",
+            1,
+            Some("fin-1"),
+        ));
+        let m = media(&set);
+        let ctx = PlanContext {
+            set: &set,
+            media: &m,
+            catalog: &catalog,
+            now: Utc::now(),
+        };
+        let plan = ctx.plan_restore(&restore("Auto")).unwrap();
+        let got: Vec<(&str, &str)> = plan
+            .links
+            .iter()
+            .map(|l| (l.entry.instance_id.as_str(), l.entry.trail.as_str()))
+            .collect();
+        assert_eq!(got, [("fin-1", "tapes"), ("fin-2", "nightly")]);
+        // An instance by time picks the newest at or before it.
+        let at = (Utc::now() - TimeDelta::hours(36)).to_rfc3339();
+        let plan = ctx
+            .plan_restore(&restore(&format!("Auto, instance: '{at}'")))
+            .unwrap();
+        assert_eq!(plan.links.len(), 1);
+    }
+
+    #[test]
+    fn expiry_keeps_parents_of_valid_incrementals() {
+        let set = yaml(RESOURCES);
+        let mut catalog = Catalog::default();
+        // On `tapes` (1d retention): full is 3 days old, incremental 0 days: the full is held.
+        catalog.import(entry("tapes", Role::Duplicate, "fin", "fin-1", 3, None));
+        catalog.import(entry(
+            "tapes",
+            Role::Duplicate,
+            "fin",
+            "fin-2",
+            0,
+            Some("fin-1"),
+        ));
+        catalog.import(entry("tapes", Role::Duplicate, "hr", "hr-1", 3, None));
+        let m = media(&set);
+        let ctx = PlanContext {
+            set: &set,
+            media: &m,
+            catalog: &catalog,
+            now: Utc::now(),
+        };
+        let names: Vec<String> = ctx.plan_expiry().into_iter().map(|x| x.0).collect();
+        assert_eq!(names, ["tapes.hr-1"]);
+    }
+
+    #[test]
+    fn selection_globs_latest_and_uncopied() {
+        let text = format!(
+            "{RESOURCES}---\napiVersion: mimeo.dev/v1alpha1\nkind: DuplicationPolicy\nmetadata: {{name: p}}\nspec: {{sourceTrails: [nightly], targets: [tapes], selection: {{workItems: ['f*'], exclude: [fax], latestOnly: true}}}}\n"
+        );
+        let set = yaml(&text);
+        let mut catalog = Catalog::default();
+        for (wi, id, age) in [
+            ("fin", "fin-1", 3),
+            ("fin", "fin-2", 1),
+            ("fax", "fax-1", 1),
+            ("hr", "hr-1", 1),
+        ] {
+            catalog.import(entry("nightly", Role::Original, wi, id, age, None));
+        }
+        let m = media(&set);
+        let ctx = PlanContext {
+            set: &set,
+            media: &m,
+            catalog: &catalog,
+            now: Utc::now(),
+        };
+        let policy = &set.policies["p"];
+        let ids: Vec<&str> = ctx
+            .select(policy)
+            .iter()
+            .map(|e| e.instance_id.as_str())
+            .collect();
+        assert_eq!(ids, ["fin-2"]);
+        let tasks = ctx.plan_duplication(policy);
+        assert_eq!(tasks.len(), 1);
+        // Once copied, nothing is planned again.
+        catalog.import(entry("tapes", Role::Duplicate, "fin", "fin-2", 1, None));
+        let ctx = PlanContext {
+            set: &set,
+            media: &m,
+            catalog: &catalog,
+            now: Utc::now(),
+        };
+        assert!(ctx.plan_duplication(policy).is_empty());
+    }
+}
