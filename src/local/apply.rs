@@ -20,8 +20,17 @@ use crate::media::s3::S3Credentials;
 use crate::media::trail::scan_trail;
 use crate::worker;
 
+/// A resource read from a file, kept with the file's name for error messages.
+#[derive(Clone, Debug)]
+pub struct Input {
+    /// File it came from.
+    pub source: String,
+    /// The resource.
+    pub resource: Resource,
+}
+
 /// Reads `-f` paths: files, or directories of `*.yaml`/`*.yml` (sorted).
-pub fn read_inputs(paths: &[PathBuf]) -> Result<Vec<Resource>> {
+pub fn read_inputs(paths: &[PathBuf]) -> Result<Vec<Input>> {
     let mut files = Vec::new();
     for p in paths {
         if p.is_dir() {
@@ -49,10 +58,13 @@ pub fn read_inputs(paths: &[PathBuf]) -> Result<Vec<Resource>> {
                     message: "CatalogEntries are written by Mimeo only".into(),
                 });
             }
-            out.push((f.display().to_string(), r));
+            out.push(Input {
+                source: f.display().to_string(),
+                resource: r,
+            });
         }
     }
-    Ok(out.into_iter().map(|(_, r)| r).collect())
+    Ok(out)
 }
 
 /// Merges `new` into `set`: a changed spec bumps `metadata.generation` (and resets a Restore);
@@ -231,20 +243,20 @@ impl Local {
 
     /// Validates `inputs` against the stored resources; on success stores them and reconciles
     /// everything. Invalid input is rejected before anything is written.
-    pub async fn apply(&mut self, inputs: Vec<Resource>) -> Result<ApplyReport> {
-        let mut set = self.state.load_resources()?;
-        let names: Vec<(String, String)> = inputs
-            .iter()
-            .map(|r| (r.kind().to_string(), r.name()))
-            .collect();
-        let checks = inputs.clone();
-        for r in inputs {
-            merge(&mut set, r);
+    pub async fn apply(&mut self, inputs: Vec<Input>) -> Result<ApplyReport> {
+        let old = self.state.load_resources()?;
+        let mut set = old.clone();
+        for i in &inputs {
+            merge(&mut set, i.resource.clone());
         }
-        for r in &checks {
+        for Input {
+            source,
+            resource: r,
+        } in &inputs
+        {
             if let Some(e) = set.check_references(r).into_iter().next() {
                 return Err(Error::Invalid {
-                    source_name: "input".into(),
+                    source_name: source.clone(),
                     kind: r.kind().into(),
                     name: r.name(),
                     field: e.field,
@@ -252,10 +264,14 @@ impl Local {
                 });
             }
         }
-        check_immutable(&self.state.load_resources()?, &checks)?;
+        check_immutable(&old, &inputs)?;
         self.state.save_resources(&set)?;
-        for (k, n) in names {
-            println!("{}/{} configured", k.to_lowercase(), n);
+        for i in &inputs {
+            println!(
+                "{}/{} configured",
+                i.resource.kind().to_lowercase(),
+                i.resource.name()
+            );
         }
         self.reconcile(set).await
     }
@@ -840,8 +856,12 @@ fn set_trail_condition(
 }
 
 /// A trail's media class cannot change once data was written with it.
-fn check_immutable(old: &ResourceSet, new: &[Resource]) -> Result<()> {
-    for r in new {
+fn check_immutable(old: &ResourceSet, new: &[Input]) -> Result<()> {
+    for Input {
+        source,
+        resource: r,
+    } in new
+    {
         let (old_mc, new_mc) = match r {
             Resource::BackupTrail(t) => (
                 old.backup_trails
@@ -861,7 +881,7 @@ fn check_immutable(old: &ResourceSet, new: &[Resource]) -> Result<()> {
             && o != new_mc
         {
             return Err(Error::Invalid {
-                source_name: "input".into(),
+                source_name: source.clone(),
                 kind: r.kind().into(),
                 name: r.name(),
                 field: "spec.mediaClassName".into(),

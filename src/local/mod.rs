@@ -6,4 +6,4 @@ pub mod get;
 mod progress;
 pub mod state;
 
-pub use apply::{ApplyReport, Local, read_inputs};
+pub use apply::{ApplyReport, Input, Local, read_inputs};

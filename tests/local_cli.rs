@@ -1,0 +1,716 @@
+//! `mimeo local` end to end through the binary: input errors, restore choice, damaged media,
+//! a killed apply, expiry and rescan. Every test works in its own temp dir.
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::cli::*;
+use common::tree::{assert_same_tree, make_sample_tree};
+use serde_json::Value;
+
+const API: &str = "apiVersion: mimeo.dev/v1alpha1";
+
+// ---------------------------------------------------------------------------------------------
+// 1. Bad input
+// ---------------------------------------------------------------------------------------------
+
+/// Applies `text` as one file in a fresh state dir; expects failure with exactly one error line
+/// containing every string of `wants`, and nothing stored.
+fn rejected(text: &str, wants: &[&str]) {
+    let env = Env::new();
+    let file = env.yaml("input.yaml", text);
+    let r = env.apply(&[&file]).expect_fail("bad input");
+    let errors: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "exactly one error expected: {r}");
+    let line = errors[0];
+    for w in wants {
+        assert!(line.contains(w), "error line lacks {w:?}: {line}\n{r}");
+    }
+    assert!(
+        !r.stdout.contains("configured"),
+        "nothing may be configured: {r}"
+    );
+    assert!(
+        env.resource_files().is_empty(),
+        "bad input stored resources: {:?}",
+        env.resource_files()
+    );
+    assert!(files_below(&env.state().join("catalog")).is_empty());
+}
+
+fn good_media(env: &Env) -> String {
+    media_class("disk", &env.path("media"), "8Mi", "64Ki", true)
+}
+
+#[test]
+fn malformed_yaml_is_rejected() {
+    let env = Env::new();
+    let file = env.yaml(
+        "input.yaml",
+        &format!("{API}\nkind: MediaClass\nmetadata:\n  name: [unclosed\n"),
+    );
+    let file_name = file.display().to_string();
+    let r = env.apply(&[&file]).expect_fail("malformed YAML");
+    let errors: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{r}");
+    assert!(errors[0].contains(&file_name), "{r}");
+    assert!(errors[0].contains("malformed YAML"), "{r}");
+    assert!(env.resource_files().is_empty());
+}
+
+#[test]
+fn unknown_kind_is_rejected() {
+    let env = Env::new();
+    let file = env.yaml(
+        "input.yaml",
+        &format!("{API}\nkind: TapeLibrary\nmetadata:\n  name: robot\nspec: {{}}\n"),
+    );
+    let name = file.display().to_string();
+    let r = env.apply(&[&file]).expect_fail("unknown kind");
+    let errors: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{r}");
+    assert!(errors[0].contains(&name), "{r}");
+    assert!(errors[0].contains("unknown kind \"TapeLibrary\""), "{r}");
+    assert!(env.resource_files().is_empty());
+}
+
+#[test]
+fn field_errors_name_file_resource_and_field() {
+    // Validation of one resource on its own: the error is `FILE: Kind/name: field F: message`.
+    let cases: [(&str, String, &str, &str); 5] = [
+        (
+            "bad quantity",
+            media_class("disk", Path::new("/nowhere"), "64MB", "64Ki", true),
+            "MediaClass/disk",
+            "field spec.volumeCapacity",
+        ),
+        (
+            "bad duration",
+            format!(
+                "{API}\nkind: DuplicationTrail\nmetadata:\n  name: vault\nspec:\n  mediaClassName: disk\n  retention: 3x\n"
+            ),
+            "DuplicationTrail/vault",
+            "field spec.retention",
+        ),
+        (
+            "bad cron",
+            format!(
+                "{API}\nkind: BackupTrail\nmetadata:\n  name: nightly\nspec:\n  mediaClassName: disk\n  retention: 30d\n  schedule: \"every day\"\n"
+            ),
+            "BackupTrail/nightly",
+            "field spec.schedule",
+        ),
+        (
+            "two backends",
+            format!(
+                "{API}\nkind: MediaClass\nmetadata:\n  name: both\nspec:\n  backend:\n    filesystem: {{path: /nowhere}}\n    s3: {{bucket: my-bucket}}\n  volumeCapacity: 8Mi\n"
+            ),
+            "MediaClass/both",
+            "field spec.backend",
+        ),
+        (
+            "bad quantity in block size",
+            media_class("disk", Path::new("/nowhere"), "8Mi", "lots", true),
+            "MediaClass/disk",
+            "field spec.blockSize",
+        ),
+    ];
+    for (what, text, resource, field) in cases {
+        let env = Env::new();
+        let file = env.yaml("input.yaml", &text);
+        let file_name = file.display().to_string();
+        let r = env.apply(&[&file]).expect_fail(what);
+        let errors: Vec<&str> = r
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{what}: exactly one error expected: {r}");
+        let line = errors[0];
+        let prefix = format!("error: {file_name}: {resource}: {field}: ");
+        assert!(
+            line.starts_with(&prefix),
+            "{what}: expected {prefix:?}...: {r}"
+        );
+        assert!(
+            line.len() > prefix.len() + 10,
+            "{what}: message too short: {line}"
+        );
+        assert!(
+            env.resource_files().is_empty(),
+            "{what}: stored {:?}",
+            env.resource_files()
+        );
+    }
+    // Specific messages say what is wrong and what is expected.
+    rejected(
+        &media_class("disk", Path::new("/nowhere"), "64MB", "64Ki", true),
+        &["spec.volumeCapacity", "\"64MB\"", "unknown suffix", "64Mi"],
+    );
+    rejected(
+        &format!(
+            "{API}\nkind: MediaClass\nmetadata:\n  name: both\nspec:\n  backend:\n    filesystem: {{path: /nowhere}}\n    s3: {{bucket: my-bucket}}\n  volumeCapacity: 8Mi\n"
+        ),
+        &["spec.backend", "filesystem and s3"],
+    );
+}
+
+#[test]
+fn missing_reference_is_rejected_and_nothing_is_written() {
+    let env = Env::new();
+    let file = env.yaml(
+        "trail.yaml",
+        &backup_trail("nightly", "no-such-class", 1, &[("a", &env.path("data"))]),
+    );
+    let r = env.apply(&[&file]).expect_fail("missing reference");
+    let errors: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{r}");
+    for w in [
+        "BackupTrail/nightly",
+        "field spec.mediaClassName",
+        "\"no-such-class\" not found",
+    ] {
+        assert!(errors[0].contains(w), "lacks {w:?}: {r}");
+    }
+    assert!(env.resource_files().is_empty());
+
+    // With an existing state, a bad batch leaves it byte for byte as it was.
+    let media = env.yaml("media.yaml", &good_media(&env));
+    env.apply(&[&media]).expect_ok("media");
+    let before: BTreeMap<PathBuf, Vec<u8>> = env
+        .resource_files()
+        .into_iter()
+        .map(|p| {
+            let b = fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+    assert_eq!(before.len(), 1);
+    let mixed = env.yaml(
+        "mixed.yaml",
+        &format!(
+            "{}---\n{}",
+            duplication_trail("copies", "disk", "7d", "Sequential"),
+            backup_trail("nightly", "no-such-class", 1, &[("a", &env.path("data"))])
+        ),
+    );
+    env.apply(&[&mixed]).expect_fail("mixed batch");
+    let after: BTreeMap<PathBuf, Vec<u8>> = env
+        .resource_files()
+        .into_iter()
+        .map(|p| {
+            let b = fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+    assert_eq!(before, after, "a rejected batch changed the state");
+}
+
+#[test]
+fn reference_errors_name_the_file() {
+    let env = Env::new();
+    let file = env.yaml(
+        "trail.yaml",
+        &backup_trail("nightly", "no-such-class", 1, &[("a", &env.path("data"))]),
+    );
+    let r = env.apply(&[&file]).expect_fail("missing reference");
+    let want = format!(
+        "error: {}: BackupTrail/nightly: field spec.mediaClassName: ",
+        file.display()
+    );
+    assert!(r.stderr.contains(&want), "expected {want:?}: {r}");
+}
+
+#[test]
+fn pvc_source_needs_the_operator() {
+    let env = Env::new();
+    let file = env.yaml(
+        "all.yaml",
+        &format!(
+            "{}---\n{API}\nkind: BackupTrail\nmetadata:\n  name: nightly\nspec:\n  mediaClassName: disk\n  retention: 30d\n  workItems:\n    - {{name: db, source: {{pvc: {{claimName: db-data}}}}}}\n",
+            good_media(&env)
+        ),
+    );
+    let r = env.apply(&[&file]).expect_fail("pvc source");
+    assert!(r.stderr.contains("backuptrail/nightly"), "{r}");
+    assert!(r.stderr.contains("db-data"), "{r}");
+    assert!(r.stderr.contains("needs the operator"), "{r}");
+    assert!(env.entries().is_empty(), "no backup may be cataloged");
+    let trail = env.get_one("backuptrails", "nightly");
+    let ready = &trail["status"]["conditions"][0];
+    assert_eq!(ready["status"], "False", "{trail}");
+    assert_eq!(ready["reason"], "Unsupported", "{trail}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Restore choice
+// ---------------------------------------------------------------------------------------------
+
+fn restore_status(env: &Env, name: &str) -> Value {
+    env.get_one("restores", name)["status"].clone()
+}
+
+#[test]
+fn restore_prefers_an_available_duplicate_then_falls_back() {
+    let env = Env::new();
+    let src = env.path("data/finance");
+    make_sample_tree(&src);
+    let base = env.yaml(
+        "base.yaml",
+        &[
+            media_class("disk", &env.path("media/disk"), "4Mi", "64Ki", true),
+            media_class("vault", &env.path("media/vault"), "64Mi", "1Mi", true),
+            backup_trail("nightly", "disk", 2, &[("finance", &src)]),
+            duplication_trail("vault-7y", "vault", "7y", "Sequential"),
+            duplication_policy("to-vault", "nightly", "vault-7y"),
+        ]
+        .join("---\n"),
+    );
+    env.apply(&[&base]).expect_ok("backup and copy");
+    assert_eq!(env.entry_names(Some("nightly"), "Valid").len(), 1);
+    assert_eq!(env.entry_names(Some("vault-7y"), "Valid").len(), 1);
+
+    // Default source: the duplicate.
+    let r1 = env.yaml(
+        "r1.yaml",
+        &restore("r1", "finance", "Auto", &env.path("out/r1")),
+    );
+    env.apply(&[&r1]).expect_ok("restore r1");
+    let st = restore_status(&env, "r1");
+    assert_eq!(st["phase"], "Succeeded", "{st}");
+    assert_eq!(st["restoredFrom"]["role"], "Duplicate", "{st}");
+    assert_eq!(st["restoredFrom"]["trail"], "vault-7y", "{st}");
+    assert_same_tree(&src, &env.path("out/r1"));
+
+    // The vault goes away: the original is read, and the reason says why.
+    let vault_away = env.yaml(
+        "vault-away.yaml",
+        &media_class("vault", &env.path("media/vault"), "64Mi", "1Mi", false),
+    );
+    let r2 = env.yaml(
+        "r2.yaml",
+        &restore("r2", "finance", "Auto", &env.path("out/r2")),
+    );
+    env.apply(&[&vault_away, &r2]).expect_ok("restore r2");
+    let st = restore_status(&env, "r2");
+    assert_eq!(st["phase"], "Succeeded", "{st}");
+    assert_eq!(st["restoredFrom"]["role"], "Original", "{st}");
+    assert_eq!(st["restoredFrom"]["trail"], "nightly", "{st}");
+    let reason = st["reason"].as_str().unwrap();
+    assert!(reason.contains("unavailable"), "{st}");
+    assert!(reason.contains("vault"), "{st}");
+    assert_same_tree(&src, &env.path("out/r2"));
+    // The earlier restore keeps its result.
+    assert_eq!(
+        restore_status(&env, "r1")["restoredFrom"]["role"],
+        "Duplicate"
+    );
+
+    // Both away: the restore fails with a reason, and the apply says so.
+    let disk_away = env.yaml(
+        "disk-away.yaml",
+        &media_class("disk", &env.path("media/disk"), "4Mi", "64Ki", false),
+    );
+    let r3 = env.yaml(
+        "r3.yaml",
+        &restore("r3", "finance", "Auto", &env.path("out/r3")),
+    );
+    let r = env
+        .apply(&[&vault_away, &disk_away, &r3])
+        .expect_fail("restore r3");
+    assert!(r.stderr.contains("restore/r3"), "{r}");
+    let st = restore_status(&env, "r3");
+    assert_eq!(st["phase"], "Failed", "{st}");
+    let reason = st["reason"].as_str().unwrap();
+    assert!(reason.contains("disk unavailable"), "{st}");
+    assert!(reason.contains("vault unavailable"), "{st}");
+    assert!(st.get("restoredFrom").is_none(), "{st}");
+    assert!(!env.path("out/r3").join("README").exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Damaged media
+// ---------------------------------------------------------------------------------------------
+
+enum Damage {
+    FlipByte,
+    Truncate,
+    Delete,
+}
+
+/// Backs up 3 MiB of random data onto 1 MiB volumes, damages the first segment of the second
+/// volume, and checks that a restore and `verify` both refuse it with a precise message.
+fn damaged_segment(damage: Damage) {
+    let env = Env::new();
+    let src = env.path("data/ledger");
+    random_file(&src.join("big.bin"), 3 << 20, 0xdead_beef);
+    fs::write(src.join("small.txt"), "small\n").unwrap();
+    let media_root = env.path("media/disk");
+    let base = env.yaml(
+        "base.yaml",
+        &[
+            media_class("disk", &media_root, "1Mi", "64Ki", true),
+            backup_trail("daily", "disk", 1, &[("ledger", &src)]),
+        ]
+        .join("---\n"),
+    );
+    env.apply(&[&base]).expect_ok("backup");
+    let entry = env.entry_names(Some("daily"), "Valid");
+    assert_eq!(entry.len(), 1);
+    let volume = "daily-00002";
+    let segs = segments_below(&media_root.join("daily").join(volume));
+    assert!(!segs.is_empty(), "no segment on {volume}");
+    let seg = &segs[0];
+    let len = fs::metadata(seg).unwrap().len();
+    assert!(len > 128 << 10, "segment too small: {len}");
+    let expect = match damage {
+        Damage::FlipByte => {
+            let mut b = fs::read(seg).unwrap();
+            let at = b.len() / 2 + 1000;
+            b[at] ^= 0x40;
+            fs::write(seg, b).unwrap();
+            "corrupt media"
+        }
+        Damage::Truncate => {
+            let f = fs::OpenOptions::new().write(true).open(seg).unwrap();
+            f.set_len(len / 2 + 100).unwrap();
+            "truncated"
+        }
+        Damage::Delete => {
+            fs::remove_file(seg).unwrap();
+            "missing"
+        }
+    };
+
+    // A restore from the original reads the damage and fails.
+    let rst = env.yaml(
+        "restore.yaml",
+        &restore("back", "ledger", "Original", &env.path("out")),
+    );
+    let r = env.apply(&[&rst]).expect_fail("restore of damaged data");
+    let st = restore_status(&env, "back");
+    assert_eq!(st["phase"], "Failed", "{st}\n{r}");
+    let reason = st["reason"].as_str().unwrap();
+    for w in [volume, "offset", "work item ledger", expect] {
+        assert!(reason.contains(w), "restore reason lacks {w:?}: {st}");
+        assert!(r.stderr.contains(w), "apply stderr lacks {w:?}: {r}");
+    }
+
+    // verify names the volume, an offset and the work item, and marks the copy Missing.
+    let r = env.run(&["verify"]).expect_fail("verify");
+    let out = r.all();
+    for w in [
+        "DAMAGED",
+        volume,
+        "offset",
+        "work item ledger",
+        expect,
+        &entry[0],
+    ] {
+        assert!(out.contains(w), "verify output lacks {w:?}: {r}");
+    }
+    assert!(env.entry_names(None, "Valid").is_empty());
+    assert_eq!(env.entry_names(None, "Missing"), entry);
+    // Nothing Valid is left to verify.
+    env.run(&["verify"]).expect_ok("second verify");
+}
+
+#[test]
+fn flipped_byte_is_detected() {
+    damaged_segment(Damage::FlipByte);
+}
+
+#[test]
+fn truncated_segment_is_detected() {
+    damaged_segment(Damage::Truncate);
+}
+
+#[test]
+fn missing_segment_is_detected() {
+    damaged_segment(Damage::Delete);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Killed apply
+// ---------------------------------------------------------------------------------------------
+
+fn has_segment_or_temp(dir: &Path) -> bool {
+    files_below(dir).iter().any(|p| {
+        let name = p.file_name().unwrap().to_string_lossy();
+        name.ends_with(".seg") || name.starts_with(".tmp-")
+    })
+}
+
+#[test]
+fn killed_duplication_is_completed_by_the_next_apply() {
+    const ITEMS: usize = 8;
+    const SIZE: usize = 24 << 20;
+    let env = Env::new();
+    let items: Vec<(String, PathBuf)> = (0..ITEMS)
+        .map(|i| {
+            let dir = env.path(&format!("data/item-{i}"));
+            random_file(&dir.join("blob.bin"), SIZE, 1000 + i as u64);
+            fs::write(dir.join("name.txt"), format!("item {i}\n")).unwrap();
+            (format!("item-{i}"), dir)
+        })
+        .collect();
+    let refs: Vec<(&str, &Path)> = items
+        .iter()
+        .map(|(n, p)| (n.as_str(), p.as_path()))
+        .collect();
+    let copy_root = env.path("media/copy");
+    let base = env.yaml(
+        "base.yaml",
+        &[
+            media_class("disk", &env.path("media/disk"), "32Mi", "1Mi", true),
+            media_class("copy", &copy_root, "16Mi", "256Ki", true),
+            backup_trail("nightly", "disk", 4, &refs),
+        ]
+        .join("---\n"),
+    );
+    env.apply(&[&base]).expect_ok("backup");
+    assert_eq!(env.entry_names(Some("nightly"), "Valid").len(), ITEMS);
+
+    let dup = env.yaml(
+        "dup.yaml",
+        &[
+            duplication_trail("copies", "copy", "30d", "Sequential"),
+            duplication_policy("copy-all", "nightly", "copies"),
+        ]
+        .join("---\n"),
+    );
+    let mut args: Vec<String> = vec!["apply".into()];
+    for f in [&base, &dup] {
+        args.push("-f".into());
+        args.push(f.display().to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = env
+        .command(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("apply finished ({status}) before any copy data appeared: make the data larger");
+        }
+        if has_segment_or_temp(&copy_root) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no copy data after 60s"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "killed apply exited cleanly: {status}");
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "the apply was not killed mid-run (it exited with {status}): make the data larger"
+    );
+    let copied_before = env.entry_names(Some("copies"), "Valid").len();
+    assert!(
+        copied_before < ITEMS,
+        "every item was already copied before the kill"
+    );
+
+    env.apply(&[&base, &dup]).expect_ok("apply after the kill");
+    let entries = env.entries();
+    let mut per_item: BTreeMap<String, usize> = BTreeMap::new();
+    for e in &entries {
+        if e["spec"]["trail"] == "copies" && e["status"]["state"] == "Valid" {
+            *per_item
+                .entry(e["spec"]["workItem"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+    }
+    let want: BTreeMap<String, usize> = items.iter().map(|(n, _)| (n.clone(), 1)).collect();
+    assert_eq!(
+        per_item, want,
+        "each item needs exactly one Valid copy (had {copied_before} before the kill)"
+    );
+    for e in entries.iter().filter(|e| e["spec"]["trail"] == "copies") {
+        assert_eq!(e["spec"]["role"], "Duplicate", "{e}");
+    }
+
+    let r = env
+        .run(&["verify", "copies"])
+        .expect_ok("verify the copies");
+    assert_eq!(r.stdout.matches(": ok (").count(), ITEMS, "{r}");
+
+    for i in [0, ITEMS - 1] {
+        let (name, dir) = &items[i];
+        let out = env.path(&format!("out/{name}"));
+        let rst = env.yaml(
+            &format!("restore-{i}.yaml"),
+            &restore(&format!("back-{i}"), name, "Duplicate", &out),
+        );
+        env.apply(&[&rst]).expect_ok("restore from the copy");
+        let st = restore_status(&env, &format!("back-{i}"));
+        assert_eq!(st["phase"], "Succeeded", "{st}");
+        assert_eq!(st["restoredFrom"]["trail"], "copies", "{st}");
+        assert_same_tree(dir, &out);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Expiry
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn expired_copies_free_their_volumes() {
+    let env = Env::new();
+    let src = env.path("data/logs");
+    random_file(&src.join("a.bin"), 3 << 20, 7);
+    let short_root = env.path("media/short");
+    let base = env.yaml(
+        "base.yaml",
+        &[
+            media_class("disk", &env.path("media/disk"), "8Mi", "64Ki", true),
+            media_class("short", &short_root, "1Mi", "64Ki", true),
+            backup_trail("nightly", "disk", 1, &[("logs", &src)]),
+            duplication_trail("brief", "short", "2s", "Sequential"),
+            duplication_policy("copy", "nightly", "brief"),
+        ]
+        .join("---\n"),
+    );
+    env.apply(&[&base]).expect_ok("backup and copy");
+    let copies = env.entry_names(Some("brief"), "Valid");
+    assert_eq!(copies.len(), 1, "{:?}", env.entries());
+    let trail = env.get_one("duplicationtrails", "brief");
+    let full = trail["status"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["state"] == "Full")
+        .count();
+    assert!(full >= 1, "no sealed volume: {trail}");
+    assert!(!segments_below(&short_root.join("brief")).is_empty());
+
+    std::thread::sleep(Duration::from_secs(3));
+    let r = env.apply(&[&base]).expect_ok("no-op apply");
+    assert!(r.stdout.contains("Expired"), "{r}");
+
+    assert_eq!(env.entry_names(Some("brief"), "Expired"), copies);
+    assert!(env.entry_names(Some("brief"), "Valid").is_empty());
+    // The original keeps its own retention.
+    assert_eq!(env.entry_names(Some("nightly"), "Valid").len(), 1);
+
+    let trail = env.get_one("duplicationtrails", "brief");
+    let volumes = trail["status"]["volumes"].as_array().unwrap();
+    let scratch = volumes.iter().filter(|v| v["state"] == "Scratch").count();
+    assert!(scratch >= full, "sealed volumes were not freed: {trail}");
+    assert!(
+        volumes
+            .iter()
+            .all(|v| v["state"] != "Full" && (v["state"] != "Scratch" || v["bytesUsed"] == 0)),
+        "{trail}"
+    );
+    for v in volumes.iter().filter(|v| v["state"] == "Scratch") {
+        let dir = short_root.join("brief").join(v["name"].as_str().unwrap());
+        assert!(
+            dir.is_dir(),
+            "scratch volume {} has no directory",
+            dir.display()
+        );
+        assert!(
+            segments_below(&dir).is_empty(),
+            "segments left on scratch volume {}",
+            dir.display()
+        );
+    }
+    // No volume of the expired trail is still sealed; only the open volume may hold data.
+    assert!(
+        !files_below(&short_root.join("brief"))
+            .iter()
+            .any(|p| p.ends_with("sealed")),
+        "a sealed volume survived expiry"
+    );
+    let filling = volumes.iter().filter(|v| v["state"] == "Filling").count();
+    assert!(filling <= 1, "{trail}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Rescan
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn rescan_rebuilds_the_catalog_from_the_media() {
+    let env = Env::new();
+    let a = env.path("data/a");
+    let b = env.path("data/b");
+    make_sample_tree(&a);
+    random_file(&b.join("b.bin"), 1 << 20, 99);
+    let base = env.yaml(
+        "base.yaml",
+        &[
+            media_class("disk", &env.path("media/disk"), "2Mi", "64Ki", true),
+            media_class("vault", &env.path("media/vault"), "8Mi", "128Ki", true),
+            backup_trail("nightly", "disk", 2, &[("a", &a), ("b", &b)]),
+            duplication_trail("vault-7y", "vault", "7y", "Interleaved"),
+            duplication_policy("to-vault", "nightly", "vault-7y"),
+        ]
+        .join("---\n"),
+    );
+    env.apply(&[&base]).expect_ok("backup and copy");
+    let before = env.entry_names(None, "Valid");
+    assert_eq!(before.len(), 4, "{before:?}");
+    let specs_before: BTreeMap<String, Value> = env
+        .entries()
+        .into_iter()
+        .map(|e| {
+            (
+                e["metadata"]["name"].as_str().unwrap().into(),
+                e["spec"].clone(),
+            )
+        })
+        .collect();
+
+    fs::remove_dir_all(env.state().join("catalog")).unwrap();
+    assert!(env.entries().is_empty());
+    let r = env.run(&["rescan"]).expect_ok("rescan");
+    assert!(r.stdout.contains("4 entries"), "{r}");
+    assert_eq!(env.entry_names(None, "Valid"), before);
+    let specs_after: BTreeMap<String, Value> = env
+        .entries()
+        .into_iter()
+        .map(|e| {
+            (
+                e["metadata"]["name"].as_str().unwrap().into(),
+                e["spec"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(specs_before, specs_after, "rescan changed entry specs");
+    // The rebuilt catalog is usable: everything verifies, and nothing is copied again.
+    env.run(&["verify"]).expect_ok("verify after rescan");
+    let r = env.apply(&[&base]).expect_ok("apply after rescan");
+    assert!(!r.stdout.contains("instances, "), "copied again: {r}");
+    assert_eq!(env.entry_names(None, "Valid"), before);
+}
