@@ -376,7 +376,9 @@ fn extents(e: &Value) -> &Vec<Value> {
 
 /// Extents of all entries of `trail` must not overlap on a volume (segment).
 fn check_no_overlap(entries: &[Value], trail: &str) {
-    let mut by_volume: BTreeMap<(String, u64), Vec<(u64, u64, String)>> = BTreeMap::new();
+    // (volume, segment) → [(start, end, instance)]
+    type Spans = Vec<(u64, u64, String)>;
+    let mut by_volume: BTreeMap<(String, u64), Spans> = BTreeMap::new();
     for e in entries.iter().filter(|e| e["trail"] == trail) {
         for x in extents(e) {
             let (off, len) = (x["offset"].as_u64().unwrap(), x["length"].as_u64().unwrap());
@@ -897,7 +899,6 @@ fn distribute_and_n_targets() {
 /// original". Here the S3 server holding the duplicate is down while its MediaClass still says
 /// `available: true`; the planner picks the duplicate anyway and the restore fails.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "src bug: restores do not fall back when duplicate media are unreachable"]
 async fn restore_falls_back_when_duplicate_media_are_offline() {
     let server = S3Server::start();
     server.create_bucket("mimeo-offsite").await;

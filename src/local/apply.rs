@@ -167,6 +167,19 @@ fn resolve_media(set: &ResourceSet) -> (BTreeMap<String, MediaSpec>, Vec<String>
     (out, errors)
 }
 
+/// The media classes whose store answers a probe now.
+async fn reachable_media(media: &BTreeMap<String, MediaSpec>) -> BTreeMap<String, MediaSpec> {
+    let mut out = BTreeMap::new();
+    for (name, spec) in media {
+        if let Ok(m) = spec.open().await
+            && m.store.probe().await.is_ok()
+        {
+            out.insert(name.clone(), spec.clone());
+        }
+    }
+    out
+}
+
 /// Resolves a work item source or restore target for local execution.
 fn resolve_location(set: &ResourceSet, loc: &DataLocation) -> Result<DataSpec> {
     if let Some(p) = &loc.path {
@@ -286,7 +299,9 @@ impl Local {
             .await?;
         self.run_backups(&mut set, &media, &mut catalog).await?;
         self.run_policies(&mut set, &media, &mut catalog).await?;
-        self.run_restores(&mut set, &media, &catalog).await?;
+        // A restore reads only media that answer now: offline media count as unavailable.
+        let reachable = reachable_media(&media).await;
+        self.run_restores(&mut set, &reachable, &catalog).await?;
         self.run_expiry(&set, &media, &mut catalog).await?;
         self.update_status(&mut set, &media, &catalog).await?;
         self.state.save_resources(&set)?;
