@@ -5,9 +5,11 @@
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use tempfile::NamedTempFile;
 
 use super::store::{ObjectInfo, ObjectStore, ObjectWriter};
@@ -115,6 +117,28 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectInfo>) -> std
     Ok(())
 }
 
+/// Removes temporary files older than `before` under `dir`, recursively.
+fn purge_temps(dir: &Path, before: SystemTime, removed: &mut usize) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let ft = entry.file_type()?;
+        if ft.is_dir() {
+            purge_temps(&entry.path(), before, removed)?;
+        } else if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
+            && entry.metadata()?.modified()? < before
+        {
+            std::fs::remove_file(entry.path())?;
+            *removed += 1;
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl ObjectStore for FsStore {
     fn describe(&self) -> String {
@@ -202,6 +226,19 @@ impl ObjectStore for FsStore {
         }
     }
 
+    async fn purge_incomplete(&self, prefix: &str, before: DateTime<Utc>) -> Result<usize> {
+        let this = self.clone();
+        let prefix = prefix.to_string();
+        tokio::task::spawn_blocking(move || {
+            let dir = this.path(&prefix);
+            let mut removed = 0;
+            purge_temps(&dir, before.into(), &mut removed).map_err(|e| this.err(&prefix, e))?;
+            Ok(removed)
+        })
+        .await
+        .map_err(|e| Error::Other(e.to_string()))?
+    }
+
     async fn probe(&self) -> Result<()> {
         match tokio::fs::metadata(&self.root).await {
             Ok(m) if m.is_dir() => Ok(()),
@@ -252,5 +289,42 @@ impl ObjectWriter for FsWriter {
     async fn abort(self: Box<Self>) -> Result<()> {
         // Dropping the NamedTempFile removes it.
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn write_once_atomic_and_purge() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FsStore::new(dir.path());
+        s.put("a/b", Bytes::from_static(b"x")).await.unwrap();
+        assert!(matches!(
+            s.put("a/b", Bytes::from_static(b"y")).await,
+            Err(Error::AlreadyExists { .. })
+        ));
+        // An unfinished write is invisible and a killed one leaves only a temp file.
+        let mut w = s.create("a/c").await.unwrap();
+        w.write(Bytes::from_static(b"partial")).await.unwrap();
+        std::mem::forget(w);
+        let keys: Vec<String> = s
+            .list("a/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(keys, ["a/b"]);
+        let past = Utc::now() - chrono::TimeDelta::hours(1);
+        assert_eq!(s.purge_incomplete("a/", past).await.unwrap(), 0);
+        let future = Utc::now() + chrono::TimeDelta::minutes(1);
+        assert_eq!(s.purge_incomplete("a/", future).await.unwrap(), 1);
+        assert_eq!(std::fs::read_dir(dir.path().join("a")).unwrap().count(), 1);
+        assert_eq!(
+            s.get_range("a/b", 0..10).await.unwrap(),
+            Bytes::from_static(b"x")
+        );
     }
 }

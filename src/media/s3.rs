@@ -26,6 +26,7 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
 
 use crate::error::{Error, Result};
 use crate::media::store::{ObjectInfo, ObjectStore, ObjectWriter};
@@ -426,6 +427,46 @@ impl ObjectStore for S3Store {
                     Err(self.error("DeleteObject", key, failure))
                 }
             }
+        }
+    }
+
+    async fn purge_incomplete(&self, prefix: &str, before: DateTime<Utc>) -> Result<usize> {
+        let mut removed = 0;
+        let mut key_marker: Option<String> = None;
+        let mut upload_marker: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(self.full_key(prefix))
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(upload_marker.take())
+                .send()
+                .await
+                .map_err(|e| self.error("ListMultipartUploads", prefix, Failure::of(&e)))?;
+            for u in page.uploads() {
+                let started = u.initiated().map_or(i64::MIN, |t| t.secs());
+                let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
+                    continue;
+                };
+                if started < before.timestamp() {
+                    self.client
+                        .abort_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .upload_id(id)
+                        .send()
+                        .await
+                        .map_err(|e| self.error("AbortMultipartUpload", key, Failure::of(&e)))?;
+                    removed += 1;
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(removed);
+            }
+            key_marker = page.next_key_marker().map(String::from);
+            upload_marker = page.next_upload_id_marker().map(String::from);
         }
     }
 

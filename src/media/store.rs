@@ -6,6 +6,7 @@ use std::ops::Range;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 
 use crate::error::Result;
 
@@ -49,6 +50,11 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
 
     /// Checks that the store can be reached (directory exists / bucket answers).
     async fn probe(&self) -> Result<()>;
+
+    /// Removes what interrupted writes under `prefix` left behind (temporary files, multipart
+    /// uploads) if they were started before `before`; returns how many were removed. Writes
+    /// started later may still be in progress and are left alone.
+    async fn purge_incomplete(&self, prefix: &str, before: DateTime<Utc>) -> Result<usize>;
 }
 
 /// A streaming write in progress.
