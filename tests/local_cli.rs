@@ -359,9 +359,10 @@ enum Damage {
     Delete,
 }
 
-/// Backs up 3 MiB of random data onto 1 MiB volumes, damages the first segment of the second
-/// volume, and checks that a restore and `verify` both refuse it with a precise message.
-fn damaged_segment(damage: Damage) {
+/// Backs up 3 MiB of random data onto 1 MiB volumes and damages the first segment of the second
+/// volume. Returns the environment, the damaged volume, the entry name and the word the error
+/// must contain.
+fn damaged_backup(damage: &Damage) -> (Env, &'static str, String, &'static str) {
     let env = Env::new();
     let src = env.path("data/ledger");
     random_file(&src.join("big.bin"), 3 << 20, 0xdead_beef);
@@ -402,8 +403,14 @@ fn damaged_segment(damage: Damage) {
             "missing"
         }
     };
+    (env, volume, entry[0].clone(), expect)
+}
 
+/// A restore and `verify` both refuse damaged data with a precise message, and the damaged copy
+/// is marked Missing.
+fn damaged_segment(damage: Damage) {
     // A restore from the original reads the damage and fails.
+    let (env, volume, entry, expect) = damaged_backup(&damage);
     let rst = env.yaml(
         "restore.yaml",
         &restore("back", "ledger", "Original", &env.path("out")),
@@ -416,8 +423,10 @@ fn damaged_segment(damage: Damage) {
         assert!(reason.contains(w), "restore reason lacks {w:?}: {st}");
         assert!(r.stderr.contains(w), "apply stderr lacks {w:?}: {r}");
     }
+    assert_eq!(env.entry_names(None, "Missing"), [entry]);
 
     // verify names the volume, an offset and the work item, and marks the copy Missing.
+    let (env, volume, entry, expect) = damaged_backup(&damage);
     let r = env.run(&["verify"]).expect_fail("verify");
     let out = r.all();
     for w in [
@@ -426,14 +435,51 @@ fn damaged_segment(damage: Damage) {
         "offset",
         "work item ledger",
         expect,
-        &entry[0],
+        &entry,
     ] {
         assert!(out.contains(w), "verify output lacks {w:?}: {r}");
     }
     assert!(env.entry_names(None, "Valid").is_empty());
-    assert_eq!(env.entry_names(None, "Missing"), entry);
+    assert_eq!(env.entry_names(None, "Missing"), [entry]);
     // Nothing Valid is left to verify.
     env.run(&["verify"]).expect_ok("second verify");
+}
+
+#[test]
+fn damaged_duplicate_falls_back_to_the_original() {
+    let env = Env::new();
+    let src = env.path("data/ledger");
+    random_file(&src.join("big.bin"), 3 << 20, 7);
+    let vault = env.path("media/vault");
+    let base = env.yaml(
+        "base.yaml",
+        &[
+            media_class("disk", &env.path("media/disk"), "64Mi", "64Ki", true),
+            media_class("vault", &vault, "64Mi", "1Mi", true),
+            backup_trail("daily", "disk", 1, &[("ledger", &src)]),
+            duplication_trail("vault-7y", "vault", "7y", "Sequential"),
+            duplication_policy("to-vault", "daily", "vault-7y"),
+        ]
+        .join("---\n"),
+    );
+    env.apply(&[&base]).expect_ok("backup and copy");
+    let seg = &segments_below(&vault)[0];
+    let mut b = fs::read(seg).unwrap();
+    let at = b.len() / 2;
+    b[at] ^= 1;
+    fs::write(seg, b).unwrap();
+    let rst = env.yaml("r.yaml", &restore("r", "ledger", "Auto", &env.path("out")));
+    env.apply(&[&rst]).expect_ok("restore falls back");
+    let st = restore_status(&env, "r");
+    assert_eq!(st["phase"], "Succeeded", "{st}");
+    assert_eq!(st["restoredFrom"]["role"], "Original", "{st}");
+    let reason = st["reason"].as_str().unwrap();
+    assert!(reason.contains("duplicate on vault-7y damaged"), "{st}");
+    assert_eq!(env.entry_names(Some("vault-7y"), "Missing").len(), 1);
+    assert_eq!(
+        fs::read(env.path("out/big.bin")).unwrap(),
+        fs::read(src.join("big.bin")).unwrap()
+    );
 }
 
 #[test]

@@ -115,6 +115,14 @@ impl CatalogEntrySpec {
         format!("{}.{}", self.trail, self.instance_id)
     }
 
+    /// `original` or `duplicate`, for messages.
+    pub fn role_word(&self) -> &'static str {
+        match self.role {
+            Role::Original => "original",
+            Role::Duplicate => "duplicate",
+        }
+    }
+
     /// Names of the volumes holding this copy, in order, without repeats.
     pub fn volumes(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();

@@ -330,7 +330,7 @@ impl PlanContext<'_> {
         copies.sort_by_key(|e| (e.role == Role::Original, e.extents.len(), e.trail.clone()));
         let mut skipped = Vec::new();
         for c in copies {
-            let what = format!("{} on {}", role_word(c.role), c.trail);
+            let what = format!("{} on {}", c.role_word(), c.trail);
             match self.unavailable(&c.trail) {
                 Some(why) => skipped.push(format!("{what} skipped: {why}")),
                 None => {
@@ -396,13 +396,6 @@ impl PlanContext<'_> {
             .flat_map(|e| e.extents.iter().map(|x| x.volume.clone()))
             .collect();
         set.into_iter().collect()
-    }
-}
-
-fn role_word(r: Role) -> &'static str {
-    match r {
-        Role::Original => "original",
-        Role::Duplicate => "duplicate",
     }
 }
 

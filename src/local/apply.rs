@@ -301,7 +301,8 @@ impl Local {
         self.run_policies(&mut set, &media, &mut catalog).await?;
         // A restore reads only media that answer now: offline media count as unavailable.
         let reachable = reachable_media(&media).await;
-        self.run_restores(&mut set, &reachable, &catalog).await?;
+        self.run_restores(&mut set, &reachable, &mut catalog)
+            .await?;
         self.run_expiry(&set, &media, &mut catalog).await?;
         self.update_status(&mut set, &media, &catalog).await?;
         self.state.save_resources(&set)?;
@@ -356,13 +357,19 @@ impl Local {
         Ok(added)
     }
 
-    async fn run_task(&mut self, what: &str, task: &Task) -> Option<TaskOutcome> {
+    /// Runs a task in-process, with progress shown.
+    async fn execute(&self, what: &str, task: &Task) -> Result<TaskOutcome> {
         let bar = self
             .progress
             .start(&format!("{what}: {}", worker::describe(task)));
         let r = worker::execute(task).await;
         self.progress.finish(bar);
-        match r {
+        r
+    }
+
+    /// Runs a task; a failure is printed and counted, and `None` returned.
+    async fn run_task(&mut self, what: &str, task: &Task) -> Option<TaskOutcome> {
+        match self.execute(what, task).await {
             Ok(o) => {
                 for n in &o.notes {
                     info!("{what}: {n}");
@@ -577,98 +584,134 @@ impl Local {
         &mut self,
         set: &mut ResourceSet,
         media: &BTreeMap<String, MediaSpec>,
-        catalog: &Catalog,
+        catalog: &mut Catalog,
     ) -> Result<()> {
         let names: Vec<String> = set.restores.keys().cloned().collect();
         for name in names {
             let restore = set.restores[&name].clone();
-            let status = restore.status.clone().unwrap_or_default();
-            if status.phase != RestorePhase::Pending {
+            if restore
+                .status
+                .as_ref()
+                .is_some_and(|s| s.phase != RestorePhase::Pending)
+            {
                 continue;
             }
             let what = format!("restore/{name}");
-            let generation = restore.metadata.generation;
+            let mut st = RestoreStatus {
+                observed_generation: restore.metadata.generation,
+                ..Default::default()
+            };
+            let result = match resolve_location(set, &restore.spec.target) {
+                Ok(target) => {
+                    self.restore_best_copy(&what, &restore, target, set, media, catalog, &mut st)
+                        .await?
+                }
+                Err(e) => Err((e.reason(), e.to_string())),
+            };
+            match result {
+                Ok(o) => {
+                    st.phase = RestorePhase::Succeeded;
+                    st.bytes = o.bytes_read;
+                    st.duration_seconds = Some(o.seconds);
+                    println!(
+                        "{what}: restored {} bytes in {:.2}s from {}",
+                        o.bytes_read, o.seconds, st.reason
+                    );
+                    let c = Condition::new("Ready", true, "Restored", st.reason.clone());
+                    set_condition(&mut st.conditions, c);
+                }
+                Err((reason, msg)) => {
+                    eprintln!("{what}: failed: {msg}");
+                    self.failures.push(format!("{what}: {msg}"));
+                    st.phase = RestorePhase::Failed;
+                    st.reason = msg.clone();
+                    set_condition(
+                        &mut st.conditions,
+                        Condition::new("Ready", false, reason, msg),
+                    );
+                }
+            }
+            st.completed_at = Some(Utc::now());
+            set.restores.get_mut(&name).unwrap().status = Some(st);
+        }
+        Ok(())
+    }
+
+    /// Restores from the best copy of each link; a copy found damaged while reading is marked
+    /// Missing and the choice is made again, so a restore falls back to another copy.
+    #[allow(clippy::too_many_arguments)]
+    async fn restore_best_copy(
+        &mut self,
+        what: &str,
+        restore: &Restore,
+        target: DataSpec,
+        set: &ResourceSet,
+        media: &BTreeMap<String, MediaSpec>,
+        catalog: &mut Catalog,
+        st: &mut RestoreStatus,
+    ) -> Result<std::result::Result<TaskOutcome, (&'static str, String)>> {
+        let mut damaged: Vec<String> = Vec::new();
+        let with_damage = |reason: String, damaged: &[String]| {
+            if damaged.is_empty() {
+                reason
+            } else {
+                format!("{reason}; {}", damaged.join("; "))
+            }
+        };
+        loop {
             let ctx = PlanContext {
                 set,
                 media,
                 catalog,
                 now: Utc::now(),
             };
-            let plan = ctx.plan_restore(&restore);
-            let target = resolve_location(set, &restore.spec.target);
-            let mut st = RestoreStatus {
-                observed_generation: generation,
-                ..Default::default()
+            let plan = match ctx.plan_restore(restore) {
+                Ok(p) => p,
+                Err(reason) => return Ok(Err(("NoCopyAvailable", with_damage(reason, &damaged)))),
             };
-            match (plan, target) {
-                (Err(reason), _) => {
-                    eprintln!("{what}: failed: {reason}");
-                    self.failures.push(format!("{what}: {reason}"));
-                    st.phase = RestorePhase::Failed;
-                    st.reason = reason.clone();
-                    set_condition(
-                        &mut st.conditions,
-                        Condition::new("Ready", false, "NoCopyAvailable", reason),
-                    );
-                }
-                (Ok(_), Err(e)) => {
-                    eprintln!("{what}: failed: {e}");
-                    self.failures.push(format!("{what}: {e}"));
-                    st.phase = RestorePhase::Failed;
-                    st.reason = e.to_string();
-                    set_condition(
-                        &mut st.conditions,
-                        Condition::new("Ready", false, e.reason(), e.to_string()),
-                    );
-                }
-                (Ok(plan), Ok(target)) => {
-                    st.chain = plan
-                        .links
-                        .iter()
-                        .map(|l| RestoredFrom {
-                            trail: l.entry.trail.clone(),
-                            role: l.entry.role,
-                            volumes: l.entry.volumes(),
-                            instance_id: l.entry.instance_id.clone(),
-                        })
-                        .collect();
-                    st.restored_from = st.chain.last().cloned();
-                    st.reason = plan.reasons.last().cloned().unwrap_or_default();
-                    let task = Task::Restore(RestoreTask {
-                        restore: name.clone(),
-                        links: plan.links,
-                        target,
-                    });
-                    match self.run_task(&what, &task).await {
-                        Some(o) => {
-                            st.phase = RestorePhase::Succeeded;
-                            st.bytes = o.bytes_read;
-                            st.duration_seconds = Some(o.seconds);
-                            println!(
-                                "{what}: restored {} bytes in {:.2}s from {}",
-                                o.bytes_read, o.seconds, st.reason
-                            );
-                            set_condition(
-                                &mut st.conditions,
-                                Condition::new("Ready", true, "Restored", st.reason.clone()),
-                            );
-                        }
-                        None => {
-                            st.phase = RestorePhase::Failed;
-                            let msg = self.failures.last().cloned().unwrap_or_default();
-                            st.reason = format!("{}; read failed: {msg}", st.reason);
-                            set_condition(
-                                &mut st.conditions,
-                                Condition::new("Ready", false, "RestoreFailed", msg),
-                            );
-                        }
-                    }
-                    st.completed_at = Some(Utc::now());
-                }
+            st.chain = plan
+                .links
+                .iter()
+                .map(|l| RestoredFrom {
+                    trail: l.entry.trail.clone(),
+                    role: l.entry.role,
+                    volumes: l.entry.volumes(),
+                    instance_id: l.entry.instance_id.clone(),
+                })
+                .collect();
+            st.restored_from = st.chain.last().cloned();
+            st.reason = with_damage(plan.reasons.last().cloned().unwrap_or_default(), &damaged);
+            let links = plan.links.clone();
+            let task = Task::Restore(RestoreTask {
+                restore: restore.name_any(),
+                links: plan.links,
+                target: target.clone(),
+            });
+            let err = match self.execute(what, &task).await {
+                Ok(o) => return Ok(Ok(o)),
+                Err(e) => e,
+            };
+            let Error::Corrupt { volume, .. } = &err else {
+                return Ok(Err((err.reason(), err.to_string())));
+            };
+            let bad: Vec<&RestoreLink> = links
+                .iter()
+                .filter(|l| l.entry.volumes().contains(volume))
+                .collect();
+            if bad.is_empty() {
+                return Ok(Err((err.reason(), err.to_string())));
             }
-            set.restores.get_mut(&name).unwrap().status = Some(st);
+            for l in bad {
+                let entry = l.entry.object_name();
+                catalog.set_state(&entry, EntryState::Missing, err.to_string());
+                self.state.save_entry(&catalog.entries[&entry])?;
+                damaged.push(format!(
+                    "{} on {} damaged: {err}",
+                    l.entry.role_word(),
+                    l.entry.trail
+                ));
+            }
         }
-        Ok(())
     }
 
     async fn run_expiry(
