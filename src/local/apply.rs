@@ -167,6 +167,20 @@ fn resolve_media(set: &ResourceSet) -> (BTreeMap<String, MediaSpec>, Vec<String>
     (out, errors)
 }
 
+/// The media of a trail, unless its class says the media are away (`available: false`): such
+/// media are never read, swept or verified.
+fn readable_media<'a>(
+    set: &ResourceSet,
+    media: &'a BTreeMap<String, MediaSpec>,
+    trail: &str,
+) -> Option<&'a MediaSpec> {
+    let class = set.trail_media_class(trail)?;
+    set.media_classes
+        .get(class)
+        .filter(|mc| mc.spec.available)
+        .and(media.get(class))
+}
+
 /// The media classes whose store answers a probe now.
 async fn reachable_media(media: &BTreeMap<String, MediaSpec>) -> BTreeMap<String, MediaSpec> {
     let mut out = BTreeMap::new();
@@ -327,7 +341,7 @@ impl Local {
             .collect();
         let mut added = 0;
         for t in trails {
-            let Some(spec) = set.trail_media_class(t).and_then(|m| media.get(m)) else {
+            let Some(spec) = readable_media(set, media, t) else {
                 continue;
             };
             let m = match spec.open().await {
@@ -740,7 +754,7 @@ impl Local {
             .cloned()
             .collect();
         for t in trails {
-            let Some(m) = set.trail_media_class(&t).and_then(|m| media.get(m)) else {
+            let Some(m) = readable_media(set, media, &t) else {
                 continue;
             };
             let ctx = PlanContext {
@@ -876,7 +890,7 @@ impl Local {
             .cloned()
             .collect();
         for e in entries {
-            let Some(m) = set.trail_media_class(&e.trail).and_then(|c| media.get(c)) else {
+            let Some(m) = readable_media(&set, &media, &e.trail) else {
                 continue;
             };
             let task = Task::Verify(VerifyTask {
