@@ -1,13 +1,13 @@
 //! MediaClass: where volumes live and what they are like.
 
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{Condition, SecretRef, default_true};
 
 /// Where and how volumes of this class are stored.
-#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[kube(
     group = "mimeo.dev",
     version = "v1alpha1",
@@ -30,14 +30,19 @@ use super::common::{Condition, SecretRef, default_true};
         json_path = ".metadata.creationTimestamp"
     )
 )]
+#[x_kube(validation = Rule::new(
+    "!has(self.blockSize) || !isQuantity(self.volumeCapacity) || !isQuantity(self.blockSize) || quantity(self.volumeCapacity).compareTo(quantity(self.blockSize)) >= 0"
+).message("spec.volumeCapacity must be at least spec.blockSize").field_path(".volumeCapacity"))]
 #[serde(rename_all = "camelCase")]
 pub struct MediaClassSpec {
     /// Exactly one backend.
     pub backend: Backend,
     /// Size at which a volume is sealed and the trail continues on a new one (e.g. `64Mi`).
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))").message("must be a positive quantity such as 64Mi or 10Gi"))]
     pub volume_capacity: String,
     /// Block size on this media (default `1Mi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))").message("must be a positive quantity such as 64Ki or 1Mi"))]
     pub block_size: Option<String>,
     /// Free text: cost or quality class.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -61,7 +66,10 @@ pub enum Location {
 }
 
 /// Exactly one of `filesystem`, `pvc`, `s3`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = Rule::new(
+    "[has(self.filesystem), has(self.pvc), has(self.s3)].filter(x, x).size() == 1"
+).message("exactly one of filesystem, pvc, s3 must be set"))]
 pub struct Backend {
     /// A directory: local mode, or a hostPath/PVC mount in the worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]

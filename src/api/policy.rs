@@ -1,14 +1,14 @@
 //! DuplicationPolicy: what to copy, from which trails, to which trails, and when.
 
 use chrono::{DateTime, Utc};
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{Condition, default_one, default_true};
 
 /// Copies selected instances from source trails onto duplication trails.
-#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[kube(
     group = "mimeo.dev",
     version = "v1alpha1",
@@ -35,6 +35,8 @@ use super::common::{Condition, default_one, default_true};
         json_path = ".metadata.creationTimestamp"
     )
 )]
+#[x_kube(validation = Rule::new("size(self.targets) > 0").message("spec.targets must name at least one DuplicationTrail").field_path(".targets"))]
+#[x_kube(validation = Rule::new("!(self.distribute && has(self.mode) && self.mode == 'Media')").message("spec.distribute cannot be used with mode Media").field_path(".distribute"))]
 #[serde(rename_all = "camelCase")]
 pub struct DuplicationPolicySpec {
     /// BackupTrail (or DuplicationTrail) names to copy from.

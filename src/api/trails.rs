@@ -1,14 +1,14 @@
 //! BackupTrail and DuplicationTrail: ordered sets of volumes that backups and copies write to.
 
 use chrono::{DateTime, Utc};
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{Condition, DataLocation, VolumeStatus, default_one};
 
 /// A trail that backups write to, and the backups themselves.
-#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[kube(
     group = "mimeo.dev",
     version = "v1alpha1",
@@ -30,8 +30,10 @@ use super::common::{Condition, DataLocation, VolumeStatus, default_one};
 #[serde(rename_all = "camelCase")]
 pub struct BackupTrailSpec {
     /// MediaClass of the volumes.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("is immutable: create a new trail instead"))]
     pub media_class_name: String,
     /// How long instances are kept, e.g. `30d`, `7y`, `168h`.
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+[smhdwy])+$') && !self.matches('^(0+[smhdwy])+$')").message("must be a positive duration such as 30d, 7y, 168h or 1h30m"))]
     pub retention: String,
     /// What to back up.
     #[serde(default)]
@@ -57,7 +59,7 @@ pub struct WorkItem {
 }
 
 /// A trail that logical copies are written to.
-#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[kube(
     group = "mimeo.dev",
     version = "v1alpha1",
@@ -79,8 +81,10 @@ pub struct WorkItem {
 #[serde(rename_all = "camelCase")]
 pub struct DuplicationTrailSpec {
     /// MediaClass of the volumes.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("is immutable: create a new trail instead"))]
     pub media_class_name: String,
     /// How long copies are kept, counted from the backup time of the instance.
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+[smhdwy])+$') && !self.matches('^(0+[smhdwy])+$')").message("must be a positive duration such as 30d, 7y, 168h or 1h30m"))]
     pub retention: String,
     /// Sequential (each instance contiguous) or Interleaved (parallel writers share volumes).
     #[serde(default)]
