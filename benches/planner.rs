@@ -250,10 +250,7 @@ fn run(sizes: &[usize], runs: usize, budget: Duration) {
 
 fn sizes_from_env(default: &[usize]) -> Vec<usize> {
     match std::env::var("MIMEO_PLANNER_SIZES") {
-        Ok(s) => s
-            .split(',')
-            .filter_map(|x| x.trim().parse().ok())
-            .collect(),
+        Ok(s) => s.split(',').filter_map(|x| x.trim().parse().ok()).collect(),
         Err(_) => default.to_vec(),
     }
 }

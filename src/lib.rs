@@ -8,6 +8,7 @@ pub mod engine;
 pub mod error;
 pub mod local;
 pub mod media;
+pub mod operator;
 pub mod worker;
 
 pub use error::{Error, Result};

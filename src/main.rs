@@ -131,8 +131,9 @@ async fn run(cli: Cli) -> mimeo::Result<ExitCode> {
             } else {
                 std::fs::read_to_string(&task).map_err(|e| mimeo::Error::io(&task, e))?
             };
-            let task: mimeo::engine::task::Task = serde_json::from_str(&text)
+            let mut task: mimeo::engine::task::Task = serde_json::from_str(&text)
                 .map_err(|e| mimeo::Error::Other(format!("task is not valid: {e}")))?;
+            task.fill_credentials(&mimeo::operator::jobs::credentials_from_env);
             let outcome = mimeo::worker::execute(&task).await?;
             println!(
                 "{}",

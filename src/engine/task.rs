@@ -109,6 +109,9 @@ pub struct S3Target {
     pub region: Option<String>,
     /// Path-style addressing.
     pub force_path_style: bool,
+    /// Secret holding the credentials (a worker pod gets them as environment variables).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
     /// Credentials; never serialised.
     #[serde(skip)]
     pub credentials: Option<S3Credentials>,
@@ -280,6 +283,72 @@ pub enum Task {
     Verify(VerifyTask),
     /// Free expired volumes.
     Scratch(ScratchTask),
+}
+
+impl MediaSpec {
+    /// Secret with this media's S3 credentials, if any.
+    pub fn secret(&self) -> Option<&str> {
+        let s3 = self.backend.s3.as_ref()?;
+        s3.credentials_secret_ref.as_ref().map(|r| r.name.as_str())
+    }
+}
+
+impl Task {
+    /// Every media spec the task touches.
+    fn media_mut(&mut self) -> Vec<&mut MediaSpec> {
+        match self {
+            Task::Backup(t) => vec![&mut t.media],
+            Task::Copy(t) => std::iter::once(&mut t.media)
+                .chain(t.items.iter_mut().map(|i| &mut i.source_media))
+                .collect(),
+            Task::MediaCopy(t) => vec![&mut t.source_media, &mut t.media],
+            Task::Restore(RestoreTask { links, .. }) | Task::Verify(VerifyTask { links }) => {
+                links.iter_mut().map(|l| &mut l.media).collect()
+            }
+            Task::Scratch(t) => vec![&mut t.media],
+        }
+    }
+
+    /// Every S3 source or target the task touches.
+    fn s3_targets_mut(&mut self) -> Vec<&mut S3Target> {
+        let specs: Vec<&mut DataSpec> = match self {
+            Task::Backup(t) => t.items.iter_mut().map(|i| &mut i.source).collect(),
+            Task::Restore(t) => vec![&mut t.target],
+            _ => Vec::new(),
+        };
+        specs
+            .into_iter()
+            .filter_map(|d| match d {
+                DataSpec::S3(t) => Some(t),
+                DataSpec::Path(_) => None,
+            })
+            .collect()
+    }
+
+    /// Names of the Secrets whose credentials the task needs.
+    pub fn secrets(&mut self) -> std::collections::BTreeSet<String> {
+        let mut out: std::collections::BTreeSet<String> = self
+            .media_mut()
+            .into_iter()
+            .filter_map(|m| m.secret().map(String::from))
+            .collect();
+        out.extend(
+            self.s3_targets_mut()
+                .into_iter()
+                .filter_map(|t| t.secret.clone()),
+        );
+        out
+    }
+
+    /// Fills in credentials (never serialised) from `lookup(secret name)`.
+    pub fn fill_credentials(&mut self, lookup: &dyn Fn(&str) -> Option<S3Credentials>) {
+        for m in self.media_mut() {
+            m.credentials = m.secret().and_then(lookup);
+        }
+        for t in self.s3_targets_mut() {
+            t.credentials = t.secret.as_deref().and_then(lookup);
+        }
+    }
 }
 
 /// What a task did.

@@ -230,6 +230,7 @@ fn resolve_location(set: &ResourceSet, loc: &DataLocation) -> Result<DataSpec> {
             prefix,
             region: b.region.clone(),
             force_path_style: b.force_path_style.unwrap_or(false),
+            secret: b.credentials_secret_ref.as_ref().map(|r| r.name.clone()),
             credentials: credentials(set, b.credentials_secret_ref.as_ref())?,
         }));
     }
@@ -239,6 +240,7 @@ fn resolve_location(set: &ResourceSet, loc: &DataLocation) -> Result<DataSpec> {
         prefix: s3.prefix.clone(),
         region: s3.region.clone(),
         force_path_style: s3.force_path_style.unwrap_or(false),
+        secret: s3.credentials_secret_ref.as_ref().map(|r| r.name.clone()),
         credentials: credentials(set, s3.credentials_secret_ref.as_ref())?,
     }))
 }

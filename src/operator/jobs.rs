@@ -1,0 +1,450 @@
+//! Worker Jobs, built purely from a task: a ConfigMap holding the task and a Job that runs
+//! `mimeo worker` on it. No client here, so every field is checked by unit tests.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+use crate::engine::task::Task;
+use crate::error::{Error, Result};
+use crate::media::s3::S3Credentials;
+
+/// User id of worker containers (the distroless `nonroot` user).
+pub const WORKER_UID: i64 = 65532;
+/// Where the task ConfigMap is mounted.
+pub const TASK_DIR: &str = "/etc/mimeo/task";
+/// File name of the task in the ConfigMap.
+pub const TASK_FILE: &str = "task.json";
+/// Label on every object the operator creates for a run.
+pub const LABEL_RUN: &str = "mimeo.dev/run";
+/// Label naming the kind of run (backup, copy, restore, expire).
+pub const LABEL_RUN_KIND: &str = "mimeo.dev/run-kind";
+
+/// Worker defaults (from the chart's values).
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Image with the `mimeo` binary.
+    pub image: String,
+    /// Service account of worker pods.
+    pub service_account: String,
+    /// Upper bound on a run.
+    pub active_deadline_seconds: i64,
+    /// Retries of a failed pod (a retried worker resumes).
+    pub backoff_limit: i32,
+    /// Finished Jobs are removed after this.
+    pub ttl_seconds_after_finished: i32,
+    /// Container resources.
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            image: "ghcr.io/mimeo-dev/mimeo:latest".into(),
+            service_account: "mimeo-worker".into(),
+            active_deadline_seconds: 6 * 3600,
+            backoff_limit: 3,
+            ttl_seconds_after_finished: 3600,
+            resources: None,
+        }
+    }
+}
+
+/// A PersistentVolumeClaim mounted into the worker pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PvcMount {
+    /// Claim name.
+    pub claim: String,
+    /// Mount path in the pod.
+    pub mount_path: String,
+    /// Read-only (backup sources, media read by restores).
+    pub read_only: bool,
+}
+
+/// One run to execute in a worker pod.
+#[derive(Clone, Debug)]
+pub struct WorkerRun {
+    /// Deterministic name of the Job and its ConfigMap (see [`run_name`]).
+    pub name: String,
+    /// Namespace of the resource the run belongs to.
+    pub namespace: String,
+    /// Owner of the run (the BackupTrail, DuplicationPolicy, Restore...).
+    pub owner: OwnerReference,
+    /// Run kind label value.
+    pub kind: String,
+    /// The task, with PVC paths already pointing at `mounts`.
+    pub task: Task,
+    /// Claims to mount.
+    pub mounts: Vec<PvcMount>,
+}
+
+/// Deterministic object name for run `run` of `kind`/`owner`: re-reconciling or restarting the
+/// operator yields the same name, so a second Job for the same run is never created.
+pub fn run_name(kind: &str, owner: &str, run: u64) -> String {
+    let full = format!("mimeo-{kind}-{owner}-{run}");
+    if full.len() <= 63 {
+        return full;
+    }
+    let hash = crate::media::format::name_hash(&full);
+    format!("{}-{:08x}", &full[..50].trim_end_matches('-'), hash as u32)
+}
+
+/// Environment variable that carries `key` of Secret `secret` into a worker.
+pub fn secret_env(secret: &str, key: &str) -> String {
+    let clean: String = secret
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("MIMEO_SECRET_{clean}_{key}")
+}
+
+/// Credentials of Secret `secret` as a worker sees them (environment set by [`build`]).
+pub fn credentials_from_env(secret: &str) -> Option<S3Credentials> {
+    Some(S3Credentials {
+        access_key_id: std::env::var(secret_env(secret, "AWS_ACCESS_KEY_ID")).ok()?,
+        secret_access_key: std::env::var(secret_env(secret, "AWS_SECRET_ACCESS_KEY")).ok()?,
+    })
+}
+
+/// Builds the task ConfigMap and the worker Job of a run.
+pub fn build(run: &WorkerRun, cfg: &WorkerConfig) -> Result<(ConfigMap, Job)> {
+    let labels: BTreeMap<String, String> = [
+        ("app.kubernetes.io/name", "mimeo".to_string()),
+        ("app.kubernetes.io/component", "worker".to_string()),
+        ("app.kubernetes.io/managed-by", "mimeo-operator".to_string()),
+        (LABEL_RUN, run.name.clone()),
+        (LABEL_RUN_KIND, run.kind.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let meta = ObjectMeta {
+        name: Some(run.name.clone()),
+        namespace: Some(run.namespace.clone()),
+        labels: Some(labels.clone()),
+        owner_references: Some(vec![run.owner.clone()]),
+        ..Default::default()
+    };
+    let body = serde_json::to_string_pretty(&run.task)
+        .map_err(|e| Error::Other(format!("task does not serialize: {e}")))?;
+    if body.len() > 900 * 1024 {
+        return Err(Error::Other(format!(
+            "task of run {} is {} bytes, over the ConfigMap limit: split the run",
+            run.name,
+            body.len()
+        )));
+    }
+    let config_map = ConfigMap {
+        metadata: meta.clone(),
+        data: Some([(TASK_FILE.to_string(), body)].into()),
+        ..Default::default()
+    };
+
+    let mut task = run.task.clone();
+    let env: Vec<EnvVar> = task
+        .secrets()
+        .into_iter()
+        .flat_map(|secret| {
+            ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"].map(|key| EnvVar {
+                name: secret_env(&secret, key),
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: secret.clone(),
+                        key: key.into(),
+                        optional: Some(false),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        })
+        .chain(std::iter::once(EnvVar {
+            name: "MIMEO_NAMESPACE".into(),
+            value: Some(run.namespace.clone()),
+            ..Default::default()
+        }))
+        .collect();
+
+    let mut volumes = vec![
+        Volume {
+            name: "task".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: run.name.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+    ];
+    let mut mounts = vec![
+        VolumeMount {
+            name: "task".into(),
+            mount_path: TASK_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..Default::default()
+        },
+    ];
+    for (i, m) in run.mounts.iter().enumerate() {
+        let name = format!("pvc-{i}");
+        volumes.push(Volume {
+            name: name.clone(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: m.claim.clone(),
+                read_only: Some(m.read_only),
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name,
+            mount_path: m.mount_path.clone(),
+            read_only: Some(m.read_only),
+            ..Default::default()
+        });
+    }
+
+    let container = Container {
+        name: "worker".into(),
+        image: Some(cfg.image.clone()),
+        args: Some(vec![
+            "worker".into(),
+            "--task".into(),
+            format!("{TASK_DIR}/{TASK_FILE}"),
+            "--log-json".into(),
+        ]),
+        env: Some(env),
+        volume_mounts: Some(mounts),
+        resources: cfg.resources.clone(),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let job = Job {
+        metadata: meta,
+        spec: Some(JobSpec {
+            backoff_limit: Some(cfg.backoff_limit),
+            active_deadline_seconds: Some(cfg.active_deadline_seconds),
+            ttl_seconds_after_finished: Some(cfg.ttl_seconds_after_finished),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    service_account_name: Some(cfg.service_account.clone()),
+                    automount_service_account_token: Some(true),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(WORKER_UID),
+                        run_as_group: Some(WORKER_UID),
+                        fs_group: Some(WORKER_UID),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Ok((config_map, job))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Backend, PvcBackend, S3Backend, SecretRef};
+    use crate::engine::task::*;
+
+    fn media(name: &str, backend: Backend) -> MediaSpec {
+        MediaSpec {
+            name: name.into(),
+            backend,
+            block_size: 1 << 20,
+            capacity: 64 << 20,
+            mount_path: None,
+            credentials: None,
+        }
+    }
+
+    fn run() -> WorkerRun {
+        let s3 = media(
+            "tapes",
+            Backend {
+                s3: Some(S3Backend {
+                    bucket: "tapes".into(),
+                    credentials_secret_ref: Some(SecretRef {
+                        name: "minio-creds".into(),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        );
+        let mut disk = media(
+            "disk",
+            Backend {
+                pvc: Some(PvcBackend {
+                    claim_name: "media".into(),
+                    sub_path: None,
+                }),
+                ..Default::default()
+            },
+        );
+        disk.mount_path = Some("/mnt/media/disk".into());
+        WorkerRun {
+            name: run_name("copy", "to-vault", 7),
+            namespace: "team-a".into(),
+            owner: OwnerReference {
+                api_version: "mimeo.dev/v1alpha1".into(),
+                kind: "DuplicationPolicy".into(),
+                name: "to-vault".into(),
+                uid: "uid-1".into(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            },
+            kind: "copy".into(),
+            task: Task::MediaCopy(MediaCopyTask {
+                policy: "to-vault".into(),
+                source_trail: "nightly".into(),
+                source_media: s3,
+                trail: "vault".into(),
+                media: disk,
+                retention_secs: 60,
+                session: "s1".into(),
+                entries: Vec::new(),
+            }),
+            mounts: vec![PvcMount {
+                claim: "media".into(),
+                mount_path: "/mnt/media/disk".into(),
+                read_only: false,
+            }],
+        }
+    }
+
+    #[test]
+    fn job_is_deterministic_owned_and_restricted() {
+        let (cm, job) = build(&run(), &WorkerConfig::default()).unwrap();
+        assert_eq!(job.metadata.name.as_deref(), Some("mimeo-copy-to-vault-7"));
+        assert_eq!(cm.metadata.name, job.metadata.name);
+        assert_eq!(
+            job.metadata.owner_references.as_ref().unwrap()[0].name,
+            "to-vault"
+        );
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.backoff_limit, Some(3));
+        assert!(
+            spec.active_deadline_seconds.is_some() && spec.ttl_seconds_after_finished.is_some()
+        );
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(pod.service_account_name.as_deref(), Some("mimeo-worker"));
+        let psc = pod.security_context.as_ref().unwrap();
+        assert_eq!(
+            (psc.run_as_non_root, psc.run_as_user),
+            (Some(true), Some(WORKER_UID))
+        );
+        assert_eq!(
+            psc.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
+        let c = &pod.containers[0];
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_string()][..])
+        );
+        // The read-only root still has a writable /tmp.
+        let mounts = c.volume_mounts.as_ref().unwrap();
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.mount_path == "/tmp" && m.read_only.is_none())
+        );
+        assert!(mounts.iter().any(|m| m.mount_path == "/mnt/media/disk"));
+    }
+
+    #[test]
+    fn credentials_come_from_secret_refs_never_from_the_task() {
+        let (cm, job) = build(&run(), &WorkerConfig::default()).unwrap();
+        let body = &cm.data.as_ref().unwrap()[TASK_FILE];
+        assert!(!body.to_lowercase().contains("secret_access_key"));
+        let env = job.spec.unwrap().template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap();
+        let names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
+        assert!(
+            names.contains(&"MIMEO_SECRET_MINIO_CREDS_AWS_ACCESS_KEY_ID"),
+            "{names:?}"
+        );
+        let from = env
+            .iter()
+            .find(|e| e.name == "MIMEO_SECRET_MINIO_CREDS_AWS_SECRET_ACCESS_KEY")
+            .and_then(|e| e.value_from.as_ref())
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .unwrap();
+        assert_eq!(
+            (from.name.as_str(), from.key.as_str()),
+            ("minio-creds", "AWS_SECRET_ACCESS_KEY")
+        );
+        // The worker reads them back by the same names and fills the task.
+        let mut task: Task = serde_json::from_str(body).unwrap();
+        task.fill_credentials(&|s| {
+            (s == "minio-creds").then(|| S3Credentials {
+                access_key_id: "a".into(),
+                secret_access_key: "b".into(),
+            })
+        });
+        let Task::MediaCopy(t) = task else {
+            unreachable!()
+        };
+        assert_eq!(t.source_media.credentials.unwrap().access_key_id, "a");
+        assert_eq!(t.media.mount_path.as_deref(), Some("/mnt/media/disk"));
+    }
+
+    #[test]
+    fn long_names_stay_valid_and_distinct() {
+        let a = run_name("restore", &"x".repeat(80), 1);
+        let b = run_name("restore", &"x".repeat(80), 2);
+        assert!(a.len() <= 63 && b.len() <= 63);
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,3 @@
+//! The Kubernetes operator: worker Jobs now; controllers build on them.
+
+pub mod jobs;
