@@ -429,6 +429,8 @@ class Bench:
         if self.fast:
             self.backends["tmpfs"] = Backend("fs", "filesystem (tmpfs)", root=self.fast / "media")
         self.backends["s3"] = Backend("s3", "S3 (s3s-fs, loopback)", s3=self.s3, bucket="media")
+        if self.a.backends:
+            self.backends = {k: v for k, v in self.backends.items() if k in self.a.backends}
         self.bases = {}
         self.results["setup"] = {}
         for name, be in self.backends.items():
@@ -480,8 +482,10 @@ class Bench:
                                       text=True).stdout)
             rmtree(dst)
             return {"seconds": t_cp + t_sync, "cp_only": t_cp, "bytes": size}
-        dst = f"s3b:peer/r{n}/nightly"
-        t = self.shell(f"rclone copy s3a:media/src-{name}/nightly {dst}", "rclone-copy", env=self.renv)
+        # Trailing slashes: without them rclone first HEADs the path as a possible object, which
+        # s3s-fs answers (500) only after a long time when it is a directory.
+        dst = f"s3b:peer/r{n}/nightly/"
+        t = self.shell(f"rclone copy s3a:media/src-{name}/nightly/ {dst}", "rclone-copy", env=self.renv)
         size = int(subprocess.run(f"du -sb {self.s3.data / 'peer' / f'r{n}'} | cut -f1", shell=True,
                                   capture_output=True, text=True).stdout)
         rmtree(self.s3.data / "peer" / f"r{n}")
@@ -685,6 +689,8 @@ def main():
     p.add_argument("--mimeo", default=str(ROOT / "target/release/mimeo"))
     p.add_argument("--only", type=lambda s: s.split(","), default=None,
                    help="comma-separated sections: dup,restore,memory,sweep,planner")
+    p.add_argument("--backends", type=lambda s: s.split(","), default=None,
+                   help="comma-separated subset of disk,tmpfs,s3 (all)")
     p.add_argument("--out", default=str(ROOT / "bench"), help="where results.json goes (bench/)")
     p.add_argument("--keep", action="store_true", help="keep states and media after the run")
     a = p.parse_args()

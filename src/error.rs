@@ -60,6 +60,9 @@ pub enum Error {
     /// A feature that this driver cannot provide (e.g. PVCs in local mode).
     #[error("{0}")]
     Unsupported(String),
+    /// The Kubernetes API failed.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
     /// Anything else, with context.
     #[error("{0}")]
     Other(String),
@@ -101,6 +104,7 @@ impl Error {
             Error::Unavailable { .. } => "NoCopyAvailable",
             Error::Refused { .. } => "RefusedEntry",
             Error::Unsupported(_) => "Unsupported",
+            Error::Kube(_) => "KubeError",
             Error::Other(_) => "Failed",
         }
     }

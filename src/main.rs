@@ -45,6 +45,42 @@ enum Command {
     },
     /// Print the CustomResourceDefinitions as YAML.
     Crdgen,
+    /// Run the Kubernetes operator (in cluster, or out of cluster with a kubeconfig).
+    Operator {
+        /// Address of /metrics, /healthz and /readyz.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        metrics_addr: std::net::SocketAddr,
+        /// Watch only these namespaces (all when empty). One namespace is supported today.
+        #[arg(long, env = "MIMEO_WATCH_NAMESPACES", value_delimiter = ',')]
+        namespaces: Vec<String>,
+        /// Image of worker pods.
+        #[arg(long, env = "MIMEO_WORKER_IMAGE")]
+        worker_image: String,
+        /// Service account of worker pods.
+        #[arg(
+            long,
+            env = "MIMEO_WORKER_SERVICE_ACCOUNT",
+            default_value = "mimeo-worker"
+        )]
+        worker_service_account: String,
+        /// Upper bound on one worker run, seconds.
+        #[arg(
+            long,
+            env = "MIMEO_WORKER_ACTIVE_DEADLINE_SECONDS",
+            default_value_t = 21600
+        )]
+        worker_active_deadline_seconds: i64,
+        /// Retries of a failed worker pod.
+        #[arg(long, env = "MIMEO_WORKER_BACKOFF_LIMIT", default_value_t = 3)]
+        worker_backoff_limit: i32,
+        /// Finished worker Jobs are removed after this many seconds.
+        #[arg(
+            long,
+            env = "MIMEO_WORKER_TTL_SECONDS_AFTER_FINISHED",
+            default_value_t = 3600
+        )]
+        worker_ttl_seconds_after_finished: i32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -125,6 +161,38 @@ async fn run(cli: Cli) -> mimeo::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { dir } => mimeo::demo::run(dir).await.map(|_| ExitCode::SUCCESS),
+        Command::Operator {
+            metrics_addr,
+            namespaces,
+            worker_image,
+            worker_service_account,
+            worker_active_deadline_seconds,
+            worker_backoff_limit,
+            worker_ttl_seconds_after_finished,
+        } => {
+            if namespaces.len() > 1 {
+                return Err(mimeo::Error::Unsupported(format!(
+                    "--namespaces {}: watching several namespaces is not supported yet; watch one or all",
+                    namespaces.join(",")
+                )));
+            }
+            let namespace = namespaces.into_iter().next();
+            let worker = mimeo::operator::jobs::WorkerConfig {
+                image: worker_image,
+                service_account: worker_service_account,
+                active_deadline_seconds: worker_active_deadline_seconds,
+                backoff_limit: worker_backoff_limit,
+                ttl_seconds_after_finished: worker_ttl_seconds_after_finished,
+                resources: None,
+            };
+            mimeo::operator::run(mimeo::operator::OperatorArgs {
+                metrics_addr,
+                namespace,
+                worker,
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Worker { task } => {
             let text = if task.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin()).map_err(|e| mimeo::Error::io("-", e))?

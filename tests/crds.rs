@@ -8,12 +8,14 @@ fn committed_crds_match_crdgen() {
         .expect("mimeo crdgen runs");
     assert!(out.status.success());
     let generated = String::from_utf8(out.stdout).unwrap();
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/crds.yaml"))
-        .expect("crds/crds.yaml exists");
-    assert!(
-        generated == committed,
-        "crds/crds.yaml is stale: run `cargo run -- crdgen > crds/crds.yaml`"
-    );
+    for path in ["crds/crds.yaml", "charts/mimeo/crds/crds.yaml"] {
+        let committed =
+            std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).expect(path);
+        assert!(
+            generated == committed,
+            "{path} is stale: run `cargo run -- crdgen > {path}`"
+        );
+    }
     for kind in [
         "MediaClass",
         "BackupTrail",

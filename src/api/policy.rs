@@ -115,6 +115,9 @@ pub enum DuplicationMode {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DuplicationPolicyStatus {
+    /// Runs started so far; names the next run's Jobs deterministically.
+    #[serde(default)]
+    pub runs: u64,
     /// The last run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<RunSummary>,

@@ -325,6 +325,14 @@ impl Task {
             .collect()
     }
 
+    /// Names of the media classes the task reads or writes.
+    pub fn media_classes(&mut self) -> std::collections::BTreeSet<String> {
+        self.media_mut()
+            .into_iter()
+            .map(|m| m.name.clone())
+            .collect()
+    }
+
     /// Names of the Secrets whose credentials the task needs.
     pub fn secrets(&mut self) -> std::collections::BTreeSet<String> {
         let mut out: std::collections::BTreeSet<String> = self

@@ -86,7 +86,7 @@ pub struct WorkerRun {
 
 /// Deterministic object name for run `run` of `kind`/`owner`: re-reconciling or restarting the
 /// operator yields the same name, so a second Job for the same run is never created.
-pub fn run_name(kind: &str, owner: &str, run: u64) -> String {
+pub fn run_name(kind: &str, owner: &str, run: &str) -> String {
     let full = format!("mimeo-{kind}-{owner}-{run}");
     if full.len() <= 63 {
         return full;
@@ -328,7 +328,7 @@ mod tests {
         );
         disk.mount_path = Some("/mnt/media/disk".into());
         WorkerRun {
-            name: run_name("copy", "to-vault", 7),
+            name: run_name("copy", "to-vault", "7"),
             namespace: "team-a".into(),
             owner: OwnerReference {
                 api_version: "mimeo.dev/v1alpha1".into(),
@@ -442,8 +442,8 @@ mod tests {
 
     #[test]
     fn long_names_stay_valid_and_distinct() {
-        let a = run_name("restore", &"x".repeat(80), 1);
-        let b = run_name("restore", &"x".repeat(80), 2);
+        let a = run_name("restore", &"x".repeat(80), "1");
+        let b = run_name("restore", &"x".repeat(80), "2");
         assert!(a.len() <= 63 && b.len() <= 63);
         assert_ne!(a, b);
     }

@@ -1,0 +1,113 @@
+//! What every controller shares: the client, reflector stores of all Mimeo kinds (so a
+//! reconcile reads memory, never relists), worker settings and metrics.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::batch::v1::Job;
+use kube::runtime::reflector::Store;
+use kube::{Client, ResourceExt};
+
+use super::jobs::WorkerConfig;
+use super::metrics::Metrics;
+use crate::api::*;
+use crate::engine::catalog::Catalog;
+use crate::engine::task::MediaSpec;
+
+/// Stores kept in sync by watches.
+#[derive(Clone)]
+pub struct Stores {
+    /// MediaClasses.
+    pub media_classes: Store<MediaClass>,
+    /// BackupTrails.
+    pub backup_trails: Store<BackupTrail>,
+    /// DuplicationTrails.
+    pub duplication_trails: Store<DuplicationTrail>,
+    /// DuplicationPolicies.
+    pub policies: Store<DuplicationPolicy>,
+    /// CatalogEntries.
+    pub catalog: Store<CatalogEntry>,
+    /// Worker Jobs.
+    pub jobs: Store<Job>,
+}
+
+/// Shared state of the controllers.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Watched state.
+    pub stores: Stores,
+    /// Worker defaults.
+    pub worker: WorkerConfig,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+fn in_ns<K>(store: &Store<K>, ns: &str) -> Vec<Arc<K>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone,
+{
+    store
+        .state()
+        .into_iter()
+        .filter(|o| o.namespace().as_deref() == Some(ns))
+        .collect()
+}
+
+impl Context {
+    /// The resources of one namespace, as the planner sees them.
+    pub fn resource_set(&self, ns: &str) -> ResourceSet {
+        let mut set = ResourceSet::default();
+        for o in in_ns(&self.stores.media_classes, ns) {
+            set.insert(Resource::MediaClass((*o).clone()));
+        }
+        for o in in_ns(&self.stores.backup_trails, ns) {
+            set.insert(Resource::BackupTrail((*o).clone()));
+        }
+        for o in in_ns(&self.stores.duplication_trails, ns) {
+            set.insert(Resource::DuplicationTrail((*o).clone()));
+        }
+        for o in in_ns(&self.stores.policies, ns) {
+            set.insert(Resource::DuplicationPolicy((*o).clone()));
+        }
+        set
+    }
+
+    /// The catalog of one namespace.
+    pub fn catalog(&self, ns: &str) -> Catalog {
+        let mut c = Catalog::default();
+        for e in in_ns(&self.stores.catalog, ns) {
+            c.entries.insert(e.name_any(), (*e).clone());
+        }
+        c
+    }
+
+    /// Media classes of a namespace, resolved for worker pods (PVC media mounted under
+    /// `/mnt/media/NAME`; credentials travel by Secret reference, never in the task).
+    pub fn media(&self, set: &ResourceSet) -> BTreeMap<String, MediaSpec> {
+        set.media_classes
+            .iter()
+            .filter_map(|(name, mc)| {
+                let mut m = MediaSpec::from_class(mc, None).ok()?;
+                if mc.spec.backend.pvc.is_some() {
+                    m.mount_path = Some(media_mount(name, mc));
+                }
+                Some((name.clone(), m))
+            })
+            .collect()
+    }
+}
+
+/// Where a PVC-backed media class is mounted in worker pods.
+pub fn media_mount(name: &str, mc: &MediaClass) -> String {
+    let sub = mc
+        .spec
+        .backend
+        .pvc
+        .as_ref()
+        .and_then(|p| p.sub_path.clone())
+        .unwrap_or_default();
+    format!("/mnt/media/{name}/{}", sub.trim_matches('/'))
+        .trim_end_matches('/')
+        .to_string()
+}

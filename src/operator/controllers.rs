@@ -1,0 +1,860 @@
+//! The controllers. Each reconcile is one pipeline: fetch (reflector stores, no API reads) →
+//! validate → plan and build (pure: planner and Job builder) → apply (create the run's
+//! ConfigMap and Job, idempotent by name) → status (written only when it changed).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::context::{Context, media_mount};
+use super::jobs::{PvcMount, WorkerRun, build, run_name};
+use super::metrics::{ErrorLabels, ResourceLabels, RunLabels};
+use crate::api::*;
+use crate::engine::planner::PlanContext;
+use crate::engine::task::*;
+use crate::error::{Error, Result};
+
+/// How a finished or running Job looks from its status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobState {
+    /// Still running (or retrying).
+    Running,
+    /// Completed.
+    Succeeded,
+    /// Failed for good, with the reason.
+    Failed(String),
+}
+
+/// Reads a Job's outcome from its status.
+pub fn job_state(job: &Job) -> JobState {
+    let Some(st) = &job.status else {
+        return JobState::Running;
+    };
+    if st.succeeded.unwrap_or(0) > 0 {
+        return JobState::Succeeded;
+    }
+    let failed = st
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Failed" && c.status == "True");
+    match failed {
+        Some(c) => JobState::Failed(format!(
+            "worker Job {} failed: {}",
+            job.name_any(),
+            c.message.clone().or(c.reason.clone()).unwrap_or_default()
+        )),
+        None => JobState::Running,
+    }
+}
+
+fn owner_ref<K: kube::Resource<DynamicType = ()>>(obj: &K) -> OwnerReference {
+    obj.controller_owner_ref(&())
+        .expect("objects from the API have a uid")
+}
+
+/// Resolves a work item source or restore target for a worker pod: PVCs are mounted under
+/// `/mnt/data/CLAIM`; S3 prefixes are reached with the Secret's credentials.
+pub fn resolve_for_pod(
+    set: &ResourceSet,
+    loc: &DataLocation,
+    read_only: bool,
+) -> Result<(DataSpec, Option<PvcMount>)> {
+    if let Some(p) = &loc.pvc {
+        let root = format!("/mnt/data/{}", p.claim_name);
+        let path = match &p.path {
+            Some(sub) => format!("{root}/{}", sub.trim_matches('/')),
+            None => root.clone(),
+        };
+        let mount = PvcMount {
+            claim: p.claim_name.clone(),
+            mount_path: root,
+            read_only,
+        };
+        return Ok((DataSpec::Path(path), Some(mount)));
+    }
+    if loc.path.is_some() {
+        return Err(Error::Unsupported(
+            "a path source or target only exists in local mode; use pvc or s3 in a cluster".into(),
+        ));
+    }
+    let s3 = loc.s3.as_ref().expect("validated: exactly one location");
+    let (endpoint, bucket, base, region, path_style, secret) = match &s3.media_class_name {
+        Some(mc) => {
+            let b = set
+                .media_classes
+                .get(mc)
+                .and_then(|c| c.spec.backend.s3.clone())
+                .ok_or_else(|| Error::Other(format!("MediaClass {mc} has no s3 backend")))?;
+            (
+                b.endpoint,
+                b.bucket,
+                b.prefix.unwrap_or_default(),
+                b.region,
+                b.force_path_style.unwrap_or(false),
+                b.credentials_secret_ref.map(|r| r.name),
+            )
+        }
+        None => (
+            s3.endpoint.clone(),
+            s3.bucket.clone().unwrap_or_default(),
+            String::new(),
+            s3.region.clone(),
+            s3.force_path_style.unwrap_or(false),
+            s3.credentials_secret_ref.as_ref().map(|r| r.name.clone()),
+        ),
+    };
+    let prefix = [base.trim_matches('/'), s3.prefix.trim_matches('/')]
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("/");
+    Ok((
+        DataSpec::S3(S3Target {
+            endpoint,
+            bucket,
+            prefix,
+            region,
+            force_path_style: path_style,
+            secret,
+            credentials: None,
+        }),
+        None,
+    ))
+}
+
+/// Mounts of the PVC-backed media classes a task uses.
+pub fn media_mounts(set: &ResourceSet, task: &mut Task) -> Vec<PvcMount> {
+    task.media_classes()
+        .into_iter()
+        .filter_map(|name| {
+            let mc = set.media_classes.get(&name)?;
+            let pvc = mc.spec.backend.pvc.as_ref()?;
+            let mount = media_mount(&name, mc);
+            let root = match &pvc.sub_path {
+                Some(sub) => mount
+                    .strip_suffix(&format!("/{}", sub.trim_matches('/')))
+                    .unwrap_or(&mount)
+                    .to_string(),
+                None => mount,
+            };
+            Some(PvcMount {
+                claim: pvc.claim_name.clone(),
+                mount_path: root,
+                read_only: false,
+            })
+        })
+        .collect()
+}
+
+async fn create_run(ctx: &Context, run: &WorkerRun) -> Result<()> {
+    let (cm, job) = build(run, &ctx.worker)?;
+    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &run.namespace);
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &run.namespace);
+    for r in [
+        cms.create(&PostParams::default(), &cm).await.map(|_| ()),
+        jobs.create(&PostParams::default(), &job).await.map(|_| ()),
+    ] {
+        match r {
+            Ok(()) => {}
+            // The run already exists: a re-reconcile or a restarted operator.
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Status without condition timestamps, for "did anything change" comparisons.
+fn comparable<S: Serialize>(status: &S) -> serde_json::Value {
+    let mut v = serde_json::to_value(status).unwrap_or_default();
+    if let Some(cs) = v.get_mut("conditions").and_then(|c| c.as_array_mut()) {
+        for c in cs {
+            if let Some(o) = c.as_object_mut() {
+                o.remove("lastTransitionTime");
+            }
+        }
+    }
+    v
+}
+
+/// Writes `new` to the status subresource, only if it differs from `old`.
+async fn write_status<K, S>(ctx: &Context, obj: &K, old: Option<&S>, new: &S) -> Result<()>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+    S: Serialize,
+{
+    if old.map(comparable) == Some(comparable(new)) {
+        return Ok(());
+    }
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let patch = serde_json::json!({ "status": new });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn event<K: kube::Resource<DynamicType = ()>>(
+    recorder: &Recorder,
+    obj: &K,
+    warning: bool,
+    reason: &str,
+    note: String,
+) {
+    let ev = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&ev, &obj.object_ref(&())).await {
+        tracing::warn!("cannot publish event: {e}");
+    }
+}
+
+fn jobs_of<'a>(
+    ctx: &'a Context,
+    ns: &'a str,
+    prefix: &'a str,
+) -> impl Iterator<Item = Arc<Job>> + 'a {
+    ctx.stores
+        .jobs
+        .state()
+        .into_iter()
+        .filter(move |j| j.namespace().as_deref() == Some(ns) && j.name_any().starts_with(prefix))
+}
+
+/// Reconciles a Restore: choose the copy (Auto prefers an available duplicate), start one
+/// worker, follow its Job.
+pub async fn reconcile_restore(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = r.namespace().unwrap_or_default();
+    let name = r.name_any();
+    let generation = r.metadata.generation.unwrap_or(0);
+    let old = r.status.clone();
+    let mut st = old.clone().unwrap_or_default();
+    if matches!(st.phase, RestorePhase::Succeeded | RestorePhase::Failed)
+        && st.observed_generation == Some(generation)
+    {
+        return Ok(Action::await_change());
+    }
+    let recorder = Recorder::new(ctx.client.clone(), "mimeo-operator".into());
+    let job_name = run_name("restore", &name, &generation.to_string());
+    if st.phase == RestorePhase::Running
+        && st.observed_generation == Some(generation)
+        && let Some(job) = jobs_of(&ctx, &ns, &job_name).find(|j| j.name_any() == job_name)
+    {
+        match job_state(&job) {
+            JobState::Running => {}
+            JobState::Succeeded => {
+                st.phase = RestorePhase::Succeeded;
+                st.completed_at = Some(Utc::now());
+                let c = Condition::new("Ready", true, "Restored", st.reason.clone());
+                set_condition(&mut st.conditions, c);
+                count_run(&ctx, "restore", "Succeeded");
+                event(&recorder, r.as_ref(), false, "Restored", st.reason.clone()).await;
+            }
+            JobState::Failed(msg) => {
+                st.phase = RestorePhase::Failed;
+                st.completed_at = Some(Utc::now());
+                st.reason = format!("{}; {msg}", st.reason);
+                let c = Condition::new("Ready", false, "WorkerFailed", msg.clone());
+                set_condition(&mut st.conditions, c);
+                count_run(&ctx, "restore", "Failed");
+                event(&recorder, r.as_ref(), true, "WorkerFailed", msg).await;
+            }
+        }
+        write_status(&ctx, r.as_ref(), old.as_ref(), &st).await?;
+        return Ok(Action::await_change());
+    }
+    // Fetch and validate.
+    let set = ctx.resource_set(&ns);
+    let problems: Vec<String> = r
+        .spec
+        .validate()
+        .into_iter()
+        .chain(set.check_references(&Resource::Restore((*r).clone())))
+        .map(|e| format!("field {}: {}", e.field, e.message))
+        .collect();
+    let fail = |st: &mut RestoreStatus, reason: &str, msg: String| {
+        st.phase = RestorePhase::Failed;
+        st.reason = msg.clone();
+        st.observed_generation = Some(generation);
+        set_condition(
+            &mut st.conditions,
+            Condition::new("Ready", false, reason, msg),
+        );
+    };
+    if let Some(p) = problems.first() {
+        fail(&mut st, "InvalidSpec", p.clone());
+        event(&recorder, r.as_ref(), true, "InvalidSpec", p.clone()).await;
+        write_status(&ctx, r.as_ref(), old.as_ref(), &st).await?;
+        return Ok(Action::await_change());
+    }
+    // Plan (pure): which copy of every link.
+    let catalog = ctx.catalog(&ns);
+    let media = ctx.media(&set);
+    let plan = PlanContext {
+        set: &set,
+        media: &media,
+        catalog: &catalog,
+        now: Utc::now(),
+    }
+    .plan_restore(&r);
+    let plan = match plan {
+        Ok(p) => p,
+        Err(reason) => {
+            fail(&mut st, "NoCopyAvailable", reason.clone());
+            event(&recorder, r.as_ref(), true, "NoCopyAvailable", reason).await;
+            write_status(&ctx, r.as_ref(), old.as_ref(), &st).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let (target, target_mount) = match resolve_for_pod(&set, &r.spec.target, false) {
+        Ok(x) => x,
+        Err(e) => {
+            fail(&mut st, e.reason(), e.to_string());
+            event(&recorder, r.as_ref(), true, e.reason(), e.to_string()).await;
+            write_status(&ctx, r.as_ref(), old.as_ref(), &st).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    st.chain = plan
+        .links
+        .iter()
+        .map(|l| RestoredFrom {
+            trail: l.entry.trail.clone(),
+            role: l.entry.role,
+            volumes: l.entry.volumes(),
+            instance_id: l.entry.instance_id.clone(),
+        })
+        .collect();
+    st.restored_from = st.chain.last().cloned();
+    st.reason = plan.reasons.last().cloned().unwrap_or_default();
+    st.bytes = plan.links.iter().map(|l| l.entry.bytes).sum();
+    let mut task = Task::Restore(RestoreTask {
+        restore: name.clone(),
+        links: plan.links,
+        target,
+    });
+    let mut mounts = media_mounts(&set, &mut task);
+    mounts.extend(target_mount);
+    // Apply.
+    create_run(
+        &ctx,
+        &WorkerRun {
+            name: job_name,
+            namespace: ns,
+            owner: owner_ref(r.as_ref()),
+            kind: "restore".into(),
+            task,
+            mounts,
+        },
+    )
+    .await?;
+    st.phase = RestorePhase::Running;
+    st.observed_generation = Some(generation);
+    set_condition(
+        &mut st.conditions,
+        Condition::new("Ready", false, "Running", st.reason.clone()),
+    );
+    event(&recorder, r.as_ref(), false, "Started", st.reason.clone()).await;
+    write_status(&ctx, r.as_ref(), old.as_ref(), &st).await?;
+    Ok(Action::await_change())
+}
+
+fn count_run(ctx: &Context, kind: &str, outcome: &str) {
+    ctx.metrics
+        .runs
+        .get_or_create(&RunLabels {
+            kind: kind.into(),
+            outcome: outcome.into(),
+        })
+        .inc();
+}
+
+/// Reconciles a DuplicationPolicy: one run at a time; a run is planned from the catalog
+/// (uncopied instances by default) when new instances appear or the schedule is due.
+pub async fn reconcile_policy(p: Arc<DuplicationPolicy>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = p.namespace().unwrap_or_default();
+    let name = p.name_any();
+    let generation = p.metadata.generation;
+    let old = p.status.clone();
+    let mut st = old.clone().unwrap_or_default();
+    let recorder = Recorder::new(ctx.client.clone(), "mimeo-operator".into());
+    st.observed_generation = generation;
+    if p.spec.suspend {
+        set_condition(
+            &mut st.conditions,
+            Condition::new(
+                "Ready",
+                true,
+                "Suspended",
+                "spec.suspend is true: no new runs",
+            ),
+        );
+        write_status(&ctx, p.as_ref(), old.as_ref(), &st).await?;
+        return Ok(Action::await_change());
+    }
+    let set = ctx.resource_set(&ns);
+    let problems: Vec<String> = p
+        .spec
+        .validate()
+        .into_iter()
+        .chain(set.check_references(&Resource::DuplicationPolicy((*p).clone())))
+        .map(|e| format!("field {}: {}", e.field, e.message))
+        .collect();
+    if let Some(msg) = problems.first() {
+        set_condition(
+            &mut st.conditions,
+            Condition::new("Ready", false, "InvalidSpec", msg.clone()),
+        );
+        event(&recorder, p.as_ref(), true, "InvalidSpec", msg.clone()).await;
+        write_status(&ctx, p.as_ref(), old.as_ref(), &st).await?;
+        return Ok(Action::await_change());
+    }
+    let prefix = run_name("copy", &name, &format!("{}-", st.runs));
+    let running = st.last_run.as_ref().is_some_and(|r| r.outcome == "Running");
+    let catalog = ctx.catalog(&ns);
+    let media = ctx.media(&set);
+    let plan_ctx = PlanContext {
+        set: &set,
+        media: &media,
+        catalog: &catalog,
+        now: Utc::now(),
+    };
+    if running {
+        let jobs: Vec<Arc<Job>> = jobs_of(&ctx, &ns, &prefix).collect();
+        let states: Vec<JobState> = jobs.iter().map(|j| job_state(j)).collect();
+        if jobs.is_empty() || states.contains(&JobState::Running) {
+            // Not created yet (or still running): make sure every planned Job exists.
+            start_run(&ctx, &p, &set, plan_ctx.plan_duplication(&p), st.runs).await?;
+            return Ok(Action::requeue(Duration::from_secs(300)));
+        }
+        let failures: Vec<String> = states
+            .into_iter()
+            .filter_map(|s| match s {
+                JobState::Failed(m) => Some(m),
+                _ => None,
+            })
+            .collect();
+        let last = st.last_run.as_mut().expect("running");
+        last.end = Some(Utc::now());
+        let ok = failures.is_empty();
+        last.outcome = if ok { "Succeeded" } else { "Failed" }.into();
+        last.message = failures.join("; ");
+        count_run(&ctx, "copy", &last.outcome);
+        if ok {
+            ctx.metrics.bytes_copied.inc_by(last.bytes);
+            ctx.metrics
+                .last_success
+                .get_or_create(&ResourceLabels {
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                })
+                .set(Utc::now().timestamp());
+        }
+        let (reason, msg) = if ok {
+            (
+                "RunSucceeded",
+                format!("{} instances, {} bytes", last.instances, last.bytes),
+            )
+        } else {
+            ("RunFailed", last.message.clone())
+        };
+        set_condition(
+            &mut st.conditions,
+            Condition::new("Ready", ok, reason, msg.clone()),
+        );
+        event(&recorder, p.as_ref(), !ok, reason, msg).await;
+        write_status(&ctx, p.as_ref(), old.as_ref(), &st).await?;
+        return Ok(Action::await_change());
+    }
+    // Schedule: absent = run whenever there is something to copy.
+    if let Some(expr) = &p.spec.schedule {
+        let cron = crate::api::validate::parse_cron(expr).map_err(Error::Other)?;
+        let after = st
+            .last_run
+            .as_ref()
+            .map(|r| r.start)
+            .or_else(|| {
+                p.metadata.creation_timestamp.as_ref().map(|t| {
+                    chrono::DateTime::from_timestamp(t.0.as_second(), 0).unwrap_or_default()
+                })
+            })
+            .unwrap_or_else(Utc::now);
+        let next = cron
+            .find_next_occurrence(&after, false)
+            .map_err(|e| Error::Other(e.to_string()))?;
+        if next > Utc::now() {
+            st.next_run = Some(next);
+            write_status(&ctx, p.as_ref(), old.as_ref(), &st).await?;
+            let wait = (next - Utc::now()).to_std().unwrap_or_default();
+            return Ok(Action::requeue(wait + Duration::from_secs(1)));
+        }
+    }
+    let tasks = plan_ctx.plan_duplication(&p);
+    if tasks.is_empty() {
+        return Ok(Action::await_change());
+    }
+    let (instances, bytes) = tasks.iter().fold((0u64, 0u64), |(n, b), t| match t {
+        Task::Copy(c) => (
+            n + c.items.len() as u64,
+            b + c.items.iter().map(|i| i.source.bytes).sum::<u64>(),
+        ),
+        Task::MediaCopy(m) => (n + m.entries.len() as u64, b),
+        _ => (n, b),
+    });
+    // Record the run first: its number names the Jobs, so a retry creates the same ones.
+    st.runs += 1;
+    st.last_run = Some(RunSummary {
+        start: Utc::now(),
+        end: None,
+        instances,
+        bytes,
+        outcome: "Running".into(),
+        message: String::new(),
+    });
+    set_condition(
+        &mut st.conditions,
+        Condition::new(
+            "Ready",
+            true,
+            "Running",
+            format!("run {} copies {instances} instances", st.runs),
+        ),
+    );
+    write_status(&ctx, p.as_ref(), old.as_ref(), &st).await?;
+    start_run(&ctx, &p, &set, tasks, st.runs).await?;
+    event(
+        &recorder,
+        p.as_ref(),
+        false,
+        "RunStarted",
+        format!("run {}: {instances} instances", st.runs),
+    )
+    .await;
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+async fn start_run(
+    ctx: &Context,
+    p: &DuplicationPolicy,
+    set: &ResourceSet,
+    tasks: Vec<Task>,
+    run: u64,
+) -> Result<()> {
+    for (i, mut task) in tasks.into_iter().enumerate() {
+        let mounts = media_mounts(set, &mut task);
+        create_run(
+            ctx,
+            &WorkerRun {
+                name: run_name("copy", &p.name_any(), &format!("{run}-{i}")),
+                namespace: p.namespace().unwrap_or_default(),
+                owner: owner_ref(p),
+                kind: "copy".into(),
+                task,
+                mounts,
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Reconciles a BackupTrail: one backup per spec generation or run-now token, in a worker.
+pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = t.namespace().unwrap_or_default();
+    let name = t.name_any();
+    let generation = t.metadata.generation;
+    let old = t.status.clone();
+    let mut st = old.clone().unwrap_or_default();
+    let recorder = Recorder::new(ctx.client.clone(), "mimeo-operator".into());
+    let token = t.annotations().get(RUN_NOW_ANNOTATION).cloned();
+    let due = st.last_run_generation != generation || (token.is_some() && token != st.last_run_now);
+    let instances = ctx.catalog(&ns).valid().filter(|e| e.trail == name).count() as u64;
+    st.instances = instances;
+    st.observed_generation = generation;
+    if !due || t.spec.work_items.is_empty() {
+        write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
+        return Ok(Action::await_change());
+    }
+    let run = format!(
+        "{}-{:x}",
+        generation.unwrap_or(0),
+        crate::media::format::name_hash(token.as_deref().unwrap_or("")) as u16
+    );
+    let job_name = run_name("backup", &name, &run);
+    if let Some(job) = jobs_of(&ctx, &ns, &job_name).find(|j| j.name_any() == job_name) {
+        let (ok, reason, msg) = match job_state(&job) {
+            JobState::Running => return Ok(Action::await_change()),
+            JobState::Succeeded => (true, "BackupSucceeded", format!("backup run {run} done")),
+            JobState::Failed(m) => (false, "BackupFailed", m),
+        };
+        st.last_run = Some(Utc::now());
+        st.last_run_generation = generation;
+        st.last_run_now = token;
+        count_run(&ctx, "backup", if ok { "Succeeded" } else { "Failed" });
+        set_condition(
+            &mut st.conditions,
+            Condition::new("Ready", ok, reason, msg.clone()),
+        );
+        event(&recorder, t.as_ref(), !ok, reason, msg).await;
+        write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
+        return Ok(Action::await_change());
+    }
+    let set = ctx.resource_set(&ns);
+    let problems: Vec<String> = t
+        .spec
+        .validate()
+        .into_iter()
+        .chain(set.check_references(&Resource::BackupTrail((*t).clone())))
+        .map(|e| format!("field {}: {}", e.field, e.message))
+        .collect();
+    if let Some(msg) = problems.first() {
+        set_condition(
+            &mut st.conditions,
+            Condition::new("Ready", false, "InvalidSpec", msg.clone()),
+        );
+        event(&recorder, t.as_ref(), true, "InvalidSpec", msg.clone()).await;
+        write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
+        return Ok(Action::await_change());
+    }
+    let catalog = ctx.catalog(&ns);
+    let media = ctx.media(&set);
+    let mut mounts: BTreeMap<String, PvcMount> = BTreeMap::new();
+    let resolve = |loc: &DataLocation| {
+        resolve_for_pod(&set, loc, true).map(|(d, m)| {
+            if let Some(m) = m {
+                mounts.insert(m.claim.clone(), m);
+            }
+            d
+        })
+    };
+    let resolve = std::cell::RefCell::new(resolve);
+    let task = PlanContext {
+        set: &set,
+        media: &media,
+        catalog: &catalog,
+        now: Utc::now(),
+    }
+    .plan_backup(&t, &|loc| (resolve.borrow_mut())(loc));
+    let mut task = match task {
+        Ok(task) => Task::Backup(task),
+        Err(e) => {
+            set_condition(
+                &mut st.conditions,
+                Condition::new("Ready", false, e.reason(), e.to_string()),
+            );
+            event(&recorder, t.as_ref(), true, e.reason(), e.to_string()).await;
+            write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let mut all_mounts: Vec<PvcMount> = mounts.into_values().collect();
+    all_mounts.extend(media_mounts(&set, &mut task));
+    create_run(
+        &ctx,
+        &WorkerRun {
+            name: job_name,
+            namespace: ns,
+            owner: owner_ref(t.as_ref()),
+            kind: "backup".into(),
+            task,
+            mounts: all_mounts,
+        },
+    )
+    .await?;
+    set_condition(
+        &mut st.conditions,
+        Condition::new(
+            "Ready",
+            true,
+            "BackupRunning",
+            format!("backup run {run} started"),
+        ),
+    );
+    event(
+        &recorder,
+        t.as_ref(),
+        false,
+        "BackupStarted",
+        format!("run {run}"),
+    )
+    .await;
+    write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
+    Ok(Action::await_change())
+}
+
+/// Error policy: invalid specs wait for a change (they are in status already); transient
+/// errors retry with backoff.
+pub fn error_policy<K>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    let controller = K::kind(&()).to_string();
+    ctx.metrics
+        .errors
+        .get_or_create(&ErrorLabels {
+            controller,
+            reason: err.reason().into(),
+        })
+        .inc();
+    tracing::warn!(name = %obj.meta().name.clone().unwrap_or_default(), "reconcile failed: {err}");
+    if err.is_transient() {
+        Action::requeue(Duration::from_secs(15))
+    } else {
+        Action::requeue(Duration::from_secs(300))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+
+    fn set() -> ResourceSet {
+        let text = r#"
+apiVersion: mimeo.dev/v1alpha1
+kind: MediaClass
+metadata: {name: tapes}
+spec: {backend: {s3: {bucket: tapes, prefix: t, endpoint: "http://minio:9000", credentialsSecretRef: {name: creds}}}, volumeCapacity: 64Mi}
+---
+apiVersion: mimeo.dev/v1alpha1
+kind: MediaClass
+metadata: {name: disk}
+spec: {backend: {pvc: {claimName: media, subPath: vols}}, volumeCapacity: 64Mi}
+"#;
+        let mut set = ResourceSet::default();
+        for r in parse_documents(text, "t.yaml").unwrap() {
+            set.insert(r);
+        }
+        set
+    }
+
+    #[test]
+    fn job_states() {
+        let mut job = Job::default();
+        assert_eq!(job_state(&job), JobState::Running);
+        job.status = Some(JobStatus {
+            succeeded: Some(1),
+            ..Default::default()
+        });
+        assert_eq!(job_state(&job), JobState::Succeeded);
+        job.status = Some(JobStatus {
+            conditions: Some(vec![JobCondition {
+                type_: "Failed".into(),
+                status: "True".into(),
+                message: Some("BackoffLimitExceeded".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        assert!(
+            matches!(job_state(&job), JobState::Failed(m) if m.contains("BackoffLimitExceeded"))
+        );
+    }
+
+    #[test]
+    fn locations_resolve_to_mounts_or_s3_with_secret_refs() {
+        let set = set();
+        let pvc = DataLocation {
+            pvc: Some(PvcLocation {
+                claim_name: "app-a".into(),
+                path: Some("/data/".into()),
+            }),
+            ..Default::default()
+        };
+        let (spec, mount) = resolve_for_pod(&set, &pvc, true).unwrap();
+        assert!(matches!(spec, DataSpec::Path(p) if p == "/mnt/data/app-a/data"));
+        assert_eq!(
+            mount,
+            Some(PvcMount {
+                claim: "app-a".into(),
+                mount_path: "/mnt/data/app-a".into(),
+                read_only: true
+            })
+        );
+        let s3 = DataLocation {
+            s3: Some(S3Location {
+                media_class_name: Some("tapes".into()),
+                prefix: "apps/b".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let (spec, mount) = resolve_for_pod(&set, &s3, true).unwrap();
+        let DataSpec::S3(t) = spec else {
+            panic!("s3 expected")
+        };
+        assert_eq!(
+            (t.bucket.as_str(), t.prefix.as_str()),
+            ("tapes", "t/apps/b")
+        );
+        assert_eq!(t.secret.as_deref(), Some("creds"));
+        assert!(mount.is_none());
+        let path = DataLocation {
+            path: Some("/x".into()),
+            ..Default::default()
+        };
+        let err = resolve_for_pod(&set, &path, true).unwrap_err();
+        assert!(err.to_string().contains("local mode"), "{err}");
+    }
+
+    #[test]
+    fn pvc_media_are_mounted_at_their_claim_root() {
+        let set = set();
+        let media = MediaSpec::from_class(&set.media_classes["disk"], None).unwrap();
+        let mut task = Task::Scratch(ScratchTask {
+            trail: "t".into(),
+            media,
+            keep: Vec::new(),
+        });
+        let mounts = media_mounts(&set, &mut task);
+        assert_eq!(
+            mounts,
+            [PvcMount {
+                claim: "media".into(),
+                mount_path: "/mnt/media/disk".into(),
+                read_only: false
+            }]
+        );
+        assert_eq!(
+            media_mount("disk", &set.media_classes["disk"]),
+            "/mnt/media/disk/vols"
+        );
+    }
+
+    #[test]
+    fn status_comparison_ignores_condition_times() {
+        let mut a = RestoreStatus::default();
+        set_condition(&mut a.conditions, Condition::new("Ready", true, "R", "m"));
+        let mut b = a.clone();
+        b.conditions[0].last_transition_time += chrono::TimeDelta::seconds(5);
+        assert_eq!(comparable(&a), comparable(&b));
+        b.reason = "other".into();
+        assert_ne!(comparable(&a), comparable(&b));
+    }
+}
