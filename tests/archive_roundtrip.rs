@@ -71,6 +71,11 @@ fn assert_same_tree_notices_differences() {
     let mut bytes = fs::read(b.join("data/random.bin")).unwrap();
     bytes[1234] ^= 1;
     fs::write(b.join("data/random.bin"), bytes).unwrap();
+    // Keep the original mtime, so only the contents differ.
+    let mtime = filetime::FileTime::from_last_modification_time(
+        &fs::metadata(a.join("data/random.bin")).unwrap(),
+    );
+    filetime::set_file_mtime(b.join("data/random.bin"), mtime).unwrap();
     expect_panic(&b, "data/random.bin: contents differ at byte 1234");
 
     let b = copy("mtime");
