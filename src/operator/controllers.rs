@@ -599,7 +599,7 @@ pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<
     st.observed_generation = generation;
     if !due || t.spec.work_items.is_empty() {
         write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
-        return Ok(Action::await_change());
+        return sweep_expiry(&ctx, t.as_ref(), &recorder).await;
     }
     let run = format!(
         "{}-{:x}",
@@ -706,6 +706,236 @@ pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<
     .await;
     write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
     Ok(Action::await_change())
+}
+
+/// Marks a trail's entries Expired once their retention passed (a Valid incremental keeps its
+/// parent), frees the trail's volumes that hold no Valid entry in a worker, and requeues at
+/// the next expiry, so nothing is polled on a timer.
+async fn sweep_expiry<K>(ctx: &Context, trail: &K, recorder: &Recorder) -> Result<Action>
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    let ns = trail.meta().namespace.clone().unwrap_or_default();
+    let name = trail.meta().name.clone().unwrap_or_default();
+    let set = ctx.resource_set(&ns);
+    let catalog = ctx.catalog(&ns);
+    let media = ctx.media(&set);
+    let now = Utc::now();
+    let plan = PlanContext {
+        set: &set,
+        media: &media,
+        catalog: &catalog,
+        now,
+    };
+    let expired: Vec<(String, String)> = plan
+        .plan_expiry()
+        .into_iter()
+        .filter(|(entry, _)| catalog.entries[entry].spec.trail == name)
+        .collect();
+    let api: Api<CatalogEntry> = Api::namespaced(ctx.client.clone(), &ns);
+    for (entry, why) in &expired {
+        let patch = serde_json::json!({"status": {"state": "Expired", "message": why}});
+        api.patch_status(entry, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    if !expired.is_empty() {
+        // Volumes still holding a Valid entry (the store does not show the new states yet).
+        let gone: std::collections::BTreeSet<&String> = expired.iter().map(|e| &e.0).collect();
+        let keep: Vec<String> = catalog
+            .valid()
+            .filter(|e| e.trail == name && !gone.contains(&e.object_name()))
+            .flat_map(|e| e.extents.iter().map(|x| x.volume.clone()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if let Some(m) = set.trail_media_class(&name).and_then(|c| media.get(c)) {
+            let mut task = Task::Scratch(ScratchTask {
+                trail: name.clone(),
+                media: m.clone(),
+                keep,
+            });
+            let mounts = media_mounts(&set, &mut task);
+            let run = format!("{}", now.timestamp());
+            create_run(
+                ctx,
+                &WorkerRun {
+                    name: run_name("expire", &name, &run),
+                    namespace: ns.clone(),
+                    owner: trail.controller_owner_ref(&()).expect("uid"),
+                    kind: "expire".into(),
+                    task,
+                    mounts,
+                },
+            )
+            .await?;
+        }
+        count_run(ctx, "expire", "Succeeded");
+        event(
+            recorder,
+            trail,
+            false,
+            "Expired",
+            format!("{} catalog entries expired", expired.len()),
+        )
+        .await;
+    }
+    // Wake up at the next expiry of this trail.
+    let next = catalog
+        .valid()
+        .filter(|e| e.trail == name && !expired.iter().any(|x| x.0 == e.object_name()))
+        .map(|e| e.expires_at)
+        .min();
+    Ok(match next {
+        Some(t) if t > now => {
+            Action::requeue((t - now).to_std().unwrap_or_default() + Duration::from_secs(1))
+        }
+        Some(_) => Action::requeue(Duration::from_secs(60)),
+        None => Action::await_change(),
+    })
+}
+
+/// Reconciles a DuplicationTrail: status from the catalog, and expiry.
+pub async fn reconcile_duplication_trail(
+    t: Arc<DuplicationTrail>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
+    let ns = t.namespace().unwrap_or_default();
+    let name = t.name_any();
+    let old = t.status.clone();
+    let mut st = old.clone().unwrap_or_default();
+    let catalog = ctx.catalog(&ns);
+    let valid: Vec<&CatalogEntrySpec> = catalog.valid().filter(|e| e.trail == name).collect();
+    st.instances = valid.len() as u64;
+    st.bytes = valid.iter().map(|e| e.bytes).sum();
+    st.last_run = valid.iter().map(|e| e.created_at).max();
+    st.observed_generation = t.metadata.generation;
+    let ready = ctx
+        .resource_set(&ns)
+        .media_classes
+        .contains_key(&t.spec.media_class_name);
+    let (reason, msg) = if ready {
+        ("Ready", format!("{} copies", st.instances))
+    } else {
+        (
+            "MediaClassNotFound",
+            format!(
+                "field spec.mediaClassName: MediaClass {:?} not found",
+                t.spec.media_class_name
+            ),
+        )
+    };
+    set_condition(
+        &mut st.conditions,
+        Condition::new("Ready", ready, reason, msg),
+    );
+    write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
+    let recorder = Recorder::new(ctx.client.clone(), "mimeo-operator".into());
+    sweep_expiry(&ctx, t.as_ref(), &recorder).await
+}
+
+/// Reconciles a MediaClass: is its backend reachable (S3 bucket answers with the referenced
+/// Secret's credentials; PVC exists and is bound)? `available: false` is reported as such.
+pub async fn reconcile_media_class(mc: Arc<MediaClass>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = mc.namespace().unwrap_or_default();
+    let old = mc.status.clone();
+    let mut st = old.clone().unwrap_or_default();
+    st.observed_generation = mc.metadata.generation;
+    let b = &mc.spec.backend;
+    let probe: std::result::Result<(), String> = if let Some(s3) = &b.s3 {
+        let creds = match &s3.credentials_secret_ref {
+            Some(r) => {
+                let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+                    Api::namespaced(ctx.client.clone(), &ns);
+                match secrets.get_opt(&r.name).await? {
+                    None => Err(format!("Secret {:?} not found", r.name)),
+                    Some(s) => {
+                        let get = |k: &str| {
+                            s.data
+                                .as_ref()
+                                .and_then(|d| d.get(k))
+                                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+                        };
+                        match (get("AWS_ACCESS_KEY_ID"), get("AWS_SECRET_ACCESS_KEY")) {
+                            (Some(a), Some(k)) => Ok(Some(crate::media::s3::S3Credentials {
+                                access_key_id: a,
+                                secret_access_key: k,
+                            })),
+                            _ => Err(format!(
+                                "Secret {:?} lacks AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY",
+                                r.name
+                            )),
+                        }
+                    }
+                }
+            }
+            None => Ok(None),
+        };
+        match creds {
+            Err(e) => Err(e),
+            Ok(creds) => match MediaSpec::from_class(&mc, creds) {
+                Err(e) => Err(e.to_string()),
+                Ok(spec) => match spec.open().await {
+                    Err(e) => Err(e.to_string()),
+                    Ok(m) => m.store.probe().await.map_err(|e| e.to_string()),
+                },
+            },
+        }
+    } else if let Some(p) = &b.pvc {
+        let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+            Api::namespaced(ctx.client.clone(), &ns);
+        match pvcs.get_opt(&p.claim_name).await? {
+            None => Err(format!(
+                "PersistentVolumeClaim {:?} not found",
+                p.claim_name
+            )),
+            Some(c) => match c.status.and_then(|s| s.phase).as_deref() {
+                Some("Bound") => Ok(()),
+                phase => Err(format!(
+                    "PersistentVolumeClaim {:?} is {}",
+                    p.claim_name,
+                    phase.unwrap_or("Pending")
+                )),
+            },
+        }
+    } else {
+        Err("a filesystem backend is only reachable in local mode".into())
+    };
+    st.reachable = Some(probe.is_ok());
+    let catalog = ctx.catalog(&ns);
+    let set = ctx.resource_set(&ns);
+    let on_class =
+        |e: &&CatalogEntrySpec| set.trail_media_class(&e.trail) == Some(mc.name_any().as_str());
+    let entries: Vec<&CatalogEntrySpec> = catalog.valid().filter(on_class).collect();
+    st.bytes = entries.iter().map(|e| e.bytes).sum();
+    st.volumes = entries
+        .iter()
+        .flat_map(|e| {
+            e.extents
+                .iter()
+                .map(|x| (e.trail.clone(), x.volume.clone()))
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .len() as u64;
+    let (ok, reason, msg) = match (&probe, mc.spec.available) {
+        (_, false) => (
+            false,
+            "Unavailable",
+            "spec.available is false: media are away and are not read".to_string(),
+        ),
+        (Ok(()), true) => (true, "Reachable", "backend answered".to_string()),
+        (Err(e), true) => (false, "Unreachable", e.clone()),
+    };
+    set_condition(
+        &mut st.conditions,
+        Condition::new("Ready", ok, reason, msg.clone()),
+    );
+    if old.as_ref().and_then(|o| o.reachable) != st.reachable && !ok {
+        let recorder = Recorder::new(ctx.client.clone(), "mimeo-operator".into());
+        event(&recorder, mc.as_ref(), true, reason, msg).await;
+    }
+    write_status(&ctx, mc.as_ref(), old.as_ref(), &st).await?;
+    // Reachability changes without any object changing: probe again in a while.
+    Ok(Action::requeue(Duration::from_secs(300)))
 }
 
 /// Error policy: invalid specs wait for a change (they are in status already); transient

@@ -174,11 +174,32 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
             ctx.clone(),
         )
         .for_each(|_| futures::future::ready(()));
+    let dup_trails = Controller::new(
+        api::<DuplicationTrail>(&client, &ns),
+        watcher::Config::default(),
+    )
+    .owns(api::<Job>(&client, &ns), jobs_cfg())
+    .shutdown_on_signal()
+    .run(
+        controllers::reconcile_duplication_trail,
+        controllers::error_policy,
+        ctx.clone(),
+    )
+    .for_each(|_| futures::future::ready(()));
+    let media_classes =
+        Controller::new(api::<MediaClass>(&client, &ns), watcher::Config::default())
+            .shutdown_on_signal()
+            .run(
+                controllers::reconcile_media_class,
+                controllers::error_policy,
+                ctx.clone(),
+            )
+            .for_each(|_| futures::future::ready(()));
     let reflectors = async {
         tokio::join!(f1, f2, f3, f4, f5, f6);
     };
     tokio::select! {
-        _ = async { tokio::join!(restores, policies, backups) } => {}
+        _ = async { tokio::join!(restores, policies, backups, dup_trails, media_classes) } => {}
         _ = reflectors => {}
         r = server => r?,
         _ = readiness_forever(readiness) => {}
