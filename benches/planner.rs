@@ -103,7 +103,7 @@ fn entry(
         parent: None,
         extents,
         bytes: 64 << 20,
-        digest: format!("sha256:{:064x}", day),
+        digest: format!("sha256:{day:064x}"),
         created_at: backup_time,
         expires_at: backup_time + TimeDelta::days(90),
     }
@@ -188,11 +188,11 @@ fn time_runs(runs: usize, budget: Duration, mut f: impl FnMut() -> usize) -> (Ve
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
+    let mid = s.len() / 2;
+    if s.len() & 1 == 1 {
+        s[mid]
     } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
+        (s[mid - 1] + s[mid]) / 2.0
     }
 }
 
@@ -210,16 +210,12 @@ fn report(entries: usize, op: &str, times: &[f64], result: usize) {
     let min = times.iter().copied().fold(f64::INFINITY, f64::min);
     let max = times.iter().copied().fold(0.0, f64::max);
     let med = median(times);
+    let runs = times.len();
     println!(
-        "{entries:>8} entries  {op:<18} median {:>10.4} s  (min {:.4}, max {:.4}, {} runs)  result {result}",
-        med,
-        min,
-        max,
-        times.len()
+        "{entries:>8} entries  {op:<18} median {med:>10.4} s  (min {min:.4}, max {max:.4}, {runs} runs)  result {result}"
     );
     println!(
-        "BENCH {{\"bench\":\"planner\",\"entries\":{entries},\"op\":\"{op}\",\"median_s\":{med},\"min_s\":{min},\"max_s\":{max},\"runs\":{},\"result\":{result}}}",
-        times.len()
+        "BENCH {{\"bench\":\"planner\",\"entries\":{entries},\"op\":\"{op}\",\"median_s\":{med},\"min_s\":{min},\"max_s\":{max},\"runs\":{runs},\"result\":{result}}}"
     );
 }
 

@@ -285,6 +285,34 @@ pub enum Task {
     Scratch(ScratchTask),
 }
 
+/// S3 credentials from a Secret (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` in `data` or
+/// `stringData`). The error names the Secret, never a value.
+pub fn secret_credentials(secret: &k8s_openapi::api::core::v1::Secret) -> Result<S3Credentials> {
+    let get = |k: &str| -> Option<String> {
+        secret
+            .string_data
+            .as_ref()
+            .and_then(|d| d.get(k).cloned())
+            .or_else(|| {
+                secret
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get(k))
+                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            })
+    };
+    match (get("AWS_ACCESS_KEY_ID"), get("AWS_SECRET_ACCESS_KEY")) {
+        (Some(access_key_id), Some(secret_access_key)) => Ok(S3Credentials {
+            access_key_id,
+            secret_access_key,
+        }),
+        _ => Err(Error::Other(format!(
+            "Secret {} must hold AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+            kube::ResourceExt::name_any(secret)
+        ))),
+    }
+}
+
 impl MediaSpec {
     /// Secret with this media's S3 credentials, if any.
     pub fn secret(&self) -> Option<&str> {

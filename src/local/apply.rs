@@ -122,27 +122,7 @@ fn credentials(set: &ResourceSet, secret: Option<&SecretRef>) -> Result<Option<S
         .secrets
         .get(&r.name)
         .ok_or_else(|| Error::Other(format!("Secret {} not found", r.name)))?;
-    let get = |k: &str| -> Option<String> {
-        s.string_data
-            .as_ref()
-            .and_then(|d| d.get(k).cloned())
-            .or_else(|| {
-                s.data
-                    .as_ref()
-                    .and_then(|d| d.get(k))
-                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-            })
-    };
-    match (get("AWS_ACCESS_KEY_ID"), get("AWS_SECRET_ACCESS_KEY")) {
-        (Some(a), Some(s)) => Ok(Some(S3Credentials {
-            access_key_id: a,
-            secret_access_key: s,
-        })),
-        _ => Err(Error::Other(format!(
-            "Secret {} must hold AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
-            r.name
-        ))),
-    }
+    secret_credentials(s).map(Some)
 }
 
 /// Resolves every media class (credentials included). Classes that fail are reported and left

@@ -848,24 +848,7 @@ pub async fn reconcile_media_class(mc: Arc<MediaClass>, ctx: Arc<Context>) -> Re
                     Api::namespaced(ctx.client.clone(), &ns);
                 match secrets.get_opt(&r.name).await? {
                     None => Err(format!("Secret {:?} not found", r.name)),
-                    Some(s) => {
-                        let get = |k: &str| {
-                            s.data
-                                .as_ref()
-                                .and_then(|d| d.get(k))
-                                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
-                        };
-                        match (get("AWS_ACCESS_KEY_ID"), get("AWS_SECRET_ACCESS_KEY")) {
-                            (Some(a), Some(k)) => Ok(Some(crate::media::s3::S3Credentials {
-                                access_key_id: a,
-                                secret_access_key: k,
-                            })),
-                            _ => Err(format!(
-                                "Secret {:?} lacks AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY",
-                                r.name
-                            )),
-                        }
-                    }
+                    Some(s) => secret_credentials(&s).map(Some).map_err(|e| e.to_string()),
                 }
             }
             None => Ok(None),
