@@ -246,6 +246,9 @@ async fn run(cli: Cli) -> mimeo::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    // kube (ring) and the AWS SDK (aws-lc-rs) both bring a rustls crypto provider: pick one
+    // for the process, or rustls cannot choose and panics on the first TLS connection.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     init_tracing(cli.log_json);
     let rt = tokio::runtime::Builder::new_multi_thread()

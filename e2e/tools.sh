@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Builds the end-to-end tools into e2e/bin/ from Go modules (no binary downloads):
+#   mimeo-controlplane  etcd (embedded) + kube-apiserver + kube-controller-manager  (e2e/controlplane)
+#   kubectl             k8s.io/kubernetes/cmd/kubectl, same version as the API server (e2e/controlplane's go.mod)
+#   helm                helm.sh/helm/v3/cmd/helm@$HELM_VERSION
+#
+# Idempotent and cached: a binary is rebuilt only when its inputs (sources, go.mod, go.sum,
+# versions, flags) change; Go's own build cache (GOCACHE) makes a rebuild incremental.
+# Usage: bash e2e/tools.sh            (prints how long each build took)
+#        MIMEO_E2E_FORCE=1 bash e2e/tools.sh   (ignore the stamps, still uses GOCACHE)
+set -euo pipefail
+
+E2E="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+BIN="${MIMEO_E2E_BIN:-$E2E/bin}"
+CP="$E2E/controlplane"
+HELM_VERSION="${HELM_VERSION:-v3.19.0}"
+# Keep in step with the k8s.io/kubernetes version in controlplane/go.mod.
+K8S_VERSION="$(awk '$1 == "k8s.io/kubernetes" { print $2; exit }' "$CP/go.mod")"
+K8S_MINOR="$(echo "$K8S_VERSION" | cut -d. -f2)"
+
+command -v go >/dev/null || { echo "tools.sh: go is not installed (Go >= 1.24 needed)" >&2; exit 1; }
+mkdir -p "$BIN"
+export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
+# The default GOPROXY is needed (the module proxy is reachable, direct VCS is not).
+export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
+
+stamp_of() { # inputs... -> hash
+  { go version; printf '%s\n' "$@"; } | sha256sum | cut -d' ' -f1
+}
+
+# build NAME STAMP CMD...: run CMD unless bin/NAME exists with the same stamp.
+build() {
+  local name="$1" stamp="$2"; shift 2
+  local sfile="$BIN/.$name.stamp"
+  if [[ -z "${MIMEO_E2E_FORCE:-}" && -x "$BIN/$name" && -f "$sfile" && "$(cat "$sfile")" == "$stamp" ]]; then
+    echo "tools.sh: $name up to date (0s)"
+    return 0
+  fi
+  local t0=$SECONDS
+  echo "tools.sh: building $name ..."
+  rm -f "$sfile"
+  "$@"
+  echo "$stamp" > "$sfile"
+  echo "tools.sh: built $name in $((SECONDS - t0))s"
+}
+
+VERSION_LDFLAGS=""
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  VERSION_LDFLAGS+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$K8S_MINOR -X $pkg.gitTreeState=clean"
+done
+K8S_LDFLAGS="-s -w$VERSION_LDFLAGS"
+
+cp_inputs() {
+  (cd "$CP" && cat go.mod go.sum ./*.go | sha256sum | cut -d' ' -f1)
+}
+
+T0=$SECONDS
+CP_STAMP="$(stamp_of controlplane "$(cp_inputs)" "$K8S_LDFLAGS")"
+build mimeo-controlplane "$CP_STAMP" \
+  bash -c 'cd "$1" && go build -ldflags "$2" -o "$3" .' _ "$CP" "$K8S_LDFLAGS" "$BIN/mimeo-controlplane"
+
+KUBECTL_STAMP="$(stamp_of kubectl "$(cd "$CP" && cat go.mod go.sum | sha256sum)" "$K8S_LDFLAGS")"
+build kubectl "$KUBECTL_STAMP" \
+  bash -c 'cd "$1" && go build -ldflags "$2" -o "$3" k8s.io/kubernetes/cmd/kubectl' _ "$CP" "$K8S_LDFLAGS" "$BIN/kubectl"
+
+# helm is built from its own module (its own go.mod and go.sum, checked by the checksum
+# database), with the ldflags its Makefile sets.
+HELM_LDFLAGS="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+HELM_LDFLAGS+=" -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$K8S_MINOR"
+HELM_LDFLAGS+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$K8S_MINOR"
+HELM_STAMP="$(stamp_of helm "$HELM_VERSION" "$HELM_LDFLAGS")"
+build helm "$HELM_STAMP" \
+  env GOBIN="$BIN" go install -ldflags "$HELM_LDFLAGS" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+
+echo "tools.sh: all tools ready in $((SECONDS - T0))s: $(ls "$BIN" | tr '\n' ' ')"
+"$BIN/kubectl" version --client 2>/dev/null | head -1
+"$BIN/helm" version --short
