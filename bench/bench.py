@@ -124,9 +124,13 @@ class Timer:
             sys.stderr.write(err_path.read_text(errors="replace")[-4000:])
             raise SystemExit(f"command failed ({p.returncode}): {cmd} (log: {base}.*)")
         peak = None
+        self.last_cpu = None
         if rss and tv.exists():
-            m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", tv.read_text())
+            t = tv.read_text()
+            m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", t)
             peak = int(m[1]) if m else None
+            cpu = re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)", t)
+            self.last_cpu = sum(float(x) for x in cpu) if cpu else None
         return wall, peak, out_path.read_text(errors="replace")
 
 
@@ -209,6 +213,11 @@ class S3Server:
             self.proc.wait()
         raise SystemExit("s3s-fs did not start (see s3s-fs.log)")
 
+    def cpu(self):
+        """CPU seconds (user + system) the server has used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def bucket(self, name):
         (self.data / name).mkdir(parents=True, exist_ok=True)
 
@@ -247,16 +256,20 @@ class Bench:
         (self.work / "bin").mkdir(parents=True, exist_ok=True)
         self.mimeo = str(self.work / "bin" / "mimeo")
         shutil.copy2(args.mimeo, self.mimeo)
+        self.mimeo_b = None
+        if args.mimeo_b:
+            self.mimeo_b = str(self.work / "bin" / "mimeo-b")
+            shutil.copy2(args.mimeo_b, self.mimeo_b)
         self.timer = Timer(self.work / "logs")
         self.results = {"config": {}, "machine": {}, "runs": {}}
         self.run_id = 0
 
     # -- basic operations --------------------------------------------------------------------
 
-    def apply(self, state, yaml_text, name, rss=True, check=True):
+    def apply(self, state, yaml_text, name, rss=True, check=True, binary=None):
         f = Path(state).parent / f"{Path(state).name}-{name}.yaml"
         f.write_text(yaml_text)
-        return self.timer.run([self.mimeo, "local", "--state", str(state), "apply", "-f", str(f)],
+        return self.timer.run([binary or self.mimeo, "local", "--state", str(state), "apply", "-f", str(f)],
                               name, rss=rss, check=check)
 
     def get(self, state, kind, name):
@@ -344,7 +357,7 @@ class Bench:
         return state
 
     def duplicate(self, base, backend, mode, items, block, volume, tag, layout="Sequential",
-                  parallelism=None, keep=False):
+                  parallelism=None, keep=False, binary=None):
         """One duplication run into a fresh target trail. Returns its figures (and the state
         and target when `keep`)."""
         n = self.next_id()
@@ -360,7 +373,9 @@ class Bench:
             "apiVersion: mimeo.dev/v1alpha1\nkind: DuplicationPolicy\nmetadata: {name: p}\n"
             f"spec: {{sourceTrails: [nightly], targets: [dup], mode: {mode}{par}{sel}}}\n",
         )
-        wall, rss, _ = self.apply(state, y, f"dup-{tag}")
+        s0 = self.server_cpu()
+        wall, rss, _ = self.apply(state, y, f"dup-{tag}", binary=binary)
+        cpu, server = self.timer.last_cpu, self.server_cpu(s0)
         st = self.get(state, "duplicationpolicies", "p")["status"]["lastRun"]
         if st.get("outcome") != "Succeeded":
             raise SystemExit(f"duplication {tag} failed: {st}")
@@ -369,6 +384,7 @@ class Bench:
             "seconds": parse_time(st["end"]) - parse_time(st["start"]),
             "wall": wall, "rss_kib": rss, "instances": st["instances"],
             "written": dt["bytes"],  # physical bytes on the target volumes
+            "cpu": cpu, "server_cpu": server,
         }
         if keep:
             return r, state, sub
@@ -376,22 +392,38 @@ class Bench:
         backend.remove(sub)
         return r
 
-    def restore(self, state, source, target, tag):
+    def restore(self, state, source, target, tag, binary=None):
         n = self.next_id()
         rmtree(target)
         src = "Original" if source == "Original" else f"{{trail: {source}}}"
         y = ("apiVersion: mimeo.dev/v1alpha1\nkind: Restore\nmetadata: {name: r-%d}\n"
              "spec: {workItem: item-1, source: %s, target: {path: %s}}\n" % (n, src, target))
-        wall, rss, _ = self.apply(state, y, f"restore-{tag}")
+        s0 = self.server_cpu()
+        wall, rss, _ = self.apply(state, y, f"restore-{tag}", binary=binary)
+        cpu, server = self.timer.last_cpu, self.server_cpu(s0)
         st = self.get(state, "restores", f"r-{n}")["status"]
         if st.get("phase") != "Succeeded":
             raise SystemExit(f"restore {tag} failed: {st}")
         return {"seconds": st["durationSeconds"], "wall": wall, "rss_kib": rss,
-                "bytes": st["bytes"], "from": st["restoredFrom"]["trail"]}
+                "bytes": st["bytes"], "from": st["restoredFrom"]["trail"], "cpu": cpu,
+                "server_cpu": server}
+
+    def server_cpu(self, since=None):
+        """The S3 server's CPU seconds so far, or used since `since`."""
+        if not hasattr(self, "s3"):
+            return None
+        now = self.s3.cpu()
+        return now if since is None else now - since
 
     def shell(self, cmd, name, env=None):
         wall, _, _ = self.timer.run(cmd, name, shell=True, env=env)
         return wall
+
+    def peer(self, cmd, name, env=None):
+        """A peer command, with its CPU time (and the S3 server's)."""
+        s0 = self.server_cpu()
+        wall, _, _ = self.timer.run(cmd, name, shell=True, env=env, rss=True)
+        return {"seconds": wall, "cpu": self.timer.last_cpu, "server_cpu": self.server_cpu(s0)}
 
     # -- sections ------------------------------------------------------------------------------
 
@@ -475,21 +507,22 @@ class Bench:
         if be.kind == "fs":
             dst = be.root / f"peer-{n}"
             rmtree(dst)
-            t_cp = self.shell(f"cp -r {src_dir} {dst}", f"cp-{name}")
+            cp = self.peer(f"cp -r {src_dir} {dst}", f"cp-{name}")
+            t_cp = cp["seconds"]
             # Mimeo makes every object durable (fsync) before it counts; so must the peer.
             t_sync = self.shell(f"find {dst} -type f -exec sync {{}} +", f"sync-{name}")
             size = int(subprocess.run(f"du -sb {dst} | cut -f1", shell=True, capture_output=True,
                                       text=True).stdout)
             rmtree(dst)
-            return {"seconds": t_cp + t_sync, "cp_only": t_cp, "bytes": size}
+            return {"seconds": t_cp + t_sync, "cp_only": t_cp, "bytes": size, "cpu": cp["cpu"]}
         # Trailing slashes: without them rclone first HEADs the path as a possible object, which
         # s3s-fs answers (500) only after a long time when it is a directory.
         dst = f"s3b:peer/r{n}/nightly/"
-        t = self.shell(f"rclone copy s3a:media/src-{name}/nightly/ {dst}", "rclone-copy", env=self.renv)
+        r = self.peer(f"rclone copy s3a:media/src-{name}/nightly/ {dst}", "rclone-copy", env=self.renv)
         size = int(subprocess.run(f"du -sb {self.s3.data / 'peer' / f'r{n}'} | cut -f1", shell=True,
                                   capture_output=True, text=True).stdout)
         rmtree(self.s3.data / "peer" / f"r{n}")
-        return {"seconds": t, "bytes": size}
+        return dict(r, bytes=size)
 
     def restore_rounds(self):
         """Restore of item-1 from the interleaved original vs from a Sequential duplicate, vs the
@@ -522,12 +555,12 @@ class Bench:
                     elif op == "floor":
                         cmd = (f"cat {item}/* > /dev/null" if be.kind == "fs"
                                else "rclone cat s3a:floor/item-1.bin > /dev/null")
-                        row[op] = {"seconds": self.shell(cmd, f"floor-{name}", env=self.renv)}
+                        row[op] = self.peer(cmd, f"floor-{name}", env=self.renv)
                     else:
                         rmtree(target)
                         cmd = (f"cp -r {item} {target}" if be.kind == "fs"
                                else f"rclone copyto s3a:floor/item-1.bin {target}/item-1.bin")
-                        row[op] = {"seconds": self.shell(cmd, f"floor-rw-{name}", env=self.renv)}
+                        row[op] = self.peer(cmd, f"floor-rw-{name}", env=self.renv)
                     if op in ("original", "duplicate"):
                         got = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
                         if got != item_bytes:
@@ -605,6 +638,45 @@ class Bench:
                 rmtree(state)
                 be.remove(f"src-{name}")
 
+    def ab(self):
+        """Before/after: the same operations with --mimeo (a) and --mimeo-b (b), back to back in
+        each round (the order alternating), to measure a patch on this noisy machine."""
+        if not self.mimeo_b:
+            raise SystemExit("--only ab needs --mimeo-b")
+        a = self.a
+        out = self.results["runs"].setdefault("ab", {})
+        sink = (self.fast or self.work) / "restore"
+        sink.mkdir(parents=True, exist_ok=True)
+        bins = {"a": self.mimeo, "b": self.mimeo_b}
+        for name, be in self.backends.items():
+            base = self.bases[name]
+            _, rstate, sub = self.duplicate(base, be, "Logical", ["item-1"], a.block, a.volume,
+                                            f"{name}-abbase", keep=True)
+            rows = out.setdefault(name, [])
+            for r in range(a.runs):
+                log(f"a/b {name}: round {r + 1}/{a.runs}")
+                row = {}
+                for op in ("media", "logical1", "logical8", "restore_original", "restore_duplicate"):
+                    for who in ("a", "b") if r % 2 == 0 else ("b", "a"):
+                        binary = bins[who]
+                        if op == "media":
+                            v = self.duplicate(base, be, "Media", None, a.block, a.volume, f"{name}-ab-media",
+                                               binary=binary)
+                        elif op.startswith("logical"):
+                            items = ["item-1"] if op == "logical1" else None
+                            v = self.duplicate(base, be, "Logical", items, a.block, a.volume,
+                                               f"{name}-ab-{op}", parallelism=a.parallelism, binary=binary)
+                        else:
+                            target = sink / f"ab-{name}"
+                            src = "Original" if op == "restore_original" else "dup"
+                            v = self.restore(rstate, src, target, f"{name}-ab", binary=binary)
+                            rmtree(target)
+                        row[f"{op}@{who}"] = v
+                    log(f"    {op:18s} a {row[op + '@a']['seconds']:7.2f}s  b {row[op + '@b']['seconds']:7.2f}s")
+                rows.append(row)
+            rmtree(rstate)
+            be.remove(sub)
+
     def planner(self):
         log("planner scale (cargo bench --bench planner)")
         cargo_toml = (ROOT / "Cargo.toml").read_text()
@@ -642,11 +714,11 @@ class Bench:
         self.machine()
         sections = a.only or ["dup", "restore", "memory", "sweep", "planner"]
         try:
-            if set(sections) & {"dup", "restore", "sweep"}:
+            if set(sections) & {"dup", "restore", "sweep", "ab"}:
                 self.setup()
             for s in sections:
                 getattr(self, {"dup": "dup_rounds", "restore": "restore_rounds", "memory": "memory",
-                               "sweep": "sweep", "planner": "planner"}[s])()
+                               "sweep": "sweep", "planner": "planner", "ab": "ab"}[s])()
                 self.save()
         finally:
             if hasattr(self, "s3"):
@@ -680,15 +752,18 @@ def main():
     p.add_argument("--mem-sizes", type=qty_list, default=None,
                    help="work item sizes for peak RSS (256Mi,1Gi,4Gi; 4Gi needs ~13 GiB free)")
     p.add_argument("--sweep", type=qty_list, default=None, help="block sizes (64Ki,256Ki,1Mi,4Mi,8Mi)")
-    p.add_argument("--no-sweep-s3", dest="sweep_s3", action="store_false", help="sweep the filesystem only")
+    p.add_argument("--sweep-s3", action="store_true",
+                   help="also sweep block sizes on S3 (adds ~5 min per block size at 256Mi)")
     p.add_argument("--dir", default=os.environ.get("MIMEO_BENCH_DIR", "/tmp/mimeo-bench"),
                    help="work directory on local disk (data, disk media, logs)")
     p.add_argument("--fast-dir", default=None,
                    help="directory on tmpfs for the tmpfs media, the S3 server's data, restore targets "
                         "and duplicates in the memory runs (default /dev/shm/mimeo-bench; 'none': use --dir)")
     p.add_argument("--mimeo", default=str(ROOT / "target/release/mimeo"))
+    p.add_argument("--mimeo-b", default=None,
+                   help="a second build to compare with --mimeo (section ab: before/after a patch)")
     p.add_argument("--only", type=lambda s: s.split(","), default=None,
-                   help="comma-separated sections: dup,restore,memory,sweep,planner")
+                   help="comma-separated sections: dup,restore,memory,sweep,planner (and ab)")
     p.add_argument("--backends", type=lambda s: s.split(","), default=None,
                    help="comma-separated subset of disk,tmpfs,s3 (all)")
     p.add_argument("--out", default=str(ROOT / "bench"), help="where results.json goes (bench/)")
