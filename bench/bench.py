@@ -679,12 +679,7 @@ class Bench:
 
     def planner(self):
         log("planner scale (cargo bench --bench planner)")
-        cargo_toml = (ROOT / "Cargo.toml").read_text()
-        if re.search(r'\[\[bench\]\][^\[]*name\s*=\s*"planner"', cargo_toml):
-            cmd = "cargo bench --bench planner"
-        else:
-            # No [[bench]] entry yet: cargo builds benches/planner.rs with the libtest harness.
-            cmd = "cargo test --release --bench planner -- --ignored --nocapture"
+        cmd = "cargo bench --bench planner"
         env = dict(os.environ)
         if self.a.quick:
             env["MIMEO_PLANNER_SIZES"] = "1000,10000"

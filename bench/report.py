@@ -131,8 +131,9 @@ class Report:
             label = self.r["setup"][name]["backend"]
             self.w(f"### {label}")
             self.w()
-            self.w("| copy | read | written | seconds | MB/s | time / media | throughput / peer |")
-            self.w("|---|---:|---:|---:|---:|---:|---:|")
+            self.w("| copy | read | written | seconds | MB/s | time / media | throughput / peer | CPU s: client"
+                   + (" + S3 server" if name == "s3" else "") + " | peak RSS |")
+            self.w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
             ops = ["media", "logical1", "logical4", "logical8", "peer"]
             names = {"media": "media, all volumes", "logical1": "logical, 1 item",
                      "logical4": "logical, 4 items", "logical8": "logical, 8 items",
@@ -154,8 +155,14 @@ class Report:
                 extra = ""
                 if op == "peer" and "cp_only" in rounds[0]["peer"]:
                     extra = f" [cp {fmt(stats([row['peer']['cp_only'] for row in rounds]))}]"
+                cpu = stats([row[op].get("cpu") for row in rounds])
+                server = stats([row[op].get("server_cpu") for row in rounds])
+                cpu_s = "–" if cpu is None else f"{cpu['median']:.1f}" + (
+                    f" + {server['median']:.1f}" if server else "")
+                rss = stats([row[op].get("rss_kib") for row in rounds])
+                rss_s = "–" if rss is None else f"{rss['median'] / 1024:.0f} MiB"
                 self.w(f"| {names[op]} | {read / MiB:.0f} MiB | {written / MiB:.0f} MiB | {fmt(secs)}{extra} | "
-                       f"{fmt(mbps, 0)} | {fmt(vs_media)} | {fmt(vs_peer)} |")
+                       f"{fmt(mbps, 0)} | {fmt(vs_media)} | {fmt(vs_peer)} | {cpu_s} | {rss_s} |")
                 ch[op] = {"secs": secs, "vs_media": vs_media, "vs_peer": vs_peer, "mbps": mbps}
             self.chart["dup"][name] = ch
             self.w()
@@ -164,10 +171,10 @@ class Report:
                                  fmt(l1), l1["median"] <= TARGETS["logical1_vs_media"]))
             goal = TARGETS["s3_vs_rclone"] if name == "s3" else TARGETS["fs_vs_cp"]
             peer = "rclone copy" if name == "s3" else "cp + sync"
-            for op, what in (("logical8", "logical 8 of 8"), ("media", "media")):
-                v = ch[op]["vs_peer"]
-                self.summary.append((f"{what} throughput / {peer}, {label}", f"≥ {goal}", fmt(v),
-                                     v["median"] >= goal))
+            v = ch["logical8"]["vs_peer"]
+            self.summary.append((f"logical duplication (8 of 8) throughput / {peer}, {label}", f"≥ {goal}",
+                                 fmt(v) + f" (media mode: {ch['media']['vs_peer']['median']:.2f})",
+                                 v["median"] >= goal))
 
     def restore(self):
         d = self.r["runs"].get("restore")
@@ -263,6 +270,77 @@ class Report:
             self.chart["sweep"][label] = pts
             self.w()
 
+    def ab(self):
+        """Before/after figures of the proposed patches (bench/results-ab.json, if present)."""
+        path = HERE / "results-ab.json"
+        if not path.exists():
+            return
+        ab = json.loads(path.read_text())
+        self.w("## Proposed patches: before / after")
+        self.w()
+        self.w(ab.get("note", ""))
+        self.w()
+        runs = ab["runs"].get("ab", {})
+        if runs:
+            self.w("| media | operation | before (s) | after (s) | after / before | peak RSS before → after (MiB) |")
+            self.w("|---|---|---:|---:|---:|---:|")
+        for name, rows in runs.items():
+            label = ab["setup"][name]["backend"]
+            for op in ("media", "logical1", "logical8", "restore_original", "restore_duplicate"):
+                a = stats([r[op + "@a"]["seconds"] for r in rows])
+                b = stats([r[op + "@b"]["seconds"] for r in rows])
+                ratio = stats([r[op + "@b"]["seconds"] / r[op + "@a"]["seconds"] for r in rows])
+                ra = stats([r[op + "@a"]["rss_kib"] / 1024 for r in rows])
+                rb = stats([r[op + "@b"]["rss_kib"] / 1024 for r in rows])
+                self.w(f"| {label} | {op.replace('_', ' ')} | {fmt(a)} | {fmt(b)} | {fmt(ratio)} | "
+                       f"{ra['median']:.0f} → {rb['median']:.0f} |")
+            ratios = {op: stats([r[op + "@b"]["seconds"] / r["media@b"]["seconds"] for r in rows])
+                      for op in ("logical1",)}
+            self.ab_l1 = getattr(self, "ab_l1", {})
+            self.ab_l1[name] = ratios["logical1"]
+        if runs:
+            self.w()
+            self.w("After the patches, logical 1 of 8 / media (same round): " + ", ".join(
+                f"{ab['setup'][n]['backend']} {fmt(v)}" for n, v in self.ab_l1.items()) + ".")
+            self.w()
+        for title, key in (("Peak RSS by item size", "memory"),):
+            mem = ab.get(key)
+            if not mem:
+                continue
+            self.w(f"{title}, median of {ab['config']['runs']} runs (MiB), before → after:")
+            self.w()
+            self.w("| item size | duplication | restore |")
+            self.w("|---|---:|---:|")
+            for size in mem["before"]:
+                cells = []
+                for what in ("dup", "restore"):
+                    bf = stats([x[what]["rss_kib"] / 1024 for x in mem["before"][size]["runs"]])
+                    af = stats([x[what]["rss_kib"] / 1024 for x in mem["after"][size]["runs"]])
+                    cells.append(f"{fmt(bf, 0)} → {fmt(af, 0)}")
+                self.w(f"| {size} | " + " | ".join(cells) + " |")
+            self.w()
+        pl = ab.get("planner")
+        if pl:
+            self.w("Planner, median (min–max, runs), before → after:")
+            self.w()
+            self.w("| entries | operation | before | after |")
+            self.w("|---:|---|---:|---:|")
+            after = {(r["entries"], r["op"]): r for r in pl["after"]}
+            for r in pl["before"]:
+                b = after.get((r["entries"], r["op"]))
+                self.w(f"| {r['entries']:,} | {r['op']} | {self.planner_cell(r)} | {self.planner_cell(b)} |")
+            self.w()
+
+    @staticmethod
+    def planner_cell(x):
+        if not x:
+            return "–"
+        if x.get("timed_out"):
+            return f"not finished after {x['median_s']:.0f} s"
+        if x["median_s"] >= 1:
+            return f"{x['median_s']:.2f} s ({x['min_s']:.2f}–{x['max_s']:.2f}, n={x['runs']})"
+        return f"{x['median_s'] * 1e3:.1f} ms ({x['min_s'] * 1e3:.1f}–{x['max_s'] * 1e3:.1f}, n={x['runs']})"
+
     def planner(self):
         p = self.r.get("planner")
         if not p:
@@ -282,17 +360,15 @@ class Report:
         for n, ops in sorted(by.items()):
             cells = []
             for op in ("select", "plan_duplication", "plan_restore", "plan_expiry"):
-                x = ops.get(op)
-                cells.append("–" if not x else
-                             f"{x['median_s'] * 1e3:.1f} ms ({x['min_s'] * 1e3:.1f}–{x['max_s'] * 1e3:.1f}, n={x['runs']})")
+                cells.append(self.planner_cell(ops.get(op)))
             self.w(f"| {n:,} | " + " | ".join(cells) + " |")
         self.w()
         self.chart["planner"] = by
         big = by.get(100000, {}).get("plan_duplication")
         if big:
             self.summary.append(("planning a duplication run over 100,000 entries", "< 1 s",
-                                 f"{big['median_s']:.3f} s ({big['min_s']:.3f}–{big['max_s']:.3f})",
-                                 big["median_s"] < TARGETS["planner_100k_s"]))
+                                 self.planner_cell(big),
+                                 big["median_s"] < TARGETS["planner_100k_s"] and not big.get("timed_out")))
         self.summary.append(("operator at rest with 50,000 CatalogEntries: API requests, memory",
                              "< 1 req/s, < 256 MiB", "not measured: needs the e2e API server (not built yet)", None))
 
@@ -313,6 +389,7 @@ class Report:
         self.memory()
         self.sweep()
         self.planner()
+        self.ab()
         notes = HERE / "notes.md"
         if notes.exists():
             self.w(notes.read_text().rstrip())
@@ -391,7 +468,7 @@ def bar_panel(svg, x0, y0, w, h, title, groups, series, values, ylabel, targets=
     for t in ticks:
         y = ypos(t)
         svg.line(left, y, right, y, color="#e5e5e5")
-        lab = f"{t:g}" if (log or t >= 10 or t == 0) else f"{t:.2g}"
+        lab = f"{t:.3g}"
         svg.text(left - 4, y + 4, lab, size=10, anchor="end", color="#555")
     svg.text(x0 + 12, (top + bottom) / 2, ylabel, size=10, anchor="middle", color="#555", rotate=-90)
     gw = (right - left) / max(len(groups), 1)
@@ -453,7 +530,8 @@ def chart(rep):
             groups = [rep.r["setup"][n]["backend"].replace("filesystem ", "fs ") for n in names]
             series = ["from original", "from duplicate", "floor (read)", "floor + write"]
             vals = [[c["restore"][n][op] for op in ("original", "duplicate", "floor", "floor_rw")] for n in names]
-            bar_panel(svg, x0, y0, pw, H - 10, "Restore of one item", groups, series, vals, "seconds")
+            bar_panel(svg, x0, y0, pw, H - 10, "Restore of one item", groups, series, vals, "seconds (log)",
+                      log=True)
         elif k == "memory":
             groups = [p[0] for p in c["memory"]]
             vals = [[p[1], p[2]] for p in c["memory"]]

@@ -1,16 +1,15 @@
 //! Planner scale: how long the pure planner takes over large synthetic catalogs.
 //!
-//! `cargo bench --bench planner` (with `harness = false` in Cargo.toml) times
+//! `cargo bench --bench planner` times
 //! `PlanContext::select` and `PlanContext::plan_duplication` (plus `plan_restore` and
 //! `plan_expiry`, for context) over 10,000 and 100,000 catalog entries and prints the median,
-//! min and max of several runs. `MIMEO_PLANNER_SIZES=10000,50000` chooses other sizes.
+//! min and max of several runs. `MIMEO_PLANNER_SIZES=10000,50000` chooses other sizes,
+//! `MIMEO_PLANNER_RUNS` the runs, and `MIMEO_PLANNER_LIMIT_S` (60) how long one operation may
+//! take before the benchmark reports it unfinished and stops.
 //! Each result is also printed as one `BENCH {json}` line for `bench/run.sh`.
 //!
 //! Without `--bench` (as `cargo test --all-targets` runs bench targets) it plans one small
-//! catalog once and exits, so the test suite stays fast. Until Cargo.toml has the `[[bench]]`
-//! entry, cargo builds this file with the libtest harness: then the `smoke` test is the quick
-//! check and the ignored `full` test runs the benchmark
-//! (`cargo test --release --bench planner -- --ignored --nocapture`).
+//! catalog once and exits, so the test suite stays fast.
 //!
 //! The synthetic catalog: `entries / 100` work items, each with 67 daily originals on the
 //! backup trail `nightly` and duplicates of its 33 oldest instances on the duplication trail
@@ -19,6 +18,7 @@
 //! entries (the originals of 9 in 10 items), `plan_duplication` plans the 30% not yet copied.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -220,28 +220,52 @@ fn report(entries: usize, op: &str, times: &[f64], result: usize) {
     );
 }
 
-/// Builds a catalog of each size and times the planner on it.
-fn run(sizes: &[usize], runs: usize, budget: Duration) {
+/// The timed operations, cheapest first: after one that does not finish within the limit,
+/// the rest are not measured.
+type Op = fn(&Fixture) -> usize;
+const OPS: [(&str, Op); 4] = [
+    ("select", |fx| fx.ctx().select(fx.policy()).len()),
+    ("plan_restore", |fx| {
+        fx.ctx()
+            .plan_restore(fx.restore())
+            .map_or(0, |p| p.links.len())
+    }),
+    ("plan_expiry", |fx| fx.ctx().plan_expiry().len()),
+    ("plan_duplication", |fx| {
+        copy_items(&fx.ctx().plan_duplication(fx.policy()))
+    }),
+];
+
+/// Builds a catalog of each size and times the planner on it. An operation still running after
+/// `limit` is reported as such (its thread is abandoned; it ends with the process).
+fn run(sizes: &[usize], runs: usize, budget: Duration, limit: Duration) {
     for &entries in sizes {
         let t = Instant::now();
-        let fx = fixture(entries);
+        let fx = Arc::new(fixture(entries));
         println!(
             "{entries:>8} entries  (catalog built in {:.2} s)",
             t.elapsed().as_secs_f64()
         );
-        let ctx = fx.ctx();
-        let (times, n) = time_runs(runs, budget, || ctx.select(fx.policy()).len());
-        report(entries, "select", &times, n);
-        let (times, n) = time_runs(runs, budget, || {
-            copy_items(&ctx.plan_duplication(fx.policy()))
-        });
-        report(entries, "plan_duplication", &times, n);
-        let (times, n) = time_runs(runs, budget, || {
-            ctx.plan_restore(fx.restore()).map_or(0, |p| p.links.len())
-        });
-        report(entries, "plan_restore", &times, n);
-        let (times, n) = time_runs(runs, budget, || ctx.plan_expiry().len());
-        report(entries, "plan_expiry", &times, n);
+        for (op, f) in OPS {
+            let fx = fx.clone();
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(time_runs(runs, budget, || f(&fx)));
+            });
+            match rx.recv_timeout(limit) {
+                Ok((times, n)) => report(entries, op, &times, n),
+                Err(_) => {
+                    let s = limit.as_secs_f64();
+                    println!(
+                        "{entries:>8} entries  {op:<18} not finished after {s:.0} s; stopping"
+                    );
+                    println!(
+                        "BENCH {{\"bench\":\"planner\",\"entries\":{entries},\"op\":\"{op}\",\"median_s\":{s},\"min_s\":{s},\"max_s\":{s},\"runs\":0,\"result\":0,\"timed_out\":true}}"
+                    );
+                    return;
+                }
+            }
+        }
     }
 }
 
@@ -252,41 +276,30 @@ fn sizes_from_env(default: &[usize]) -> Vec<usize> {
     }
 }
 
-fn full() {
-    let runs = std::env::var("MIMEO_PLANNER_RUNS")
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
         .and_then(|r| r.parse().ok())
-        .unwrap_or(5);
+        .unwrap_or(default)
+}
+
+fn full() {
     run(
         &sizes_from_env(&[10_000, 100_000]),
-        runs,
+        env_number("MIMEO_PLANNER_RUNS", 5) as usize,
         Duration::from_secs(20),
+        Duration::from_secs(env_number("MIMEO_PLANNER_LIMIT_S", 60)),
     );
 }
 
 fn smoke() {
-    run(&[1_000], 1, Duration::ZERO);
+    run(&[1_000], 1, Duration::ZERO, Duration::from_secs(600));
 }
 
-#[cfg_attr(test, allow(dead_code))]
 fn main() {
     if std::env::args().any(|a| a == "--bench") {
         full();
     } else {
         smoke();
-    }
-}
-
-#[cfg(test)]
-mod harness {
-    #[test]
-    fn smoke() {
-        super::smoke();
-    }
-
-    #[test]
-    #[ignore = "the benchmark itself: run with --ignored in release mode"]
-    fn full() {
-        super::full();
     }
 }

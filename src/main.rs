@@ -245,7 +245,23 @@ async fn run(cli: Cli) -> mimeo::Result<ExitCode> {
     }
 }
 
+/// Caps glibc's malloc arenas at 2. By default glibc gives each busy thread its own arena (up to
+/// 8 per core); block buffers allocated on one runtime thread and freed on another then stay
+/// cached across many arenas, and peak RSS varied from run to run and grew with the size of a
+/// work item. Two arenas keep it flat at no measurable cost in speed.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    // SAFETY: runs first in main, before any other thread exists; mallopt only tunes malloc.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     // kube (ring) and the AWS SDK (aws-lc-rs) both bring a rustls crypto provider: pick one
     // for the process, or rustls cannot choose and panics on the first TLS connection.
     let _ = rustls::crypto::ring::default_provider().install_default();

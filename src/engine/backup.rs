@@ -41,6 +41,7 @@ pub async fn run_backup(task: &BackupTask) -> Result<TaskOutcome> {
         jobs.push(StreamJob {
             instance_id: item.instance_id.clone(),
             work_item: item.work_item.clone(),
+            verified_digest: None,
             producer: Box::new(move |tx| {
                 async move {
                     match source {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 
 use super::catalog::{EntryBuilder, commit_manifest};
@@ -32,19 +32,24 @@ pub async fn run_copy(task: &CopyTask) -> Result<TaskOutcome> {
         jobs.push(StreamJob {
             instance_id: entry.instance_id.clone(),
             work_item: entry.work_item.clone(),
+            // read_instance checks the source's digest before the stream ends, and a failed
+            // check fails the copy: the writer need not hash the same bytes again.
+            verified_digest: Some(entry.digest.clone()),
             producer: Box::new(move |tx: mpsc::Sender<Bytes>| {
                 async move {
                     let (itx, mut irx) = mpsc::channel(4);
                     tokio::spawn(read_instance(media, entry, itx));
                     let mut n = 0u64;
+                    let mut crc = 0u32;
                     while let Some(chunk) = irx.recv().await {
                         let chunk = chunk?;
                         n += chunk.len() as u64;
+                        crc = crc32c::crc32c_append(crc, &chunk);
                         tx.send(chunk)
                             .await
                             .map_err(|_| Error::Other("copy writer stopped".into()))?;
                     }
-                    Ok(n)
+                    Ok((n, crc))
                 }
                 .boxed()
             }),
@@ -70,17 +75,19 @@ pub async fn run_copy(task: &CopyTask) -> Result<TaskOutcome> {
         retention_secs: task.retention_secs,
     };
     let mut outcome = TaskOutcome::default();
-    for (w, read) in written {
+    for (w, (read, sent_crc)) in written {
         let src = &task
             .items
             .iter()
             .find(|i| i.source.instance_id == w.instance_id)
             .expect("written instances come from the task")
             .source;
-        if w.digest != src.digest {
+        // The source's digest was verified by its reader; what the writer received must be
+        // exactly what the reader delivered.
+        if w.digest != src.digest || w.bytes != src.bytes || w.stream_crc32c != Some(sent_crc) {
             return Err(Error::Other(format!(
-                "copy of {} has digest {}, source has {}",
-                w.instance_id, w.digest, src.digest
+                "copy of {} is {} bytes (CRC32C {:08x?}), source delivered {} bytes (CRC32C {:08x})",
+                w.instance_id, w.bytes, w.stream_crc32c, src.bytes, sent_crc
             )));
         }
         outcome.bytes_read += read;
@@ -105,7 +112,11 @@ pub async fn run_copy(task: &CopyTask) -> Result<TaskOutcome> {
 }
 
 /// Bytes per ranged read in a raw volume copy.
-const RAW_CHUNK: u64 = 8 << 20;
+const RAW_CHUNK: u64 = 2 << 20;
+
+/// Ranged reads kept in flight ahead of the writer in a raw volume copy, so reading the next
+/// chunks overlaps writing this one (16 MiB in flight).
+const RAW_READ_AHEAD: usize = 8;
 
 /// Runs a media (raw, whole-volume) copy. Objects already present with the same size are
 /// skipped, so a retried copy resumes.
@@ -122,18 +133,31 @@ pub async fn run_media_copy(task: &MediaCopyTask) -> Result<TaskOutcome> {
                 continue;
             }
             let mut w = dst.store.create(&key).await?;
-            let mut pos = 0;
-            while pos < obj.size {
-                let end = (pos + RAW_CHUNK).min(obj.size);
-                let data = src.store.get_range(&obj.key, pos..end).await?;
-                if data.is_empty() {
-                    w.abort().await?;
-                    return Err(Error::Other(format!(
-                        "{} shrank while being copied",
-                        obj.key
-                    )));
-                }
-                pos += data.len() as u64;
+            let ranges: Vec<(u64, u64)> = (0..obj.size.div_ceil(RAW_CHUNK))
+                .map(|i| (i * RAW_CHUNK, ((i + 1) * RAW_CHUNK).min(obj.size)))
+                .collect();
+            let mut reads = futures::stream::iter(ranges)
+                .map(|(a, b)| {
+                    let store = src.store.clone();
+                    let key = obj.key.clone();
+                    async move { (b - a, store.get_range(&key, a..b).await) }
+                })
+                .buffered(RAW_READ_AHEAD);
+            while let Some((want, data)) = reads.next().await {
+                let data = match data {
+                    Ok(d) if d.len() as u64 == want => d,
+                    Ok(_) => {
+                        w.abort().await?;
+                        return Err(Error::Other(format!(
+                            "{} shrank while being copied",
+                            obj.key
+                        )));
+                    }
+                    Err(e) => {
+                        w.abort().await?;
+                        return Err(e);
+                    }
+                };
                 w.write(data).await?;
             }
             w.finish().await?;

@@ -24,6 +24,9 @@ pub struct StreamJob<T> {
     pub instance_id: String,
     /// Work item.
     pub work_item: String,
+    /// For a copy: the digest the producer's reader verifies, so the writer does not hash the
+    /// stream again (see [`TrailWriter::begin_copy`]).
+    pub verified_digest: Option<String>,
     /// Produces the bytes.
     pub producer: Producer<T>,
 }
@@ -35,7 +38,10 @@ struct Running<T> {
 }
 
 fn start<T: Send + 'static>(writer: &mut TrailWriter, job: StreamJob<T>) -> Running<T> {
-    let slot = writer.begin(&job.instance_id, &job.work_item);
+    let slot = match &job.verified_digest {
+        Some(d) => writer.begin_copy(&job.instance_id, &job.work_item, d),
+        None => writer.begin(&job.instance_id, &job.work_item),
+    };
     let (tx, rx) = mpsc::channel(DEPTH);
     let handle = tokio::spawn((job.producer)(tx));
     Running { slot, rx, handle }

@@ -1,7 +1,7 @@
 //! The planner is pure: desired resources + catalog + time → tasks (and restore choices, expiry
 //! decisions). No I/O, so every rule here is tested without media or an API server.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use chrono::{DateTime, Utc};
 
@@ -149,9 +149,14 @@ impl PlanContext<'_> {
         let name = kube::ResourceExt::name_any(policy);
         let spec = &policy.spec;
         let session = super::catalog::session_id(self.now);
-        let on_target = |trail: &str, instance: &str| {
-            self.catalog.copies_of(instance).any(|c| c.trail == trail)
-        };
+        // Which instances each trail already holds, indexed once: looking them up per selected
+        // instance by scanning the catalog made planning quadratic in the catalog's size.
+        let held: HashSet<(&str, &str)> = self
+            .catalog
+            .valid()
+            .map(|e| (e.trail.as_str(), e.instance_id.as_str()))
+            .collect();
+        let on_target = |trail: &str, instance: &str| held.contains(&(trail, instance));
         let mut tasks = Vec::new();
         if spec.mode == DuplicationMode::Media {
             for src in &spec.source_trails {

@@ -3,8 +3,9 @@
 //! Write-once is enforced by the server, not only by convention: every object is created with
 //! `If-None-Match: *` (on PutObject, and on CompleteMultipartUpload for large objects), so an
 //! existing key is never overwritten even by a concurrent writer, and buckets with object lock work.
-//! Large objects are streamed as multipart uploads of [`PART_SIZE`] parts, so a writer holds at
-//! most one part in memory whatever the object size.
+//! Large objects are streamed as multipart uploads of [`PART_SIZE`] parts, up to
+//! [`PARTS_IN_FLIGHT`] at a time, so a writer holds at most that many parts plus the one it
+//! fills, whatever the object size.
 //!
 //! Every write carries an explicit CRC32C checksum (parts too, and the complete lists them): the
 //! server rejects corrupted uploads, and S3 requires an integrity header on writes to buckets with
@@ -14,6 +15,7 @@
 //! first attempt succeeded unseen reports `AlreadyExists` for the caller's own object, so resuming
 //! callers should treat an existing key as "verify", not as "someone else's".
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::ops::Range;
 
@@ -27,6 +29,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
+use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::media::store::{ObjectInfo, ObjectStore, ObjectWriter};
@@ -37,6 +40,11 @@ const PART_SIZE: usize = 8 * 1024 * 1024;
 
 /// S3's limit on the number of parts of one multipart upload.
 const MAX_PARTS: usize = 10_000;
+
+/// Part uploads one writer keeps in flight while it fills the next part: one request at a time
+/// left the writer idle during every round trip. A writer holds at most this many parts plus
+/// the one being filled.
+const PARTS_IN_FLIGHT: usize = 2;
 
 /// Where and how to reach a bucket.
 #[derive(Clone, Debug, Default)]
@@ -328,6 +336,7 @@ impl ObjectStore for S3Store {
             buf: BytesMut::new(),
             upload_id: None,
             parts: Vec::new(),
+            inflight: VecDeque::new(),
             size: 0,
             failed: false,
         }))
@@ -504,7 +513,10 @@ struct S3Writer {
     buf: BytesMut,
     /// The multipart upload in progress, once the first part was full.
     upload_id: Option<String>,
+    /// Parts uploaded, in order.
     parts: Vec<CompletedPart>,
+    /// Part uploads still running, oldest first.
+    inflight: VecDeque<JoinHandle<Result<CompletedPart>>>,
     size: u64,
     /// Set after an error: the upload was aborted, so further writes would make a hole.
     failed: bool,
@@ -549,9 +561,10 @@ impl S3Writer {
             })
     }
 
-    /// Uploads the buffer as the next part, starting the upload if needed.
+    /// Starts uploading the buffer as the next part (starting the upload if needed), then waits
+    /// only while [`PARTS_IN_FLIGHT`] parts are still running.
     async fn upload_part(&mut self) -> Result<()> {
-        if self.parts.len() == MAX_PARTS {
+        if self.parts.len() + self.inflight.len() == MAX_PARTS {
             return Err(Error::Store {
                 store: self.store.describe(),
                 key: self.key.clone(),
@@ -570,27 +583,43 @@ impl S3Writer {
             }
         };
         // At most MAX_PARTS, checked above.
-        let number = self.parts.len() as i32 + 1;
-        let store = &self.store;
-        let out = store
-            .client
-            .upload_part()
-            .bucket(&store.bucket)
-            .key(store.full_key(&self.key))
-            .upload_id(upload_id)
-            .part_number(number)
-            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
-            .body(ByteStream::from(self.buf.split().freeze()))
-            .send()
-            .await
-            .map_err(|e| store.error("UploadPart", &self.key, Failure::of(&e)))?;
-        self.parts.push(
-            CompletedPart::builder()
+        let number = (self.parts.len() + self.inflight.len()) as i32 + 1;
+        let store = self.store.clone();
+        let key = self.key.clone();
+        let body = self.buf.split().freeze();
+        self.inflight.push_back(tokio::spawn(async move {
+            let out = store
+                .client
+                .upload_part()
+                .bucket(&store.bucket)
+                .key(store.full_key(&key))
+                .upload_id(upload_id)
+                .part_number(number)
+                .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+                .body(ByteStream::from(body))
+                .send()
+                .await
+                .map_err(|e| store.error("UploadPart", &key, Failure::of(&e)))?;
+            Ok(CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(out.e_tag)
                 .set_checksum_crc32_c(out.checksum_crc32_c)
-                .build(),
-        );
+                .build())
+        }));
+        while self.inflight.len() >= PARTS_IN_FLIGHT {
+            self.reap_part().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest part upload in flight and records it.
+    async fn reap_part(&mut self) -> Result<()> {
+        if let Some(handle) = self.inflight.pop_front() {
+            let part = handle
+                .await
+                .map_err(|e| Error::Other(format!("part upload of {} failed: {e}", self.key)))??;
+            self.parts.push(part);
+        }
         Ok(())
     }
 
@@ -598,6 +627,9 @@ impl S3Writer {
     async fn complete(&mut self, upload_id: String) -> Result<()> {
         if !self.buf.is_empty() {
             self.upload_part().await?;
+        }
+        while !self.inflight.is_empty() {
+            self.reap_part().await?;
         }
         let store = &self.store;
         let full_key = store.full_key(&self.key);
@@ -638,6 +670,9 @@ impl S3Writer {
     async fn fail(&mut self) {
         self.failed = true;
         self.buf = BytesMut::new();
+        for handle in self.inflight.drain(..) {
+            handle.abort();
+        }
         if let Some(id) = self.upload_id.take()
             && let Err(e) = self.store.abort_upload(&self.key, &id).await
         {
@@ -686,6 +721,9 @@ impl ObjectWriter for S3Writer {
     }
 
     async fn abort(mut self: Box<Self>) -> Result<()> {
+        for handle in self.inflight.drain(..) {
+            handle.abort();
+        }
         match self.upload_id.take() {
             Some(id) => self.store.abort_upload(&self.key, &id).await,
             None => Ok(()),
@@ -697,6 +735,9 @@ impl Drop for S3Writer {
     /// A writer dropped mid-upload leaves no object, but its parts would be billed until a
     /// lifecycle rule removes them: abort the upload in the background when a runtime exists.
     fn drop(&mut self) {
+        for handle in self.inflight.drain(..) {
+            handle.abort();
+        }
         if let Some(id) = self.upload_id.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {

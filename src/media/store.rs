@@ -60,7 +60,7 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
 /// A streaming write in progress.
 #[async_trait]
 pub trait ObjectWriter: Send {
-    /// Appends bytes. Implementations buffer at most one part (S3) or one OS buffer (files).
+    /// Appends bytes. Implementations buffer a few parts (S3) or one OS buffer (files).
     async fn write(&mut self, data: Bytes) -> Result<()>;
 
     /// Makes the object durable and visible under its key, write-once; returns its size.
