@@ -1,9 +1,11 @@
 //! The `mimeo` binary: local mode, demo, worker, crdgen.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
 use kube::CustomResourceExt;
 
 use mimeo::api::*;
@@ -21,6 +23,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the operator's flags does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// The embedded default: reconcile YAML resources without a cluster.
@@ -50,7 +54,7 @@ enum Command {
         /// Address of /metrics, /healthz and /readyz.
         #[arg(long, default_value = "0.0.0.0:8080")]
         metrics_addr: std::net::SocketAddr,
-        /// Watch only these namespaces (all when empty). One namespace is supported today.
+        /// Watch only these namespaces (all when empty).
         #[arg(long, env = "MIMEO_WATCH_NAMESPACES", value_delimiter = ',')]
         namespaces: Vec<String>,
         /// Image of worker pods.
@@ -80,7 +84,34 @@ enum Command {
             default_value_t = 3600
         )]
         worker_ttl_seconds_after_finished: i32,
+        /// Image pull policy of worker pods.
+        #[arg(long, env = "MIMEO_WORKER_IMAGE_PULL_POLICY")]
+        worker_image_pull_policy: Option<String>,
+        /// Resources of worker containers, as JSON (`{"requests":{"cpu":"100m"}}`).
+        #[arg(long, env = "MIMEO_WORKER_RESOURCES", value_parser = json_arg::<ResourceRequirements>)]
+        worker_resources: Option<ResourceRequirements>,
+        /// Node selector of worker pods, as a JSON object.
+        #[arg(long, env = "MIMEO_WORKER_NODE_SELECTOR", value_parser = json_arg::<BTreeMap<String, String>>)]
+        worker_node_selector: Option<BTreeMap<String, String>>,
+        /// Tolerations of worker pods, as a JSON list.
+        #[arg(long, env = "MIMEO_WORKER_TOLERATIONS", value_parser = json_arg::<Vec<Toleration>>)]
+        worker_tolerations: Option<Vec<Toleration>>,
+        /// Namespace of the Lease that keeps one operator active (the pod's namespace); no
+        /// Lease when unset, e.g. out of cluster.
+        #[arg(long, env = "POD_NAMESPACE")]
+        lease_namespace: Option<String>,
+        /// This operator's identity in the Lease (the pod's name).
+        #[arg(long, env = "POD_NAME", default_value = "mimeo-operator")]
+        lease_holder: String,
+        /// Seconds the Lease stays valid without renewal.
+        #[arg(long, default_value_t = 15)]
+        lease_duration_seconds: u64,
     },
+}
+
+/// Parses a JSON flag (the chart passes structured worker settings as JSON in env vars).
+fn json_arg<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
+    serde_json::from_str(s).map_err(|e| format!("not valid JSON for this setting: {e}"))
 }
 
 #[derive(Subcommand)]
@@ -169,26 +200,38 @@ async fn run(cli: Cli) -> mimeo::Result<ExitCode> {
             worker_active_deadline_seconds,
             worker_backoff_limit,
             worker_ttl_seconds_after_finished,
+            worker_image_pull_policy,
+            worker_resources,
+            worker_node_selector,
+            worker_tolerations,
+            lease_namespace,
+            lease_holder,
+            lease_duration_seconds,
         } => {
-            if namespaces.len() > 1 {
-                return Err(mimeo::Error::Unsupported(format!(
-                    "--namespaces {}: watching several namespaces is not supported yet; watch one or all",
-                    namespaces.join(",")
-                )));
-            }
-            let namespace = namespaces.into_iter().next();
             let worker = mimeo::operator::jobs::WorkerConfig {
                 image: worker_image,
                 service_account: worker_service_account,
                 active_deadline_seconds: worker_active_deadline_seconds,
                 backoff_limit: worker_backoff_limit,
                 ttl_seconds_after_finished: worker_ttl_seconds_after_finished,
-                resources: None,
+                resources: worker_resources,
+                image_pull_policy: worker_image_pull_policy.filter(|p| !p.is_empty()),
+                node_selector: worker_node_selector.unwrap_or_default(),
+                tolerations: worker_tolerations.unwrap_or_default(),
             };
+            let lease = lease_namespace.map(|namespace| mimeo::operator::lease::LeaseConfig {
+                namespace,
+                holder: lease_holder,
+                duration: std::time::Duration::from_secs(lease_duration_seconds),
+            });
+            if lease.is_none() {
+                tracing::warn!("no POD_NAMESPACE or --lease-namespace: running without a Lease");
+            }
             mimeo::operator::run(mimeo::operator::OperatorArgs {
                 metrics_addr,
-                namespace,
+                namespaces,
                 worker,
+                lease,
             })
             .await?;
             Ok(ExitCode::SUCCESS)

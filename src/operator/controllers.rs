@@ -59,6 +59,40 @@ pub fn job_state(job: &Job) -> JobState {
     }
 }
 
+/// While a worker Job retries after failed attempts, says so in the `Ready` condition and in a
+/// Warning event (once per failed attempt), so an outage shows before the Job gives up.
+/// Returns whether the condition changed.
+async fn report_retries<K>(
+    recorder: &Recorder,
+    obj: &K,
+    conditions: &mut Vec<Condition>,
+    job: &Job,
+) -> bool
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    let failed = job.status.as_ref().and_then(|s| s.failed).unwrap_or(0);
+    if failed == 0 {
+        return false;
+    }
+    let limit = job.spec.as_ref().and_then(|s| s.backoff_limit).unwrap_or(6);
+    let msg = format!(
+        "worker Job {}: {failed} failed attempt(s), retrying (backoffLimit {limit}); \
+         the worker's log says why",
+        job.name_any()
+    );
+    let before = conditions.clone();
+    set_condition(
+        conditions,
+        Condition::new("Ready", false, "WorkerRetrying", msg.clone()),
+    );
+    let changed = *conditions != before;
+    if changed {
+        event(recorder, obj, true, "WorkerRetrying", msg).await;
+    }
+    changed
+}
+
 fn owner_ref<K: kube::Resource<DynamicType = ()>>(obj: &K) -> OwnerReference {
     obj.controller_owner_ref(&())
         .expect("objects from the API have a uid")
@@ -267,7 +301,9 @@ pub async fn reconcile_restore(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Act
         && let Some(job) = jobs_of(&ctx, &ns, &job_name).find(|j| j.name_any() == job_name)
     {
         match job_state(&job) {
-            JobState::Running => {}
+            JobState::Running => {
+                report_retries(&recorder, r.as_ref(), &mut st.conditions, &job).await;
+            }
             JobState::Succeeded => {
                 st.phase = RestorePhase::Succeeded;
                 st.completed_at = Some(Utc::now());
@@ -451,6 +487,13 @@ pub async fn reconcile_policy(p: Arc<DuplicationPolicy>, ctx: Arc<Context>) -> R
         if jobs.is_empty() || states.contains(&JobState::Running) {
             // Not created yet (or still running): make sure every planned Job exists.
             start_run(&ctx, &p, &set, plan_ctx.plan_duplication(&p), st.runs).await?;
+            let mut changed = false;
+            for job in jobs.iter().filter(|j| job_state(j) == JobState::Running) {
+                changed |= report_retries(&recorder, p.as_ref(), &mut st.conditions, job).await;
+            }
+            if changed {
+                write_status(&ctx, p.as_ref(), old.as_ref(), &st).await?;
+            }
             return Ok(Action::requeue(Duration::from_secs(300)));
         }
         let failures: Vec<String> = states
@@ -609,7 +652,12 @@ pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<
     let job_name = run_name("backup", &name, &run);
     if let Some(job) = jobs_of(&ctx, &ns, &job_name).find(|j| j.name_any() == job_name) {
         let (ok, reason, msg) = match job_state(&job) {
-            JobState::Running => return Ok(Action::await_change()),
+            JobState::Running => {
+                if report_retries(&recorder, t.as_ref(), &mut st.conditions, &job).await {
+                    write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
+                }
+                return Ok(Action::await_change());
+            }
             JobState::Succeeded => (true, "BackupSucceeded", format!("backup run {run} done")),
             JobState::Failed(m) => (false, "BackupFailed", m),
         };

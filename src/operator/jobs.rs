@@ -7,7 +7,8 @@ use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Toleration, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
@@ -41,6 +42,12 @@ pub struct WorkerConfig {
     pub ttl_seconds_after_finished: i32,
     /// Container resources.
     pub resources: Option<ResourceRequirements>,
+    /// Image pull policy (the cluster's default when `None`).
+    pub image_pull_policy: Option<String>,
+    /// Node selector of worker pods, e.g. to keep them near the media.
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations of worker pods.
+    pub tolerations: Vec<Toleration>,
 }
 
 impl Default for WorkerConfig {
@@ -52,6 +59,9 @@ impl Default for WorkerConfig {
             backoff_limit: 3,
             ttl_seconds_after_finished: 3600,
             resources: None,
+            image_pull_policy: None,
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
         }
     }
 }
@@ -226,6 +236,7 @@ pub fn build(run: &WorkerRun, cfg: &WorkerConfig) -> Result<(ConfigMap, Job)> {
     let container = Container {
         name: "worker".into(),
         image: Some(cfg.image.clone()),
+        image_pull_policy: cfg.image_pull_policy.clone(),
         args: Some(vec![
             "worker".into(),
             "--task".into(),
@@ -275,6 +286,9 @@ pub fn build(run: &WorkerRun, cfg: &WorkerConfig) -> Result<(ConfigMap, Job)> {
                     }),
                     containers: vec![container],
                     volumes: Some(volumes),
+                    node_selector: (!cfg.node_selector.is_empty())
+                        .then(|| cfg.node_selector.clone()),
+                    tolerations: (!cfg.tolerations.is_empty()).then(|| cfg.tolerations.clone()),
                     ..Default::default()
                 }),
             },

@@ -4,6 +4,7 @@
 pub mod context;
 pub mod controllers;
 pub mod jobs;
+pub mod lease;
 pub mod metrics;
 mod server;
 
@@ -29,10 +30,12 @@ use jobs::WorkerConfig;
 pub struct OperatorArgs {
     /// Address of `/metrics`, `/healthz`, `/readyz`.
     pub metrics_addr: SocketAddr,
-    /// Watch one namespace only (all when `None`).
-    pub namespace: Option<String>,
+    /// Watch these namespaces only (all when empty).
+    pub namespaces: Vec<String>,
     /// Worker defaults.
     pub worker: WorkerConfig,
+    /// The Lease that makes this the one active operator (none out of cluster).
+    pub lease: Option<lease::LeaseConfig>,
 }
 
 fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
@@ -69,13 +72,98 @@ where
 /// Runs the operator until SIGTERM/SIGINT.
 pub async fn run(args: OperatorArgs) -> Result<()> {
     let client = Client::try_default().await?;
-    let ns = args.namespace.clone();
-    let (media_classes, f1) = reflect(api::<MediaClass>(&client, &ns));
-    let (backup_trails, f2) = reflect(api::<BackupTrail>(&client, &ns));
-    let (duplication_trails, f3) = reflect(api::<DuplicationTrail>(&client, &ns));
-    let (policies, f4) = reflect(api::<DuplicationPolicy>(&client, &ns));
-    let (catalog, f5) = reflect(api::<CatalogEntry>(&client, &ns));
-    let (jobs, f6) = reflect(api::<Job>(&client, &ns));
+    let metrics = Arc::new(metrics::Metrics::default());
+    // One set of watches and controllers per watched namespace (or one over all namespaces):
+    // a namespaced Role then suffices when the operator is limited to some namespaces.
+    let scopes: Vec<Option<String>> = if args.namespaces.is_empty() {
+        vec![None]
+    } else {
+        args.namespaces.iter().cloned().map(Some).collect()
+    };
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = server::serve(
+        args.metrics_addr,
+        metrics.clone(),
+        ready.clone(),
+        async move {
+            let _ = stop_rx.changed().await;
+        },
+    );
+    // Serve /healthz while waiting for the Lease; /readyz turns ready once the watches synced.
+    let active = async {
+        if let Some(l) = &args.lease {
+            tokio::select! {
+                r = lease::acquire(&client, l) => r?,
+                _ = shutdown_signal() => return Ok(()),
+            }
+        }
+        let (synced, controllers): (Vec<_>, Vec<_>) = scopes
+            .into_iter()
+            .map(|ns| run_scope(&client, ns, &args.worker, &metrics))
+            .unzip();
+        let readiness = async {
+            if futures::future::join_all(synced)
+                .await
+                .into_iter()
+                .all(|ok| ok)
+            {
+                ready.store(true, Ordering::Relaxed);
+                tracing::info!("watches synced: ready");
+            }
+        };
+        let keep_lease = async {
+            match &args.lease {
+                Some(l) => lease::keep(&client, l).await,
+                None => futures::future::pending().await,
+            }
+        };
+        let result = tokio::select! {
+            _ = futures::future::join_all(controllers) => Ok(()),
+            r = keep_lease => r,
+            _ = readiness_forever(readiness) => Ok(()),
+        };
+        if let Some(l) = &args.lease {
+            lease::release(&client, l).await;
+        }
+        result
+    };
+    let result = tokio::select! {
+        r = active => r,
+        r = server => r,
+    };
+    let _ = stop_tx.send(true);
+    tracing::info!("operator stopped");
+    result
+}
+
+/// Resolves on SIGTERM or SIGINT (the controllers stop on those by themselves).
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+type Boxed<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// The watches and controllers of one scope (a namespace, or all when `None`). Returns a
+/// future that resolves to whether every store synced, and the future that runs the scope
+/// until shutdown.
+fn run_scope(
+    client: &Client,
+    ns: Option<String>,
+    worker: &WorkerConfig,
+    metrics: &Arc<metrics::Metrics>,
+) -> (Boxed<bool>, Boxed<()>) {
+    let (media_classes, f1) = reflect(api::<MediaClass>(client, &ns));
+    let (backup_trails, f2) = reflect(api::<BackupTrail>(client, &ns));
+    let (duplication_trails, f3) = reflect(api::<DuplicationTrail>(client, &ns));
+    let (policies, f4) = reflect(api::<DuplicationPolicy>(client, &ns));
+    let (catalog, f5) = reflect(api::<CatalogEntry>(client, &ns));
+    let (jobs, f6) = reflect(api::<Job>(client, &ns));
     let stores = Stores {
         media_classes,
         backup_trails,
@@ -84,53 +172,27 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
         catalog,
         jobs,
     };
-    let metrics = Arc::new(metrics::Metrics::default());
     let ctx = Arc::new(Context {
         client: client.clone(),
         stores: stores.clone(),
-        worker: args.worker.clone(),
+        worker: worker.clone(),
         metrics: metrics.clone(),
     });
-    let ready = Arc::new(AtomicBool::new(false));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut stop_server = stop_rx.clone();
-    let server = server::serve(
-        args.metrics_addr,
-        metrics.clone(),
-        ready.clone(),
-        async move {
-            let _ = stop_server.changed().await;
-        },
-    );
-    let readiness = {
-        let stores = stores.clone();
-        let ready = ready.clone();
-        async move {
-            let waits = (
-                stores.media_classes.wait_until_ready(),
-                stores.backup_trails.wait_until_ready(),
-                stores.duplication_trails.wait_until_ready(),
-                stores.policies.wait_until_ready(),
-                stores.catalog.wait_until_ready(),
-                stores.jobs.wait_until_ready(),
-            );
-            let r = tokio::join!(waits.0, waits.1, waits.2, waits.3, waits.4, waits.5);
-            if r.0.is_ok()
-                && r.1.is_ok()
-                && r.2.is_ok()
-                && r.3.is_ok()
-                && r.4.is_ok()
-                && r.5.is_ok()
-            {
-                ready.store(true, Ordering::Relaxed);
-                tracing::info!("watches synced: ready");
-            }
-        }
+    let synced = async move {
+        let r = tokio::join!(
+            stores.media_classes.wait_until_ready(),
+            stores.backup_trails.wait_until_ready(),
+            stores.duplication_trails.wait_until_ready(),
+            stores.policies.wait_until_ready(),
+            stores.catalog.wait_until_ready(),
+            stores.jobs.wait_until_ready(),
+        );
+        r.0.is_ok() && r.1.is_ok() && r.2.is_ok() && r.3.is_ok() && r.4.is_ok() && r.5.is_ok()
     };
     let jobs_cfg =
         || watcher::Config::default().labels("app.kubernetes.io/managed-by=mimeo-operator");
-    let restores = Controller::new(api::<Restore>(&client, &ns), watcher::Config::default())
-        .owns(api::<Job>(&client, &ns), jobs_cfg())
+    let restores = Controller::new(api::<Restore>(client, &ns), watcher::Config::default())
+        .owns(api::<Job>(client, &ns), jobs_cfg())
         .shutdown_on_signal()
         .run(
             controllers::reconcile_restore,
@@ -138,14 +200,14 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
             ctx.clone(),
         )
         .for_each(|_| futures::future::ready(()));
-    let policy_store = stores.policies.clone();
+    let policy_store = ctx.stores.policies.clone();
     let policies = Controller::new(
-        api::<DuplicationPolicy>(&client, &ns),
+        api::<DuplicationPolicy>(client, &ns),
         watcher::Config::default(),
     )
-    .owns(api::<Job>(&client, &ns), jobs_cfg())
+    .owns(api::<Job>(client, &ns), jobs_cfg())
     .watches(
-        api::<CatalogEntry>(&client, &ns),
+        api::<CatalogEntry>(client, &ns),
         watcher::Config::default(),
         move |e: CatalogEntry| {
             // A new copy on a trail may be work for every policy reading that trail.
@@ -165,8 +227,8 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
         ctx.clone(),
     )
     .for_each(|_| futures::future::ready(()));
-    let backups = Controller::new(api::<BackupTrail>(&client, &ns), watcher::Config::default())
-        .owns(api::<Job>(&client, &ns), jobs_cfg())
+    let backups = Controller::new(api::<BackupTrail>(client, &ns), watcher::Config::default())
+        .owns(api::<Job>(client, &ns), jobs_cfg())
         .shutdown_on_signal()
         .run(
             controllers::reconcile_backup,
@@ -175,10 +237,10 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
         )
         .for_each(|_| futures::future::ready(()));
     let dup_trails = Controller::new(
-        api::<DuplicationTrail>(&client, &ns),
+        api::<DuplicationTrail>(client, &ns),
         watcher::Config::default(),
     )
-    .owns(api::<Job>(&client, &ns), jobs_cfg())
+    .owns(api::<Job>(client, &ns), jobs_cfg())
     .shutdown_on_signal()
     .run(
         controllers::reconcile_duplication_trail,
@@ -186,27 +248,22 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
         ctx.clone(),
     )
     .for_each(|_| futures::future::ready(()));
-    let media_classes =
-        Controller::new(api::<MediaClass>(&client, &ns), watcher::Config::default())
-            .shutdown_on_signal()
-            .run(
-                controllers::reconcile_media_class,
-                controllers::error_policy,
-                ctx.clone(),
-            )
-            .for_each(|_| futures::future::ready(()));
-    let reflectors = async {
-        tokio::join!(f1, f2, f3, f4, f5, f6);
+    let media_classes = Controller::new(api::<MediaClass>(client, &ns), watcher::Config::default())
+        .shutdown_on_signal()
+        .run(
+            controllers::reconcile_media_class,
+            controllers::error_policy,
+            ctx,
+        )
+        .for_each(|_| futures::future::ready(()));
+    let run = async move {
+        // The controllers end on shutdown; the reflectors never do on their own.
+        tokio::select! {
+            _ = async { tokio::join!(restores, policies, backups, dup_trails, media_classes) } => {}
+            _ = async { tokio::join!(f1, f2, f3, f4, f5, f6) } => {}
+        }
     };
-    tokio::select! {
-        _ = async { tokio::join!(restores, policies, backups, dup_trails, media_classes) } => {}
-        _ = reflectors => {}
-        r = server => r?,
-        _ = readiness_forever(readiness) => {}
-    }
-    let _ = stop_tx.send(true);
-    tracing::info!("operator stopped");
-    Ok(())
+    (Box::pin(synced), Box::pin(run))
 }
 
 async fn readiness_forever(f: impl std::future::Future<Output = ()>) {

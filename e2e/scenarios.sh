@@ -1,0 +1,405 @@
+#!/usr/bin/env bash
+# End-to-end scenarios: Mimeo installed with the real helm into a real control plane, worker
+# pods run by the node agent as local processes, a real S3 server (s3s-fs) on loopback.
+#   install     helm install charts/mimeo -> operator Ready, CRDs Established
+#   quickstart  examples/kind (S3 endpoint pointed at loopback): 4 PVC work items, 4 streams;
+#               2 items duplicated to a PVC trail, all 4 to an S3 trail; catalog roles/extents
+#   restore     Auto picks a duplicate, byte-identical; vault away -> original, with the reason;
+#               nothing available -> Failed with a reason
+#   expiry      a short-retention trail: entries Expired, volumes freed
+#   invalid     one rejected resource per CEL/OpenAPI rule, the message names the field
+#   kill        operator killed during a duplication: no second Job, run completes, no Valid
+#               entry for unwritten data; a worker pod killed mid-run resumes
+#   s3-outage   S3 server stopped during a backup: the Job retries, Events explain, completes
+#   rbac        kubectl auth can-i matrix for the worker and the operator; restricted pods;
+#               the S3 secret appears in no log, event, status or catalog entry
+# Usage: bash e2e/tools.sh && bash e2e/scenarios.sh [SCENARIO...]   (MIMEO_E2E_KEEP=1 keeps the
+# work dir). MIMEO_BIN picks the mimeo binary (default target/debug/mimeo, built if missing).
+set -euo pipefail
+NAME=scenarios
+# shellcheck source=e2e/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+require_tools mimeo-controlplane mimeo-node-agent kubectl helm
+
+MIMEO_BIN="${MIMEO_BIN:-$ROOT/target/debug/mimeo}"
+if [[ ! -x "$MIMEO_BIN" ]]; then
+  say "building $MIMEO_BIN"
+  (cd "$ROOT" && cargo build --bin mimeo)
+fi
+S3S_FS="$(command -v s3s-fs || echo "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs")"
+[[ -x "$S3S_FS" ]] || { say "s3s-fs missing: run scripts/install-test-tools.sh"; exit 1; }
+
+NODE="$WORK/node"           # the agent's root: PV directories under $NODE/pv/NS/CLAIM
+S3_DATA="$WORK/s3"          # s3s-fs serves each directory here as a bucket
+E2E_LOGS+=("$WORK/agent.log" "$WORK/s3.log")
+# The keys of examples/kind/minio/credentials.yaml, so the example Secret is applied as is.
+S3_KEY=mimeo-demo
+S3_SECRET=mimeo-demo-not-a-secret
+QS=e2e-quickstart           # namespaces: one per group of scenarios, all `restricted`
+FAULTS=e2e-faults
+SYSTEM=mimeo-system
+
+# ---- infrastructure
+start_controlplane
+ok "control plane ready in $((SECONDS - T0))s"
+APISERVER_PORT="$(sed -n 's#.*server: https://127.0.0.1:\([0-9]*\).*#\1#p' "$KUBECONFIG" | head -1)"
+
+S3_PORT="$(free_port)"
+start_s3() {
+  mkdir -p "$S3_DATA"
+  "$S3S_FS" --host 127.0.0.1 --port "$S3_PORT" --access-key "$S3_KEY" --secret-key "$S3_SECRET" \
+    "$S3_DATA" >>"$WORK/s3.log" 2>&1 &
+  S3_PID=$!
+  E2E_PIDS+=("$S3_PID:s3s-fs")
+  wait_for 30 bash -c "exec 3<>/dev/tcp/127.0.0.1/$S3_PORT"
+}
+start_s3
+mkdir -p "$S3_DATA/mimeo-tapes" "$S3_DATA/mimeo-vault"
+S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
+ok "s3s-fs on $S3_ENDPOINT"
+
+"$BIN/mimeo-node-agent" --kubeconfig "$KUBECONFIG" --node e2e-node --root "$NODE" \
+  --image-binary "mimeo=$MIMEO_BIN" >"$WORK/agent.log" 2>&1 &
+E2E_PIDS+=("$!:node-agent")
+check "node e2e-node Ready" wait_for 60 k wait node/e2e-node --for=condition=Ready --timeout=1s
+
+for ns in $QS $FAULTS; do
+  k create namespace "$ns" >/dev/null
+  k label namespace "$ns" pod-security.kubernetes.io/enforce=restricted \
+    pod-security.kubernetes.io/enforce-version=latest >/dev/null
+done
+
+# jp KIND/NAME NS JSONPATH: one field of one object.
+jp() { k -n "$2" get "$1" -o "jsonpath=$3" 2>/dev/null; }
+# count NS SELECTOR [JSONPATH-FILTER]: CatalogEntries matching a label selector (Valid only).
+valid_entries() {
+  k -n "$1" get catalogentries -l "$2" -o jsonpath='{range .items[?(@.status.state=="Valid")]}{.metadata.name}{"\n"}{end}' | grep -c . || true
+}
+# kustomize DIR NS: the example rendered for namespace NS, S3 on loopback.
+render() {
+  k kustomize "$ROOT/$1" | sed -e "s#http://minio.mimeo-demo.svc:9000#$S3_ENDPOINT#" \
+    -e "s/namespace: mimeo-demo/namespace: $2/"
+}
+# run_now KIND/NAME NS: asks for a run now.
+run_now() { k -n "$2" annotate "$1" --overwrite "mimeo.dev/run-now=$(date +%s%N)" >/dev/null; }
+
+# ---- scenario: install
+scenario_install() {
+  METRICS_PORT="$(free_port)"
+  check "helm install charts/mimeo (operator Available)" \
+    "$BIN/helm" install mimeo "$ROOT/charts/mimeo" -n "$SYSTEM" --create-namespace \
+      --set image.repository=mimeo --set "workerNamespaces={$QS,$FAULTS}" \
+      --set metrics.port="$METRICS_PORT" --set worker.backoffLimit=4 --wait --timeout 180s
+  check "CRDs Established" k wait crd --all --for=condition=Established --timeout=30s
+  check "six Mimeo CRDs" test "$(k get crd -o name | grep -c '\.mimeo\.dev$')" = 6
+  check "operator /readyz answers ok" wait_for 30 curl -fsS "http://127.0.0.1:$METRICS_PORT/readyz"
+  check "operator pod runs as non-root 65532" \
+    grep -q 'uid=65532\|"uid":65532' <(k -n "$SYSTEM" get pod -l app.kubernetes.io/component=operator -o jsonpath='{.items[0].spec.securityContext.runAsUser}' | sed 's/^/uid=/')
+  OPERATOR_POD() { k -n "$SYSTEM" get pod -l app.kubernetes.io/component=operator -o jsonpath='{.items[0].metadata.name}'; }
+}
+
+# ---- scenario: quickstart
+scenario_quickstart() {
+  k -n $QS apply -f "$ROOT/examples/kind/minio/credentials.yaml" >/dev/null
+  render examples/kind/data $QS | k apply -f - >/dev/null
+  check "seed Job completes (PVCs provisioned and bound)" k -n $QS wait job/seed-data --for=condition=complete --timeout=120s
+  render examples/kind/mimeo $QS | k apply -f - >/dev/null
+  check "MediaClasses reachable (S3 HeadBucket, PVC bound)" wait_for 60 bash -c \
+    "[[ \$($BIN/kubectl -n $QS get mediaclass -o jsonpath='{.items[*].status.reachable}') == 'true true true' ]]"
+  check "backup: 4 Original entries Valid" wait_for 180 \
+    test "$(valid_entries $QS mimeo.dev/trail=nightly,mimeo.dev/role=Original)" = 4
+  check "policy apps-ab-to-disk: 2 Duplicate entries on disk-1w" wait_for 180 \
+    test "$(valid_entries $QS mimeo.dev/trail=disk-1w,mimeo.dev/role=Duplicate)" = 2
+  check "policy all-to-vault: 4 Duplicate entries on vault-7y" wait_for 180 \
+    test "$(valid_entries $QS mimeo.dev/trail=vault-7y,mimeo.dev/role=Duplicate)" = 4
+  check "disk-1w holds app-a and app-b only" test \
+    "$(k -n $QS get catalogentries -l mimeo.dev/trail=disk-1w -o jsonpath='{.items[*].spec.workItem}' | tr ' ' '\n' | sort | tr '\n' ' ')" = "app-a app-b "
+  # app-c (10 MiB) on 8 MiB volumes written by 4 streams: more than one extent; its duplicate on
+  # the 64 MiB vault volumes is one extent (Sequential layout).
+  local orig dup
+  orig="$(k -n $QS get catalogentries -l mimeo.dev/trail=nightly,mimeo.dev/work-item=app-c -o jsonpath='{.items[0].spec.extents[*].volume}' | wc -w)"
+  dup="$(k -n $QS get catalogentries -l mimeo.dev/trail=vault-7y,mimeo.dev/work-item=app-c -o jsonpath='{.items[0].spec.extents[*].volume}' | wc -w)"
+  check "extents: original of app-c interleaved in $orig extents, duplicate in $dup" test "$orig" -gt 1 -a "$dup" = 1
+  check "kubectl get catalogentries shows its columns" bash -c \
+    "$BIN/kubectl -n $QS get catalogentries | head -1 | grep -q 'WORK ITEM.*TRAIL.*ROLE.*BYTES.*STATE.*EXPIRES'"
+  check "kubectl get backuptrails shows 4 instances" bash -c \
+    "$BIN/kubectl -n $QS get backuptrails nightly | grep -Eq '^nightly +minio-tapes +30d +4 '"
+  check "kubectl get duplicationpolicies shows the runs" bash -c \
+    "$BIN/kubectl -n $QS get duplicationpolicies | grep -q all-to-vault"
+  check "worker pods were non-root with a read-only root filesystem" bash -c \
+    "$BIN/kubectl -n $QS get jobs -l app.kubernetes.io/component=worker -o jsonpath='{.items[*].spec.template.spec.containers[0].securityContext.readOnlyRootFilesystem}' | grep -qv false"
+}
+
+# ---- scenario: restore
+restore_field() { jp "restore/$1" $QS "$2"; }
+scenario_restore() {
+  render examples/kind/restore $QS | k apply -f - >/dev/null
+  for r in app-a app-c; do
+    check "Restore $r Succeeded" wait_for 120 test "$(restore_field $r '{.status.phase}')" = Succeeded
+    check "Restore $r read a Duplicate ($(restore_field $r '{.status.restoredFrom.trail}'))" \
+      test "$(restore_field $r '{.status.restoredFrom.role}')" = Duplicate
+    check "restored $r is byte-identical to its PVC" \
+      diff -r --no-dereference "$NODE/pv/$QS/$r" "$NODE/pv/$QS/restore-target/$r"
+  done
+  render examples/kind/verify $QS | k apply -f - >/dev/null
+  check "the example's verify Job agrees" k -n $QS wait job/verify-restores --for=condition=complete --timeout=60s
+
+  k -n $QS patch mediaclass minio-vault --type merge -p '{"spec":{"available":false}}' >/dev/null
+  render examples/kind/vault-away $QS | k apply -f - >/dev/null
+  check "vault away: app-c Restore Succeeded" wait_for 120 test "$(restore_field app-c-vault-away '{.status.phase}')" = Succeeded
+  check "vault away: app-c read the Original on nightly" \
+    test "$(restore_field app-c-vault-away '{.status.restoredFrom.role}/{.status.restoredFrom.trail}')" = Original/nightly
+  check "vault away: the reason names the unavailable media class" bash -c \
+    "$BIN/kubectl -n $QS get restore app-c-vault-away -o jsonpath='{.status.reason}' | grep -q minio-vault"
+  check "vault away: app-a still read its duplicate on disk-1w" \
+    test "$(restore_field app-a-vault-away '{.status.restoredFrom.trail}')" = disk-1w
+  check "vault away: app-c restored byte-identical" \
+    diff -r --no-dereference "$NODE/pv/$QS/app-c" "$NODE/pv/$QS/restore-target/app-c-vault-away"
+
+  k -n $QS patch mediaclass minio-tapes --type merge -p '{"spec":{"available":false}}' >/dev/null
+  k -n $QS apply -f - >/dev/null <<EOF
+apiVersion: mimeo.dev/v1alpha1
+kind: Restore
+metadata: {name: app-c-nothing}
+spec:
+  workItem: app-c
+  backupTrail: nightly
+  target: {pvc: {claimName: restore-target, path: app-c-nothing}}
+EOF
+  check "nothing available: Restore Failed" wait_for 60 test "$(restore_field app-c-nothing '{.status.phase}')" = Failed
+  check "nothing available: the reason says why ($(restore_field app-c-nothing '{.status.reason}'))" bash -c \
+    "$BIN/kubectl -n $QS get restore app-c-nothing -o jsonpath='{.status.reason}' | grep -q minio-tapes"
+  check "nothing available: a Warning event NoCopyAvailable" bash -c \
+    "$BIN/kubectl -n $QS get events --field-selector involvedObject.name=app-c-nothing,type=Warning | grep -q NoCopyAvailable"
+  check "nothing available: no worker Job was started" test -z "$(k -n $QS get jobs -o name | grep app-c-nothing || true)"
+  k -n $QS patch mediaclass minio-tapes --type merge -p '{"spec":{"available":true}}' >/dev/null
+  k -n $QS patch mediaclass minio-vault --type merge -p '{"spec":{"available":true}}' >/dev/null
+}
+
+# ---- scenario: expiry
+scenario_expiry() {
+  k -n $QS apply -f - >/dev/null <<EOF
+apiVersion: mimeo.dev/v1alpha1
+kind: DuplicationTrail
+metadata: {name: short}
+spec: {mediaClassName: minio-vault, retention: 40s}
+---
+apiVersion: mimeo.dev/v1alpha1
+kind: DuplicationPolicy
+metadata: {name: d-to-short}
+spec:
+  sourceTrails: [nightly]
+  selection: {workItems: [app-d]}
+  targets: [short]
+EOF
+  check "expiry: app-d copied to the 40s trail" wait_for 120 \
+    test "$(valid_entries $QS mimeo.dev/trail=short)" = 1
+  check "expiry: the trail's volumes are on S3" bash -c "ls $S3_DATA/mimeo-vault/short/ | grep -q ."
+  check "expiry: the entry turns Expired" wait_for 120 bash -c \
+    "[[ \$($BIN/kubectl -n $QS get catalogentries -l mimeo.dev/trail=short -o jsonpath='{.items[*].status.state}') == Expired ]]"
+  check "expiry: an Expired event on the trail" bash -c \
+    "$BIN/kubectl -n $QS get events --field-selector involvedObject.name=short | grep -q Expired"
+  check "expiry: the volume's segments are deleted (freed)" wait_for 120 bash -c \
+    "! find $S3_DATA/mimeo-vault/short -name '*.seg' | grep -q ."
+  check "expiry: the 7-year trail is untouched" \
+    test "$(valid_entries $QS mimeo.dev/trail=vault-7y)" = 4
+  k -n $QS delete duplicationpolicy d-to-short >/dev/null
+}
+
+# ---- scenario: invalid resources
+# reject "what" "expected message part" YAML: the API server must refuse it with that message.
+reject() {
+  local what="$1" want="$2" yaml="$3" out
+  if out="$(echo "$yaml" | k -n $QS apply --dry-run=server -f - 2>&1)"; then
+    fail "invalid: $what was accepted"
+  elif grep -qF -- "$want" <<<"$out"; then
+    ok "invalid: $what rejected ($want)"
+  else
+    fail "invalid: $what rejected without naming the field: $out"
+  fi
+}
+MC_HEAD='apiVersion: mimeo.dev/v1alpha1
+kind: MediaClass
+metadata: {name: bad}'
+scenario_invalid() {
+  reject "two backends" "spec.backend" "$MC_HEAD
+spec: {backend: {pvc: {claimName: x}, s3: {endpoint: 'http://x', bucket: bbb, credentialsSecretRef: {name: s}}}, volumeCapacity: 1Gi}"
+  reject "no backend" "spec.backend" "$MC_HEAD
+spec: {backend: {}, volumeCapacity: 1Gi}"
+  reject "capacity below block size" "spec.volumeCapacity" "$MC_HEAD
+spec: {backend: {pvc: {claimName: x}}, volumeCapacity: 64Ki, blockSize: 1Mi}"
+  reject "bad quantity" "spec.volumeCapacity" "$MC_HEAD
+spec: {backend: {pvc: {claimName: x}}, volumeCapacity: lots}"
+  reject "zero retention" "spec.retention" "apiVersion: mimeo.dev/v1alpha1
+kind: DuplicationTrail
+metadata: {name: bad}
+spec: {mediaClassName: pvc-disk, retention: 0d}"
+  reject "no targets without distribute" "spec.targets" "apiVersion: mimeo.dev/v1alpha1
+kind: DuplicationPolicy
+metadata: {name: bad}
+spec: {sourceTrails: [nightly], targets: []}"
+  reject "unknown mode" "spec.mode" "apiVersion: mimeo.dev/v1alpha1
+kind: DuplicationPolicy
+metadata: {name: bad}
+spec: {sourceTrails: [nightly], targets: [vault-7y], mode: Sideways}"
+  reject "zero streams" "spec.streams" "apiVersion: mimeo.dev/v1alpha1
+kind: BackupTrail
+metadata: {name: bad}
+spec: {mediaClassName: minio-tapes, retention: 1d, streams: 0, workItems: [{name: a, source: {pvc: {claimName: app-a}}}]}"
+  reject "changing a trail's media class" "spec.mediaClassName" "apiVersion: mimeo.dev/v1alpha1
+kind: DuplicationTrail
+metadata: {name: vault-7y}
+spec: {mediaClassName: pvc-disk, retention: 7y}"
+  reject "wrong type" "spec.parallelism" "apiVersion: mimeo.dev/v1alpha1
+kind: DuplicationPolicy
+metadata: {name: bad}
+spec: {sourceTrails: [nightly], targets: [vault-7y], parallelism: many}"
+}
+
+# ---- scenario: operator killed during a duplication, worker killed during a backup
+operator_pod() { k -n "$SYSTEM" get pod -l app.kubernetes.io/component=operator -o jsonpath='{.items[?(@.status.phase=="Running")].metadata.name}'; }
+job_count() { k -n "$1" get jobs -l "$2" -o name | grep -c . || true; }
+scenario_kill() {
+  k -n $FAULTS apply -f "$ROOT/examples/kind/minio/credentials.yaml" >/dev/null
+  k -n $FAULTS apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: big}
+spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: disk}
+spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 4Gi}}}
+EOF
+  wait_for 60 test -d "$NODE/pv/$FAULTS/big" || true
+  check "fault PVCs bound" k -n $FAULTS wait pvc/big pvc/disk --for=jsonpath='{.status.phase}'=Bound --timeout=60s
+  # 4 x 48 MiB of incompressible data: a copy takes long enough to be interrupted.
+  for i in 1 2 3 4; do head -c $((48 << 20)) /dev/urandom >"$NODE/pv/$FAULTS/big/blob-$i"; done
+  chmod -R a+rX "$NODE/pv/$FAULTS/big"
+  k -n $FAULTS apply -f - >/dev/null <<EOF
+apiVersion: mimeo.dev/v1alpha1
+kind: MediaClass
+metadata: {name: tapes}
+spec:
+  backend: {s3: {endpoint: "$S3_ENDPOINT", bucket: mimeo-tapes, region: us-east-1, forcePathStyle: true, credentialsSecretRef: {name: minio-credentials}}}
+  volumeCapacity: 64Mi
+  blockSize: 1Mi
+---
+apiVersion: mimeo.dev/v1alpha1
+kind: MediaClass
+metadata: {name: disk}
+spec: {backend: {pvc: {claimName: disk}}, volumeCapacity: 64Mi, blockSize: 1Mi}
+---
+apiVersion: mimeo.dev/v1alpha1
+kind: BackupTrail
+metadata: {name: faults}
+spec:
+  mediaClassName: tapes
+  retention: 30d
+  workItems: [{name: big, source: {pvc: {claimName: big}}}]
+---
+apiVersion: mimeo.dev/v1alpha1
+kind: DuplicationTrail
+metadata: {name: faults-disk}
+spec: {mediaClassName: disk, retention: 30d}
+EOF
+  check "kill: first backup Valid" wait_for 180 test "$(valid_entries $FAULTS mimeo.dev/trail=faults)" = 1
+  k -n $FAULTS apply -f - >/dev/null <<EOF
+apiVersion: mimeo.dev/v1alpha1
+kind: DuplicationPolicy
+metadata: {name: to-disk}
+spec: {sourceTrails: [faults], targets: [faults-disk]}
+EOF
+  local sel="mimeo.dev/run-kind=duplicate"
+  check "kill: the duplication Job starts" wait_for 60 bash -c \
+    "$BIN/kubectl -n $FAULTS get pods -l $sel -o jsonpath='{.items[*].status.phase}' | grep -q Running"
+  local old_pod entries_during
+  old_pod="$(operator_pod)"
+  k -n "$SYSTEM" delete pod "$old_pod" --grace-period=0 --force >/dev/null 2>&1
+  entries_during="$(valid_entries $FAULTS mimeo.dev/trail=faults-disk)"
+  check "kill: no Valid entry while the copy is unwritten ($entries_during)" test "$entries_during" = 0
+  check "kill: a new operator pod is Ready" wait_for 120 bash -c \
+    "p=\$($BIN/kubectl -n $SYSTEM get pod -l app.kubernetes.io/component=operator -o jsonpath='{.items[?(@.status.phase==\"Running\")].metadata.name}'); [[ -n \$p && \$p != $old_pod ]] && $BIN/kubectl -n $SYSTEM wait pod/\$p --for=condition=Ready --timeout=1s"
+  check "kill: the duplication completes" wait_for 180 test "$(valid_entries $FAULTS mimeo.dev/trail=faults-disk)" = 1
+  check "kill: still exactly one duplication Job" test "$(job_count $FAULTS $sel)" = 1
+  check "kill: the policy counted one run" test "$(jp duplicationpolicy/to-disk $FAULTS '{.status.runs}')" = 1
+
+  # A worker pod killed mid-backup: the Job's next pod resumes, one entry per instance.
+  run_now backuptrail/faults $FAULTS
+  sel="mimeo.dev/run-kind=backup"
+  check "kill: second backup's pod running" wait_for 60 bash -c \
+    "$BIN/kubectl -n $FAULTS get pods -l $sel -o jsonpath='{.items[*].status.phase}' | grep -q Running"
+  local pod
+  pod="$(k -n $FAULTS get pods -l $sel -o jsonpath='{.items[?(@.status.phase=="Running")].metadata.name}')"
+  sleep 1
+  k -n $FAULTS delete pod "$pod" --grace-period=0 --force >/dev/null 2>&1
+  check "kill: the backup completes after its worker was killed" wait_for 180 \
+    test "$(valid_entries $FAULTS mimeo.dev/trail=faults)" = 2
+  check "kill: the second backup ran in one Job" test "$(job_count $FAULTS $sel)" = 2
+  check "kill: the copy resumes to the same digest (verify)" \
+    test "$(k -n $FAULTS get catalogentries -l mimeo.dev/trail=faults -o jsonpath='{.items[*].spec.bytes}' | tr ' ' '\n' | sort -u | wc -l)" = 1
+}
+
+# ---- scenario: S3 server stopped during a worker run
+scenario_s3_outage() {
+  local sel="mimeo.dev/run-kind=backup" before
+  before="$(job_count $FAULTS $sel)"
+  run_now backuptrail/faults $FAULTS
+  check "s3 outage: backup pod running" wait_for 60 bash -c \
+    "$BIN/kubectl -n $FAULTS get pods -l $sel -o jsonpath='{.items[*].status.phase}' | grep -q Running"
+  stop_pid "$S3_PID" 5
+  check "s3 outage: the worker pod fails" wait_for 120 bash -c \
+    "$BIN/kubectl -n $FAULTS get pods -l $sel -o jsonpath='{.items[*].status.phase}' | grep -q Failed"
+  check "s3 outage: a Warning event explains the failed attempt" wait_for 60 bash -c \
+    "$BIN/kubectl -n $FAULTS get events --field-selector involvedObject.name=faults,type=Warning | grep -q WorkerRetrying"
+  check "s3 outage: the MediaClass reports unreachable" wait_for 90 bash -c \
+    "[[ \$($BIN/kubectl -n $FAULTS get mediaclass tapes -o jsonpath='{.status.reachable}') == false ]]"
+  start_s3
+  check "s3 outage: after the server returns the backup completes" wait_for 240 \
+    test "$(valid_entries $FAULTS mimeo.dev/trail=faults)" = 3
+  check "s3 outage: one Job for the run (retried in place)" test "$(job_count $FAULTS $sel)" = $((before + 1))
+}
+
+# ---- scenario: RBAC, Pod Security, secrets
+can() { k auth can-i "$@" 2>/dev/null || true; }
+scenario_rbac() {
+  local w="system:serviceaccount:$QS:mimeo-worker" o="system:serviceaccount:$SYSTEM:mimeo"
+  local row verb res ns want got
+  for row in \
+    "$w create catalogentries.mimeo.dev $QS yes" "$w patch catalogentries.mimeo.dev $QS yes" \
+    "$w patch catalogentries.mimeo.dev/status $QS yes" "$w delete catalogentries.mimeo.dev $QS no" \
+    "$w get secrets $QS no" "$w list secrets $QS no" "$w create jobs.batch $QS no" \
+    "$w get pods $QS no" "$w patch restores.mimeo.dev/status $QS no" \
+    "$w create catalogentries.mimeo.dev $FAULTS no" "$w update mediaclasses.mimeo.dev $QS no" \
+    "$o create jobs.batch $QS yes" "$o patch restores.mimeo.dev/status $QS yes" \
+    "$o create events $QS yes" "$o delete secrets $QS no" "$o create secrets $QS no" \
+    "$o update catalogentries.mimeo.dev $QS no" "$o create pods $QS no"; do
+    read -r who verb res ns want <<<"$row"
+    got="$(can "$verb" "$res" -n "$ns" --as "$who")"
+    if [[ "$got" == "$want" ]]; then ok "rbac: ${who##*:} $verb $res in $ns: $got"; else fail "rbac: ${who##*:} $verb $res in $ns: $got, want $want"; fi
+  done
+  # Pod Security: every namespace enforces restricted, so every worker pod was admitted under
+  # it; a dry-run relabel lists existing violations as warnings.
+  check "restricted: no existing pod violates the restricted level" bash -c \
+    "! $BIN/kubectl label --dry-run=server --overwrite ns $QS $FAULTS pod-security.kubernetes.io/enforce=restricted 2>&1 | grep -qi 'violate'"
+  check "restricted: worker Jobs ran in restricted namespaces" test "$(job_count $QS app.kubernetes.io/component=worker)" -gt 0
+  # The S3 secret key never shows up anywhere it could leak.
+  local leaks
+  leaks="$( { cat "$NODE"/logs/*.log "$WORK/agent.log"; k get events -A -o yaml; k get catalogentries,restores,mediaclasses,backuptrails,duplicationtrails,duplicationpolicies -A -o yaml; k get jobs -A -o yaml; } | grep -c "$S3_SECRET" || true)"
+  check "secrets: the S3 secret key appears in no log, event, status, Job or catalog entry" test "$leaks" = 0
+}
+
+ALL=(install quickstart restore expiry invalid kill s3_outage rbac)
+WANT=("$@")
+[[ ${#WANT[@]} -gt 0 ]] || WANT=("${ALL[@]}")
+for s in "${ALL[@]}"; do
+  [[ " ${WANT[*]} " == *" $s "* || " ${WANT[*]} " == *" ${s//_/-} "* ]] || continue
+  # Scenarios build on each other's resources: install and quickstart always run first.
+  t=$SECONDS
+  echo "# $s"
+  "scenario_$s"
+  echo "# $s took $((SECONDS - t))s"
+done
+echo "$NAME: $PASSED passed, $FAILED failed in $((SECONDS - T0))s"
+[[ $FAILED -eq 0 ]]
