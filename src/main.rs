@@ -106,6 +106,13 @@ enum Command {
         /// Seconds the Lease stays valid without renewal.
         #[arg(long, default_value_t = 15)]
         lease_duration_seconds: u64,
+        /// Seconds an Expired catalog entry stays visible before it is deleted.
+        #[arg(
+            long,
+            env = "MIMEO_EXPIRED_ENTRY_RETENTION_SECONDS",
+            default_value_t = 86400
+        )]
+        expired_entry_retention_seconds: u64,
     },
 }
 
@@ -207,6 +214,7 @@ async fn run(cli: Cli) -> mimeo::Result<ExitCode> {
             lease_namespace,
             lease_holder,
             lease_duration_seconds,
+            expired_entry_retention_seconds,
         } => {
             let worker = mimeo::operator::jobs::WorkerConfig {
                 image: worker_image,
@@ -232,6 +240,9 @@ async fn run(cli: Cli) -> mimeo::Result<ExitCode> {
                 namespaces,
                 worker,
                 lease,
+                expired_entry_retention: std::time::Duration::from_secs(
+                    expired_entry_retention_seconds,
+                ),
             })
             .await?;
             Ok(ExitCode::SUCCESS)
@@ -245,7 +256,11 @@ async fn run(cli: Cli) -> mimeo::Result<ExitCode> {
             let mut task: mimeo::engine::task::Task = serde_json::from_str(&text)
                 .map_err(|e| mimeo::Error::Other(format!("task is not valid: {e}")))?;
             task.fill_credentials(&mimeo::operator::jobs::credentials_from_env);
-            let outcome = mimeo::worker::execute(&task).await?;
+            // In a pod the operator sets MIMEO_NAMESPACE: the results go to the catalog there.
+            let outcome = match std::env::var("MIMEO_NAMESPACE") {
+                Ok(ns) if !ns.is_empty() => mimeo::worker::run_in_pod(&task, &ns).await?,
+                _ => mimeo::worker::execute(&task).await?,
+            };
             println!(
                 "{}",
                 serde_json::to_string(&outcome).expect("outcome serializes")

@@ -30,3 +30,6 @@ pub const API_VERSION: &str = "mimeo.dev/v1alpha1";
 /// Annotation that asks for a run now; its value is a token (e.g. a timestamp), and each new
 /// token triggers one run.
 pub const RUN_NOW_ANNOTATION: &str = "mimeo.dev/run-now";
+/// Annotation on a trail that asks for its catalog entries to be rebuilt from the manifests
+/// on its media (after the catalog was lost); each new token triggers one rescan.
+pub const RESCAN_ANNOTATION: &str = "mimeo.dev/rescan";

@@ -123,6 +123,9 @@ pub struct TrailStatus {
     /// Value of the `mimeo.dev/run-now` annotation last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run_now: Option<String>,
+    /// Value of the `mimeo.dev/rescan` annotation last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rescan: Option<String>,
     /// Standard conditions.
     #[serde(default)]
     pub conditions: Vec<Condition>,

@@ -12,7 +12,7 @@ use futures::FutureExt;
 use super::archive::{
     ArchiveSummary, FileIndex, StreamEntry, write_dir_archive, write_stream_archive,
 };
-use super::catalog::{EntryBuilder, commit_manifest};
+use super::catalog::{EntryBuilder, already_committed, commit_manifest};
 use super::mux::{StreamJob, write_interleaved};
 use super::pipe::{ChannelWriter, blocking};
 use super::task::{BackupTask, DataSpec, TaskOutcome};
@@ -25,6 +25,9 @@ use crate::media::trail::{TrailWriter, index_key};
 pub async fn run_backup(task: &BackupTask) -> Result<TaskOutcome> {
     let started = Instant::now();
     let media = task.media.open().await?;
+    if let Some(done) = already_committed(media.store.as_ref(), &task.trail, &task.session).await? {
+        return Ok(done);
+    }
     let mut jobs = Vec::new();
     for item in &task.items {
         let previous =

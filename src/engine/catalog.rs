@@ -11,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
 use crate::api::*;
+use crate::engine::task::{RescanTask, TaskOutcome};
 use crate::error::{Error, Result};
 use crate::media::store::ObjectStore;
 use crate::media::trail::{WrittenInstance, list_manifests, manifest_key};
@@ -42,6 +43,63 @@ pub async fn commit_manifest(
     store
         .put(&manifest_key(trail, session), Bytes::from(body))
         .await
+}
+
+/// The outcome of a session that already committed to `trail` (its manifest exists): a worker
+/// retried after its task committed (killed before it reported) returns it instead of writing
+/// the same data again.
+pub async fn already_committed(
+    store: &dyn ObjectStore,
+    trail: &str,
+    session: &str,
+) -> Result<Option<TaskOutcome>> {
+    let key = manifest_key(trail, session);
+    if store.head(&key).await?.is_none() {
+        return Ok(None);
+    }
+    let m: Manifest =
+        serde_json::from_slice(&store.get(&key).await?).map_err(|e| Error::Corrupt {
+            volume: "-".into(),
+            offset: 0,
+            work_item: "-".into(),
+            detail: format!("manifest {key} is not valid: {e}"),
+        })?;
+    Ok(Some(TaskOutcome {
+        entries: m.entries,
+        notes: vec![format!(
+            "session {session} was already committed: nothing written"
+        )],
+        ..Default::default()
+    }))
+}
+
+/// Rebuilds a trail's catalog from its media: the entries of every manifest whose volumes
+/// still hold data (an entry on a freed volume is not brought back).
+pub async fn run_rescan(task: &RescanTask) -> Result<TaskOutcome> {
+    let started = std::time::Instant::now();
+    let media = task.media.open().await?;
+    let live: std::collections::BTreeSet<String> =
+        crate::media::trail::scan_trail(media.store.as_ref(), &task.trail)
+            .await?
+            .into_iter()
+            .filter(|v| !v.segments.is_empty())
+            .map(|v| v.name)
+            .collect();
+    let mut outcome = TaskOutcome::default();
+    for m in read_manifests(media.store.as_ref(), &task.trail).await? {
+        for e in m.entries {
+            match e.extents.iter().find(|x| !live.contains(&x.volume)) {
+                Some(x) => outcome.notes.push(format!(
+                    "{}: volume {} holds no data any more, not restored",
+                    e.object_name(),
+                    x.volume
+                )),
+                None => outcome.entries.push(e),
+            }
+        }
+    }
+    outcome.seconds = started.elapsed().as_secs_f64();
+    Ok(outcome)
 }
 
 /// Reads every manifest of a trail.
@@ -170,6 +228,36 @@ impl Catalog {
         self.valid().filter(move |e| e.instance_id == instance_id)
     }
 
+    /// A trail's volumes as the catalog knows them, for trail status where the media cannot
+    /// be read (the operator): bytes are those of the entries' extents; a trail fills its
+    /// volumes in order, so the last one is Filling, and an earlier one is Scratch once every
+    /// entry on it expired (the expiry sweep frees it), Full before that.
+    pub fn volumes(&self, trail: &str) -> Vec<VolumeStatus> {
+        let mut vols: BTreeMap<&str, (u64, bool)> = BTreeMap::new();
+        for e in self.entries.values().filter(|e| e.spec.trail == trail) {
+            let live = Self::state(e) != EntryState::Expired;
+            for x in &e.spec.extents {
+                let v = vols.entry(x.volume.as_str()).or_default();
+                v.0 += x.length;
+                v.1 |= live;
+            }
+        }
+        let last = vols.keys().next_back().copied();
+        vols.into_iter()
+            .map(|(name, (bytes, live))| VolumeStatus {
+                name: name.to_string(),
+                bytes_used: bytes,
+                state: if Some(name) == last {
+                    VolumeState::Filling
+                } else if live {
+                    VolumeState::Full
+                } else {
+                    VolumeState::Scratch
+                },
+            })
+            .collect()
+    }
+
     /// Sets the state of an entry; returns true if it changed.
     pub fn set_state(&mut self, name: &str, state: EntryState, message: impl Into<String>) -> bool {
         let Some(e) = self.entries.get_mut(name) else {
@@ -182,5 +270,65 @@ impl Catalog {
         status.state = state;
         status.message = message.into();
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, volumes: &[(&str, u64)]) -> CatalogEntrySpec {
+        let t = Utc::now();
+        CatalogEntrySpec {
+            work_item: "app".into(),
+            instance_id: id.into(),
+            backup_time: t,
+            backup_trail: "nightly".into(),
+            trail: "vault".into(),
+            role: Role::Duplicate,
+            copy_of: None,
+            parent: None,
+            extents: volumes
+                .iter()
+                .map(|(v, len)| Extent {
+                    volume: v.to_string(),
+                    segment: 0,
+                    offset: 0,
+                    length: *len,
+                })
+                .collect(),
+            bytes: volumes.iter().map(|v| v.1).sum(),
+            digest: "sha256:x".into(),
+            created_at: t,
+            expires_at: t,
+        }
+    }
+
+    #[test]
+    fn volumes_from_the_catalog() {
+        let mut c = Catalog::default();
+        c.import(entry("a", &[("vault-00001", 60), ("vault-00002", 10)]));
+        c.import(entry("b", &[("vault-00002", 30), ("vault-00003", 5)]));
+        c.import(entry("old", &[("vault-00000", 70)]));
+        let mut other = entry("x", &[("other-00001", 1)]);
+        other.trail = "other".into();
+        c.import(other);
+        c.set_state("vault.old", EntryState::Expired, "retention");
+        c.set_state("vault.b", EntryState::Expired, "retention");
+        let v = c.volumes("vault");
+        let got: Vec<(&str, u64, VolumeState)> = v
+            .iter()
+            .map(|v| (v.name.as_str(), v.bytes_used, v.state))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("vault-00000", 70, VolumeState::Scratch),
+                ("vault-00001", 60, VolumeState::Full),
+                // b expired, a still holds part of it.
+                ("vault-00002", 40, VolumeState::Full),
+                ("vault-00003", 5, VolumeState::Filling),
+            ]
+        );
     }
 }

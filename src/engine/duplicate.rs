@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 
-use super::catalog::{EntryBuilder, commit_manifest};
+use super::catalog::{EntryBuilder, already_committed, commit_manifest};
 use super::mux::{StreamJob, write_interleaved, write_sequential};
 use super::task::{CopyTask, MediaCopyTask, TaskOutcome};
 use crate::api::{Layout, Role};
@@ -20,6 +20,10 @@ use crate::media::trail::{Media, TrailWriter, read_instance, scan_trail};
 pub async fn run_copy(task: &CopyTask) -> Result<TaskOutcome> {
     let started = Instant::now();
     let target = task.media.open().await?;
+    if let Some(done) = already_committed(target.store.as_ref(), &task.trail, &task.session).await?
+    {
+        return Ok(done);
+    }
     let mut sources: BTreeMap<String, Media> = BTreeMap::new();
     let mut jobs = Vec::new();
     for item in &task.items {

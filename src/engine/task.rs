@@ -265,6 +265,16 @@ pub struct ScratchTask {
     pub keep: Vec<String>,
 }
 
+/// Rebuild a trail's catalog entries from the manifests on its media.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RescanTask {
+    /// Trail.
+    pub trail: String,
+    /// Its media.
+    pub media: MediaSpec,
+}
+
 /// Any task. Tasks are built once per run and moved, never copied in bulk, so the size
 /// difference between variants does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -283,6 +293,8 @@ pub enum Task {
     Verify(VerifyTask),
     /// Free expired volumes.
     Scratch(ScratchTask),
+    /// Rebuild catalog entries from the media.
+    Rescan(RescanTask),
 }
 
 /// S3 credentials from a Secret (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` in `data` or
@@ -334,6 +346,7 @@ impl Task {
                 links.iter_mut().map(|l| &mut l.media).collect()
             }
             Task::Scratch(t) => vec![&mut t.media],
+            Task::Rescan(t) => vec![&mut t.media],
         }
     }
 

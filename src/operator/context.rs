@@ -41,6 +41,8 @@ pub struct Context {
     pub worker: WorkerConfig,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// How long Expired catalog entries stay before they are deleted.
+    pub expired_entry_retention: std::time::Duration,
 }
 
 fn in_ns<K>(store: &Store<K>, ns: &str) -> Vec<Arc<K>>

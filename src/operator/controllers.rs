@@ -18,9 +18,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::context::{Context, media_mount};
-use super::jobs::{PvcMount, WorkerRun, build, run_name};
+use super::jobs::{PvcMount, WorkerRun, build, owned_by_job, run_name};
 use super::metrics::{ErrorLabels, ResourceLabels, RunLabels};
 use crate::api::*;
+use crate::engine::catalog::Catalog;
 use crate::engine::planner::PlanContext;
 use crate::engine::task::*;
 use crate::error::{Error, Result};
@@ -192,22 +193,25 @@ pub fn media_mounts(set: &ResourceSet, task: &mut Task) -> Vec<PvcMount> {
         .collect()
 }
 
+/// Creates a run's Job, then its task ConfigMap owned by the Job. Both names are
+/// deterministic: a re-reconcile or a restarted operator finds them and creates nothing new.
+/// Until the ConfigMap exists the pod waits for its volume, as a kubelet does.
 async fn create_run(ctx: &Context, run: &WorkerRun) -> Result<()> {
-    let (cm, job) = build(run, &ctx.worker)?;
+    let (mut cm, job) = build(run, &ctx.worker)?;
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &run.namespace);
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &run.namespace);
-    for r in [
-        cms.create(&PostParams::default(), &cm).await.map(|_| ()),
-        jobs.create(&PostParams::default(), &job).await.map(|_| ()),
-    ] {
-        match r {
-            Ok(()) => {}
-            // The run already exists: a re-reconcile or a restarted operator.
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(e.into()),
-        }
+    let job = match jobs.create(&PostParams::default(), &job).await {
+        Ok(j) => j,
+        // The run already exists: a re-reconcile or a restarted operator.
+        Err(kube::Error::Api(e)) if e.code == 409 => jobs.get(&run.name).await?,
+        Err(e) => return Err(e.into()),
+    };
+    owned_by_job(&mut cm, &job)?;
+    match cms.create(&PostParams::default(), &cm).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
     }
-    Ok(())
 }
 
 /// Status without condition timestamps, for "did anything change" comparisons.
@@ -627,6 +631,89 @@ async fn start_run(
     Ok(())
 }
 
+/// Rebuilds a trail's catalog entries from its media when the `mimeo.dev/rescan` annotation
+/// carries a new token: one worker Job per token, which adds the entries the cluster lacks.
+async fn rescan_if_asked<K>(
+    ctx: &Context,
+    trail: &K,
+    st: &mut TrailStatus,
+    recorder: &Recorder,
+) -> Result<()>
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    let Some(token) = trail
+        .meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(RESCAN_ANNOTATION))
+    else {
+        return Ok(());
+    };
+    if st.last_rescan.as_ref() == Some(token) {
+        return Ok(());
+    }
+    let ns = trail.meta().namespace.clone().unwrap_or_default();
+    let name = trail.meta().name.clone().unwrap_or_default();
+    let run = format!("{:x}", crate::media::format::name_hash(token) as u16);
+    let job_name = run_name("rescan", &name, &run);
+    if let Some(job) = jobs_of(ctx, &ns, &job_name).find(|j| j.name_any() == job_name) {
+        let (ok, reason, msg) = match job_state(&job) {
+            JobState::Running => return Ok(()),
+            JobState::Succeeded => (
+                true,
+                "Rescanned",
+                format!("catalog rebuilt from the media of {name}"),
+            ),
+            JobState::Failed(m) => (false, "RescanFailed", m),
+        };
+        st.last_rescan = Some(token.clone());
+        event(recorder, trail, !ok, reason, msg).await;
+        return Ok(());
+    }
+    let set = ctx.resource_set(&ns);
+    let media = ctx.media(&set);
+    let Some(m) = set.trail_media_class(&name).and_then(|c| media.get(c)) else {
+        return Err(Error::Other(format!(
+            "field spec.mediaClassName: trail {name} has no usable media class to rescan"
+        )));
+    };
+    let mut task = Task::Rescan(RescanTask {
+        trail: name.clone(),
+        media: m.clone(),
+    });
+    let mounts = media_mounts(&set, &mut task);
+    create_run(
+        ctx,
+        &WorkerRun {
+            name: job_name,
+            namespace: ns,
+            owner: trail.controller_owner_ref(&()).expect("uid"),
+            kind: "rescan".into(),
+            task,
+            mounts,
+        },
+    )
+    .await?;
+    event(
+        recorder,
+        trail,
+        false,
+        "RescanStarted",
+        format!("rescanning the media of {name}"),
+    )
+    .await;
+    Ok(())
+}
+
+/// Instances, bytes and volumes of a trail, from the catalog.
+fn count_trail(st: &mut TrailStatus, catalog: &Catalog, trail: &str) {
+    let valid: Vec<&CatalogEntrySpec> = catalog.valid().filter(|e| e.trail == trail).collect();
+    st.instances = valid.len() as u64;
+    st.bytes = valid.iter().map(|e| e.bytes).sum();
+    st.volumes = catalog.volumes(trail);
+}
+
 /// Reconciles a BackupTrail: one backup per spec generation or run-now token, in a worker.
 pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<Action> {
     let ns = t.namespace().unwrap_or_default();
@@ -637,9 +724,9 @@ pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<
     let recorder = Recorder::new(ctx.client.clone(), "mimeo-operator".into());
     let token = t.annotations().get(RUN_NOW_ANNOTATION).cloned();
     let due = st.last_run_generation != generation || (token.is_some() && token != st.last_run_now);
-    let instances = ctx.catalog(&ns).valid().filter(|e| e.trail == name).count() as u64;
-    st.instances = instances;
+    count_trail(&mut st, &ctx.catalog(&ns), &name);
     st.observed_generation = generation;
+    rescan_if_asked(&ctx, t.as_ref(), &mut st, &recorder).await?;
     if !due || t.spec.work_items.is_empty() {
         write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
         return sweep_expiry(&ctx, t.as_ref(), &recorder).await;
@@ -852,10 +939,12 @@ pub async fn reconcile_duplication_trail(
     let old = t.status.clone();
     let mut st = old.clone().unwrap_or_default();
     let catalog = ctx.catalog(&ns);
-    let valid: Vec<&CatalogEntrySpec> = catalog.valid().filter(|e| e.trail == name).collect();
-    st.instances = valid.len() as u64;
-    st.bytes = valid.iter().map(|e| e.bytes).sum();
-    st.last_run = valid.iter().map(|e| e.created_at).max();
+    count_trail(&mut st, &catalog, &name);
+    st.last_run = catalog
+        .valid()
+        .filter(|e| e.trail == name)
+        .map(|e| e.created_at)
+        .max();
     st.observed_generation = t.metadata.generation;
     let ready = ctx
         .resource_set(&ns)
@@ -876,8 +965,9 @@ pub async fn reconcile_duplication_trail(
         &mut st.conditions,
         Condition::new("Ready", ready, reason, msg),
     );
-    write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
     let recorder = Recorder::new(ctx.client.clone(), "mimeo-operator".into());
+    rescan_if_asked(&ctx, t.as_ref(), &mut st, &recorder).await?;
+    write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
     sweep_expiry(&ctx, t.as_ref(), &recorder).await
 }
 

@@ -94,6 +94,29 @@ pub struct WorkerRun {
     pub mounts: Vec<PvcMount>,
 }
 
+/// Makes the task ConfigMap owned by its Job, so the garbage collector removes it with the Job
+/// (after `ttlSecondsAfterFinished`) instead of keeping one ConfigMap per run forever.
+pub fn owned_by_job(config_map: &mut ConfigMap, job: &Job) -> Result<()> {
+    let uid = job
+        .metadata
+        .uid
+        .clone()
+        .ok_or_else(|| Error::Other(format!("Job {} has no uid yet", run_job_name(job))))?;
+    config_map.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: "batch/v1".into(),
+        kind: "Job".into(),
+        name: run_job_name(job),
+        uid,
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }]);
+    Ok(())
+}
+
+fn run_job_name(job: &Job) -> String {
+    job.metadata.name.clone().unwrap_or_default()
+}
+
 /// Deterministic object name for run `run` of `kind`/`owner`: re-reconciling or restarting the
 /// operator yields the same name, so a second Job for the same run is never created.
 pub fn run_name(kind: &str, owner: &str, run: &str) -> String {
@@ -413,6 +436,23 @@ mod tests {
                 .any(|m| m.mount_path == "/tmp" && m.read_only.is_none())
         );
         assert!(mounts.iter().any(|m| m.mount_path == "/mnt/media/disk"));
+    }
+
+    #[test]
+    fn task_config_map_goes_with_its_job() {
+        let (mut cm, mut job) = build(&run(), &WorkerConfig::default()).unwrap();
+        assert!(
+            owned_by_job(&mut cm, &job).is_err(),
+            "no uid before the Job exists"
+        );
+        job.metadata.uid = Some("u-1".into());
+        owned_by_job(&mut cm, &job).unwrap();
+        let owner = &cm.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+            ("Job", "mimeo-copy-to-vault-7", "u-1")
+        );
+        assert_eq!(owner.controller, Some(true));
     }
 
     #[test]

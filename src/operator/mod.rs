@@ -36,6 +36,8 @@ pub struct OperatorArgs {
     pub worker: WorkerConfig,
     /// The Lease that makes this the one active operator (none out of cluster).
     pub lease: Option<lease::LeaseConfig>,
+    /// How long Expired catalog entries stay before they are deleted.
+    pub expired_entry_retention: std::time::Duration,
 }
 
 fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
@@ -100,7 +102,7 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
         }
         let (synced, controllers): (Vec<_>, Vec<_>) = scopes
             .into_iter()
-            .map(|ns| run_scope(&client, ns, &args.worker, &metrics))
+            .map(|ns| run_scope(&client, ns, &args, &metrics))
             .unzip();
         let readiness = async {
             if futures::future::join_all(synced)
@@ -155,7 +157,7 @@ type Boxed<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 fn run_scope(
     client: &Client,
     ns: Option<String>,
-    worker: &WorkerConfig,
+    args: &OperatorArgs,
     metrics: &Arc<metrics::Metrics>,
 ) -> (Boxed<bool>, Boxed<()>) {
     let (media_classes, f1) = reflect(api::<MediaClass>(client, &ns));
@@ -175,8 +177,9 @@ fn run_scope(
     let ctx = Arc::new(Context {
         client: client.clone(),
         stores: stores.clone(),
-        worker: worker.clone(),
+        worker: args.worker.clone(),
         metrics: metrics.clone(),
+        expired_entry_retention: args.expired_entry_retention,
     });
     let synced = async move {
         let r = tokio::join!(
@@ -272,15 +275,26 @@ async fn readiness_forever(f: impl std::future::Future<Output = ()>) {
 }
 
 /// Writes the catalog entries a worker committed as CatalogEntry objects (server-side apply,
-/// so a retried worker converges on the same objects), each Valid.
-pub async fn publish_entries(namespace: &str, entries: &[CatalogEntrySpec]) -> Result<()> {
+/// so a retried worker converges on the same objects), each Valid. With `only_missing`,
+/// entries that exist are left as they are.
+pub async fn publish_entries(
+    namespace: &str,
+    entries: &[CatalogEntrySpec],
+    only_missing: bool,
+) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
     let client = Client::try_default().await?;
     let api: Api<CatalogEntry> = Api::namespaced(client, namespace);
     let pp = PatchParams::apply("mimeo-worker").force();
     let mut catalog = crate::engine::catalog::Catalog::default();
     for spec in entries {
-        catalog.import(spec.clone());
         let name = spec.object_name();
+        if only_missing && api.get_opt(&name).await?.is_some() {
+            continue;
+        }
+        catalog.import(spec.clone());
         let mut obj = catalog.entries[&name].clone();
         obj.metadata.namespace = Some(namespace.into());
         let status = obj.status.take();

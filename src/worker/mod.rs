@@ -2,7 +2,7 @@
 //! local mode calls the very same function in-process.
 
 use crate::engine::task::{Task, TaskOutcome};
-use crate::engine::{backup, duplicate, expire, restore};
+use crate::engine::{backup, catalog, duplicate, expire, restore};
 use crate::error::Result;
 
 /// Runs a task to completion.
@@ -14,6 +14,7 @@ pub async fn execute(task: &Task) -> Result<TaskOutcome> {
         Task::Restore(t) => restore::run_restore(t).await,
         Task::Verify(t) => restore::run_verify(t).await,
         Task::Scratch(t) => expire::run_scratch(t).await,
+        Task::Rescan(t) => catalog::run_rescan(t).await,
     }
 }
 
@@ -31,5 +32,17 @@ pub fn describe(task: &Task) -> String {
         Task::Restore(t) => format!("restore {} ({} links)", t.restore, t.links.len()),
         Task::Verify(t) => format!("verify of {} copies", t.links.len()),
         Task::Scratch(t) => format!("expiry sweep of {}", t.trail),
+        Task::Rescan(t) => format!("rescan of {}", t.trail),
     }
+}
+
+/// Runs a task in a worker pod: executes it, then records the entries it committed as
+/// CatalogEntries in `namespace`. Entries are written only after the manifest that commits
+/// them is on the media, so none is Valid for data that is not durable. A rescan only adds
+/// entries the cluster lacks (it never revives an Expired or Missing one).
+pub async fn run_in_pod(task: &Task, namespace: &str) -> Result<TaskOutcome> {
+    let outcome = execute(task).await?;
+    let only_missing = matches!(task, Task::Rescan(_));
+    crate::operator::publish_entries(namespace, &outcome.entries, only_missing).await?;
+    Ok(outcome)
 }

@@ -147,24 +147,21 @@ Rules of the operator in a watched namespace (or cluster-wide). Least privilege:
     - duplicationpolicies/status
     - restores/status
     - catalogentries/status
-  verbs: ["patch", "update"]
-# The catalog: rescans rebuild entries, expiry removes them.
+  verbs: ["patch"]
+# The catalog: expiry removes Expired entries (workers write entries, rescans included).
 - apiGroups: ["mimeo.dev"]
   resources: ["catalogentries"]
-  verbs: ["create", "patch", "update", "delete"]
+  verbs: ["delete"]
 # Worker Jobs.
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "delete"]
-# Task ConfigMaps mounted by worker Jobs.
+  verbs: ["get", "list", "watch", "create"]
+# Task ConfigMaps mounted by worker Jobs (removed with their Job by the garbage collector).
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  verbs: ["create"]
 # Events for milestones and errors.
 - apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
 # PVC-backed media, sources and targets: existence and phase.
