@@ -12,7 +12,7 @@ use tracing::{info, warn};
 use super::progress::Progress;
 use super::state::StateDir;
 use crate::api::*;
-use crate::engine::catalog::{Catalog, read_manifests};
+use crate::engine::catalog::{Catalog, run_rescan};
 use crate::engine::planner::PlanContext;
 use crate::engine::task::*;
 use crate::error::{Error, Result};
@@ -326,14 +326,11 @@ impl Local {
             let Some(spec) = readable_media(set, media, t) else {
                 continue;
             };
-            let m = match spec.open().await {
-                Ok(m) => m,
-                Err(e) => {
-                    warn!(trail = %t, "cannot open media: {e}");
-                    continue;
-                }
+            let task = RescanTask {
+                trail: t.clone(),
+                media: spec.clone(),
             };
-            let manifests = match read_manifests(m.store.as_ref(), t).await {
+            let outcome = match run_rescan(&task).await {
                 Ok(x) => x,
                 Err(e) if rebuild => return Err(e),
                 Err(e) => {
@@ -341,12 +338,10 @@ impl Local {
                     continue;
                 }
             };
-            for mf in manifests {
-                for e in mf.entries {
-                    if catalog.import(e.clone()) {
-                        added += 1;
-                        self.state.save_entry(&catalog.entries[&e.object_name()])?;
-                    }
+            for e in outcome.entries {
+                if catalog.import(e.clone()) {
+                    added += 1;
+                    self.state.save_entry(&catalog.entries[&e.object_name()])?;
                 }
             }
         }
