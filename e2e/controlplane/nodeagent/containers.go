@@ -78,7 +78,7 @@ func (w *podWorker) runOnce(c *container) (code int32, ran time.Duration) {
 	c.status.ContainerID, c.status.Ready, c.status.Started = containerID, false, ptr.To(false)
 	w.mu.Unlock()
 	w.markDirty()
-	logf("pod %s container %s started: pid %d, %s", w.key, c.spec.Name, p.pid, strings.Join(spec.Argv, " "))
+	logf("pod %s container %s started: pid %d, %q", w.key, c.spec.Name, p.pid, spec.Argv)
 
 	probesDone := make(chan struct{})
 	w.startProbes(c, p, probesDone)

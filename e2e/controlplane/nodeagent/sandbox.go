@@ -110,16 +110,37 @@ func sandboxMain(args []string) int {
 	if err := json.Unmarshal([]byte(args[0]), &s); err != nil {
 		return fail(err)
 	}
-	// Mount points are created on the host before the root may become read-only. An
-	// existing path is left alone; a missing one stays behind as an empty directory or file.
+	// Mount points are created on the host (the root may become read-only below). An existing
+	// path is left alone; a missing one stays behind as an empty directory or file.
 	for _, m := range s.Mounts {
 		if err := makeMountPoint(m); err != nil {
 			return fail(err)
 		}
 	}
+	// Sources are opened before anything is mounted: a volume mounted at, say, /tmp would
+	// otherwise hide the sources of the next ones when the agent's root is under /tmp.
+	sources := make([]string, len(s.Mounts))
+	for i, m := range s.Mounts {
+		fd, err := unix.Open(m.Source, unix.O_PATH|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fail(fmt.Errorf("volume %s: %w", m.Source, err))
+		}
+		sources[i] = fmt.Sprintf("/proc/self/fd/%d", fd)
+	}
+	for i, m := range s.Mounts {
+		if err := unix.Mount(sources[i], m.Target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fail(fmt.Errorf("bind %s on %s: %w", m.Source, m.Target, err))
+		}
+		if m.ReadOnly {
+			if err := unix.Mount("", m.Target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+				return fail(fmt.Errorf("read-only %s: %w", m.Target, err))
+			}
+		}
+	}
 	if s.ReadOnlyRoot {
-		// A read-only bind of / over itself, recursive so /proc, /dev, ... stay visible (and
-		// writable: only the root mount itself is remounted).
+		// A read-only bind of / over itself. Recursive, so /proc, /dev and the volumes just
+		// mounted stay visible, each with its own flags: only the root mount becomes
+		// read-only. (Volumes bound after this would inherit the read-only flag.)
 		if err := unix.Mount("/", "/", "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 			return fail(fmt.Errorf("bind /: %w", err))
 		}
@@ -130,16 +151,6 @@ func sandboxMain(args []string) int {
 		// from the writable mount underneath.
 		if err := unix.Chroot("/"); err != nil {
 			return fail(err)
-		}
-	}
-	for _, m := range s.Mounts {
-		if err := unix.Mount(m.Source, m.Target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-			return fail(fmt.Errorf("bind %s on %s: %w", m.Source, m.Target, err))
-		}
-		if m.ReadOnly {
-			if err := unix.Mount("", m.Target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
-				return fail(fmt.Errorf("read-only %s: %w", m.Target, err))
-			}
 		}
 	}
 	groups := make([]int, len(s.Groups))
