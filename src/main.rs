@@ -89,13 +89,13 @@ enum Command {
         worker_image_pull_policy: Option<String>,
         /// Resources of worker containers, as JSON (`{"requests":{"cpu":"100m"}}`).
         #[arg(long, env = "MIMEO_WORKER_RESOURCES", value_parser = json_arg::<ResourceRequirements>)]
-        worker_resources: Option<ResourceRequirements>,
+        worker_resources: Option<Json<ResourceRequirements>>,
         /// Node selector of worker pods, as a JSON object.
         #[arg(long, env = "MIMEO_WORKER_NODE_SELECTOR", value_parser = json_arg::<BTreeMap<String, String>>)]
-        worker_node_selector: Option<BTreeMap<String, String>>,
+        worker_node_selector: Option<Json<BTreeMap<String, String>>>,
         /// Tolerations of worker pods, as a JSON list.
         #[arg(long, env = "MIMEO_WORKER_TOLERATIONS", value_parser = json_arg::<Vec<Toleration>>)]
-        worker_tolerations: Option<Vec<Toleration>>,
+        worker_tolerations: Option<Json<Vec<Toleration>>>,
         /// Namespace of the Lease that keeps one operator active (the pod's namespace); no
         /// Lease when unset, e.g. out of cluster.
         #[arg(long, env = "POD_NAMESPACE")]
@@ -116,9 +116,15 @@ enum Command {
     },
 }
 
-/// Parses a JSON flag (the chart passes structured worker settings as JSON in env vars).
-fn json_arg<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
-    serde_json::from_str(s).map_err(|e| format!("not valid JSON for this setting: {e}"))
+/// A flag given as JSON (the chart passes structured worker settings as JSON in env vars). A
+/// newtype, so clap takes a JSON list as one value.
+#[derive(Clone, Debug)]
+struct Json<T>(T);
+
+fn json_arg<T: serde::de::DeserializeOwned>(s: &str) -> Result<Json<T>, String> {
+    serde_json::from_str(s)
+        .map(Json)
+        .map_err(|e| format!("not valid JSON for this setting: {e}"))
 }
 
 #[derive(Subcommand)]
@@ -222,10 +228,10 @@ async fn run(cli: Cli) -> mimeo::Result<ExitCode> {
                 active_deadline_seconds: worker_active_deadline_seconds,
                 backoff_limit: worker_backoff_limit,
                 ttl_seconds_after_finished: worker_ttl_seconds_after_finished,
-                resources: worker_resources,
+                resources: worker_resources.map(|j| j.0),
                 image_pull_policy: worker_image_pull_policy.filter(|p| !p.is_empty()),
-                node_selector: worker_node_selector.unwrap_or_default(),
-                tolerations: worker_tolerations.unwrap_or_default(),
+                node_selector: worker_node_selector.map(|j| j.0).unwrap_or_default(),
+                tolerations: worker_tolerations.map(|j| j.0).unwrap_or_default(),
             };
             let lease = lease_namespace.map(|namespace| mimeo::operator::lease::LeaseConfig {
                 namespace,
@@ -335,5 +341,49 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn structured_worker_settings_parse_as_json() {
+        let cli = Cli::try_parse_from([
+            "mimeo",
+            "operator",
+            "--worker-image=mimeo:1",
+            r#"--worker-tolerations=[{"key":"media","operator":"Exists"},{"key":"b"}]"#,
+            r#"--worker-node-selector={"disk":"fast"}"#,
+            r#"--worker-resources={"limits":{"memory":"256Mi"}}"#,
+        ])
+        .unwrap();
+        let Command::Operator {
+            worker_tolerations,
+            worker_node_selector,
+            worker_resources,
+            ..
+        } = cli.command
+        else {
+            panic!("not the operator command");
+        };
+        assert_eq!(worker_tolerations.unwrap().0.len(), 2);
+        assert_eq!(worker_node_selector.unwrap().0["disk"], "fast");
+        assert!(
+            worker_resources
+                .unwrap()
+                .0
+                .limits
+                .unwrap()
+                .contains_key("memory")
+        );
+        let bad = Cli::try_parse_from([
+            "mimeo",
+            "operator",
+            "--worker-image=x",
+            "--worker-tolerations=[{",
+        ]);
+        assert!(bad.err().unwrap().to_string().contains("not valid JSON"));
     }
 }
