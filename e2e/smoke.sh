@@ -17,18 +17,30 @@ set -euo pipefail
 E2E="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$E2E/.." && pwd)"
 BIN="${MIMEO_E2E_BIN:-$E2E/bin}"
-for t in mimeo-controlplane kubectl helm; do
+for t in mimeo-controlplane mimeo-node-agent kubectl helm; do
   [[ -x "$BIN/$t" ]] || { echo "smoke: $BIN/$t missing: run bash e2e/tools.sh first" >&2; exit 1; }
 done
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/mimeo-e2e-smoke.XXXXXX")"
 DATA="$WORK/cp"
 CP_PID=""
+AGENT_PID=""
 PASSED=0
 FAILED=0
 T0=$SECONDS
 
+# The node agent stops its pods' processes on SIGTERM.
+stop_agent() {
+  [[ -n "$AGENT_PID" ]] || return 0
+  kill -TERM "$AGENT_PID" 2>/dev/null || true
+  for _ in $(seq 1 40); do kill -0 "$AGENT_PID" 2>/dev/null || break; sleep 0.5; done
+  kill -KILL "$AGENT_PID" 2>/dev/null || true # its pods' processes die with it (Pdeathsig)
+  wait "$AGENT_PID" 2>/dev/null || true
+  AGENT_PID=""
+}
+
 stop_cp() {
+  stop_agent
   [[ -n "$CP_PID" ]] || return 0
   if kill -0 "$CP_PID" 2>/dev/null; then
     kill -TERM "$CP_PID" 2>/dev/null || true
@@ -49,7 +61,7 @@ cleanup() {
   trap '' INT TERM # a second Ctrl-C must not cut the cleanup short
   stop_cp
   if [[ $rc -ne 0 ]]; then
-    for f in "$DATA"/controlplane.out "$DATA"/kube-apiserver.log "$DATA"/kube-controller-manager.log "$DATA"/etcd.log; do
+    for f in "$WORK"/agent.log "$DATA"/controlplane.out "$DATA"/kube-apiserver.log "$DATA"/kube-controller-manager.log "$DATA"/etcd.log; do
       [[ -f "$f" ]] && { echo "---- last lines of $f"; tail -n 25 "$f"; }
     done
   fi
@@ -244,6 +256,10 @@ for c in job garbage-collector serviceaccount serviceaccount-token namespace ttl
 done
 [[ -z "$missing" ]] && ok "controller-manager started job, garbage-collector, serviceaccount(-token), namespace, ttl-after-finished, ..." \
   || fail "controllers not started:$missing"
+
+# ---- the node agent: pods really run
+# shellcheck source=e2e/agent-smoke.sh
+source "$E2E/agent-smoke.sh"
 
 # ---- memory, then stop
 rss_total=0

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the end-to-end tools into e2e/bin/ from Go modules (no binary downloads):
 #   mimeo-controlplane  etcd (embedded) + kube-apiserver + kube-controller-manager  (e2e/controlplane)
+#   mimeo-node-agent    Node, scheduler, hostPath provisioner, pods as local processes (e2e/controlplane/nodeagent)
 #   kubectl             k8s.io/kubernetes/cmd/kubectl, same version as the API server (e2e/controlplane's go.mod)
 #   helm                helm.sh/helm/v3/cmd/helm@$HELM_VERSION
 #
@@ -58,6 +59,15 @@ T0=$SECONDS
 CP_STAMP="$(stamp_of controlplane "$(cp_inputs)" "$K8S_LDFLAGS")"
 build mimeo-controlplane "$CP_STAMP" \
   bash -c 'cd "$1" && go build -ldflags "$2" -o "$3" .' _ "$CP" "$K8S_LDFLAGS" "$BIN/mimeo-controlplane"
+
+# The node agent: a second main package of the same module (client-go), same version ldflags
+# (the Node's kubeletVersion).
+agent_inputs() {
+  (cd "$CP" && cat go.mod go.sum nodeagent/*.go | sha256sum | cut -d' ' -f1)
+}
+AGENT_STAMP="$(stamp_of node-agent "$(agent_inputs)" "$K8S_LDFLAGS")"
+build mimeo-node-agent "$AGENT_STAMP" \
+  bash -c 'cd "$1" && go build -ldflags "$2" -o "$3" ./nodeagent' _ "$CP" "$K8S_LDFLAGS" "$BIN/mimeo-node-agent"
 
 KUBECTL_STAMP="$(stamp_of kubectl "$(cd "$CP" && cat go.mod go.sum | sha256sum)" "$K8S_LDFLAGS")"
 build kubectl "$KUBECTL_STAMP" \

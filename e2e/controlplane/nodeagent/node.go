@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/pkg/version"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 )
 
@@ -40,14 +41,18 @@ func (a *agent) registerNode(ctx context.Context) error {
 	return a.updateNodeStatus(ctx)
 }
 
+// updateNodeStatus replaces the node's status; controllers annotating a new Node (ttl,
+// node-lifecycle) make conflicts likely, hence the retries.
 func (a *agent) updateNodeStatus(ctx context.Context) error {
-	node, err := a.client.CoreV1().Nodes().Get(ctx, a.node, metav1.GetOptions{})
-	if err != nil {
+	return retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+		node, err := a.client.CoreV1().Nodes().Get(ctx, a.node, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		node.Status = a.nodeStatus()
+		_, err = a.client.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{})
 		return err
-	}
-	node.Status = a.nodeStatus()
-	_, err = a.client.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{})
-	return err
+	})
 }
 
 func (a *agent) nodeStatus() v1.NodeStatus {
