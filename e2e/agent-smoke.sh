@@ -25,6 +25,7 @@ k -n "$ANS" create serviceaccount reader >/dev/null
 # Source data of claim "src", laid out before the claim exists: ROOT/pv/<namespace>/<claim>.
 mkdir -p "$NODE_ROOT/pv/$ANS/src" && echo "from-the-host" >"$NODE_ROOT/pv/$ANS/src/in.txt"
 WEB_PORT="$(free_port)"
+# Mount paths are under /mnt/e2e: the agent leaves missing mount points behind on the host.
 check "workloads created" k -n "$ANS" apply -f - <<EOF
 apiVersion: v1
 kind: PersistentVolumeClaim
@@ -52,14 +53,14 @@ spec:
       containers:
       - name: copy
         image: busybox
-        command: ["/bin/sh", "-c", "echo \$WORD \$(cat /etc/settings/suffix.txt) \$(cat /src/in.txt) > /out/result.txt"]
+        command: ["/bin/sh", "-c", "echo \$WORD \$(cat /mnt/e2e/settings/suffix.txt) \$(cat /mnt/e2e/src/in.txt) > /mnt/e2e/out/result.txt"]
         env:
         - name: WORD
           valueFrom: {secretKeyRef: {name: greeting, key: word}}
         volumeMounts:
-        - {name: settings, mountPath: /etc/settings}
-        - {name: src, mountPath: /src, readOnly: true}
-        - {name: out, mountPath: /out}
+        - {name: settings, mountPath: /mnt/e2e/settings}
+        - {name: src, mountPath: /mnt/e2e/src, readOnly: true}
+        - {name: out, mountPath: /mnt/e2e/out}
       volumes:
       - {name: settings, configMap: {name: settings}}
       - {name: src, persistentVolumeClaim: {claimName: src}}
@@ -95,8 +96,8 @@ spec:
     args:
     - |
       echo "uid \$(id -u)"
-      echo x > /scratch/f && echo "emptyDir writable"
-      echo y > /data/f && echo "pvc writable"
+      echo x > /mnt/e2e/scratch/f && echo "emptyDir writable"
+      echo y > /mnt/e2e/data/f && echo "pvc writable"
       touch /root-file 2>/dev/null || echo "root read-only"
       $BIN/kubectl --kubeconfig=/dev/null --server=https://\$(KUBERNETES_SERVICE_HOST):\$(KUBERNETES_SERVICE_PORT) \\
         --certificate-authority=/var/run/secrets/kubernetes.io/serviceaccount/ca.crt \\
@@ -106,8 +107,8 @@ spec:
       readOnlyRootFilesystem: true
       capabilities: {drop: ["ALL"]}
     volumeMounts:
-    - {name: scratch, mountPath: /scratch}
-    - {name: data, mountPath: /data}
+    - {name: scratch, mountPath: /mnt/e2e/scratch}
+    - {name: data, mountPath: /mnt/e2e/data}
   volumes:
   - {name: scratch, emptyDir: {}}
   - {name: data, persistentVolumeClaim: {claimName: nonroot}}
@@ -174,7 +175,13 @@ check "helm install charts/mimeo --wait (operator Deployment Available)" "$BIN/h
   --namespace "$ANS" --set "metrics.port=$METRICS_PORT" --wait --timeout 60s
 check "operator /readyz answers on :$METRICS_PORT" curl -fsS "http://127.0.0.1:$METRICS_PORT/readyz"
 
-lease1="$(k -n kube-node-lease get lease e2e-node -o jsonpath='{.spec.renewTime}' 2>/dev/null || true)"
+# Renewed every 10 s: wait for the next renewal if the checks above were quicker.
+lease1=""
+for _ in $(seq 1 30); do
+  lease1="$(k -n kube-node-lease get lease e2e-node -o jsonpath='{.spec.renewTime}' 2>/dev/null || true)"
+  [[ -n "$lease1" && "$lease1" != "$lease0" ]] && break
+  sleep 0.5
+done
 [[ -n "$lease1" && "$lease1" != "$lease0" ]] && ok "node Lease renewed ($lease0 -> $lease1)" \
   || fail "node Lease not renewed ('$lease0' -> '$lease1')"
 ready="$(k get node e2e-node -o jsonpath='{.status.conditions[?(@.type=="Ready")].status} {.spec.taints}')"
