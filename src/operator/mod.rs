@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -151,6 +151,29 @@ async fn shutdown_signal() {
 
 type Boxed<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
+/// Maps a change of a referenced object to the objects in `store` that refer to it (same
+/// namespace, `refers(referrer, name)`), so a resource applied before what it references is
+/// reconciled again when that appears, instead of waiting for its own next change.
+fn referrers<R, K>(
+    store: Store<K>,
+    refers: fn(&K, &str) -> bool,
+) -> impl Fn(R) -> Vec<ObjectRef<K>> + Send + Sync + 'static
+where
+    R: Resource<DynamicType = ()>,
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    move |changed: R| {
+        let ns = changed.namespace();
+        let name = changed.name_any();
+        store
+            .state()
+            .into_iter()
+            .filter(|k| k.namespace() == ns && refers(k, &name))
+            .map(|k| ObjectRef::from_obj(k.as_ref()))
+            .collect()
+    }
+}
+
 /// The watches and controllers of one scope (a namespace, or all when `None`). Returns a
 /// future that resolves to whether every store synced, and the future that runs the scope
 /// until shutdown.
@@ -204,6 +227,13 @@ fn run_scope(
         )
         .for_each(|_| futures::future::ready(()));
     let policy_store = ctx.stores.policies.clone();
+    let reads = |p: &DuplicationPolicy, trail: &str| {
+        p.spec
+            .source_trails
+            .iter()
+            .chain(&p.spec.targets)
+            .any(|t| t == trail)
+    };
     let policies = Controller::new(
         api::<DuplicationPolicy>(client, &ns),
         watcher::Config::default(),
@@ -219,9 +249,19 @@ fn run_scope(
                 .state()
                 .into_iter()
                 .filter(|p| p.namespace() == ns && p.spec.source_trails.contains(&e.spec.trail))
-                .map(|p| kube::runtime::reflector::ObjectRef::from_obj(p.as_ref()))
+                .map(|p| ObjectRef::from_obj(p.as_ref()))
                 .collect::<Vec<_>>()
         },
+    )
+    .watches(
+        api::<BackupTrail>(client, &ns),
+        watcher::Config::default(),
+        referrers(ctx.stores.policies.clone(), reads),
+    )
+    .watches(
+        api::<DuplicationTrail>(client, &ns),
+        watcher::Config::default(),
+        referrers(ctx.stores.policies.clone(), reads),
     )
     .shutdown_on_signal()
     .run(
@@ -232,6 +272,13 @@ fn run_scope(
     .for_each(|_| futures::future::ready(()));
     let backups = Controller::new(api::<BackupTrail>(client, &ns), watcher::Config::default())
         .owns(api::<Job>(client, &ns), jobs_cfg())
+        .watches(
+            api::<MediaClass>(client, &ns),
+            watcher::Config::default(),
+            referrers(ctx.stores.backup_trails.clone(), |t: &BackupTrail, mc| {
+                t.spec.media_class_name == mc
+            }),
+        )
         .shutdown_on_signal()
         .run(
             controllers::reconcile_backup,
@@ -244,6 +291,14 @@ fn run_scope(
         watcher::Config::default(),
     )
     .owns(api::<Job>(client, &ns), jobs_cfg())
+    .watches(
+        api::<MediaClass>(client, &ns),
+        watcher::Config::default(),
+        referrers(
+            ctx.stores.duplication_trails.clone(),
+            |t: &DuplicationTrail, mc| t.spec.media_class_name == mc,
+        ),
+    )
     .shutdown_on_signal()
     .run(
         controllers::reconcile_duplication_trail,
