@@ -29,6 +29,16 @@ wait_for() {
   done
 }
 
+# until_eq SECONDS WANT command... : retries until the command prints WANT.
+until_eq() {
+  local limit=$1 want=$2; shift 2
+  local end=$((SECONDS + limit)) got
+  while got="$("$@" 2>/dev/null)"; [[ "$got" != "$want" ]]; do
+    ((SECONDS < end)) || { echo "got '$got', want '$want'"; return 1; }
+    sleep 0.5
+  done
+}
+
 require_tools() {
   local t
   for t in "$@"; do

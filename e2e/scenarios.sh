@@ -107,12 +107,12 @@ scenario_quickstart() {
   render examples/kind/mimeo $QS | k apply -f - >/dev/null
   check "MediaClasses reachable (S3 HeadBucket, PVC bound)" wait_for 60 bash -c \
     "[[ \$($BIN/kubectl -n $QS get mediaclass -o jsonpath='{.items[*].status.reachable}') == 'true true true' ]]"
-  check "backup: 4 Original entries Valid" wait_for 180 \
-    test "$(valid_entries $QS mimeo.dev/trail=nightly,mimeo.dev/role=Original)" = 4
-  check "policy apps-ab-to-disk: 2 Duplicate entries on disk-1w" wait_for 180 \
-    test "$(valid_entries $QS mimeo.dev/trail=disk-1w,mimeo.dev/role=Duplicate)" = 2
-  check "policy all-to-vault: 4 Duplicate entries on vault-7y" wait_for 180 \
-    test "$(valid_entries $QS mimeo.dev/trail=vault-7y,mimeo.dev/role=Duplicate)" = 4
+  check "backup: 4 Original entries Valid" until_eq 180 4 \
+    valid_entries $QS mimeo.dev/trail=nightly,mimeo.dev/role=Original
+  check "policy apps-ab-to-disk: 2 Duplicate entries on disk-1w" until_eq 180 2 \
+    valid_entries $QS mimeo.dev/trail=disk-1w,mimeo.dev/role=Duplicate
+  check "policy all-to-vault: 4 Duplicate entries on vault-7y" until_eq 180 4 \
+    valid_entries $QS mimeo.dev/trail=vault-7y,mimeo.dev/role=Duplicate
   check "disk-1w holds app-a and app-b only" test \
     "$(k -n $QS get catalogentries -l mimeo.dev/trail=disk-1w -o jsonpath='{.items[*].spec.workItem}' | tr ' ' '\n' | sort | tr '\n' ' ')" = "app-a app-b "
   # app-c (10 MiB) on 8 MiB volumes written by 4 streams: more than one extent; its duplicate on
@@ -136,7 +136,7 @@ restore_field() { jp "restore/$1" $QS "$2"; }
 scenario_restore() {
   render examples/kind/restore $QS | k apply -f - >/dev/null
   for r in app-a app-c; do
-    check "Restore $r Succeeded" wait_for 120 test "$(restore_field $r '{.status.phase}')" = Succeeded
+    check "Restore $r Succeeded" until_eq 120 Succeeded restore_field $r '{.status.phase}'
     check "Restore $r read a Duplicate ($(restore_field $r '{.status.restoredFrom.trail}'))" \
       test "$(restore_field $r '{.status.restoredFrom.role}')" = Duplicate
     check "restored $r is byte-identical to its PVC" \
@@ -147,7 +147,7 @@ scenario_restore() {
 
   k -n $QS patch mediaclass minio-vault --type merge -p '{"spec":{"available":false}}' >/dev/null
   render examples/kind/vault-away $QS | k apply -f - >/dev/null
-  check "vault away: app-c Restore Succeeded" wait_for 120 test "$(restore_field app-c-vault-away '{.status.phase}')" = Succeeded
+  check "vault away: app-c Restore Succeeded" until_eq 120 Succeeded restore_field app-c-vault-away '{.status.phase}'
   check "vault away: app-c read the Original on nightly" \
     test "$(restore_field app-c-vault-away '{.status.restoredFrom.role}/{.status.restoredFrom.trail}')" = Original/nightly
   check "vault away: the reason names the unavailable media class" bash -c \
@@ -167,7 +167,7 @@ spec:
   backupTrail: nightly
   target: {pvc: {claimName: restore-target, path: app-c-nothing}}
 EOF
-  check "nothing available: Restore Failed" wait_for 60 test "$(restore_field app-c-nothing '{.status.phase}')" = Failed
+  check "nothing available: Restore Failed" until_eq 60 Failed restore_field app-c-nothing '{.status.phase}'
   check "nothing available: the reason says why ($(restore_field app-c-nothing '{.status.reason}'))" bash -c \
     "$BIN/kubectl -n $QS get restore app-c-nothing -o jsonpath='{.status.reason}' | grep -q minio-tapes"
   check "nothing available: a Warning event NoCopyAvailable" bash -c \
@@ -204,8 +204,8 @@ spec:
   selection: {workItems: [app-d]}
   targets: [short]
 EOF
-  check "expiry: app-d copied to the 40s trail" wait_for 120 \
-    test "$(valid_entries $QS mimeo.dev/trail=short)" = 1
+  check "expiry: app-d copied to the 40s trail" until_eq 120 1 \
+    valid_entries $QS mimeo.dev/trail=short
   local before
   before="$(volumes_with_data)"
   check "expiry: the copy spans $before volumes on S3" test "$before" -gt 2
@@ -349,7 +349,7 @@ kind: DuplicationTrail
 metadata: {name: faults-disk}
 spec: {mediaClassName: disk, retention: 30d}
 EOF
-  check "kill: first backup Valid" wait_for 180 test "$(valid_entries $FAULTS mimeo.dev/trail=faults)" = 1
+  check "kill: first backup Valid" until_eq 180 1 valid_entries $FAULTS mimeo.dev/trail=faults
   k -n $FAULTS apply -f - >/dev/null <<EOF
 apiVersion: mimeo.dev/v1alpha1
 kind: DuplicationPolicy
@@ -366,7 +366,7 @@ EOF
   check "kill: no Valid entry while the copy is unwritten ($entries_during)" test "$entries_during" = 0
   check "kill: a new operator pod is Ready" wait_for 120 bash -c \
     "p=\$($BIN/kubectl -n $SYSTEM get pod -l app.kubernetes.io/component=operator -o jsonpath='{.items[?(@.status.phase==\"Running\")].metadata.name}'); [[ -n \$p && \$p != $old_pod ]] && $BIN/kubectl -n $SYSTEM wait pod/\$p --for=condition=Ready --timeout=1s"
-  check "kill: the duplication completes" wait_for 180 test "$(valid_entries $FAULTS mimeo.dev/trail=faults-disk)" = 1
+  check "kill: the duplication completes" until_eq 180 1 valid_entries $FAULTS mimeo.dev/trail=faults-disk
   check "kill: still exactly one duplication Job" test "$(job_count $FAULTS $sel)" = 1
   check "kill: the policy counted one run" test "$(jp duplicationpolicy/to-disk $FAULTS '{.status.runs}')" = 1
 
@@ -379,8 +379,8 @@ EOF
   pod="$(k -n $FAULTS get pods -l $sel -o jsonpath='{.items[?(@.status.phase=="Running")].metadata.name}')"
   sleep 1
   k -n $FAULTS delete pod "$pod" --grace-period=0 --force >/dev/null 2>&1
-  check "kill: the backup completes after its worker was killed" wait_for 180 \
-    test "$(valid_entries $FAULTS mimeo.dev/trail=faults)" = 2
+  check "kill: the backup completes after its worker was killed" until_eq 180 2 \
+    valid_entries $FAULTS mimeo.dev/trail=faults
   check "kill: the second backup ran in one Job" test "$(job_count $FAULTS $sel)" = 2
   k -n $FAULTS apply -f - >/dev/null <<EOF
 apiVersion: v1
@@ -393,8 +393,8 @@ kind: Restore
 metadata: {name: after-kill}
 spec: {workItem: big, backupTrail: faults, target: {pvc: {claimName: restored, path: big}}}
 EOF
-  check "kill: the backup written after the kill restores" wait_for 120 \
-    test "$(jp restore/after-kill $FAULTS '{.status.phase}')" = Succeeded
+  check "kill: the backup written after the kill restores" until_eq 120 Succeeded \
+    jp restore/after-kill $FAULTS '{.status.phase}'
   check "kill: restored data is byte-identical" diff -r "$NODE/pv/$FAULTS/big" "$NODE/pv/$FAULTS/restored/big"
 }
 
@@ -413,8 +413,8 @@ scenario_s3_outage() {
   check "s3 outage: the trail's Ready condition says the worker retries" bash -c \
     "$BIN/kubectl -n $FAULTS get backuptrail faults -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].reason}' | grep -q WorkerRetrying"
   start_s3
-  check "s3 outage: after the server returns the backup completes" wait_for 240 \
-    test "$(valid_entries $FAULTS mimeo.dev/trail=faults)" = 3
+  check "s3 outage: after the server returns the backup completes" until_eq 240 3 \
+    valid_entries $FAULTS mimeo.dev/trail=faults
   check "s3 outage: one Job for the run (retried in place)" test "$(job_count $FAULTS $sel)" = $((before + 1))
 }
 

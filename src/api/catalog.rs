@@ -28,7 +28,7 @@ pub const LABEL_INSTANCE: &str = "mimeo.dev/instance";
     printcolumn(name = "Role", type_ = "string", json_path = ".spec.role"),
     printcolumn(name = "Bytes", type_ = "integer", json_path = ".spec.bytes"),
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".spec.expiresAt")
+    printcolumn(name = "Expires", type_ = "string", json_path = ".spec.expiresAt")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct CatalogEntrySpec {
