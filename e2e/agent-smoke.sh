@@ -14,6 +14,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
   --image-binary "mimeo=$MIMEO_BIN" >"$WORK/agent.log" 2>&1 &
 AGENT_PID=$!
 t_agent=$SECONDS
+for _ in $(seq 1 60); do k get node e2e-node >/dev/null 2>&1 && break; sleep 0.5; done # registered?
 check "node e2e-node Ready" k wait --for=condition=Ready node/e2e-node --timeout=60s
 ok "node agent up in $((SECONDS - t_agent))s (pid $AGENT_PID, root $NODE_ROOT)"
 lease0="$(k -n kube-node-lease get lease e2e-node -o jsonpath='{.spec.renewTime}' 2>/dev/null || true)"

@@ -18,11 +18,10 @@ import (
 type stopReason int
 
 const (
-	stopNone     stopReason = iota
-	stopDeleting            // deletionTimestamp set: graceful stop, final status, final delete
-	stopDeadline            // activeDeadlineSeconds passed: graceful stop, Failed/DeadlineExceeded
-	stopGone                // the pod object is gone: kill, no more API calls
-	stopAgent               // the agent is shutting down: stop, leave the pod's status alone
+	stopDeleting stopReason = iota + 1 // deletionTimestamp set: graceful stop, final status, final delete
+	stopDeadline                       // activeDeadlineSeconds passed: graceful stop, Failed/DeadlineExceeded
+	stopGone                           // the pod object is gone: kill, no more API calls
+	stopAgent                          // the agent is shutting down: stop, leave the pod's status alone
 )
 
 // agentStopGrace caps the grace period of containers stopped because the agent exits.
@@ -121,10 +120,13 @@ func (a *agent) forgetPod(pod *v1.Pod) {
 }
 
 func (a *agent) workerDone(w *podWorker) {
+	w.mu.Lock()
+	why := w.why
+	w.mu.Unlock()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	delete(a.workers, w.uid)
-	if w.why != stopAgent {
+	if why != stopAgent {
 		a.finished[w.uid] = true
 	}
 }
@@ -134,11 +136,12 @@ func (a *agent) workerDone(w *podWorker) {
 func (a *agent) finalDelete(ctx context.Context, pod *v1.Pod) {
 	err := a.client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
 		GracePeriodSeconds: ptr.To(int64(0)), Preconditions: &metav1.Preconditions{UID: &pod.UID}})
-	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+	switch {
+	case err == nil:
+		logf("pod %s/%s deleted", pod.Namespace, pod.Name)
+	case !apierrors.IsNotFound(err) && !apierrors.IsConflict(err): // not: gone, or a new pod of that name
 		logf("delete pod %s/%s: %v", pod.Namespace, pod.Name, err)
-		return
 	}
-	logf("pod %s/%s deleted", pod.Namespace, pod.Name)
 }
 
 // shutdown stops every pod's processes (SIGTERM, SIGKILL after at most agentStopGrace) and
@@ -321,6 +324,7 @@ func (w *podWorker) execute() {
 	start := w.startTime.Time
 	w.mu.Unlock()
 	w.markDirty()
+	// A pod already being deleted (e.g. adopted after an agent restart) stops at once.
 	if pod.DeletionTimestamp != nil {
 		w.update(pod)
 	}
