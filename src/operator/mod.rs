@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef, ReflectHandle, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -50,8 +50,17 @@ where
     }
 }
 
-/// Starts a reflector for `K`; the returned future drives it.
-fn reflect<K>(api: Api<K>) -> (Store<K>, impl std::future::Future<Output = ()>)
+/// Watches `K` once in a scope: a store that reconciles read, and a handle that every
+/// controller using `K` subscribes to (clone it per consumer), so each kind is listed and
+/// watched once however many controllers react to it. The returned future drives the watch.
+fn reflect<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (
+    Store<K>,
+    ReflectHandle<K>,
+    impl std::future::Future<Output = ()>,
+)
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -61,15 +70,17 @@ where
         + Sync
         + 'static,
 {
-    let (store, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, watcher::Config::default().page_size(500)),
-    )
-    .applied_objects()
-    .for_each(|_| futures::future::ready(()));
-    (store, stream)
+    let (store, writer) = reflector::store_shared(SHARED_BUFFER);
+    let handle = writer.subscribe().expect("a shared store has subscribers");
+    let stream = watcher(api, config.page_size(500))
+        .default_backoff()
+        .reflect_shared(writer)
+        .for_each(|_| futures::future::ready(()));
+    (store, handle, stream)
 }
+
+/// Events buffered per subscriber of a shared watch before the watch waits for it.
+const SHARED_BUFFER: usize = 1024;
 
 /// Runs the operator until SIGTERM/SIGINT.
 pub async fn run(args: OperatorArgs) -> Result<()> {
@@ -157,12 +168,12 @@ type Boxed<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 fn referrers<R, K>(
     store: Store<K>,
     refers: fn(&K, &str) -> bool,
-) -> impl Fn(R) -> Vec<ObjectRef<K>> + Send + Sync + 'static
+) -> impl Fn(Arc<R>) -> Vec<ObjectRef<K>> + Send + Sync + 'static
 where
     R: Resource<DynamicType = ()>,
     K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
 {
-    move |changed: R| {
+    move |changed: Arc<R>| {
         let ns = changed.namespace();
         let name = changed.name_any();
         store
@@ -174,6 +185,16 @@ where
     }
 }
 
+/// The trail an entry is on: its status (instances, bytes, volumes) and its next expiry
+/// change with the entry.
+fn trail_of_entry<K>(e: Arc<CatalogEntry>) -> Option<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let ns = e.namespace()?;
+    Some(ObjectRef::new(&e.spec.trail).within(&ns))
+}
+
 /// The watches and controllers of one scope (a namespace, or all when `None`). Returns a
 /// future that resolves to whether every store synced, and the future that runs the scope
 /// until shutdown.
@@ -183,12 +204,18 @@ fn run_scope(
     args: &OperatorArgs,
     metrics: &Arc<metrics::Metrics>,
 ) -> (Boxed<bool>, Boxed<()>) {
-    let (media_classes, f1) = reflect(api::<MediaClass>(client, &ns));
-    let (backup_trails, f2) = reflect(api::<BackupTrail>(client, &ns));
-    let (duplication_trails, f3) = reflect(api::<DuplicationTrail>(client, &ns));
-    let (policies, f4) = reflect(api::<DuplicationPolicy>(client, &ns));
-    let (catalog, f5) = reflect(api::<CatalogEntry>(client, &ns));
-    let (jobs, f6) = reflect(api::<Job>(client, &ns));
+    let all = watcher::Config::default;
+    let (media_classes, mc, f1) = reflect(api::<MediaClass>(client, &ns), all());
+    let (backup_trails, bt, f2) = reflect(api::<BackupTrail>(client, &ns), all());
+    let (duplication_trails, dt, f3) = reflect(api::<DuplicationTrail>(client, &ns), all());
+    let (policies, dp, f4) = reflect(api::<DuplicationPolicy>(client, &ns), all());
+    let (catalog, ce, f5) = reflect(api::<CatalogEntry>(client, &ns), all());
+    let (restores, rs, f6) = reflect(api::<Restore>(client, &ns), all());
+    // Only the Jobs Mimeo created.
+    let (jobs, jb, f7) = reflect(
+        api::<Job>(client, &ns),
+        all().labels("app.kubernetes.io/managed-by=mimeo-operator"),
+    );
     let stores = Stores {
         media_classes,
         backup_trails,
@@ -204,6 +231,7 @@ fn run_scope(
         metrics: metrics.clone(),
         expired_entry_retention: args.expired_entry_retention,
     });
+    let restore_store = restores.clone();
     let synced = async move {
         let r = tokio::join!(
             stores.media_classes.wait_until_ready(),
@@ -212,13 +240,18 @@ fn run_scope(
             stores.policies.wait_until_ready(),
             stores.catalog.wait_until_ready(),
             stores.jobs.wait_until_ready(),
+            restore_store.wait_until_ready(),
         );
-        r.0.is_ok() && r.1.is_ok() && r.2.is_ok() && r.3.is_ok() && r.4.is_ok() && r.5.is_ok()
+        r.0.is_ok()
+            && r.1.is_ok()
+            && r.2.is_ok()
+            && r.3.is_ok()
+            && r.4.is_ok()
+            && r.5.is_ok()
+            && r.6.is_ok()
     };
-    let jobs_cfg =
-        || watcher::Config::default().labels("app.kubernetes.io/managed-by=mimeo-operator");
-    let restores = Controller::new(api::<Restore>(client, &ns), watcher::Config::default())
-        .owns(api::<Job>(client, &ns), jobs_cfg())
+    let restores = Controller::for_shared_stream(rs, restores)
+        .owns_shared_stream(jb.clone())
         .shutdown_on_signal()
         .run(
             controllers::reconcile_restore,
@@ -226,7 +259,6 @@ fn run_scope(
             ctx.clone(),
         )
         .for_each(|_| futures::future::ready(()));
-    let policy_store = ctx.stores.policies.clone();
     let reads = |p: &DuplicationPolicy, trail: &str| {
         p.spec
             .source_trails
@@ -234,15 +266,10 @@ fn run_scope(
             .chain(&p.spec.targets)
             .any(|t| t == trail)
     };
-    let policies = Controller::new(
-        api::<DuplicationPolicy>(client, &ns),
-        watcher::Config::default(),
-    )
-    .owns(api::<Job>(client, &ns), jobs_cfg())
-    .watches(
-        api::<CatalogEntry>(client, &ns),
-        watcher::Config::default(),
-        move |e: CatalogEntry| {
+    let policy_store = ctx.stores.policies.clone();
+    let policies = Controller::for_shared_stream(dp, ctx.stores.policies.clone())
+        .owns_shared_stream(jb.clone())
+        .watches_shared_stream(ce.clone(), move |e: Arc<CatalogEntry>| {
             // A new copy on a trail may be work for every policy reading that trail.
             let ns = e.namespace();
             policy_store
@@ -251,34 +278,25 @@ fn run_scope(
                 .filter(|p| p.namespace() == ns && p.spec.source_trails.contains(&e.spec.trail))
                 .map(|p| ObjectRef::from_obj(p.as_ref()))
                 .collect::<Vec<_>>()
-        },
-    )
-    .watches(
-        api::<BackupTrail>(client, &ns),
-        watcher::Config::default(),
-        referrers(ctx.stores.policies.clone(), reads),
-    )
-    .watches(
-        api::<DuplicationTrail>(client, &ns),
-        watcher::Config::default(),
-        referrers(ctx.stores.policies.clone(), reads),
-    )
-    .shutdown_on_signal()
-    .run(
-        controllers::reconcile_policy,
-        controllers::error_policy,
-        ctx.clone(),
-    )
-    .for_each(|_| futures::future::ready(()));
-    let backups = Controller::new(api::<BackupTrail>(client, &ns), watcher::Config::default())
-        .owns(api::<Job>(client, &ns), jobs_cfg())
-        .watches(
-            api::<MediaClass>(client, &ns),
-            watcher::Config::default(),
+        })
+        .watches_shared_stream(bt.clone(), referrers(ctx.stores.policies.clone(), reads))
+        .watches_shared_stream(dt.clone(), referrers(ctx.stores.policies.clone(), reads))
+        .shutdown_on_signal()
+        .run(
+            controllers::reconcile_policy,
+            controllers::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
+    let backups = Controller::for_shared_stream(bt, ctx.stores.backup_trails.clone())
+        .owns_shared_stream(jb.clone())
+        .watches_shared_stream(
+            mc.clone(),
             referrers(ctx.stores.backup_trails.clone(), |t: &BackupTrail, mc| {
                 t.spec.media_class_name == mc
             }),
         )
+        .watches_shared_stream(ce.clone(), trail_of_entry)
         .shutdown_on_signal()
         .run(
             controllers::reconcile_backup,
@@ -286,27 +304,24 @@ fn run_scope(
             ctx.clone(),
         )
         .for_each(|_| futures::future::ready(()));
-    let dup_trails = Controller::new(
-        api::<DuplicationTrail>(client, &ns),
-        watcher::Config::default(),
-    )
-    .owns(api::<Job>(client, &ns), jobs_cfg())
-    .watches(
-        api::<MediaClass>(client, &ns),
-        watcher::Config::default(),
-        referrers(
-            ctx.stores.duplication_trails.clone(),
-            |t: &DuplicationTrail, mc| t.spec.media_class_name == mc,
-        ),
-    )
-    .shutdown_on_signal()
-    .run(
-        controllers::reconcile_duplication_trail,
-        controllers::error_policy,
-        ctx.clone(),
-    )
-    .for_each(|_| futures::future::ready(()));
-    let media_classes = Controller::new(api::<MediaClass>(client, &ns), watcher::Config::default())
+    let dup_trails = Controller::for_shared_stream(dt, ctx.stores.duplication_trails.clone())
+        .owns_shared_stream(jb)
+        .watches_shared_stream(
+            mc.clone(),
+            referrers(
+                ctx.stores.duplication_trails.clone(),
+                |t: &DuplicationTrail, mc| t.spec.media_class_name == mc,
+            ),
+        )
+        .watches_shared_stream(ce, trail_of_entry)
+        .shutdown_on_signal()
+        .run(
+            controllers::reconcile_duplication_trail,
+            controllers::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
+    let media_classes = Controller::for_shared_stream(mc, ctx.stores.media_classes.clone())
         .shutdown_on_signal()
         .run(
             controllers::reconcile_media_class,
@@ -315,10 +330,10 @@ fn run_scope(
         )
         .for_each(|_| futures::future::ready(()));
     let run = async move {
-        // The controllers end on shutdown; the reflectors never do on their own.
+        // The controllers end on shutdown; the watches never do on their own.
         tokio::select! {
             _ = async { tokio::join!(restores, policies, backups, dup_trails, media_classes) } => {}
-            _ = async { tokio::join!(f1, f2, f3, f4, f5, f6) } => {}
+            _ = async { tokio::join!(f1, f2, f3, f4, f5, f6, f7) } => {}
         }
     };
     (Box::pin(synced), Box::pin(run))
