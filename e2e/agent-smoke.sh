@@ -1,5 +1,5 @@
-# Node-agent part of smoke.sh (sourced by it, after the control-plane checks; uses its ok, fail,
-# check, k, BIN, ROOT, DATA and WORK). Starts mimeo-node-agent and proves with the real kubectl
+# Node-agent part of smoke.sh (sourced by it, after the control-plane checks; uses e2e/lib.sh's
+# ok, fail, check, k, free_port, BIN, ROOT, DATA and WORK). Starts mimeo-node-agent and proves with the real kubectl
 # and helm that pods really run: the Node stays Ready (Lease renewed), Jobs complete or fail
 # through the job controller with Secret env, ConfigMap volume and PVC, runAsUser and fsGroup
 # are applied, the projected service-account token authenticates, a readiness-probed Deployment
@@ -8,11 +8,11 @@
 NODE_ROOT="$WORK/node"
 ANS=mimeo-agent-smoke
 MIMEO_BIN="${MIMEO_BIN:-$ROOT/target/debug/mimeo}"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 "$BIN/mimeo-node-agent" --kubeconfig "$KUBECONFIG" --node e2e-node --root "$NODE_ROOT" \
   --image-binary "mimeo=$MIMEO_BIN" >"$WORK/agent.log" 2>&1 &
 AGENT_PID=$!
+E2E_PIDS+=("$AGENT_PID:node-agent")
 t_agent=$SECONDS
 for _ in $(seq 1 60); do k get node e2e-node >/dev/null 2>&1 && break; sleep 0.5; done # registered?
 check "node e2e-node Ready" k wait --for=condition=Ready node/e2e-node --timeout=60s

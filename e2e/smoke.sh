@@ -13,91 +13,15 @@
 #   - the namespace controller deletes a namespace; SIGTERM stops everything.
 # Usage: bash e2e/tools.sh && bash e2e/smoke.sh        (MIMEO_E2E_KEEP=1 keeps the temp dir)
 set -euo pipefail
-
-E2E="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ROOT="$(cd "$E2E/.." && pwd)"
-BIN="${MIMEO_E2E_BIN:-$E2E/bin}"
-for t in mimeo-controlplane mimeo-node-agent kubectl helm; do
-  [[ -x "$BIN/$t" ]] || { echo "smoke: $BIN/$t missing: run bash e2e/tools.sh first" >&2; exit 1; }
-done
-
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/mimeo-e2e-smoke.XXXXXX")"
-DATA="$WORK/cp"
-CP_PID=""
-AGENT_PID=""
-PASSED=0
-FAILED=0
-T0=$SECONDS
-
-# The node agent stops its pods' processes on SIGTERM.
-stop_agent() {
-  [[ -n "$AGENT_PID" ]] || return 0
-  kill -TERM "$AGENT_PID" 2>/dev/null || true
-  for _ in $(seq 1 40); do kill -0 "$AGENT_PID" 2>/dev/null || break; sleep 0.5; done
-  kill -KILL "$AGENT_PID" 2>/dev/null || true # its pods' processes die with it (Pdeathsig)
-  wait "$AGENT_PID" 2>/dev/null || true
-  AGENT_PID=""
-}
-
-stop_cp() {
-  stop_agent
-  [[ -n "$CP_PID" ]] || return 0
-  if kill -0 "$CP_PID" 2>/dev/null; then
-    kill -TERM "$CP_PID" 2>/dev/null || true
-    for _ in $(seq 1 60); do kill -0 "$CP_PID" 2>/dev/null || break; sleep 0.5; done
-    if kill -0 "$CP_PID" 2>/dev/null; then
-      echo "smoke: control plane did not stop in 30s, killing it" >&2
-      kill -KILL "$CP_PID" 2>/dev/null || true # its children die with it (Pdeathsig)
-    fi
-  fi
-  wait "$CP_PID" 2>/dev/null || true
-  CP_PID=""
-}
-
-cleanup() {
-  local rc=$?
-  # Only the script itself cleans up; a subshell ($(...)) that inherited the trap just exits.
-  [[ "$BASHPID" == "$$" ]] || return 0
-  trap '' INT TERM # a second Ctrl-C must not cut the cleanup short
-  stop_cp
-  if [[ $rc -ne 0 ]]; then
-    for f in "$WORK"/agent.log "$DATA"/controlplane.out "$DATA"/kube-apiserver.log "$DATA"/kube-controller-manager.log "$DATA"/etcd.log; do
-      [[ -f "$f" ]] && { echo "---- last lines of $f"; tail -n 25 "$f"; }
-    done
-  fi
-  if [[ -n "${MIMEO_E2E_KEEP:-}" || $rc -ne 0 ]]; then
-    echo "smoke: kept $WORK"
-  else
-    rm -rf "$WORK"
-  fi
-  exit $rc
-}
-trap cleanup EXIT
-# A signal that lands in a subshell is passed on to the script itself.
-on_signal() { if [[ "$BASHPID" != "$$" ]]; then kill -"$1" "$$"; fi; exit "$2"; }
-trap 'on_signal INT 130' INT
-trap 'on_signal TERM 143' TERM
-
-ok()   { PASSED=$((PASSED + 1)); echo "ok   - $*"; }
-fail() { FAILED=$((FAILED + 1)); echo "FAIL - $*"; }
-# check "description" command... : the command must succeed.
-check() { local d="$1"; shift; if out="$("$@" 2>&1)"; then ok "$d"; else fail "$d"; echo "$out" | sed 's/^/       /'; fi; }
+NAME=smoke
+# shellcheck source=e2e/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+require_tools mimeo-controlplane mimeo-node-agent kubectl helm
+E2E_LOGS=("$WORK/agent.log" "${E2E_LOGS[@]}")
 
 # ---- start the control plane
-mkdir -p "$DATA"
-"$BIN/mimeo-controlplane" --data-dir "$DATA" --port 0 >"$DATA/controlplane.out" 2>&1 &
-CP_PID=$!
-echo "smoke: control plane pid $CP_PID, data $DATA"
-for _ in $(seq 1 600); do
-  grep -qx ready "$DATA/controlplane.out" 2>/dev/null && break
-  kill -0 "$CP_PID" 2>/dev/null || { echo "smoke: control plane exited before ready" >&2; exit 1; }
-  sleep 0.5
-done
-grep -qx ready "$DATA/controlplane.out" || { echo "smoke: control plane not ready in 300s" >&2; exit 1; }
+start_controlplane
 ok "control plane ready in $((SECONDS - T0))s"
-
-export KUBECONFIG="$DATA/admin.kubeconfig"
-k() { "$BIN/kubectl" "$@"; }
 NS=mimeo-smoke
 
 check "kubectl version reaches the API server" k version
@@ -272,10 +196,11 @@ done
 echo "smoke: control plane RSS $((rss_total / 1024)) MiB:$rss_line"
 
 t_stop=$SECONDS
-stop_cp
+stop_pid "$AGENT_PID" 20
+stop_pid "$CP_PID"
+E2E_PIDS=()
 grep -q 'mimeo-controlplane: stopped' "$DATA/controlplane.out" && ok "control plane stopped cleanly on SIGTERM in $((SECONDS - t_stop))s" \
   || fail "control plane did not report a clean stop"
 
-echo "smoke: $((SECONDS - T0))s"
-echo "$PASSED passed, $FAILED failed"
+echo "$NAME: $PASSED passed, $FAILED failed in $((SECONDS - T0))s"
 [[ $FAILED -eq 0 ]]

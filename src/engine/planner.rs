@@ -143,20 +143,29 @@ impl PlanContext<'_> {
     }
 
     /// Plans one run of a policy: one task per target trail that has something to receive.
-    /// Instances already Valid on a target are skipped there (a retried run copies only what is
-    /// missing).
+    /// An instance is skipped on a target that holds it (Valid) or held it until its retention
+    /// there passed (Expired), so a retried run copies only what is missing and an expired copy
+    /// is not made again; an instance whose retention on the target has already passed is not
+    /// copied at all. A Missing (damaged) copy is made again.
     pub fn plan_duplication(&self, policy: &DuplicationPolicy) -> Vec<Task> {
         let name = kube::ResourceExt::name_any(policy);
         let spec = &policy.spec;
         let session = super::catalog::session_id(self.now);
-        // Which instances each trail already holds, indexed once: looking them up per selected
+        // Which instances each trail holds or held, indexed once: looking them up per selected
         // instance by scanning the catalog made planning quadratic in the catalog's size.
         let held: HashSet<(&str, &str)> = self
             .catalog
-            .valid()
-            .map(|e| (e.trail.as_str(), e.instance_id.as_str()))
+            .entries
+            .values()
+            .filter(|e| Catalog::state(e) != EntryState::Missing)
+            .map(|e| (e.spec.trail.as_str(), e.spec.instance_id.as_str()))
             .collect();
-        let on_target = |trail: &str, instance: &str| held.contains(&(trail, instance));
+        let on_target = |trail: &str, e: &CatalogEntrySpec| {
+            held.contains(&(trail, e.instance_id.as_str()))
+                || self
+                    .trail_retention(trail)
+                    .is_some_and(|ret| e.backup_time + chrono::TimeDelta::seconds(ret) <= self.now)
+        };
         let mut tasks = Vec::new();
         if spec.mode == DuplicationMode::Media {
             for src in &spec.source_trails {
@@ -164,7 +173,7 @@ impl PlanContext<'_> {
                     let entries: Vec<CatalogEntrySpec> = self
                         .catalog
                         .valid()
-                        .filter(|e| &e.trail == src && !on_target(t, &e.instance_id))
+                        .filter(|e| &e.trail == src && !on_target(t, e))
                         .cloned()
                         .collect();
                     let (Some(sm), Some(tm), Some(ret)) = (
@@ -208,7 +217,7 @@ impl PlanContext<'_> {
             let items: Vec<CopyItem> = selected
                 .iter()
                 .filter(|e| !spec.distribute || spread[e.work_item.as_str()] == ti)
-                .filter(|e| !on_target(t, &e.instance_id))
+                .filter(|e| !on_target(t, e))
                 .filter_map(|e| {
                     Some(CopyItem {
                         source: (*e).clone(),
@@ -631,9 +640,9 @@ spec: {mediaClassName: tape, retention: 1d}
         let mut catalog = Catalog::default();
         for (wi, id, age) in [
             ("fin", "fin-1", 3),
-            ("fin", "fin-2", 1),
-            ("fax", "fax-1", 1),
-            ("hr", "hr-1", 1),
+            ("fin", "fin-2", 0),
+            ("fax", "fax-1", 0),
+            ("hr", "hr-1", 0),
         ] {
             catalog.import(entry("nightly", Role::Original, wi, id, age, None));
         }
@@ -654,7 +663,7 @@ spec: {mediaClassName: tape, retention: 1d}
         let tasks = ctx.plan_duplication(policy);
         assert_eq!(tasks.len(), 1);
         // Once copied, nothing is planned again.
-        catalog.import(entry("tapes", Role::Duplicate, "fin", "fin-2", 1, None));
+        catalog.import(entry("tapes", Role::Duplicate, "fin", "fin-2", 0, None));
         let ctx = PlanContext {
             set: &set,
             media: &m,
@@ -662,5 +671,41 @@ spec: {mediaClassName: tape, retention: 1d}
             now: Utc::now(),
         };
         assert!(ctx.plan_duplication(policy).is_empty());
+    }
+
+    #[test]
+    fn expired_copies_are_not_made_again_missing_ones_are() {
+        let text = format!(
+            "{RESOURCES}---\napiVersion: mimeo.dev/v1alpha1\nkind: DuplicationPolicy\nmetadata: {{name: p}}\nspec: {{sourceTrails: [nightly], targets: [tapes]}}\n"
+        );
+        let set = yaml(&text);
+        let mut catalog = Catalog::default();
+        for (wi, age) in [("expired", 0), ("missing", 0), ("too-old", 2), ("new", 0)] {
+            catalog.import(entry("nightly", Role::Original, wi, wi, age, None));
+        }
+        for wi in ["expired", "missing"] {
+            catalog.import(entry("tapes", Role::Duplicate, wi, wi, 0, None));
+        }
+        catalog.set_state("tapes.expired", EntryState::Expired, "retention");
+        catalog.set_state("tapes.missing", EntryState::Missing, "damaged");
+        let m = media(&set);
+        let ctx = PlanContext {
+            set: &set,
+            media: &m,
+            catalog: &catalog,
+            now: Utc::now(),
+        };
+        let tasks = ctx.plan_duplication(&set.policies["p"]);
+        let Some(Task::Copy(t)) = tasks.first() else {
+            panic!("one copy task expected: {tasks:?}");
+        };
+        let mut ids: Vec<&str> = t
+            .items
+            .iter()
+            .map(|i| i.source.instance_id.as_str())
+            .collect();
+        ids.sort();
+        // `too-old` is past the target's 1d retention: its copy would expire at once.
+        assert_eq!(ids, ["missing", "new"]);
     }
 }
