@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine too: installs what the tests need (a real S3 server,
 # s3s-fs, which the tests start on loopback), then checks formatting and lints, then runs every
-# test. One build serves clippy and the tests' dependencies (shared target/).
+# test. One build serves clippy and the tests' dependencies (shared target/). Then the
+# end-to-end suite: a real control plane, kubectl and helm built from Go modules (e2e/tools.sh,
+# cached), the node agent running worker pods with the mimeo binary the tests just built, the
+# smoke checks and the scenarios (e2e/README.md). MIMEO_SKIP_E2E=1 stops after cargo test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,3 +20,14 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --all-targets
+
+if [[ -n "${MIMEO_SKIP_E2E:-}" ]]; then
+    echo "== e2e skipped (MIMEO_SKIP_E2E)"
+    exit 0
+fi
+echo "== e2e tools (control plane, node agent, kubectl, helm from Go modules)"
+bash e2e/tools.sh
+echo "== e2e smoke"
+bash e2e/smoke.sh
+echo "== e2e scenarios"
+MIMEO_BIN="$PWD/target/debug/mimeo" bash e2e/scenarios.sh

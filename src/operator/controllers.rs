@@ -914,11 +914,31 @@ where
         )
         .await;
     }
-    // Wake up at the next expiry of this trail.
+    // Expired entries stay visible for a while (`kubectl get` shows what expiry did), then
+    // go, so the catalog does not grow without bound.
+    let keep = chrono::TimeDelta::from_std(ctx.expired_entry_retention).unwrap_or_default();
+    for e in catalog
+        .entries
+        .values()
+        .filter(|e| e.spec.trail == name && Catalog::state(e) == EntryState::Expired)
+        .filter(|e| e.spec.expires_at + keep <= now)
+    {
+        match api.delete(&e.name_any(), &Default::default()).await {
+            Ok(_) => tracing::info!(entry = %e.name_any(), "expired catalog entry removed"),
+            Err(kube::Error::Api(a)) if a.code == 404 => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    // Wake up at the next expiry or removal on this trail.
     let next = catalog
-        .valid()
-        .filter(|e| e.trail == name && !expired.iter().any(|x| x.0 == e.object_name()))
-        .map(|e| e.expires_at)
+        .entries
+        .values()
+        .filter(|e| e.spec.trail == name && !expired.iter().any(|x| x.0 == e.name_any()))
+        .filter_map(|e| match Catalog::state(e) {
+            EntryState::Valid => Some(e.spec.expires_at),
+            EntryState::Expired => Some(e.spec.expires_at + keep).filter(|t| *t > now),
+            _ => None,
+        })
         .min();
     Ok(match next {
         Some(t) if t > now => {
