@@ -428,6 +428,20 @@ mod tests {
     use crate::engine::catalog::Catalog;
     use chrono::TimeDelta;
 
+    /// The planner as of now.
+    fn now_ctx<'a>(
+        set: &'a ResourceSet,
+        media: &'a BTreeMap<String, MediaSpec>,
+        catalog: &'a Catalog,
+    ) -> PlanContext<'a> {
+        PlanContext {
+            set,
+            media,
+            catalog,
+            now: Utc::now(),
+        }
+    }
+
     fn yaml(text: &str) -> ResourceSet {
         let mut set = ResourceSet::default();
         for r in parse_documents(text, "test.yaml").unwrap() {
@@ -524,12 +538,7 @@ spec: {mediaClassName: tape, retention: 1d}
         catalog.import(entry("offsite", Role::Duplicate, "fin", "fin-1", 1, None));
         catalog.import(entry("tapes", Role::Duplicate, "fin", "fin-1", 1, None));
         let m = media(&set);
-        let ctx = PlanContext {
-            set: &set,
-            media: &m,
-            catalog: &catalog,
-            now: Utc::now(),
-        };
+        let ctx = now_ctx(&set, &m, &catalog);
         let plan = ctx.plan_restore(&restore("Auto")).unwrap();
         assert_eq!(plan.links[0].entry.trail, "tapes");
         assert!(
@@ -540,12 +549,7 @@ spec: {mediaClassName: tape, retention: 1d}
 
         // Only the unavailable duplicate left → original, with the reason.
         catalog.set_state("tapes.fin-1", EntryState::Expired, "");
-        let ctx = PlanContext {
-            set: &set,
-            media: &m,
-            catalog: &catalog,
-            now: Utc::now(),
-        };
+        let ctx = now_ctx(&set, &m, &catalog);
         let plan = ctx.plan_restore(&restore("Auto")).unwrap();
         assert_eq!(plan.links[0].entry.role, Role::Original);
         assert!(plan.reasons[0].contains("unavailable"));
@@ -555,12 +559,7 @@ spec: {mediaClassName: tape, retention: 1d}
 
         // Everything unavailable → fails naming both.
         set.media_classes.get_mut("disk").unwrap().spec.available = false;
-        let ctx = PlanContext {
-            set: &set,
-            media: &m,
-            catalog: &catalog,
-            now: Utc::now(),
-        };
+        let ctx = now_ctx(&set, &m, &catalog);
         let err = ctx.plan_restore(&restore("Auto")).unwrap_err();
         assert!(
             err.contains("original on nightly skipped")
@@ -584,12 +583,7 @@ spec: {mediaClassName: tape, retention: 1d}
             Some("fin-1"),
         ));
         let m = media(&set);
-        let ctx = PlanContext {
-            set: &set,
-            media: &m,
-            catalog: &catalog,
-            now: Utc::now(),
-        };
+        let ctx = now_ctx(&set, &m, &catalog);
         let plan = ctx.plan_restore(&restore("Auto")).unwrap();
         let got: Vec<(&str, &str)> = plan
             .links
@@ -621,12 +615,7 @@ spec: {mediaClassName: tape, retention: 1d}
         ));
         catalog.import(entry("tapes", Role::Duplicate, "hr", "hr-1", 3, None));
         let m = media(&set);
-        let ctx = PlanContext {
-            set: &set,
-            media: &m,
-            catalog: &catalog,
-            now: Utc::now(),
-        };
+        let ctx = now_ctx(&set, &m, &catalog);
         let names: Vec<String> = ctx.plan_expiry().into_iter().map(|x| x.0).collect();
         assert_eq!(names, ["tapes.hr-1"]);
     }
@@ -647,12 +636,7 @@ spec: {mediaClassName: tape, retention: 1d}
             catalog.import(entry("nightly", Role::Original, wi, id, age, None));
         }
         let m = media(&set);
-        let ctx = PlanContext {
-            set: &set,
-            media: &m,
-            catalog: &catalog,
-            now: Utc::now(),
-        };
+        let ctx = now_ctx(&set, &m, &catalog);
         let policy = &set.policies["p"];
         let ids: Vec<&str> = ctx
             .select(policy)
@@ -664,12 +648,7 @@ spec: {mediaClassName: tape, retention: 1d}
         assert_eq!(tasks.len(), 1);
         // Once copied, nothing is planned again.
         catalog.import(entry("tapes", Role::Duplicate, "fin", "fin-2", 0, None));
-        let ctx = PlanContext {
-            set: &set,
-            media: &m,
-            catalog: &catalog,
-            now: Utc::now(),
-        };
+        let ctx = now_ctx(&set, &m, &catalog);
         assert!(ctx.plan_duplication(policy).is_empty());
     }
 
@@ -689,12 +668,7 @@ spec: {mediaClassName: tape, retention: 1d}
         catalog.set_state("tapes.expired", EntryState::Expired, "retention");
         catalog.set_state("tapes.missing", EntryState::Missing, "damaged");
         let m = media(&set);
-        let ctx = PlanContext {
-            set: &set,
-            media: &m,
-            catalog: &catalog,
-            now: Utc::now(),
-        };
+        let ctx = now_ctx(&set, &m, &catalog);
         let tasks = ctx.plan_duplication(&set.policies["p"]);
         let Some(Task::Copy(t)) = tasks.first() else {
             panic!("one copy task expected: {tasks:?}");
