@@ -714,6 +714,59 @@ fn count_trail(st: &mut TrailStatus, catalog: &Catalog, trail: &str) {
     st.volumes = catalog.volumes(trail);
 }
 
+/// When a BackupTrail's next backup runs, and the run's id (which names its Job).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackupDue {
+    /// Now, as this run.
+    Now(String),
+    /// At this time (the next cron occurrence).
+    At(chrono::DateTime<Utc>),
+    /// Not until the spec or the run-now annotation changes.
+    Never,
+}
+
+/// Without a schedule a trail backs up once per spec generation; with one, at each cron
+/// occurrence after its last backup (or its creation); and in both cases once per new
+/// `mimeo.dev/run-now` token. Pure, so the rules are tested without an API server.
+pub fn backup_due(
+    t: &BackupTrail,
+    st: &TrailStatus,
+    now: chrono::DateTime<Utc>,
+) -> std::result::Result<BackupDue, String> {
+    let hash = |s: &str| crate::media::format::name_hash(s) as u16;
+    let generation = t.metadata.generation.unwrap_or(0);
+    if let Some(token) = t.annotations().get(RUN_NOW_ANNOTATION)
+        && st.last_run_now.as_ref() != Some(token)
+    {
+        return Ok(BackupDue::Now(format!("{generation}-{:x}", hash(token))));
+    }
+    let Some(expr) = &t.spec.schedule else {
+        return Ok(if st.last_run_generation == t.metadata.generation {
+            BackupDue::Never
+        } else {
+            BackupDue::Now(format!("{generation}-{:x}", hash("")))
+        });
+    };
+    let cron = crate::api::validate::parse_cron(expr)?;
+    let after = st
+        .last_run
+        .or_else(|| {
+            t.metadata
+                .creation_timestamp
+                .as_ref()
+                .and_then(|c| chrono::DateTime::from_timestamp(c.0.as_second(), 0))
+        })
+        .unwrap_or(now);
+    let next = cron
+        .find_next_occurrence(&after, false)
+        .map_err(|e| format!("field spec.schedule: {e}"))?;
+    Ok(if next <= now {
+        BackupDue::Now(format!("at-{}", next.timestamp()))
+    } else {
+        BackupDue::At(next)
+    })
+}
+
 /// Reconciles a BackupTrail: one backup per spec generation or run-now token, in a worker.
 pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<Action> {
     let ns = t.namespace().unwrap_or_default();
@@ -723,19 +776,25 @@ pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<
     let mut st = old.clone().unwrap_or_default();
     let recorder = Recorder::new(ctx.client.clone(), "mimeo-operator".into());
     let token = t.annotations().get(RUN_NOW_ANNOTATION).cloned();
-    let due = st.last_run_generation != generation || (token.is_some() && token != st.last_run_now);
     count_trail(&mut st, &ctx.catalog(&ns), &name);
     st.observed_generation = generation;
     rescan_if_asked(&ctx, t.as_ref(), &mut st, &recorder).await?;
-    if !due || t.spec.work_items.is_empty() {
-        write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
-        return sweep_expiry(&ctx, t.as_ref(), &recorder).await;
-    }
-    let run = format!(
-        "{}-{:x}",
-        generation.unwrap_or(0),
-        crate::media::format::name_hash(token.as_deref().unwrap_or("")) as u16
-    );
+    let due = backup_due(&t, &st, Utc::now()).map_err(Error::Other)?;
+    let run = match due {
+        BackupDue::Now(run) if !t.spec.work_items.is_empty() => run,
+        BackupDue::Now(_) | BackupDue::Never | BackupDue::At(_) => {
+            write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
+            let expiry = sweep_expiry(&ctx, t.as_ref(), &recorder).await?;
+            // Wake up for the next scheduled backup or the next expiry, whichever is sooner.
+            let backup = match due {
+                BackupDue::At(at) => {
+                    Some((at - Utc::now()).to_std().unwrap_or_default() + Duration::from_secs(1))
+                }
+                _ => None,
+            };
+            return Ok(wake_after([backup, expiry]));
+        }
+    };
     let job_name = run_name("backup", &name, &run);
     if let Some(job) = jobs_of(&ctx, &ns, &job_name).find(|j| j.name_any() == job_name) {
         let (ok, reason, msg) = match job_state(&job) {
@@ -846,7 +905,7 @@ pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<
 /// Marks a trail's entries Expired once their retention passed (a Valid incremental keeps its
 /// parent), frees the trail's volumes that hold no Valid entry in a worker, and requeues at
 /// the next expiry, so nothing is polled on a timer.
-async fn sweep_expiry<K>(ctx: &Context, trail: &K, recorder: &Recorder) -> Result<Action>
+async fn sweep_expiry<K>(ctx: &Context, trail: &K, recorder: &Recorder) -> Result<Option<Duration>>
 where
     K: kube::Resource<DynamicType = ()>,
 {
@@ -941,12 +1000,19 @@ where
         })
         .min();
     Ok(match next {
-        Some(t) if t > now => {
-            Action::requeue((t - now).to_std().unwrap_or_default() + Duration::from_secs(1))
-        }
-        Some(_) => Action::requeue(Duration::from_secs(60)),
-        None => Action::await_change(),
+        Some(t) if t > now => Some((t - now).to_std().unwrap_or_default() + Duration::from_secs(1)),
+        Some(_) => Some(Duration::from_secs(60)),
+        None => None,
     })
+}
+
+/// Requeues after the sooner of the waits, or waits for a change when there is none.
+fn wake_after(waits: impl IntoIterator<Item = Option<Duration>>) -> Action {
+    waits
+        .into_iter()
+        .flatten()
+        .min()
+        .map_or_else(Action::await_change, Action::requeue)
 }
 
 /// Reconciles a DuplicationTrail: status from the catalog, and expiry.
@@ -988,7 +1054,9 @@ pub async fn reconcile_duplication_trail(
     let recorder = Recorder::new(ctx.client.clone(), "mimeo-operator".into());
     rescan_if_asked(&ctx, t.as_ref(), &mut st, &recorder).await?;
     write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
-    sweep_expiry(&ctx, t.as_ref(), &recorder).await
+    Ok(wake_after([
+        sweep_expiry(&ctx, t.as_ref(), &recorder).await?
+    ]))
 }
 
 /// Reconciles a MediaClass: is its backend reachable (S3 bucket answers with the referenced
@@ -1105,6 +1173,80 @@ where
 mod tests {
     use super::*;
     use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+
+    fn trail(schedule: Option<&str>, generation: i64, run_now: Option<&str>) -> BackupTrail {
+        let mut t = BackupTrail::new(
+            "nightly",
+            BackupTrailSpec {
+                media_class_name: "tapes".into(),
+                retention: "30d".into(),
+                work_items: Vec::new(),
+                streams: 1,
+                incremental: false,
+                schedule: schedule.map(String::from),
+            },
+        );
+        t.metadata.generation = Some(generation);
+        t.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            "2026-11-26T01:30:00Z".parse().unwrap(),
+        ));
+        if let Some(tok) = run_now {
+            t.metadata.annotations =
+                Some([(RUN_NOW_ANNOTATION.to_string(), tok.to_string())].into());
+        }
+        t
+    }
+
+    #[test]
+    fn backups_run_per_generation_schedule_and_run_now_token() {
+        let at = |s: &str| s.parse::<chrono::DateTime<Utc>>().unwrap();
+        let now = at("2026-11-26T01:45:00Z");
+        let mut st = TrailStatus::default();
+        // No schedule: once per generation.
+        let due = backup_due(&trail(None, 1, None), &st, now).unwrap();
+        assert!(matches!(&due, BackupDue::Now(r) if r.starts_with("1-")));
+        st.last_run_generation = Some(1);
+        assert_eq!(
+            backup_due(&trail(None, 1, None), &st, now),
+            Ok(BackupDue::Never)
+        );
+        // A new run-now token runs once, with its own run id.
+        let due = backup_due(&trail(None, 1, Some("t1")), &st, now).unwrap();
+        let BackupDue::Now(run) = due else {
+            panic!("{due:?}")
+        };
+        assert_ne!(
+            Ok(BackupDue::Now(run.clone())),
+            backup_due(&trail(None, 1, Some("t2")), &st, now)
+        );
+        st.last_run_now = Some("t1".into());
+        assert_eq!(
+            backup_due(&trail(None, 1, Some("t1")), &st, now),
+            Ok(BackupDue::Never)
+        );
+        // A schedule: the first occurrence after creation, then after the last backup.
+        let daily = Some("0 2 * * *");
+        assert_eq!(
+            backup_due(&trail(daily, 1, None), &TrailStatus::default(), now),
+            Ok(BackupDue::At(at("2026-11-26T02:00:00Z")))
+        );
+        let later = at("2026-11-26T02:00:30Z");
+        assert_eq!(
+            backup_due(&trail(daily, 1, None), &TrailStatus::default(), later),
+            Ok(BackupDue::Now(format!(
+                "at-{}",
+                at("2026-11-26T02:00:00Z").timestamp()
+            )))
+        );
+        let done = TrailStatus {
+            last_run: Some(at("2026-11-26T02:01:00Z")),
+            ..Default::default()
+        };
+        assert_eq!(
+            backup_due(&trail(daily, 2, None), &done, later),
+            Ok(BackupDue::At(at("2026-11-27T02:00:00Z")))
+        );
+    }
 
     fn set() -> ResourceSet {
         let text = r#"
