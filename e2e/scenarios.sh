@@ -127,6 +127,8 @@ scenario_quickstart() {
     "$BIN/kubectl -n $QS get backuptrails nightly | grep -Eq '^nightly +minio-tapes +30d +4 '"
   check "kubectl get duplicationpolicies shows the runs" bash -c \
     "$BIN/kubectl -n $QS get duplicationpolicies | grep -q all-to-vault"
+  check "metrics: catalog entries by state, run counts and durations" bash -c \
+    "m=\$(curl -fsS http://127.0.0.1:$METRICS_PORT/metrics) && grep -Eq '^mimeo_catalog_entries\\{state=\"Valid\"\\} 10\$' <<<\"\$m\" && grep -q '^mimeo_runs_total{kind=\"backup\",outcome=\"Succeeded\"} 1' <<<\"\$m\" && grep -q '^mimeo_run_duration_seconds_count{kind=\"copy\",outcome=\"Succeeded\"}' <<<\"\$m\""
   check "worker pods were non-root with a read-only root filesystem" bash -c \
     "$BIN/kubectl -n $QS get jobs -l app.kubernetes.io/component=worker -o jsonpath='{.items[*].spec.template.spec.containers[0].securityContext.readOnlyRootFilesystem}' | grep -qv false"
 }

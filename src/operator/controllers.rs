@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 
 use super::context::{Context, media_mount};
 use super::jobs::{PvcMount, WorkerRun, build, owned_by_job, run_name};
-use super::metrics::{ErrorLabels, ResourceLabels, RunLabels};
+use super::metrics::{ErrorLabels, ResourceLabels};
 use crate::api::*;
 use crate::engine::catalog::Catalog;
 use crate::engine::planner::PlanContext;
@@ -313,7 +313,8 @@ pub async fn reconcile_restore(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Act
                 st.completed_at = Some(Utc::now());
                 let c = Condition::new("Ready", true, "Restored", st.reason.clone());
                 set_condition(&mut st.conditions, c);
-                count_run(&ctx, "restore", "Succeeded");
+                ctx.metrics
+                    .finished("restore", "Succeeded", job_seconds(&job));
                 event(&recorder, r.as_ref(), false, "Restored", st.reason.clone()).await;
             }
             JobState::Failed(msg) => {
@@ -322,7 +323,7 @@ pub async fn reconcile_restore(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Act
                 st.reason = format!("{}; {msg}", st.reason);
                 let c = Condition::new("Ready", false, "WorkerFailed", msg.clone());
                 set_condition(&mut st.conditions, c);
-                count_run(&ctx, "restore", "Failed");
+                ctx.metrics.finished("restore", "Failed", job_seconds(&job));
                 event(&recorder, r.as_ref(), true, "WorkerFailed", msg).await;
             }
         }
@@ -425,14 +426,18 @@ pub async fn reconcile_restore(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Act
     Ok(Action::await_change())
 }
 
-fn count_run(ctx: &Context, kind: &str, outcome: &str) {
-    ctx.metrics
-        .runs
-        .get_or_create(&RunLabels {
-            kind: kind.into(),
-            outcome: outcome.into(),
-        })
-        .inc();
+/// Seconds from a Job's start to its completion (or failure), as the job controller saw them.
+fn job_seconds(job: &Job) -> Option<f64> {
+    let st = job.status.as_ref()?;
+    let start = st.start_time.as_ref()?.0;
+    let end = st.completion_time.as_ref().map(|t| t.0).or_else(|| {
+        st.conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "Failed" && c.status == "True")
+            .and_then(|c| c.last_transition_time.as_ref().map(|t| t.0))
+    })?;
+    Some(end.duration_since(start).as_secs_f64())
 }
 
 /// Reconciles a DuplicationPolicy: one run at a time; a run is planned from the catalog
@@ -512,7 +517,8 @@ pub async fn reconcile_policy(p: Arc<DuplicationPolicy>, ctx: Arc<Context>) -> R
         let ok = failures.is_empty();
         last.outcome = if ok { "Succeeded" } else { "Failed" }.into();
         last.message = failures.join("; ");
-        count_run(&ctx, "copy", &last.outcome);
+        let seconds = last.end.map(|e| (e - last.start).as_seconds_f64());
+        ctx.metrics.finished("copy", &last.outcome, seconds);
         if ok {
             ctx.metrics.bytes_copied.inc_by(last.bytes);
             ctx.metrics
@@ -810,7 +816,8 @@ pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<
         st.last_run = Some(Utc::now());
         st.last_run_generation = generation;
         st.last_run_now = token;
-        count_run(&ctx, "backup", if ok { "Succeeded" } else { "Failed" });
+        let outcome = if ok { "Succeeded" } else { "Failed" };
+        ctx.metrics.finished("backup", outcome, job_seconds(&job));
         set_condition(
             &mut st.conditions,
             Condition::new("Ready", ok, reason, msg.clone()),
@@ -963,7 +970,7 @@ where
             )
             .await?;
         }
-        count_run(ctx, "expire", "Succeeded");
+        ctx.metrics.finished("expire", "Succeeded", None);
         event(
             recorder,
             trail,

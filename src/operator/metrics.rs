@@ -4,6 +4,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// Labels of run metrics.
@@ -45,6 +46,8 @@ pub struct Metrics {
     registry: Registry,
     /// Finished runs by kind and outcome.
     pub runs: Family<RunLabels, Counter>,
+    /// Duration of finished runs by kind and outcome, seconds.
+    pub run_seconds: Family<RunLabels, Histogram, fn() -> Histogram>,
     /// Bytes planned for copy by finished logical duplication runs.
     pub bytes_copied: Counter,
     /// Catalog entries by state.
@@ -60,6 +63,7 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("mimeo");
         let m = Metrics {
             runs: Family::default(),
+            run_seconds: Family::new_with_constructor(run_histogram),
             bytes_copied: Counter::default(),
             catalog_entries: Family::default(),
             last_success: Family::default(),
@@ -67,6 +71,11 @@ impl Default for Metrics {
             registry: Registry::default(),
         };
         registry.register("runs", "Finished worker runs", m.runs.clone());
+        registry.register(
+            "run_duration_seconds",
+            "Duration of finished worker runs",
+            m.run_seconds.clone(),
+        );
         registry.register(
             "bytes_copied",
             "Bytes copied by duplication runs",
@@ -87,7 +96,41 @@ impl Default for Metrics {
     }
 }
 
+/// Buckets from 1 s to about 9 hours (a worker's default deadline is 6 hours).
+fn run_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 16))
+}
+
 impl Metrics {
+    /// Counts a finished run, and its duration when known.
+    pub fn finished(&self, kind: &str, outcome: &str, seconds: Option<f64>) {
+        let labels = RunLabels {
+            kind: kind.into(),
+            outcome: outcome.into(),
+        };
+        self.runs.get_or_create(&labels).inc();
+        if let Some(s) = seconds {
+            self.run_seconds.get_or_create(&labels).observe(s);
+        }
+    }
+
+    /// Sets the catalog gauges from the entries' states (all three states are always set, so a
+    /// state that emptied shows 0).
+    pub fn set_catalog<'a>(&self, states: impl IntoIterator<Item = &'a str>) {
+        let mut counts: std::collections::BTreeMap<&str, i64> =
+            [("Valid", 0), ("Expired", 0), ("Missing", 0)].into();
+        for s in states {
+            *counts.entry(s).or_default() += 1;
+        }
+        for (state, n) in counts {
+            self.catalog_entries
+                .get_or_create(&StateLabels {
+                    state: state.into(),
+                })
+                .set(n);
+        }
+    }
+
     /// OpenMetrics text.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -104,18 +147,18 @@ mod tests {
     #[test]
     fn exports_runs_and_catalog_states() {
         let m = Metrics::default();
-        m.runs
-            .get_or_create(&RunLabels {
-                kind: "copy".into(),
-                outcome: "Succeeded".into(),
-            })
-            .inc();
-        m.catalog_entries
-            .get_or_create(&StateLabels {
-                state: "Valid".into(),
-            })
-            .set(3);
+        m.finished("copy", "Succeeded", Some(3.5));
+        m.finished("expire", "Succeeded", None);
+        m.set_catalog(["Valid", "Valid", "Expired", "Valid"]);
         let text = m.encode();
+        assert!(
+            text.contains(r#"mimeo_run_duration_seconds_count{kind="copy",outcome="Succeeded"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"mimeo_catalog_entries{state="Missing"} 0"#),
+            "{text}"
+        );
         assert!(
             text.contains(r#"mimeo_runs_total{kind="copy",outcome="Succeeded"} 1"#),
             "{text}"

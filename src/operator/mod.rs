@@ -93,11 +93,32 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
     } else {
         args.namespaces.iter().cloned().map(Some).collect()
     };
+    // The watches start when the controllers run (after the Lease is taken); building them
+    // first gives the metrics endpoint the catalog stores to count.
+    let (scopes, catalogs): (Vec<_>, Vec<_>) = scopes
+        .into_iter()
+        .map(|ns| {
+            let (synced, run, catalog) = run_scope(&client, ns, &args, &metrics);
+            ((synced, run), catalog)
+        })
+        .unzip();
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let counted = metrics.clone();
     let server = server::serve(
         args.metrics_addr,
         metrics.clone(),
+        move || {
+            // Catalog gauges are counted from the watched state at each scrape.
+            let entries: Vec<Arc<CatalogEntry>> = catalogs.iter().flat_map(|c| c.state()).collect();
+            counted.set_catalog(entries.iter().map(
+                |e| match crate::engine::catalog::Catalog::state(e) {
+                    EntryState::Valid => "Valid",
+                    EntryState::Expired => "Expired",
+                    EntryState::Missing => "Missing",
+                },
+            ));
+        },
         ready.clone(),
         async move {
             let _ = stop_rx.changed().await;
@@ -111,10 +132,7 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
                 _ = shutdown_signal() => return Ok(()),
             }
         }
-        let (synced, controllers): (Vec<_>, Vec<_>) = scopes
-            .into_iter()
-            .map(|ns| run_scope(&client, ns, &args, &metrics))
-            .unzip();
+        let (synced, controllers): (Vec<_>, Vec<_>) = scopes.into_iter().unzip();
         let readiness = async {
             if futures::future::join_all(synced)
                 .await
@@ -196,14 +214,14 @@ where
 }
 
 /// The watches and controllers of one scope (a namespace, or all when `None`). Returns a
-/// future that resolves to whether every store synced, and the future that runs the scope
-/// until shutdown.
+/// future that resolves to whether every store synced, the future that runs the scope until
+/// shutdown, and the scope's catalog store.
 fn run_scope(
     client: &Client,
     ns: Option<String>,
     args: &OperatorArgs,
     metrics: &Arc<metrics::Metrics>,
-) -> (Boxed<bool>, Boxed<()>) {
+) -> (Boxed<bool>, Boxed<()>, Store<CatalogEntry>) {
     let all = watcher::Config::default;
     let (media_classes, mc, f1) = reflect(api::<MediaClass>(client, &ns), all());
     let (backup_trails, bt, f2) = reflect(api::<BackupTrail>(client, &ns), all());
@@ -232,6 +250,7 @@ fn run_scope(
         expired_entry_retention: args.expired_entry_retention,
     });
     let restore_store = restores.clone();
+    let catalog_store = stores.catalog.clone();
     let synced = async move {
         let r = tokio::join!(
             stores.media_classes.wait_until_ready(),
@@ -336,7 +355,7 @@ fn run_scope(
             _ = async { tokio::join!(f1, f2, f3, f4, f5, f6, f7) } => {}
         }
     };
-    (Box::pin(synced), Box::pin(run))
+    (Box::pin(synced), Box::pin(run), catalog_store)
 }
 
 async fn readiness_forever(f: impl std::future::Future<Output = ()>) {

@@ -15,13 +15,16 @@ use crate::error::{Error, Result};
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
+    on_scrape: impl Fn() + Send + Sync + 'static,
     ready: Arc<AtomicBool>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let on_scrape = Arc::new(on_scrape);
     let app = Router::new()
         .route(
             "/metrics",
             get(move || {
+                on_scrape();
                 let m = metrics.clone();
                 async move { m.encode() }
             }),
