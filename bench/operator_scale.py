@@ -172,6 +172,11 @@ def main():
         kubectl("apply", "-f", "-", data=rendered_cluster_role(rendered))
         kubectl("create", "clusterrolebinding", SA, "--clusterrole=mimeo-operator",
                 f"--serviceaccount={NS}:{SA}")
+        # Its Lease, as the chart's leader-election Role allows in the release namespace.
+        kubectl("-n", NS, "create", "role", "lease", "--verb=create,get,update",
+                "--resource=leases.coordination.k8s.io")
+        kubectl("-n", NS, "create", "rolebinding", "lease", "--role=lease",
+                f"--serviceaccount={NS}:{SA}")
         token = kubectl("-n", NS, "create", "token", SA, "--duration=4h").strip()
         server = kubectl("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}")
         kc = work / "operator.kubeconfig"
@@ -199,7 +204,7 @@ def main():
         t_start = time.time()
         op = subprocess.Popen(
             [a.mimeo, "operator", f"--metrics-addr=127.0.0.1:{port}", "--worker-image=mimeo:bench",
-             f"--namespaces={NS}"],
+             f"--namespaces={NS}", f"--lease-namespace={NS}", "--lease-holder=bench"],
             env=env, stdout=open(work / "operator.log", "w"), stderr=subprocess.STDOUT)
         procs.append(op)
         import urllib.request

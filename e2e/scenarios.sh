@@ -324,9 +324,13 @@ apiVersion: v1
 kind: PersistentVolumeClaim
 metadata: {name: disk}
 spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 4Gi}}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: restored}
+spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
 EOF
-  wait_for 60 test -d "$NODE/pv/$FAULTS/big" || true
-  check "fault PVCs bound" k -n $FAULTS wait pvc/big pvc/disk --for=jsonpath='{.status.phase}'=Bound --timeout=60s
+  check "fault PVCs bound" k -n $FAULTS wait pvc/big pvc/disk pvc/restored --for=jsonpath='{.status.phase}'=Bound --timeout=60s
   # 4 x 48 MiB of incompressible data: a copy takes long enough to be interrupted.
   for i in 1 2 3 4; do head -c $((48 << 20)) /dev/urandom >"$NODE/pv/$FAULTS/big/blob-$i"; done
   chmod -R a+rX "$NODE/pv/$FAULTS/big"
@@ -391,11 +395,6 @@ EOF
     valid_entries $FAULTS mimeo.dev/trail=faults
   check "kill: the second backup ran in one Job" test "$(job_count $FAULTS $sel)" = 2
   k -n $FAULTS apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: restored}
-spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
----
 apiVersion: mimeo.dev/v1alpha1
 kind: Restore
 metadata: {name: after-kill}

@@ -151,21 +151,14 @@ mod tests {
         m.finished("expire", "Succeeded", None);
         m.set_catalog(["Valid", "Valid", "Expired", "Valid"]);
         let text = m.encode();
-        assert!(
-            text.contains(r#"mimeo_run_duration_seconds_count{kind="copy",outcome="Succeeded"} 1"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"mimeo_catalog_entries{state="Missing"} 0"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"mimeo_runs_total{kind="copy",outcome="Succeeded"} 1"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"mimeo_catalog_entries{state="Valid"} 3"#),
-            "{text}"
-        );
+        for want in [
+            r#"mimeo_runs_total{kind="copy",outcome="Succeeded"} 1"#,
+            r#"mimeo_runs_total{kind="expire",outcome="Succeeded"} 1"#,
+            r#"mimeo_run_duration_seconds_count{kind="copy",outcome="Succeeded"} 1"#,
+            r#"mimeo_catalog_entries{state="Valid"} 3"#,
+            r#"mimeo_catalog_entries{state="Missing"} 0"#,
+        ] {
+            assert!(text.contains(want), "{want} not in {text}");
+        }
     }
 }
