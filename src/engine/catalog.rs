@@ -4,6 +4,7 @@
 //! lost catalog is rebuilt by reading the manifests back ([`read_manifests`]).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -170,11 +171,13 @@ pub fn session_id(time: DateTime<Utc>) -> String {
     )
 }
 
-/// The catalog: every copy of every instance, by entry name.
+/// The catalog: every copy of every instance, by entry name. Entries are shared (`Arc`), so the
+/// operator builds a namespace's catalog from its watch cache without copying 50,000 objects
+/// per reconcile; a change copies only the entry it changes.
 #[derive(Clone, Debug, Default)]
 pub struct Catalog {
     /// Entries by object name.
-    pub entries: BTreeMap<String, CatalogEntry>,
+    pub entries: BTreeMap<String, Arc<CatalogEntry>>,
 }
 
 impl Catalog {
@@ -203,7 +206,7 @@ impl Catalog {
             spec,
             status: Some(CatalogEntryStatus::default()),
         };
-        self.entries.insert(name, entry);
+        self.entries.insert(name, Arc::new(entry));
         true
     }
 
@@ -263,10 +266,10 @@ impl Catalog {
         let Some(e) = self.entries.get_mut(name) else {
             return false;
         };
-        let status = e.status.get_or_insert_with(Default::default);
-        if status.state == state {
+        if Self::state(e) == state {
             return false;
         }
+        let status = Arc::make_mut(e).status.get_or_insert_with(Default::default);
         status.state = state;
         status.message = message.into();
         true

@@ -139,7 +139,13 @@ pub fn get(
         "DuplicationTrail" => to_values(set.duplication_trails.into_values()),
         "DuplicationPolicy" => to_values(set.policies.into_values()),
         "Restore" => to_values(set.restores.into_values()),
-        _ => to_values(state.load_catalog()?.entries.into_values()),
+        _ => to_values(
+            state
+                .load_catalog()?
+                .entries
+                .into_values()
+                .map(std::sync::Arc::unwrap_or_clone),
+        ),
     };
     for v in values.iter_mut() {
         if let Some(o) = v.as_object_mut() {

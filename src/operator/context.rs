@@ -79,7 +79,7 @@ impl Context {
     pub fn catalog(&self, ns: &str) -> Catalog {
         let mut c = Catalog::default();
         for e in in_ns(&self.stores.catalog, ns) {
-            c.entries.insert(e.name_any(), (*e).clone());
+            c.entries.insert(e.name_any(), e);
         }
         c
     }

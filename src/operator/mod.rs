@@ -213,6 +213,17 @@ where
     Some(ObjectRef::new(&e.spec.trail).within(&ns))
 }
 
+/// Reconciles of one kind run at most this many at a time: a start with 1,000 policies plans
+/// them a few at a time instead of holding 1,000 plans in memory at once.
+const RECONCILE_CONCURRENCY: u16 = 4;
+
+fn controller_config() -> kube::runtime::controller::Config {
+    kube::runtime::controller::Config::default()
+        .concurrency(RECONCILE_CONCURRENCY)
+        // Bursts of events (a worker writing many entries) collapse into one reconcile.
+        .debounce(std::time::Duration::from_millis(500))
+}
+
 /// The watches and controllers of one scope (a namespace, or all when `None`). Returns a
 /// future that resolves to whether every store synced, the future that runs the scope until
 /// shutdown, and the scope's catalog store.
@@ -270,6 +281,7 @@ fn run_scope(
             && r.6.is_ok()
     };
     let restores = Controller::for_shared_stream(rs, restores)
+        .with_config(controller_config())
         .owns_shared_stream(jb.clone())
         .shutdown_on_signal()
         .run(
@@ -286,10 +298,20 @@ fn run_scope(
             .any(|t| t == trail)
     };
     let policy_store = ctx.stores.policies.clone();
+    // A little before now: an entry created while the watches start is not missed.
+    let started =
+        k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(60);
     let policies = Controller::for_shared_stream(dp, ctx.stores.policies.clone())
+        .with_config(controller_config())
         .owns_shared_stream(jb.clone())
         .watches_shared_stream(ce.clone(), move |e: Arc<CatalogEntry>| {
-            // A new copy on a trail may be work for every policy reading that trail.
+            // A new copy on a trail may be work for every policy reading that trail. Entries
+            // that existed before this operator started are covered by the reconcile every
+            // policy gets at start: mapping each of 50,000 listed entries to every policy would
+            // only produce millions of duplicate triggers.
+            if e.metadata.creation_timestamp.as_ref().map(|t| t.0) < Some(started) {
+                return Vec::new();
+            }
             let ns = e.namespace();
             policy_store
                 .state()
@@ -308,6 +330,7 @@ fn run_scope(
         )
         .for_each(|_| futures::future::ready(()));
     let backups = Controller::for_shared_stream(bt, ctx.stores.backup_trails.clone())
+        .with_config(controller_config())
         .owns_shared_stream(jb.clone())
         .watches_shared_stream(
             mc.clone(),
@@ -324,6 +347,7 @@ fn run_scope(
         )
         .for_each(|_| futures::future::ready(()));
     let dup_trails = Controller::for_shared_stream(dt, ctx.stores.duplication_trails.clone())
+        .with_config(controller_config())
         .owns_shared_stream(jb)
         .watches_shared_stream(
             mc.clone(),
@@ -341,6 +365,7 @@ fn run_scope(
         )
         .for_each(|_| futures::future::ready(()));
     let media_classes = Controller::for_shared_stream(mc, ctx.stores.media_classes.clone())
+        .with_config(controller_config())
         .shutdown_on_signal()
         .run(
             controllers::reconcile_media_class,
@@ -384,7 +409,7 @@ pub async fn publish_entries(
             continue;
         }
         catalog.import(spec.clone());
-        let mut obj = catalog.entries[&name].clone();
+        let mut obj = (*catalog.entries[&name]).clone();
         obj.metadata.namespace = Some(namespace.into());
         let status = obj.status.take();
         let mut body = serde_json::to_value(&obj).map_err(|e| Error::Other(e.to_string()))?;
