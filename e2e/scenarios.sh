@@ -417,7 +417,7 @@ scenario_s3_outage() {
     "$BIN/kubectl -n $FAULTS get pods -l $sel -o jsonpath='{.items[*].status.phase}' | grep -q Failed"
   check "s3 outage: a Warning event explains the failed attempt" wait_for 60 bash -c \
     "$BIN/kubectl -n $FAULTS get events --field-selector involvedObject.name=faults,type=Warning | grep -q WorkerRetrying"
-  check "s3 outage: the trail's Ready condition says the worker retries" bash -c \
+  check "s3 outage: the trail's Ready condition says the worker retries" wait_for 30 bash -c \
     "$BIN/kubectl -n $FAULTS get backuptrail faults -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].reason}' | grep -q WorkerRetrying"
   start_s3
   check "s3 outage: after the server returns the backup completes" until_eq 240 3 \

@@ -74,6 +74,9 @@ where
     let handle = writer.subscribe().expect("a shared store has subscribers");
     let stream = watcher(api, config.page_size(500))
         .default_backoff()
+        // Nothing reads managedFields: with 50,000 CatalogEntries they were a third of the
+        // operator's memory.
+        .modify(|o| o.managed_fields_mut().clear())
         .reflect_shared(writer)
         .for_each(|_| futures::future::ready(()));
     (store, handle, stream)
