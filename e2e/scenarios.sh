@@ -123,11 +123,11 @@ scenario_quickstart() {
   check "extents: original of app-c interleaved in $orig extents, duplicate in $dup" test "$orig" -gt 1 -a "$dup" = 1
   check "kubectl get catalogentries shows its columns" bash -c \
     "$BIN/kubectl -n $QS get catalogentries | head -1 | grep -q 'WORK ITEM.*TRAIL.*ROLE.*BYTES.*STATE.*EXPIRES'"
-  check "kubectl get backuptrails shows 4 instances" bash -c \
+  check "kubectl get backuptrails shows 4 instances" wait_for 30 bash -c \
     "$BIN/kubectl -n $QS get backuptrails nightly | grep -Eq '^nightly +minio-tapes +30d +4 '"
   check "kubectl get duplicationpolicies shows the runs" bash -c \
     "$BIN/kubectl -n $QS get duplicationpolicies | grep -q all-to-vault"
-  check "metrics: catalog entries by state, run counts and durations" bash -c \
+  check "metrics: catalog entries by state, run counts and durations" wait_for 30 bash -c \
     "m=\$(curl -fsS http://127.0.0.1:$METRICS_PORT/metrics) && grep -Eq '^mimeo_catalog_entries\\{state=\"Valid\"\\} 10\$' <<<\"\$m\" && grep -q '^mimeo_runs_total{kind=\"backup\",outcome=\"Succeeded\"} 1' <<<\"\$m\" && grep -q '^mimeo_run_duration_seconds_count{kind=\"copy\",outcome=\"Succeeded\"}' <<<\"\$m\""
   check "worker pods were non-root with a read-only root filesystem" bash -c \
     "$BIN/kubectl -n $QS get jobs -l app.kubernetes.io/component=worker -o jsonpath='{.items[*].spec.template.spec.containers[0].securityContext.readOnlyRootFilesystem}' | grep -qv false"
@@ -215,7 +215,7 @@ EOF
   local before
   before="$(volumes_with_data)"
   check "expiry: the copy spans $before volumes on S3" test "$before" -gt 2
-  check "expiry: trail status lists the volumes" bash -c \
+  check "expiry: trail status lists the volumes" wait_for 30 bash -c \
     "[[ \$($BIN/kubectl -n $QS get duplicationtrail short -o jsonpath='{.status.volumes[*].name}' | wc -w) -ge $before ]]"
   check "expiry: the entries turn Expired" wait_for 120 bash -c \
     "s=\$($BIN/kubectl -n $QS get catalogentries -l mimeo.dev/trail=short -o jsonpath='{.items[*].status.state}'); [[ \$s == *Expired* && \$s != *Valid* ]]"
@@ -223,7 +223,7 @@ EOF
     "$BIN/kubectl -n $QS get events --field-selector involvedObject.name=short | grep -q Expired"
   check "expiry: the sealed volumes are freed (at most the open one keeps data)" \
     wait_for 120 eval '[[ $(volumes_with_data) -le 1 ]]'
-  check "expiry: trail status shows Scratch volumes" bash -c \
+  check "expiry: trail status shows Scratch volumes" wait_for 30 bash -c \
     "$BIN/kubectl -n $QS get duplicationtrail short -o jsonpath='{.status.volumes[*].state}' | grep -q Scratch"
   check "expiry: the Expired entry is deleted after its retention (15s)" wait_for 90 \
     eval '[[ -z $(k -n $QS get catalogentries -l mimeo.dev/trail=short -o name) ]]'
@@ -380,7 +380,7 @@ EOF
     "p=\$($BIN/kubectl -n $SYSTEM get pod -l app.kubernetes.io/component=operator -o jsonpath='{.items[?(@.status.phase==\"Running\")].metadata.name}'); [[ -n \$p && \$p != $old_pod ]] && $BIN/kubectl -n $SYSTEM wait pod/\$p --for=condition=Ready --timeout=1s"
   check "kill: the duplication completes" until_eq 180 1 valid_entries $FAULTS mimeo.dev/trail=faults-disk
   check "kill: still exactly one duplication Job" test "$(job_count $FAULTS $sel)" = 1
-  check "kill: the policy counted one run" test "$(jp duplicationpolicy/to-disk $FAULTS '{.status.runs}')" = 1
+  check "kill: the policy counted one run" until_eq 30 1 jp duplicationpolicy/to-disk $FAULTS '{.status.runs}'
 
   # A worker pod killed mid-backup: the Job's next pod resumes, one entry per instance.
   run_now backuptrail/faults $FAULTS

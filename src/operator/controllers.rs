@@ -570,6 +570,15 @@ pub async fn reconcile_policy(p: Arc<DuplicationPolicy>, ctx: Arc<Context>) -> R
     }
     let tasks = plan_ctx.plan_duplication(&p);
     if tasks.is_empty() {
+        // Up to date: say so (and which generation was seen), once.
+        let last = st.last_run.as_ref().map(|r| r.outcome.as_str());
+        if last != Some("Failed") {
+            set_condition(
+                &mut st.conditions,
+                Condition::new("Ready", true, "UpToDate", "nothing to copy"),
+            );
+        }
+        write_status(&ctx, p.as_ref(), old.as_ref(), &st).await?;
         return Ok(Action::await_change());
     }
     let (instances, bytes) = tasks.iter().fold((0u64, 0u64), |(n, b), t| match t {
