@@ -234,6 +234,29 @@ EOF
   k -n $QS delete duplicationpolicy d-to-short >/dev/null
 }
 
+# ---- scenario: rescan (catalog lost, rebuilt from the media) and a policy's run-now
+scenario_rescan() {
+  local n
+  n="$(valid_entries $QS mimeo.dev/trail=vault-7y)"
+  # Nothing must copy to the trail while its catalog is gone.
+  k -n $QS patch duplicationpolicy all-to-vault --type merge -p '{"spec":{"suspend":true}}' >/dev/null
+  check "rescan: the policy reports it is suspended" wait_for 30 bash -c \
+    "$BIN/kubectl -n $QS get duplicationpolicy all-to-vault -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].reason}' | grep -q Suspended"
+  k -n $QS delete catalogentries -l mimeo.dev/trail=vault-7y >/dev/null
+  check "rescan: the $n entries of vault-7y are gone" until_eq 30 0 valid_entries $QS mimeo.dev/trail=vault-7y
+  k -n $QS annotate duplicationtrail vault-7y mimeo.dev/rescan=1 >/dev/null
+  check "rescan: a worker rebuilds all $n entries from the manifests on S3" until_eq 120 "$n" \
+    valid_entries $QS mimeo.dev/trail=vault-7y
+  check "rescan: a Rescanned event" wait_for 30 bash -c \
+    "$BIN/kubectl -n $QS get events --field-selector involvedObject.name=vault-7y | grep -q Rescanned"
+  check "rescan: the same annotation does not rescan again" \
+    test "$(k -n $QS get jobs -o name | grep -c rescan-vault-7y)" = 1
+  k -n $QS patch duplicationpolicy all-to-vault --type merge -p '{"spec":{"suspend":false}}' >/dev/null
+  run_now duplicationpolicy/all-to-vault $QS
+  check "run-now on a policy with nothing to copy: consumed, UpToDate, no new run" wait_for 30 bash -c \
+    "[[ \$($BIN/kubectl -n $QS get duplicationpolicy all-to-vault -o jsonpath='{.status.lastRunNow}/{.status.conditions[?(@.type==\"Ready\")].reason}') == \$($BIN/kubectl -n $QS get duplicationpolicy all-to-vault -o jsonpath='{.metadata.annotations.mimeo\\.dev/run-now}')/UpToDate ]]"
+}
+
 # ---- scenario: invalid resources
 # reject "what" "expected message part" YAML: the API server must refuse it with that message.
 reject() {
@@ -457,7 +480,7 @@ scenario_rbac() {
   check "secrets: the S3 secret key appears in no log, event, status, Job or catalog entry" test "$leaks" = 0
 }
 
-ALL=(install quickstart restore expiry invalid kill s3_outage rbac)
+ALL=(install quickstart restore expiry rescan invalid kill s3_outage rbac)
 # Scenarios build on the resources of install and quickstart: those always run first.
 WANT=(install quickstart "${@//-/_}")
 [[ $# -gt 0 ]] || WANT=("${ALL[@]}")

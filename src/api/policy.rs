@@ -124,6 +124,9 @@ pub struct DuplicationPolicyStatus {
     /// Next scheduled run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_run: Option<DateTime<Utc>>,
+    /// Value of the `mimeo.dev/run-now` annotation last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_now: Option<String>,
     /// Standard conditions.
     #[serde(default)]
     pub conditions: Vec<Condition>,

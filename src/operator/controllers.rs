@@ -545,8 +545,12 @@ pub async fn reconcile_policy(p: Arc<DuplicationPolicy>, ctx: Arc<Context>) -> R
         write_status(&ctx, p.as_ref(), old.as_ref(), &st).await?;
         return Ok(Action::await_change());
     }
+    // A new run-now token plans a run at once, whatever the schedule; it is consumed by that
+    // plan (even one with nothing to copy).
+    let token = p.annotations().get(RUN_NOW_ANNOTATION).cloned();
+    let run_now = token.is_some() && token != st.last_run_now;
     // Schedule: absent = run whenever there is something to copy.
-    if let Some(expr) = &p.spec.schedule {
+    if !run_now && let Some(expr) = &p.spec.schedule {
         let cron = crate::api::validate::parse_cron(expr).map_err(Error::Other)?;
         let after = st
             .last_run
@@ -569,6 +573,9 @@ pub async fn reconcile_policy(p: Arc<DuplicationPolicy>, ctx: Arc<Context>) -> R
         }
     }
     let tasks = plan_ctx.plan_duplication(&p);
+    if run_now {
+        st.last_run_now = token;
+    }
     if tasks.is_empty() {
         // Up to date: say so (and which generation was seen), once.
         let last = st.last_run.as_ref().map(|r| r.outcome.as_str());
