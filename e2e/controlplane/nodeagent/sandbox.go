@@ -117,6 +117,15 @@ func sandboxMain(args []string) int {
 			return fail(err)
 		}
 	}
+	// The program too, when named by an absolute path: an emptyDir mounted at /tmp (as in Mimeo's pods)
+	// would otherwise hide a binary under /tmp, e.g. a checkout's target/debug/mimeo. Not
+	// close-on-exec, so an interpreter can still read a script through /proc/self/fd.
+	program := ""
+	if filepath.IsAbs(s.Argv[0]) {
+		if fd, err := unix.Open(s.Argv[0], unix.O_PATH, 0); err == nil {
+			program = fmt.Sprintf("/proc/self/fd/%d", fd)
+		}
+	}
 	// Sources are opened before anything is mounted: a volume mounted at, say, /tmp would
 	// otherwise hide the sources of the next ones when the agent's root is under /tmp.
 	sources := make([]string, len(s.Mounts))
@@ -178,9 +187,12 @@ func sandboxMain(args []string) int {
 	if err := os.Chdir(s.Dir); err != nil {
 		return fail(fmt.Errorf("workingDir: %w", err))
 	}
-	path, err := lookPath(s.Argv[0], s.Env)
-	if err != nil {
-		return fail(err)
+	path := program
+	if path == "" {
+		var err error
+		if path, err = lookPath(s.Argv[0], s.Env); err != nil {
+			return fail(err)
+		}
 	}
 	return fail(syscall.Exec(path, s.Argv, s.Env))
 }
