@@ -58,13 +58,7 @@ pub async fn already_committed(
     if store.head(&key).await?.is_none() {
         return Ok(None);
     }
-    let m: Manifest =
-        serde_json::from_slice(&store.get(&key).await?).map_err(|e| Error::Corrupt {
-            volume: "-".into(),
-            offset: 0,
-            work_item: "-".into(),
-            detail: format!("manifest {key} is not valid: {e}"),
-        })?;
+    let m = read_manifest(store, &key).await?;
     Ok(Some(TaskOutcome {
         entries: m.entries,
         notes: vec![format!(
@@ -107,16 +101,19 @@ pub async fn run_rescan(task: &RescanTask) -> Result<TaskOutcome> {
 pub async fn read_manifests(store: &dyn ObjectStore, trail: &str) -> Result<Vec<Manifest>> {
     let mut out = Vec::new();
     for key in list_manifests(store, trail).await? {
-        let body = store.get(&key).await?;
-        let m: Manifest = serde_json::from_slice(&body).map_err(|e| Error::Corrupt {
-            volume: "-".into(),
-            offset: 0,
-            work_item: "-".into(),
-            detail: format!("manifest {key} is not valid: {e}"),
-        })?;
-        out.push(m);
+        out.push(read_manifest(store, &key).await?);
     }
     Ok(out)
+}
+
+/// Reads one manifest; an unreadable one is reported as corrupt media, naming its key.
+async fn read_manifest(store: &dyn ObjectStore, key: &str) -> Result<Manifest> {
+    serde_json::from_slice(&store.get(key).await?).map_err(|e| Error::Corrupt {
+        volume: "-".into(),
+        offset: 0,
+        work_item: "-".into(),
+        detail: format!("manifest {key} is not valid: {e}"),
+    })
 }
 
 /// Builds the catalog record of a freshly written instance.

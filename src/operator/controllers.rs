@@ -551,25 +551,12 @@ pub async fn reconcile_policy(p: Arc<DuplicationPolicy>, ctx: Arc<Context>) -> R
     let run_now = token.is_some() && token != st.last_run_now;
     // Schedule: absent = run whenever there is something to copy.
     if !run_now && let Some(expr) = &p.spec.schedule {
-        let cron = crate::api::validate::parse_cron(expr).map_err(Error::Other)?;
-        let after = st
-            .last_run
-            .as_ref()
-            .map(|r| r.start)
-            .or_else(|| {
-                p.metadata.creation_timestamp.as_ref().map(|t| {
-                    chrono::DateTime::from_timestamp(t.0.as_second(), 0).unwrap_or_default()
-                })
-            })
-            .unwrap_or_else(Utc::now);
-        let next = cron
-            .find_next_occurrence(&after, false)
-            .map_err(|e| Error::Other(e.to_string()))?;
+        let last = st.last_run.as_ref().map(|r| r.start);
+        let next = next_occurrence(expr, last, &p.metadata, Utc::now()).map_err(Error::Other)?;
         if next > Utc::now() {
             st.next_run = Some(next);
             write_status(&ctx, p.as_ref(), old.as_ref(), &st).await?;
-            let wait = (next - Utc::now()).to_std().unwrap_or_default();
-            return Ok(Action::requeue(wait + Duration::from_secs(1)));
+            return Ok(Action::requeue(until(next)));
         }
     }
     let tasks = plan_ctx.plan_duplication(&p);
@@ -736,6 +723,25 @@ fn count_trail(st: &mut TrailStatus, catalog: &Catalog, trail: &str) {
     st.volumes = catalog.volumes(trail);
 }
 
+/// The first occurrence of the cron schedule `expr` after the last run, or after the object's
+/// creation when it never ran: a schedule that came due while nothing ran is due now.
+fn next_occurrence(
+    expr: &str,
+    last_run: Option<chrono::DateTime<Utc>>,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    now: chrono::DateTime<Utc>,
+) -> std::result::Result<chrono::DateTime<Utc>, String> {
+    let cron = crate::api::validate::parse_cron(expr)?;
+    let after = last_run
+        .or_else(|| {
+            let created = meta.creation_timestamp.as_ref()?;
+            chrono::DateTime::from_timestamp(created.0.as_second(), 0)
+        })
+        .unwrap_or(now);
+    cron.find_next_occurrence(&after, false)
+        .map_err(|e| format!("field spec.schedule: {e}"))
+}
+
 /// When a BackupTrail's next backup runs, and the run's id (which names its Job).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BackupDue {
@@ -769,19 +775,7 @@ pub fn backup_due(
             BackupDue::Now(format!("{generation}-{:x}", hash("")))
         });
     };
-    let cron = crate::api::validate::parse_cron(expr)?;
-    let after = st
-        .last_run
-        .or_else(|| {
-            t.metadata
-                .creation_timestamp
-                .as_ref()
-                .and_then(|c| chrono::DateTime::from_timestamp(c.0.as_second(), 0))
-        })
-        .unwrap_or(now);
-    let next = cron
-        .find_next_occurrence(&after, false)
-        .map_err(|e| format!("field spec.schedule: {e}"))?;
+    let next = next_occurrence(expr, st.last_run, &t.metadata, now)?;
     Ok(if next <= now {
         BackupDue::Now(format!("at-{}", next.timestamp()))
     } else {
@@ -798,7 +792,8 @@ pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<
     let mut st = old.clone().unwrap_or_default();
     let recorder = Recorder::new(ctx.client.clone(), "mimeo-operator".into());
     let token = t.annotations().get(RUN_NOW_ANNOTATION).cloned();
-    count_trail(&mut st, &ctx.catalog(&ns), &name);
+    let catalog = ctx.catalog(&ns);
+    count_trail(&mut st, &catalog, &name);
     st.observed_generation = generation;
     rescan_if_asked(&ctx, t.as_ref(), &mut st, &recorder).await?;
     let due = backup_due(&t, &st, Utc::now()).map_err(Error::Other)?;
@@ -806,12 +801,10 @@ pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<
         BackupDue::Now(run) if !t.spec.work_items.is_empty() => run,
         BackupDue::Now(_) | BackupDue::Never | BackupDue::At(_) => {
             write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
-            let expiry = sweep_expiry(&ctx, t.as_ref(), &recorder).await?;
+            let expiry = sweep_expiry(&ctx, t.as_ref(), &catalog, &recorder).await?;
             // Wake up for the next scheduled backup or the next expiry, whichever is sooner.
             let backup = match due {
-                BackupDue::At(at) => {
-                    Some((at - Utc::now()).to_std().unwrap_or_default() + Duration::from_secs(1))
-                }
+                BackupDue::At(at) => Some(until(at)),
                 _ => None,
             };
             return Ok(wake_after([backup, expiry]));
@@ -928,20 +921,24 @@ pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<
 /// Marks a trail's entries Expired once their retention passed (a Valid incremental keeps its
 /// parent), frees the trail's volumes that hold no Valid entry in a worker, and requeues at
 /// the next expiry, so nothing is polled on a timer.
-async fn sweep_expiry<K>(ctx: &Context, trail: &K, recorder: &Recorder) -> Result<Option<Duration>>
+async fn sweep_expiry<K>(
+    ctx: &Context,
+    trail: &K,
+    catalog: &Catalog,
+    recorder: &Recorder,
+) -> Result<Option<Duration>>
 where
     K: kube::Resource<DynamicType = ()>,
 {
     let ns = trail.meta().namespace.clone().unwrap_or_default();
     let name = trail.meta().name.clone().unwrap_or_default();
     let set = ctx.resource_set(&ns);
-    let catalog = ctx.catalog(&ns);
     let media = ctx.media(&set);
     let now = Utc::now();
     let plan = PlanContext {
         set: &set,
         media: &media,
-        catalog: &catalog,
+        catalog,
         now,
     };
     let expired: Vec<(String, String)> = plan
@@ -1023,10 +1020,16 @@ where
         })
         .min();
     Ok(match next {
-        Some(t) if t > now => Some((t - now).to_std().unwrap_or_default() + Duration::from_secs(1)),
+        Some(t) if t > now => Some(until(t)),
         Some(_) => Some(Duration::from_secs(60)),
         None => None,
     })
+}
+
+/// How long to wait for `at` (a second late rather than early: cron and retention are due
+/// *at* that time).
+fn until(at: chrono::DateTime<Utc>) -> Duration {
+    (at - Utc::now()).to_std().unwrap_or_default() + Duration::from_secs(1)
 }
 
 /// Requeues after the sooner of the waits, or waits for a change when there is none.
@@ -1077,9 +1080,13 @@ pub async fn reconcile_duplication_trail(
     let recorder = Recorder::new(ctx.client.clone(), "mimeo-operator".into());
     rescan_if_asked(&ctx, t.as_ref(), &mut st, &recorder).await?;
     write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
-    Ok(wake_after([
-        sweep_expiry(&ctx, t.as_ref(), &recorder).await?
-    ]))
+    Ok(wake_after([sweep_expiry(
+        &ctx,
+        t.as_ref(),
+        &catalog,
+        &recorder,
+    )
+    .await?]))
 }
 
 /// Reconciles a MediaClass: is its backend reachable (S3 bucket answers with the referenced

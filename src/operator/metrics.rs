@@ -7,6 +7,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::api::EntryState;
+
 /// Labels of run metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RunLabels {
@@ -96,6 +98,14 @@ impl Default for Metrics {
     }
 }
 
+fn state_index(s: EntryState) -> usize {
+    match s {
+        EntryState::Valid => 0,
+        EntryState::Expired => 1,
+        EntryState::Missing => 2,
+    }
+}
+
 /// Buckets from 1 s to about 9 hours (a worker's default deadline is 6 hours).
 fn run_histogram() -> Histogram {
     Histogram::new(exponential_buckets(1.0, 2.0, 16))
@@ -116,18 +126,17 @@ impl Metrics {
 
     /// Sets the catalog gauges from the entries' states (all three states are always set, so a
     /// state that emptied shows 0).
-    pub fn set_catalog<'a>(&self, states: impl IntoIterator<Item = &'a str>) {
-        let mut counts: std::collections::BTreeMap<&str, i64> =
-            [("Valid", 0), ("Expired", 0), ("Missing", 0)].into();
+    pub fn set_catalog(&self, states: impl IntoIterator<Item = EntryState>) {
+        let mut counts = [0i64; 3];
         for s in states {
-            *counts.entry(s).or_default() += 1;
+            counts[state_index(s)] += 1;
         }
-        for (state, n) in counts {
+        for s in [EntryState::Valid, EntryState::Expired, EntryState::Missing] {
             self.catalog_entries
                 .get_or_create(&StateLabels {
-                    state: state.into(),
+                    state: format!("{s:?}"),
                 })
-                .set(n);
+                .set(counts[state_index(s)]);
         }
     }
 
@@ -149,7 +158,12 @@ mod tests {
         let m = Metrics::default();
         m.finished("copy", "Succeeded", Some(3.5));
         m.finished("expire", "Succeeded", None);
-        m.set_catalog(["Valid", "Valid", "Expired", "Valid"]);
+        m.set_catalog([
+            EntryState::Valid,
+            EntryState::Valid,
+            EntryState::Expired,
+            EntryState::Valid,
+        ]);
         let text = m.encode();
         for want in [
             r#"mimeo_runs_total{kind="copy",outcome="Succeeded"} 1"#,

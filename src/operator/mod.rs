@@ -113,14 +113,8 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
         metrics.clone(),
         move || {
             // Catalog gauges are counted from the watched state at each scrape.
-            let entries: Vec<Arc<CatalogEntry>> = catalogs.iter().flat_map(|c| c.state()).collect();
-            counted.set_catalog(entries.iter().map(
-                |e| match crate::engine::catalog::Catalog::state(e) {
-                    EntryState::Valid => "Valid",
-                    EntryState::Expired => "Expired",
-                    EntryState::Missing => "Missing",
-                },
-            ));
+            let entries = catalogs.iter().flat_map(|c| c.state());
+            counted.set_catalog(entries.map(|e| crate::engine::catalog::Catalog::state(&e)));
         },
         ready.clone(),
         async move {
