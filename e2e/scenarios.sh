@@ -42,7 +42,7 @@ SYSTEM=mimeo-system
 # ---- infrastructure
 start_controlplane
 ok "control plane ready in $((SECONDS - T0))s"
-APISERVER_PORT="$(sed -n 's#.*server: https://127.0.0.1:\([0-9]*\).*#\1#p' "$KUBECONFIG" | head -1)"
+APISERVER_PORT="$(sed -n 's#.*server: https://127.0.0.1:\([0-9]*\).*#\1#p' "$KUBECONFIG" | sed -n 1p)"
 
 S3_PORT="$(free_port)"
 start_s3() {

@@ -106,7 +106,7 @@ spec:
 EOF
 POD=""
 for _ in $(seq 1 120); do
-  POD="$(k -n "$NS" get pods -l job-name=smoke -o name 2>/dev/null | head -1)"
+  POD="$(k -n "$NS" get pods -l job-name=smoke -o name 2>/dev/null | sed -n 1p)"
   [[ -n "$POD" ]] && break
   sleep 0.5
 done

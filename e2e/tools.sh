@@ -83,5 +83,5 @@ build helm "$HELM_STAMP" \
   env GOBIN="$BIN" go install -ldflags "$HELM_LDFLAGS" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 
 echo "tools.sh: all tools ready in $((SECONDS - T0))s: $(ls "$BIN" | tr '\n' ' ')"
-"$BIN/kubectl" version --client 2>/dev/null | head -1
+"$BIN/kubectl" version --client 2>/dev/null
 "$BIN/helm" version --short

@@ -15,7 +15,7 @@ S3S_FS_VERSION=0.14.1
 install_s3s_fs() {
     local bin
     bin="$(find_tool s3s-fs)"
-    if [[ -n "$bin" ]] && "$bin" --version 2>/dev/null | grep -qx "s3s-fs $S3S_FS_VERSION"; then
+    if [[ -n "$bin" ]] && "$bin" --version 2>/dev/null | grep -x "s3s-fs $S3S_FS_VERSION" >/dev/null; then
         echo "s3s-fs $S3S_FS_VERSION: already installed ($bin)"
         return
     fi

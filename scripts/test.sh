@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 for component in rustfmt clippy; do
-    rustup component list --installed 2>/dev/null | grep -q "^$component" ||
+    rustup component list --installed 2>/dev/null | grep "^$component" >/dev/null ||
         rustup component add "$component" || true
 done
 scripts/install-test-tools.sh
