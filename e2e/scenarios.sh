@@ -15,19 +15,34 @@
 #               the S3 secret appears in no log, event, status or catalog entry
 # Usage: bash e2e/tools.sh && bash e2e/scenarios.sh [SCENARIO...]   (MIMEO_E2E_KEEP=1 keeps the
 # work dir). MIMEO_BIN picks the mimeo binary (default target/debug/mimeo, built if missing).
+#
+# Two places to run: by default everything is local (control plane, node agent, s3s-fs). With
+# MIMEO_E2E_KUBECONFIG=FILE the same scenarios run against that cluster (kind): MinIO from
+# examples/kind/minio in namespace e2e-minio, the operator image MIMEO_E2E_IMAGE (default
+# mimeo:dev, already loaded into the nodes). Data is seeded and compared by busybox Jobs in both
+# places; only the S3 server's files and the operator's process are looked at differently.
 set -euo pipefail
 NAME=scenarios
 # shellcheck source=e2e/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-require_tools mimeo-controlplane mimeo-node-agent kubectl helm
+CLUSTER=local
+[[ -n "${MIMEO_E2E_KUBECONFIG:-}" ]] && CLUSTER=external
+TOOLS_IMAGE="${MIMEO_E2E_TOOLS_IMAGE:-busybox:1.37}"
 
-MIMEO_BIN="${MIMEO_BIN:-$ROOT/target/debug/mimeo}"
-if [[ ! -x "$MIMEO_BIN" ]]; then
-  say "building $MIMEO_BIN"
-  (cd "$ROOT" && cargo build --bin mimeo)
+if [[ $CLUSTER == local ]]; then
+  require_tools mimeo-controlplane mimeo-node-agent kubectl helm
+  MIMEO_BIN="${MIMEO_BIN:-$ROOT/target/debug/mimeo}"
+  if [[ ! -x "$MIMEO_BIN" ]]; then
+    say "building $MIMEO_BIN"
+    (cd "$ROOT" && cargo build --bin mimeo)
+  fi
+  S3S_FS="$(command -v s3s-fs || echo "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs")"
+  [[ -x "$S3S_FS" ]] || { say "s3s-fs missing: run scripts/install-test-tools.sh"; exit 1; }
+else
+  require_tools kubectl helm
+  export KUBECONFIG="$MIMEO_E2E_KUBECONFIG"
+  IMAGE="${MIMEO_E2E_IMAGE:-mimeo:dev}"
 fi
-S3S_FS="$(command -v s3s-fs || echo "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs")"
-[[ -x "$S3S_FS" ]] || { say "s3s-fs missing: run scripts/install-test-tools.sh"; exit 1; }
 
 NODE="$WORK/node"           # the agent's root: PV directories under $NODE/pv/NS/CLAIM
 S3_DATA="$WORK/s3"          # s3s-fs serves each directory here as a bucket
@@ -38,30 +53,51 @@ S3_SECRET=mimeo-demo-not-a-secret
 QS=e2e-quickstart           # namespaces: one per group of scenarios, all `restricted`
 FAULTS=e2e-faults
 SYSTEM=mimeo-system
+MINIO=e2e-minio             # external clusters only
 
-# ---- infrastructure
-start_controlplane
-ok "control plane ready in $((SECONDS - T0))s"
-APISERVER_PORT="$(sed -n 's#.*server: https://127.0.0.1:\([0-9]*\).*#\1#p' "$KUBECONFIG" | sed -n 1p)"
-
+# ---- infrastructure: the S3 server and what runs pods
 S3_PORT="$(free_port)"
-start_s3() {
-  mkdir -p "$S3_DATA"
-  "$S3S_FS" --host 127.0.0.1 --port "$S3_PORT" --access-key "$S3_KEY" --secret-key "$S3_SECRET" \
-    "$S3_DATA" >>"$WORK/s3.log" 2>&1 &
-  S3_PID=$!
-  E2E_PIDS+=("$S3_PID:s3s-fs")
-  wait_for 30 bash -c "exec 3<>/dev/tcp/127.0.0.1/$S3_PORT"
-}
-start_s3
-mkdir -p "$S3_DATA/mimeo-tapes" "$S3_DATA/mimeo-vault"
-S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
-ok "s3s-fs on $S3_ENDPOINT"
-
-"$BIN/mimeo-node-agent" --kubeconfig "$KUBECONFIG" --node e2e-node --root "$NODE" \
-  --image-binary "mimeo=$MIMEO_BIN" >"$WORK/agent.log" 2>&1 &
-E2E_PIDS+=("$!:node-agent")
-check "node e2e-node Ready" wait_for 60 k wait node/e2e-node --for=condition=Ready --timeout=1s
+if [[ $CLUSTER == local ]]; then
+  start_controlplane
+  ok "control plane ready in $((SECONDS - T0))s"
+  # s3_start / s3_stop: the S3 server up or down, its data kept.
+  s3_start() {
+    mkdir -p "$S3_DATA"
+    "$S3S_FS" --host 127.0.0.1 --port "$S3_PORT" --access-key "$S3_KEY" --secret-key "$S3_SECRET" \
+      "$S3_DATA" >>"$WORK/s3.log" 2>&1 &
+    S3_PID=$!
+    E2E_PIDS+=("$S3_PID:s3s-fs")
+    wait_for 30 bash -c "exec 3<>/dev/tcp/127.0.0.1/$S3_PORT"
+  }
+  s3_stop() { stop_pid "$S3_PID" 5; }
+  s3_start
+  mkdir -p "$S3_DATA/mimeo-tapes" "$S3_DATA/mimeo-vault"
+  S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
+  ok "s3s-fs on $S3_ENDPOINT"
+  "$BIN/mimeo-node-agent" --kubeconfig "$KUBECONFIG" --node e2e-node --root "$NODE" \
+    --image-binary "mimeo=$MIMEO_BIN" >"$WORK/agent.log" 2>&1 &
+  E2E_PIDS+=("$!:node-agent")
+  check "node e2e-node Ready" wait_for 60 k wait node/e2e-node --for=condition=Ready --timeout=1s
+else
+  for ns in $QS $FAULTS $MINIO $SYSTEM; do
+    if k get namespace "$ns" >/dev/null 2>&1; then
+      say "namespace $ns exists: delete it (and helm uninstall -n $SYSTEM mimeo) first"; exit 1
+    fi
+  done
+  k create namespace $MINIO >/dev/null
+  k kustomize "$ROOT/examples/kind/minio" | sed "s/namespace: mimeo-demo/namespace: $MINIO/" | k apply -f - >/dev/null
+  s3_start() {
+    k -n $MINIO scale deploy/minio --replicas=1 >/dev/null
+    k -n $MINIO rollout status deploy/minio --timeout=300s >/dev/null
+  }
+  s3_stop() {
+    k -n $MINIO scale deploy/minio --replicas=0 >/dev/null
+    k -n $MINIO wait pod -l app.kubernetes.io/name=minio --for=delete --timeout=120s >/dev/null
+  }
+  check "MinIO running" s3_start
+  check "MinIO buckets created" k -n $MINIO wait job/minio-buckets --for=condition=complete --timeout=300s
+  S3_ENDPOINT="http://minio.$MINIO.svc:9000"
+fi
 
 for ns in $QS $FAULTS; do
   k create namespace "$ns" >/dev/null
@@ -80,21 +116,84 @@ render() {
   k kustomize "$ROOT/$1" | sed -e "s#http://minio.mimeo-demo.svc:9000#$S3_ENDPOINT#" \
     -e "s/namespace: mimeo-demo/namespace: $2/"
 }
+# pod_logs NS POD: a pod's output (the node agent's log files, or kubectl logs in a cluster).
+pod_logs() {
+  if [[ $CLUSTER == local ]]; then cat "$NODE/logs/$1_$2_"*.log 2>/dev/null; else k -n "$1" logs "$2" --all-containers 2>/dev/null; fi
+}
+# job_output NS NAME: waits for a Job to finish, prints its pod's output, fails if the Job did.
+job_output() {
+  local ns=$1 name=$2 pod
+  wait_for 300 eval "[[ -n \$(jp job/$name $ns '{.status.succeeded}{.status.failed}') ]]" || { echo "Job $name did not finish"; return 1; }
+  pod="$(k -n "$ns" get pods -l job-name="$name" -o jsonpath='{.items[0].metadata.name}')"
+  pod_logs "$ns" "$pod"
+  [[ "$(jp job/"$name" "$ns" '{.status.succeeded}')" == 1 ]]
+}
+# in_pod NS NAME "CLAIM:PATH[:ro] ..." SCRIPT: runs SCRIPT with sh -e in a Job of the tools
+# image (busybox) with those PVCs mounted, as uid 65532 under the restricted level, so the same
+# check runs on the local node and in a cluster. Prints the pod's output; fails if the Job does.
+in_pod() {
+  local ns=$1 name=$2 mounts=$3 script=$4 m claim path ro mnt="" vols="" i=0
+  for m in $mounts; do
+    IFS=: read -r claim path ro <<<"$m"
+    mnt+="        - {name: v$i, mountPath: $path, readOnly: $([[ $ro == ro ]] && echo true || echo false)}"$'\n'
+    vols+="      - {name: v$i, persistentVolumeClaim: {claimName: $claim}}"$'\n'
+    i=$((i + 1))
+  done
+  k -n "$ns" apply -f - >/dev/null <<EOF
+apiVersion: batch/v1
+kind: Job
+metadata: {name: $name, labels: {app.kubernetes.io/name: e2e-check}}
+spec:
+  backoffLimit: 0
+  template:
+    metadata: {labels: {app.kubernetes.io/name: e2e-check}}
+    spec:
+      restartPolicy: Never
+      securityContext: {runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, seccompProfile: {type: RuntimeDefault}}
+      containers:
+      - name: sh
+        image: $TOOLS_IMAGE
+        command: [/bin/sh, -ec]
+        args:
+        - |
+$(sed 's/^/          /' <<<"$script")
+        securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
+        volumeMounts:
+$mnt      volumes:
+$vols
+EOF
+  job_output "$ns" "$name"
+}
+# same_tree NS NAME CLAIM[/DIR] CLAIM[/DIR]: the two trees are byte-identical (diff -r in a pod).
+same_tree() {
+  local a=${3%%/*} b=${4%%/*}
+  in_pod "$1" "$2" "$a:/a:ro $b:/b:ro" "diff -r /a/${3#"$a"} /b/${4#"$b"} && echo identical"
+}
 # run_now KIND/NAME NS: asks for a run now.
 run_now() { k -n "$2" annotate "$1" --overwrite "mimeo.dev/run-now=$(date +%s%N)" >/dev/null; }
 
 # ---- scenario: install
 scenario_install() {
   METRICS_PORT="$(free_port)"
+  # Local pods share the host's network: the operator listens on a free port. In a cluster it
+  # keeps the chart's port, forwarded here.
+  local where=(--set image.repository=mimeo --set metrics.port="$METRICS_PORT")
+  [[ $CLUSTER == local ]] || where=(--set "image.repository=${IMAGE%:*}" --set "image.tag=${IMAGE##*:}")
   check "helm install charts/mimeo (operator Available)" \
-    "$BIN/helm" install mimeo "$ROOT/charts/mimeo" -n "$SYSTEM" --create-namespace \
-      --set image.repository=mimeo --set "workerNamespaces={$QS,$FAULTS}" \
-      --set metrics.port="$METRICS_PORT" --set worker.backoffLimit=4 \
+    "$BIN/helm" install mimeo "$ROOT/charts/mimeo" -n "$SYSTEM" --create-namespace "${where[@]}" \
+      --set "workerNamespaces={$QS,$FAULTS}" --set worker.backoffLimit=4 \
       --set expiredEntryRetentionSeconds=15 --wait --timeout 180s
   check "CRDs Established" k wait crd --all --for=condition=Established --timeout=30s
   check "six Mimeo CRDs" test "$(k get crd -o name | grep -c '\.mimeo\.dev$')" = 6
+  if [[ $CLUSTER == local ]]; then
+    check "the operator process runs as uid 65532" bash -c "ps -eo uid=,args= | grep -E '^ *65532 .*mimeo operator' | grep -qv grep"
+  else
+    k -n "$SYSTEM" port-forward svc/mimeo-operator-metrics "$METRICS_PORT:8080" >"$WORK/port-forward.log" 2>&1 &
+    E2E_PIDS+=("$!:port-forward")
+    check "the operator pod runs as uid 65532" test \
+      "$(k -n "$SYSTEM" get pod -l app.kubernetes.io/component=operator -o jsonpath='{.items[0].spec.securityContext.runAsUser}')" = 65532
+  fi
   check "operator /readyz answers ok" wait_for 30 curl -fsS "http://127.0.0.1:$METRICS_PORT/readyz"
-  check "the operator process runs as uid 65532" bash -c "ps -eo uid=,args= | grep -E '^ *65532 .*mimeo operator' | grep -qv grep"
   check "the operator holds its Lease" bash -c \
     "$BIN/kubectl -n $SYSTEM get lease mimeo-operator -o jsonpath='{.spec.holderIdentity}' | grep -q mimeo"
 }
@@ -141,8 +240,7 @@ scenario_restore() {
     check "Restore $r Succeeded" until_eq 120 Succeeded restore_field $r '{.status.phase}'
     check "Restore $r read a Duplicate ($(restore_field $r '{.status.restoredFrom.trail}'))" \
       test "$(restore_field $r '{.status.restoredFrom.role}')" = Duplicate
-    check "restored $r is byte-identical to its PVC" \
-      diff -r --no-dereference "$NODE/pv/$QS/$r" "$NODE/pv/$QS/restore-target/$r"
+    check "restored $r is byte-identical to its PVC" same_tree $QS "same-$r" "$r" "restore-target/$r"
   done
   render examples/kind/verify $QS | k apply -f - >/dev/null
   check "the example's verify Job agrees" k -n $QS wait job/verify-restores --for=condition=complete --timeout=60s
@@ -157,7 +255,7 @@ scenario_restore() {
   check "vault away: app-a still read its duplicate on disk-1w" \
     test "$(restore_field app-a-vault-away '{.status.restoredFrom.trail}')" = disk-1w
   check "vault away: app-c restored byte-identical" \
-    diff -r --no-dereference "$NODE/pv/$QS/app-c" "$NODE/pv/$QS/restore-target/app-c-vault-away"
+    same_tree $QS same-app-c-vault-away app-c restore-target/app-c-vault-away
 
   k -n $QS patch mediaclass minio-tapes --type merge -p '{"spec":{"available":false}}' >/dev/null
   k -n $QS apply -f - >/dev/null <<EOF
@@ -180,8 +278,33 @@ EOF
 }
 
 # ---- scenario: expiry
-# volumes_with_data: volumes of the `short` trail that still hold segments on S3.
-volumes_with_data() { find "$S3_DATA/mimeo-vault/short" -name '*.seg' -printf '%h\n' 2>/dev/null | sort -u | wc -l; }
+# volumes_with_data: volumes of the `short` trail that still hold segments on S3 (the files of
+# s3s-fs, or a MinIO listing by mc in a cluster).
+volumes_with_data() {
+  if [[ $CLUSTER == local ]]; then
+    find "$S3_DATA/mimeo-vault/short" -name '*.seg' -printf '%h\n' 2>/dev/null | sort -u | wc -l
+    return
+  fi
+  local job
+  job="ls-$(date +%s%N)"
+  k -n $MINIO apply -f - >/dev/null <<EOF
+apiVersion: batch/v1
+kind: Job
+metadata: {name: $job}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: mc
+        image: quay.io/minio/mc:RELEASE.2025-08-13T08-35-41Z
+        command: [/bin/sh, -ec, 'mc alias set m http://minio:9000 "\$AWS_ACCESS_KEY_ID" "\$AWS_SECRET_ACCESS_KEY" >/dev/null; mc ls --recursive m/mimeo-vault/short/']
+        env: [{name: HOME, value: /tmp}]
+        envFrom: [{secretRef: {name: minio-credentials}}]
+EOF
+  job_output $MINIO "$job" | awk '{print $NF}' | grep '\.seg$' | sed 's#/[^/]*$##' | sort -u | wc -l
+}
 scenario_expiry() {
   # A fresh backup: the 40s retention of the new trail counts from the backup time.
   run_now backuptrail/nightly $QS
@@ -353,10 +476,12 @@ kind: PersistentVolumeClaim
 metadata: {name: restored}
 spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
 EOF
+  # 4 x 48 MiB of incompressible data: a copy takes long enough to be interrupted. The Job mounts
+  # every PVC, so they are bound with a WaitForFirstConsumer storage class too.
+  check "kill: 192 MiB of random data written to PVC big" in_pod $FAULTS fill-big \
+    "big:/big disk:/disk restored:/restored" \
+    'for i in 1 2 3 4; do head -c 50331648 /dev/urandom > /big/blob-$i; done; ls -l /big'
   check "fault PVCs bound" k -n $FAULTS wait pvc/big pvc/disk pvc/restored --for=jsonpath='{.status.phase}'=Bound --timeout=60s
-  # 4 x 48 MiB of incompressible data: a copy takes long enough to be interrupted.
-  for i in 1 2 3 4; do head -c $((48 << 20)) /dev/urandom >"$NODE/pv/$FAULTS/big/blob-$i"; done
-  chmod -R a+rX "$NODE/pv/$FAULTS/big"
   k -n $FAULTS apply -f - >/dev/null <<EOF
 apiVersion: mimeo.dev/v1alpha1
 kind: MediaClass
@@ -425,7 +550,7 @@ spec: {workItem: big, backupTrail: faults, target: {pvc: {claimName: restored, p
 EOF
   check "kill: the backup written after the kill restores" until_eq 120 Succeeded \
     jp restore/after-kill $FAULTS '{.status.phase}'
-  check "kill: restored data is byte-identical" diff -r "$NODE/pv/$FAULTS/big" "$NODE/pv/$FAULTS/restored/big"
+  check "kill: restored data is byte-identical" same_tree $FAULTS same-after-kill big restored/big
 }
 
 # ---- scenario: S3 server stopped during a worker run
@@ -435,14 +560,14 @@ scenario_s3_outage() {
   run_now backuptrail/faults $FAULTS
   check "s3 outage: backup pod running" wait_for 60 bash -c \
     "$BIN/kubectl -n $FAULTS get pods -l $sel -o jsonpath='{.items[*].status.phase}' | grep -q Running"
-  stop_pid "$S3_PID" 5
+  s3_stop
   check "s3 outage: the worker pod fails" wait_for 120 bash -c \
     "$BIN/kubectl -n $FAULTS get pods -l $sel -o jsonpath='{.items[*].status.phase}' | grep -q Failed"
   check "s3 outage: a Warning event explains the failed attempt" wait_for 60 bash -c \
     "$BIN/kubectl -n $FAULTS get events --field-selector involvedObject.name=faults,type=Warning | grep -q WorkerRetrying"
   check "s3 outage: the trail's Ready condition says the worker retries" wait_for 30 bash -c \
     "$BIN/kubectl -n $FAULTS get backuptrail faults -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].reason}' | grep -q WorkerRetrying"
-  start_s3
+  s3_start
   check "s3 outage: after the server returns the backup completes" until_eq 240 3 \
     valid_entries $FAULTS mimeo.dev/trail=faults
   check "s3 outage: one Job for the run (retried in place)" test "$(job_count $FAULTS $sel)" = $((before + 1))
@@ -450,6 +575,14 @@ scenario_s3_outage() {
 
 # ---- scenario: RBAC, Pod Security, secrets
 can() { k auth can-i "$@" 2>/dev/null || true; }
+# all_logs: everything the operator, the workers and the node wrote.
+all_logs() {
+  if [[ $CLUSTER == local ]]; then cat "$NODE"/logs/*.log "$WORK/agent.log"; return; fi
+  local ns pod
+  for ns in $SYSTEM $QS $FAULTS; do
+    for pod in $(k -n $ns get pods -o jsonpath='{.items[*].metadata.name}'); do pod_logs $ns "$pod"; done
+  done
+}
 scenario_rbac() {
   local w="system:serviceaccount:$QS:mimeo-worker" o="system:serviceaccount:$SYSTEM:mimeo-operator"
   local row verb res ns want got
@@ -476,7 +609,7 @@ scenario_rbac() {
   check "restricted: worker Jobs ran in restricted namespaces" test "$(job_count $QS app.kubernetes.io/component=worker)" -gt 0
   # The S3 secret key never shows up anywhere it could leak.
   local leaks
-  leaks="$( { cat "$NODE"/logs/*.log "$WORK/agent.log"; k get events -A -o yaml; k get catalogentries,restores,mediaclasses,backuptrails,duplicationtrails,duplicationpolicies -A -o yaml; k get jobs -A -o yaml; } | grep -c "$S3_SECRET" || true)"
+  leaks="$( { all_logs; k get events -A -o yaml; k get catalogentries,restores,mediaclasses,backuptrails,duplicationtrails,duplicationpolicies -A -o yaml; k get jobs -A -o yaml; } | grep -c "$S3_SECRET" || true)"
   check "secrets: the S3 secret key appears in no log, event, status, Job or catalog entry" test "$leaks" = 0
 }
 
@@ -496,4 +629,9 @@ for s in "${ALL[@]}"; do
   fi
 done
 echo "$NAME: $PASSED passed, $FAILED failed in $((SECONDS - T0))s"
+if [[ $CLUSTER == external && $FAILED -eq 0 && -z "${MIMEO_E2E_KEEP:-}" ]]; then
+  say "removing the release and the namespaces from the cluster"
+  "$BIN/helm" uninstall -n $SYSTEM mimeo --wait >/dev/null || true
+  k delete namespace $QS $FAULTS $MINIO $SYSTEM --wait=false >/dev/null || true
+fi
 [[ $FAILED -eq 0 ]]
