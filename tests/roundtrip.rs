@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
+use common::cli::s3_media;
 use common::s3server::S3Server;
 use common::tree::{
     assert_same_tree, copy_system_tree, make_sample_tree, pseudo_random_bytes, tree_stats,
@@ -137,49 +138,6 @@ spec:
   blockSize: {block}
 ---
 "
-    )
-}
-
-fn s3_secret(server: &S3Server) -> String {
-    format!(
-        "apiVersion: v1
-kind: Secret
-metadata: {{name: s3-creds}}
-stringData:
-  AWS_ACCESS_KEY_ID: {}
-  AWS_SECRET_ACCESS_KEY: {}
----
-",
-        server.access_key, server.secret_key
-    )
-}
-
-fn s3_media(
-    server: &S3Server,
-    name: &str,
-    bucket: &str,
-    prefix: &str,
-    capacity: &str,
-    block: &str,
-) -> String {
-    format!(
-        "apiVersion: mimeo.dev/v1alpha1
-kind: MediaClass
-metadata: {{name: {name}}}
-spec:
-  backend:
-    s3:
-      endpoint: {endpoint}
-      bucket: {bucket}
-      prefix: {prefix}
-      region: us-east-1
-      forcePathStyle: true
-      credentialsSecretRef: {{name: s3-creds}}
-  volumeCapacity: {capacity}
-  blockSize: {block}
----
-",
-        endpoint = server.endpoint
     )
 }
 
@@ -566,16 +524,23 @@ async fn s3_round_trip() {
     let stats = tree_stats(&env.path("src"));
     assert!(stats.0 > 1000, "source tree too small: {stats:?}");
 
-    let mut yaml = s3_secret(&server);
+    let mut yaml = server.secret_yaml();
     yaml += &s3_media(
-        &server,
+        &server.endpoint,
         "s3-disk",
         "mimeo-primary",
         "backups",
         "16Mi",
         "64Ki",
     );
-    yaml += &s3_media(&server, "s3-vault", "mimeo-vault", "copies", "64Mi", "1Mi");
+    yaml += &s3_media(
+        &server.endpoint,
+        "s3-vault",
+        "mimeo-vault",
+        "copies",
+        "64Mi",
+        "1Mi",
+    );
     yaml += &backup_trail("nightly", "s3-disk", 4, false, None, &items);
     yaml += &dup_trail("vault-seq", "s3-vault", "Sequential");
     yaml += &policy("to-vault", &["nightly"], &["vault-seq"], "");
@@ -624,9 +589,16 @@ async fn mixed_media() {
         small_tree(&dir.join("extra"), 10 + i);
         items.push((format!("m{i}"), dir.display().to_string()));
     }
-    let mut yaml = s3_secret(&server);
+    let mut yaml = server.secret_yaml();
     yaml += &fs_media("disk", &env.p("media/disk"), "8Mi", "64Ki");
-    yaml += &s3_media(&server, "offsite", "mimeo-offsite", "", "32Mi", "512Ki");
+    yaml += &s3_media(
+        &server.endpoint,
+        "offsite",
+        "mimeo-offsite",
+        "",
+        "32Mi",
+        "512Ki",
+    );
     yaml += &backup_trail("nightly", "disk", 2, false, None, &items);
     yaml += &dup_trail("offsite-seq", "offsite", "Sequential");
     yaml += &policy("to-offsite", &["nightly"], &["offsite-seq"], "");
@@ -641,7 +613,15 @@ async fn mixed_media() {
     check_restores(&env, &items, "mixed", "offsite-seq");
 
     // The offsite media are away: Auto falls back to the original, and says so.
-    let away = s3_media(&server, "offsite", "mimeo-offsite", "", "32Mi", "512Ki").replace(
+    let away = s3_media(
+        &server.endpoint,
+        "offsite",
+        "mimeo-offsite",
+        "",
+        "32Mi",
+        "512Ki",
+    )
+    .replace(
         "blockSize: 512Ki\n",
         "blockSize: 512Ki\n  available: false\n",
     );
@@ -906,9 +886,16 @@ async fn restore_falls_back_when_duplicate_media_are_offline() {
     let dir = env.path("src/m0");
     make_sample_tree(&dir);
     let items = vec![("m0".to_owned(), dir.display().to_string())];
-    let mut yaml = s3_secret(&server);
+    let mut yaml = server.secret_yaml();
     yaml += &fs_media("disk", &env.p("media/disk"), "8Mi", "64Ki");
-    yaml += &s3_media(&server, "offsite", "mimeo-offsite", "", "32Mi", "512Ki");
+    yaml += &s3_media(
+        &server.endpoint,
+        "offsite",
+        "mimeo-offsite",
+        "",
+        "32Mi",
+        "512Ki",
+    );
     yaml += &backup_trail("nightly", "disk", 1, false, None, &items);
     yaml += &dup_trail("offsite-seq", "offsite", "Sequential");
     yaml += &policy("to-offsite", &["nightly"], &["offsite-seq"], "");

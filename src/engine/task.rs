@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::{Backend, CatalogEntrySpec, Layout, MediaClass};
 use crate::error::{Error, Result};
 use crate::media::fs::FsStore;
+use crate::media::retry::Retrying;
 use crate::media::s3::{S3Config, S3Credentials, S3Store};
 use crate::media::store::ObjectStore;
 use crate::media::trail::Media;
@@ -55,7 +56,7 @@ impl MediaSpec {
         let store: Arc<dyn ObjectStore> = if let Some(fs) = &b.filesystem {
             Arc::new(FsStore::new(&fs.path))
         } else if let Some(s3) = &b.s3 {
-            Arc::new(
+            Arc::new(Retrying::new(
                 S3Store::connect(S3Config {
                     endpoint: s3.endpoint.clone(),
                     bucket: s3.bucket.clone(),
@@ -65,7 +66,7 @@ impl MediaSpec {
                     credentials: self.credentials.clone(),
                 })
                 .await?,
-            )
+            ))
         } else {
             let path = self.mount_path.as_ref().ok_or_else(|| {
                 Error::Unsupported(format!(
@@ -119,7 +120,7 @@ pub struct S3Target {
 
 impl S3Target {
     /// Connects to the bucket, rooted at the prefix.
-    pub async fn open(&self) -> Result<S3Store> {
+    pub async fn open(&self) -> Result<Retrying<S3Store>> {
         S3Store::connect(S3Config {
             endpoint: self.endpoint.clone(),
             bucket: self.bucket.clone(),
@@ -129,6 +130,7 @@ impl S3Target {
             credentials: self.credentials.clone(),
         })
         .await
+        .map(Retrying::new)
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod format;
 pub mod fs;
+pub mod retry;
 pub mod s3;
 pub mod store;
 pub mod trail;

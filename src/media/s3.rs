@@ -11,9 +11,13 @@
 //! server rejects corrupted uploads, and S3 requires an integrity header on writes to buckets with
 //! an Object Lock retention.
 //!
-//! The SDK retries transient failures itself (standard mode, 3 attempts). A retried create whose
-//! first attempt succeeded unseen reports `AlreadyExists` for the caller's own object, so resuming
-//! callers should treat an existing key as "verify", not as "someone else's".
+//! Transient failures are retried at two levels: the SDK resends a failed request
+//! ([`RETRY_ATTEMPTS`] attempts, exponential backoff with jitter), and a response that fails
+//! after its headers (a reset or stalled body) is an `Error::Store { transient: true }` for
+//! [`crate::media::retry::Retrying`] to retry. Requests and streams that stall longer than
+//! [`io_timeout`] are cut. A conditional create that fails because a retried attempt's first
+//! try already succeeded unseen is recognised as our own write (same bytes, or our multipart
+//! upload gone), so it is not reported as `AlreadyExists`.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -23,7 +27,9 @@ use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::config::{Credentials, Region};
+use aws_sdk_s3::config::retry::{RetryConfig, RetryPartition, TokenBucket};
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{Credentials, Region, StalledStreamProtectionConfig};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
@@ -32,6 +38,7 @@ use chrono::{DateTime, Utc};
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
+use crate::media::retry::{Backoff, retry_transient};
 use crate::media::store::{ObjectInfo, ObjectStore, ObjectWriter};
 
 /// Size of one multipart part, and the most a writer buffers. S3 wants parts of at least 5 MiB
@@ -45,6 +52,23 @@ const MAX_PARTS: usize = 10_000;
 /// left the writer idle during every round trip. A writer holds at most this many parts plus
 /// the one being filled.
 const PARTS_IN_FLIGHT: usize = 2;
+
+/// Attempts per request, including the first. Faults are rarely more than a few in a row; with
+/// backoff capped at [`MAX_BACKOFF`] this rides out about half a minute of errors.
+const RETRY_ATTEMPTS: u32 = 8;
+const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// How long a request may wait for its first response byte, and a body stream may stall, before
+/// the attempt is given up (and retried). `MIMEO_S3_TIMEOUT_SECONDS` overrides the default of
+/// 60 s (tests use a short one to make stalls cheap).
+pub fn io_timeout() -> std::time::Duration {
+    let secs = std::env::var("MIMEO_S3_TIMEOUT_SECONDS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .unwrap_or(60);
+    std::time::Duration::from_secs(secs)
+}
 
 /// Where and how to reach a bucket.
 #[derive(Clone, Debug, Default)]
@@ -117,7 +141,7 @@ impl Failure {
             SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
             SdkError::DispatchFailure(failure) => !failure.is_user(),
             SdkError::ServiceError(_) => {
-                status.is_some_and(|s| s >= 500 || s == 429)
+                status.is_some_and(|s| (s >= 500 && s != 501) || s == 429)
                     || matches!(
                         code.as_deref(),
                         Some(
@@ -154,6 +178,11 @@ impl Failure {
         self.status == Some(404) && self.code.as_deref() != Some("NoSuchBucket")
     }
 
+    /// The server lacks the feature (501): retrying will not help.
+    fn is_not_implemented(&self) -> bool {
+        self.status == Some(501) || self.code.as_deref() == Some("NotImplemented")
+    }
+
     /// An `If-None-Match: *` condition failed: the key exists.
     fn is_precondition_failed(&self) -> bool {
         self.status == Some(412) || self.code.as_deref() == Some("PreconditionFailed")
@@ -178,8 +207,33 @@ impl S3Store {
             ));
         }
         let shared = loader.load().await;
-        let mut builder =
-            aws_sdk_s3::config::Builder::from(&shared).force_path_style(cfg.force_path_style);
+        let timeout = io_timeout();
+        let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(cfg.force_path_style)
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(RETRY_ATTEMPTS)
+                    .with_max_backoff(MAX_BACKOFF),
+            )
+            // The SDK's default retry quota (a client-wide token bucket that only refills
+            // slowly) stops retrying after a few dozen faults: a long run on a flaky server
+            // would then fail on its next glitch. Attempts and backoff above bound each call.
+            .retry_partition(
+                RetryPartition::custom("mimeo")
+                    .token_bucket(TokenBucket::unlimited())
+                    .build(),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(timeout.min(std::time::Duration::from_secs(10)))
+                    .read_timeout(timeout)
+                    .build(),
+            )
+            .stalled_stream_protection(
+                StalledStreamProtectionConfig::enabled()
+                    .grace_period(timeout)
+                    .build(),
+            );
         if shared.region().is_none() {
             builder = builder.region(Region::from_static("us-east-1"));
         }
@@ -263,6 +317,52 @@ impl S3Store {
         }
     }
 
+    /// Retries a call of a multipart upload that the SDK does not resend by itself (requests
+    /// that are not idempotent to it, or whose response broke after the headers).
+    async fn retried<T, F, Fut>(&self, op: &str, key: &str, call: F) -> Result<T>
+    where
+        F: FnMut() -> Fut + Send,
+        Fut: std::future::Future<Output = Result<T>> + Send,
+    {
+        retry_transient(&Backoff::default(), &self.describe(), op, key, call).await
+    }
+
+    /// True if `key` holds exactly `data`: a conditional create that lost to itself.
+    async fn holds(&self, key: &str, data: &[u8]) -> Result<bool> {
+        match self.get_object(key, None).await {
+            Ok(existing) => Ok(existing.as_deref().unwrap_or_default() == data),
+            Err(Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// True if the multipart upload `upload_id` (to which parts were uploaded) is gone: no such
+    /// upload, or no parts left (servers that forget completed uploads list none). Called
+    /// after its CompleteMultipartUpload failed its `If-None-Match`: upload ids are unique and
+    /// only completion or our own abort end an upload, so a vanished upload was completed by a
+    /// retried attempt of ours.
+    async fn upload_completed(&self, key: &str, upload_id: &str) -> Result<bool> {
+        let out = self
+            .client
+            .list_parts()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .upload_id(upload_id)
+            .send()
+            .await;
+        match out {
+            Ok(out) => Ok(out.parts().is_empty()),
+            Err(e) => {
+                let failure = Failure::of(&e);
+                if failure.status == Some(404) {
+                    Ok(true)
+                } else {
+                    Err(self.error("ListParts", key, failure))
+                }
+            }
+        }
+    }
+
     async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<()> {
         let out = self
             .client
@@ -313,17 +413,20 @@ impl ObjectStore for S3Store {
             .key(self.full_key(key))
             .if_none_match("*")
             .checksum_algorithm(ChecksumAlgorithm::Crc32C)
-            .body(ByteStream::from(data))
+            .body(ByteStream::from(data.clone()))
             .send()
             .await;
         match out {
             Ok(_) => Ok(()),
             Err(e) => {
                 let failure = Failure::of(&e);
-                if failure.is_precondition_failed() {
-                    Err(self.already_exists(key))
-                } else {
+                if !failure.is_precondition_failed() {
                     Err(self.error("PutObject", key, failure))
+                } else if self.holds(key, &data).await? {
+                    // A retried attempt whose first try succeeded unseen: our own object.
+                    Ok(())
+                } else {
+                    Err(self.already_exists(key))
                 }
             }
         }
@@ -480,7 +583,19 @@ impl ObjectStore for S3Store {
     }
 
     async fn probe(&self) -> Result<()> {
-        let out = self.client.head_bucket().bucket(&self.bucket).send().await;
+        // A probe answers "reachable now?": a few quick attempts, not the long retry of data
+        // calls (the retry layer adds a few more).
+        let out = self
+            .client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .customize()
+            .config_override(
+                aws_sdk_s3::config::Builder::default()
+                    .retry_config(RetryConfig::standard().with_max_attempts(3)),
+            )
+            .send()
+            .await;
         match out {
             Ok(_) => Ok(()),
             Err(e) => {
@@ -542,15 +657,25 @@ impl S3Writer {
         if store.head(&self.key).await?.is_some() {
             return Err(store.already_exists(&self.key));
         }
+        // A retry after an unseen success leaves an unused upload behind, which
+        // `purge_incomplete` (or a bucket lifecycle rule) removes.
+        let key = &self.key;
         let out = store
-            .client
-            .create_multipart_upload()
-            .bucket(&store.bucket)
-            .key(store.full_key(&self.key))
-            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
-            .send()
-            .await
-            .map_err(|e| store.error("CreateMultipartUpload", &self.key, Failure::of(&e)))?;
+            .retried("CreateMultipartUpload", key, || {
+                let request = store
+                    .client
+                    .create_multipart_upload()
+                    .bucket(&store.bucket)
+                    .key(store.full_key(key))
+                    .checksum_algorithm(ChecksumAlgorithm::Crc32C);
+                async move {
+                    request
+                        .send()
+                        .await
+                        .map_err(|e| store.error("CreateMultipartUpload", key, Failure::of(&e)))
+                }
+            })
+            .await?;
         out.upload_id()
             .map(str::to_owned)
             .ok_or_else(|| Error::Store {
@@ -588,18 +713,26 @@ impl S3Writer {
         let key = self.key.clone();
         let body = self.buf.split().freeze();
         self.inflight.push_back(tokio::spawn(async move {
+            let (store, key) = (&store, &key);
             let out = store
-                .client
-                .upload_part()
-                .bucket(&store.bucket)
-                .key(store.full_key(&key))
-                .upload_id(upload_id)
-                .part_number(number)
-                .checksum_algorithm(ChecksumAlgorithm::Crc32C)
-                .body(ByteStream::from(body))
-                .send()
-                .await
-                .map_err(|e| store.error("UploadPart", &key, Failure::of(&e)))?;
+                .retried("UploadPart", key, || {
+                    let request = store
+                        .client
+                        .upload_part()
+                        .bucket(&store.bucket)
+                        .key(store.full_key(key))
+                        .upload_id(&upload_id)
+                        .part_number(number)
+                        .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+                        .body(ByteStream::from(body.clone()));
+                    async move {
+                        request
+                            .send()
+                            .await
+                            .map_err(|e| store.error("UploadPart", key, Failure::of(&e)))
+                    }
+                })
+                .await?;
             Ok(CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(out.e_tag)
@@ -632,37 +765,72 @@ impl S3Writer {
             self.reap_part().await?;
         }
         let store = &self.store;
-        let full_key = store.full_key(&self.key);
-        let parts = CompletedMultipartUpload::builder()
-            .set_parts(Some(self.parts.clone()))
-            .build();
         let request = store
             .client
             .complete_multipart_upload()
             .bucket(&store.bucket)
-            .key(&full_key)
+            .key(store.full_key(&self.key))
             .upload_id(&upload_id)
-            .multipart_upload(parts);
-        let failure = match request.clone().if_none_match("*").send().await {
-            Ok(_) => return Ok(()),
-            Err(e) => Failure::of(&e),
-        };
-        if failure.is_precondition_failed() {
-            return Err(store.already_exists(&self.key));
-        }
-        if failure.status != Some(501) && failure.code.as_deref() != Some("NotImplemented") {
-            return Err(store.error("CompleteMultipartUpload", &self.key, failure));
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(self.parts.clone()))
+                    .build(),
+            );
+        let conditional = store
+            .retried("CompleteMultipartUpload", &self.key, || {
+                self.complete_once(request.clone().if_none_match("*"), &upload_id)
+            })
+            .await?;
+        if conditional {
+            return Ok(());
         }
         // The server does not support conditional completes: rely on the HeadObject check made
         // when the upload started, repeated here to narrow the window.
         if store.head(&self.key).await?.is_some() {
             return Err(store.already_exists(&self.key));
         }
-        request
-            .send()
+        let key = &self.key;
+        store
+            .retried("CompleteMultipartUpload", key, || {
+                let request = request.clone();
+                async move {
+                    request
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| store.error("CompleteMultipartUpload", key, Failure::of(&e)))
+                }
+            })
             .await
-            .map_err(|e| store.error("CompleteMultipartUpload", &self.key, Failure::of(&e)))?;
-        Ok(())
+    }
+
+    /// One conditional complete: `Ok(true)` when the object is in place, `Ok(false)` when the
+    /// server does not support conditional completes.
+    async fn complete_once(
+        &self,
+        request: aws_sdk_s3::operation::complete_multipart_upload::builders::CompleteMultipartUploadFluentBuilder,
+        upload_id: &str,
+    ) -> Result<bool> {
+        let store = &self.store;
+        let failure = match request.send().await {
+            Ok(_) => return Ok(true),
+            Err(e) => Failure::of(&e),
+        };
+        if failure.is_not_implemented() {
+            return Ok(false);
+        }
+        // Perhaps a failure in appearance only: a retry after an unseen success meets the
+        // completed upload (412 from the condition; NoSuchUpload, or AccessDenied from servers
+        // that check the upload id first).
+        let completed = matches!(store.upload_completed(&self.key, upload_id).await, Ok(true))
+            && matches!(store.head(&self.key).await, Ok(Some(n)) if n == self.size);
+        if completed {
+            Ok(true)
+        } else if failure.is_precondition_failed() {
+            Err(store.already_exists(&self.key))
+        } else {
+            Err(store.error("CompleteMultipartUpload", &self.key, failure))
+        }
     }
 
     /// Marks the writer failed and aborts its upload, best effort: the caller gets the original
@@ -705,7 +873,14 @@ impl ObjectWriter for S3Writer {
     async fn finish(mut self: Box<Self>) -> Result<u64> {
         self.refuse_if_failed()?;
         let result = match self.upload_id.clone() {
-            None => self.store.put(&self.key, self.buf.split().freeze()).await,
+            None => {
+                let data = self.buf.split().freeze();
+                self.store
+                    .retried("PutObject", &self.key, || {
+                        self.store.put(&self.key, data.clone())
+                    })
+                    .await
+            }
             Some(id) => self.complete(id).await,
         };
         match result {

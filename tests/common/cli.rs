@@ -307,3 +307,33 @@ pub fn random_file(path: &Path, len: usize, seed: u64) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     fs::write(path, super::tree::pseudo_random_bytes(len, seed)).unwrap();
 }
+
+/// A MediaClass on an S3 bucket at `endpoint`, with the credentials of the Secret `s3-creds`
+/// ([`super::s3server::S3Server::secret_yaml`]).
+pub fn s3_media(
+    endpoint: &str,
+    name: &str,
+    bucket: &str,
+    prefix: &str,
+    capacity: &str,
+    block: &str,
+) -> String {
+    format!(
+        "apiVersion: mimeo.dev/v1alpha1
+kind: MediaClass
+metadata: {{name: {name}}}
+spec:
+  backend:
+    s3:
+      endpoint: {endpoint}
+      bucket: {bucket}
+      prefix: {prefix}
+      region: us-east-1
+      forcePathStyle: true
+      credentialsSecretRef: {{name: s3-creds}}
+  volumeCapacity: {capacity}
+  blockSize: {block}
+---
+"
+    )
+}

@@ -2,5 +2,6 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod fault_proxy;
 pub mod s3server;
 pub mod tree;

@@ -58,6 +58,26 @@ impl S3Server {
         panic!("s3s-fs did not start; its output:\n{log}");
     }
 
+    /// The Secret `s3-creds` with this server's keys, as YAML for `mimeo apply`.
+    pub fn secret_yaml(&self) -> String {
+        format!(
+            "apiVersion: v1
+kind: Secret
+metadata: {{name: s3-creds}}
+stringData:
+  AWS_ACCESS_KEY_ID: {}
+  AWS_SECRET_ACCESS_KEY: {}
+---
+",
+            self.access_key, self.secret_key
+        )
+    }
+
+    /// Every file the server keeps (objects and its own bookkeeping), below its data dir.
+    pub fn data_files(&self) -> Vec<PathBuf> {
+        super::cli::files_below(&self.dir.path().join("data"))
+    }
+
     /// A plain SDK client on this server, to look behind the store's back.
     pub fn client(&self) -> aws_sdk_s3::Client {
         let config = aws_sdk_s3::Config::builder()
@@ -111,6 +131,14 @@ impl Drop for S3Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test shows what the server said.
+        if std::thread::panicking() {
+            let log =
+                std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            eprintln!("--- last lines of the s3s-fs log\n{}", tail.join("\n"));
+        }
     }
 }
 
