@@ -209,7 +209,26 @@ pub struct TrailWriter {
 
 impl TrailWriter {
     /// Opens a trail for writing; the current volumes are read from the media.
+    ///
+    /// A trail has one writer at a time (one worker Job per trail, or the local state lock), so
+    /// whatever was half-written when this session started (temporary files, multipart
+    /// uploads of a killed writer) can never complete and is removed first. A server that
+    /// cannot list uploads only gets a warning: a bucket lifecycle rule cleans those up.
     pub async fn open(media: Media, trail: &str, session: &str) -> Result<TrailWriter> {
+        let prefix = format!("{trail}/");
+        match media
+            .store
+            .purge_incomplete(&prefix, chrono::Utc::now())
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                trail,
+                removed = n,
+                "interrupted writes of an earlier session removed"
+            ),
+            Err(e) => tracing::warn!(trail, error = %e, "interrupted writes not purged"),
+        }
         let volumes = scan_trail(media.store.as_ref(), trail).await?;
         Ok(TrailWriter {
             media,
