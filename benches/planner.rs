@@ -230,7 +230,7 @@ const OPS: [(&str, Op); 4] = [
             .plan_restore(fx.restore())
             .map_or(0, |p| p.links.len())
     }),
-    ("plan_expiry", |fx| fx.ctx().plan_expiry().len()),
+    ("plan_expiry", |fx| fx.ctx().plan_expiry().expire.len()),
     ("plan_duplication", |fx| {
         copy_items(&fx.ctx().plan_duplication(fx.policy()))
     }),

@@ -340,6 +340,14 @@ EOF
   check "expiry: the copy spans $before volumes on S3" test "$before" -gt 2
   check "expiry: trail status lists the volumes" wait_for 30 bash -c \
     "[[ \$($BIN/kubectl -n $QS get duplicationtrail short -o jsonpath='{.status.volumes[*].name}' | wc -w) -ge $before ]]"
+  # All of the trail's volumes would go in one sweep: the mass-expiry breaker halts it until
+  # the trail is annotated.
+  check "expiry: the mass-expiry breaker halts the sweep (ExpiryHalted)" wait_for 120 bash -c \
+    "$BIN/kubectl -n $QS get duplicationtrail short -o jsonpath='{.status.conditions[?(@.type==\"ExpiryHalted\")].status}' | grep -q True"
+  check "expiry: a MassExpiryHalted Warning event" bash -c \
+    "$BIN/kubectl -n $QS get events --field-selector involvedObject.name=short,type=Warning | grep -q MassExpiryHalted"
+  check "expiry: nothing expired while halted" test "$(valid_entries $QS mimeo.dev/trail=short)" -ge 1
+  k -n $QS annotate duplicationtrail short mimeo.dev/allow-mass-expiry=1 >/dev/null
   check "expiry: the entries turn Expired" wait_for 120 bash -c \
     "s=\$($BIN/kubectl -n $QS get catalogentries -l mimeo.dev/trail=short -o jsonpath='{.items[*].status.state}'); [[ \$s == *Expired* && \$s != *Valid* ]]"
   check "expiry: an Expired event on the trail" bash -c \
@@ -428,6 +436,14 @@ spec: {mediaClassName: minio-tapes, retention: forever, workItems: [{name: a, so
 kind: DuplicationTrail
 metadata: {name: vault-7y}
 spec: {mediaClassName: pvc-disk, retention: 7y}"
+  reject "minCopies below 1" "spec.minCopies" "apiVersion: mimeo.dev/v1alpha1
+kind: DuplicationPolicy
+metadata: {name: bad}
+spec: {sourceTrails: [nightly], targets: [vault-7y], minCopies: 0}"
+  reject "maxExpiryPercent above 100" "spec.maxExpiryPercent" "apiVersion: mimeo.dev/v1alpha1
+kind: DuplicationTrail
+metadata: {name: bad}
+spec: {mediaClassName: pvc-disk, retention: 1d, maxExpiryPercent: 150}"
   reject "wrong type" "spec.parallelism" "apiVersion: mimeo.dev/v1alpha1
 kind: DuplicationPolicy
 metadata: {name: bad}

@@ -660,8 +660,39 @@ fn expired_copies_free_their_volumes() {
     assert!(!segments_below(&short_root.join("brief")).is_empty());
 
     std::thread::sleep(Duration::from_secs(3));
-    let r = env.apply(&[&base]).expect_ok("no-op apply");
+    // Everything on the trail would go at once: the mass-expiry breaker halts the sweep.
+    let r = env
+        .apply(&[&base])
+        .expect_ok("apply that trips the breaker");
+    assert!(r.stdout.contains("expiry halted"), "{r}");
+    assert_eq!(env.entry_names(Some("brief"), "Valid"), copies);
+    let halted = &env.get_one("duplicationtrails", "brief")["status"]["conditions"];
+    assert!(
+        halted
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "ExpiryHalted" && c["status"] == "True"),
+        "{halted}"
+    );
+    // Acknowledged with the annotation: the sweep proceeds, once.
+    let acked = env.yaml(
+        "base.yaml",
+        &std::fs::read_to_string(&base).unwrap().replace(
+            "  name: brief\n",
+            "  name: brief\n  annotations: {mimeo.dev/allow-mass-expiry: \"1\"}\n",
+        ),
+    );
+    let r = env.apply(&[&acked]).expect_ok("acknowledged apply");
     assert!(r.stdout.contains("Expired"), "{r}");
+    let trail = env.get_one("duplicationtrails", "brief");
+    assert_eq!(trail["status"]["lastMassExpiryAck"], "1", "{trail}");
+    assert!(
+        !trail["status"]["conditions"]
+            .to_string()
+            .contains("ExpiryHalted"),
+        "{trail}"
+    );
 
     assert_eq!(env.entry_names(Some("brief"), "Expired"), copies);
     assert!(env.entry_names(Some("brief"), "Valid").is_empty());

@@ -14,7 +14,7 @@ use serde_json::Value;
 use common::cli::{
     Env, backup_trail, duplication_policy, duplication_trail, random_file, restore, s3_media,
 };
-use common::fault_proxy::FaultProxy;
+use common::fault_proxy::{Fault, FaultProxy};
 use common::s3server::S3Server;
 use common::tree::{assert_same_tree, make_sample_tree};
 
@@ -24,7 +24,7 @@ const TIMEOUT_SECONDS: &str = "2";
 const STALL: Duration = Duration::from_secs(3);
 /// Share of requests that get a fault; multipart calls are rarer, so they get more.
 const FAULT_RATE: f64 = 0.2;
-const MULTIPART_FAULT_RATE: f64 = 0.5;
+const MULTIPART_FAULT_RATE: f64 = 0.35;
 const ROUNDS: usize = 3;
 const MIN_FAULTS: u64 = 200;
 
@@ -194,16 +194,30 @@ async fn s3_faults_are_retried_and_nothing_is_lost() {
             "no fault hit a {kind}: {faults:?}"
         );
     }
-    // No multipart upload left behind: s3s-fs keeps parts as `.upload_id-*` files.
-    let leftovers: Vec<_> = server
+    // No multipart upload left behind, except those whose CreateMultipartUpload answer the
+    // proxy cut: the retry starts another upload and the first one's id never reached Mimeo.
+    // Those are what `purge_incomplete` removes with ListMultipartUploads, which s3s-fs lacks
+    // (on S3 and MinIO the next session of the trail removes them). No part is left anywhere.
+    let files: Vec<String> = server
         .data_files()
         .into_iter()
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(".upload")
-        })
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    assert!(leftovers.is_empty(), "multipart leftovers: {leftovers:?}");
+    let parts: Vec<&String> = files
+        .iter()
+        .filter(|n| n.starts_with(".upload_id-"))
+        .collect();
+    assert!(parts.is_empty(), "multipart parts left behind: {parts:?}");
+    let uploads = files.iter().filter(|n| n.starts_with(".upload-")).count() as u64;
+    let cut_creates = faults
+        .get(&(Fault::ResetMidResponse, "multipart start/complete"))
+        .copied()
+        .unwrap_or(0);
+    eprintln!(
+        "S3 FAULTS: {uploads} multipart uploads left open, {cut_creates} multipart answers cut"
+    );
+    assert!(
+        uploads <= cut_creates,
+        "{uploads} multipart uploads left open, only {cut_creates} answers were cut"
+    );
 }

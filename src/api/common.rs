@@ -109,6 +109,12 @@ pub struct Condition {
 }
 
 impl Condition {
+    /// Same state and words, whatever the times: a condition already reported is not news.
+    pub fn same_as(&self, other: &Condition) -> bool {
+        (&self.type_, &self.status, &self.reason, &self.message)
+            == (&other.type_, &other.status, &other.reason, &other.message)
+    }
+
     /// Builds a condition; `ok` maps to status `True`/`False`.
     pub fn new(type_: &str, ok: bool, reason: &str, message: impl Into<String>) -> Self {
         Condition {

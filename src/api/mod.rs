@@ -33,3 +33,6 @@ pub const RUN_NOW_ANNOTATION: &str = "mimeo.dev/run-now";
 /// Annotation on a trail that asks for its catalog entries to be rebuilt from the manifests
 /// on its media (after the catalog was lost); each new token triggers one rescan.
 pub const RESCAN_ANNOTATION: &str = "mimeo.dev/rescan";
+/// Annotation on a trail that lets one expiry sweep through the mass-expiry breaker (see
+/// `maxExpiryPercent`); each new token lets one halted sweep proceed.
+pub const ALLOW_MASS_EXPIRY_ANNOTATION: &str = "mimeo.dev/allow-mass-expiry";

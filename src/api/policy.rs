@@ -62,6 +62,13 @@ pub struct DuplicationPolicySpec {
     /// Stop planning new runs.
     #[serde(default)]
     pub suspend: bool,
+    /// Valid copies of each selected instance (originals and duplicates, on any trail) that
+    /// expiry must leave while a target of this policy still wants the instance (its longest
+    /// target retention has not passed): a source copy past its retention is kept rather than
+    /// expired when its duplicates are missing or damaged.
+    #[serde(default = "default_one")]
+    #[schemars(range(min = 1, max = 16))]
+    pub min_copies: u32,
 }
 
 /// Selection of work item instances.

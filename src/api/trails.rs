@@ -47,6 +47,13 @@ pub struct BackupTrailSpec {
     /// Cron schedule; absent = once per spec generation or on the run-now annotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// The mass-expiry breaker: an expiry sweep that would free more than this percentage of
+    /// the trail's volumes in use (a clock or retention set wrong) stops, reports
+    /// `ExpiryHalted`, and waits for the `mimeo.dev/allow-mass-expiry` annotation. Default 50;
+    /// 100 turns the breaker off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_expiry_percent: Option<u32>,
 }
 
 /// A named unit of backup: a directory, a PVC or an S3 prefix.
@@ -89,6 +96,13 @@ pub struct DuplicationTrailSpec {
     /// Sequential (each instance contiguous) or Interleaved (parallel writers share volumes).
     #[serde(default)]
     pub layout: Layout,
+    /// The mass-expiry breaker: an expiry sweep that would free more than this percentage of
+    /// the trail's volumes in use (a clock or retention set wrong) stops, reports
+    /// `ExpiryHalted`, and waits for the `mimeo.dev/allow-mass-expiry` annotation. Default 50;
+    /// 100 turns the breaker off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_expiry_percent: Option<u32>,
 }
 
 /// How copies are laid out on a duplication trail.
@@ -126,6 +140,9 @@ pub struct TrailStatus {
     /// Value of the `mimeo.dev/rescan` annotation last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rescan: Option<String>,
+    /// Value of the `mimeo.dev/allow-mass-expiry` annotation last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_mass_expiry_ack: Option<String>,
     /// Standard conditions.
     #[serde(default)]
     pub conditions: Vec<Condition>,

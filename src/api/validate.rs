@@ -143,6 +143,12 @@ impl Checker {
         self.errors.push(FieldError::new(field, message));
     }
 
+    fn expiry_percent(&mut self, percent: Option<u32>) {
+        if percent.is_some_and(|p| p == 0 || p > 100) {
+            self.fail("spec.maxExpiryPercent", "must be between 1 and 100");
+        }
+    }
+
     fn exactly_one(&mut self, field: &str, set: &[(&str, bool)]) {
         let names: Vec<&str> = set.iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect();
         let all: Vec<&str> = set.iter().map(|(n, _)| *n).collect();
@@ -252,6 +258,7 @@ impl BackupTrailSpec {
         if self.streams == 0 || self.streams > 64 {
             c.fail("spec.streams", "must be between 1 and 64");
         }
+        c.expiry_percent(self.max_expiry_percent);
         if let Some(s) = &self.schedule {
             c.check("spec.schedule", parse_cron(s));
         }
@@ -282,6 +289,7 @@ impl DuplicationTrailSpec {
             c.fail("spec.mediaClassName", "must name a MediaClass");
         }
         c.check("spec.retention", parse_duration(&self.retention));
+        c.expiry_percent(self.max_expiry_percent);
         c.errors
     }
 }
@@ -298,6 +306,9 @@ impl DuplicationPolicySpec {
         }
         if self.parallelism == 0 || self.parallelism > 64 {
             c.fail("spec.parallelism", "must be between 1 and 64");
+        }
+        if self.min_copies == 0 || self.min_copies > 16 {
+            c.fail("spec.minCopies", "must be between 1 and 16");
         }
         if self.distribute && self.mode == DuplicationMode::Media {
             c.fail("spec.distribute", "cannot distribute with mode Media");

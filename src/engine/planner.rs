@@ -372,33 +372,120 @@ impl PlanContext<'_> {
         }
     }
 
+    fn trail_max_expiry_percent(&self, trail: &str) -> u32 {
+        let set = self.set;
+        set.backup_trails
+            .get(trail)
+            .map(|t| t.spec.max_expiry_percent)
+            .or_else(|| {
+                set.duplication_trails
+                    .get(trail)
+                    .map(|t| t.spec.max_expiry_percent)
+            })
+            .flatten()
+            .unwrap_or(DEFAULT_MAX_EXPIRY_PERCENT)
+    }
+
+    /// The `minCopies` floor of each instance: the largest `minCopies` of the policies that
+    /// select it while one of their targets still wants it (the instance is younger than the
+    /// longest target retention), with that policy's name.
+    fn copy_floors(&self) -> BTreeMap<String, (u32, String)> {
+        let mut floors: BTreeMap<String, (u32, String)> = BTreeMap::new();
+        for (name, p) in &self.set.policies {
+            let keep = p
+                .spec
+                .targets
+                .iter()
+                .filter_map(|t| self.trail_retention(t))
+                .max()
+                .unwrap_or(0);
+            for e in self.select(p) {
+                let wanted = self.now < e.backup_time + chrono::TimeDelta::seconds(keep);
+                let floor = floors.entry(e.instance_id.clone()).or_default();
+                if wanted && p.spec.min_copies > floor.0 {
+                    *floor = (p.spec.min_copies, name.clone());
+                }
+            }
+        }
+        floors
+    }
+
     /// Entries whose retention has passed, newest first; an entry that a still-Valid
-    /// incremental on the same trail builds on is kept until that incremental expires.
-    pub fn plan_expiry(&self) -> Vec<(String, String)> {
+    /// incremental on the same trail builds on is kept until that incremental expires, and
+    /// an entry whose instance would fall below a policy's `minCopies` is held (reported).
+    pub fn plan_expiry(&self) -> ExpiryPlan {
         let mut valid: Vec<&CatalogEntrySpec> = self.catalog.valid().collect();
         valid.sort_by_key(|e| std::cmp::Reverse(e.backup_time));
+        let mut copies: BTreeMap<&str, u32> = BTreeMap::new();
+        for e in &valid {
+            *copies.entry(&e.instance_id).or_default() += 1;
+        }
+        let floors = self.copy_floors();
         let mut needed: BTreeSet<(String, String)> = BTreeSet::new();
-        let mut out = Vec::new();
+        let mut plan = ExpiryPlan::default();
         for e in valid {
             let Some(ret) = self.trail_retention(&e.trail) else {
                 continue;
             };
             let expires = e.backup_time + chrono::TimeDelta::seconds(ret);
-            let held = needed.contains(&(e.trail.clone(), e.instance_id.clone()));
-            if self.now >= expires && !held {
-                out.push((
-                    e.object_name(),
-                    format!(
-                        "retention of trail {} passed at {}",
-                        e.trail,
-                        expires.to_rfc3339()
-                    ),
-                ));
-            } else if let Some(p) = &e.parent {
+            let parent_of_valid = needed.contains(&(e.trail.clone(), e.instance_id.clone()));
+            let mut keep = self.now < expires || parent_of_valid;
+            if !keep {
+                let left = copies[e.instance_id.as_str()] - 1;
+                match floors.get(&e.instance_id) {
+                    Some((floor, policy)) if left < *floor => {
+                        plan.held.push((
+                            e.object_name(),
+                            format!(
+                                "kept past the retention of trail {}: policy {policy} wants {floor} Valid copies of instance {} and {} would be left",
+                                e.trail, e.instance_id, left
+                            ),
+                        ));
+                        keep = true;
+                    }
+                    _ => {
+                        *copies.get_mut(e.instance_id.as_str()).expect("counted") = left;
+                        plan.expire.push((
+                            e.object_name(),
+                            format!(
+                                "retention of trail {} passed at {}",
+                                e.trail,
+                                expires.to_rfc3339()
+                            ),
+                        ));
+                    }
+                }
+            }
+            if keep && let Some(p) = &e.parent {
                 needed.insert((e.trail.clone(), p.clone()));
             }
         }
-        out
+        plan
+    }
+
+    /// The mass-expiry breaker: `Some(why)` when expiring `plan`'s entries of `trail` would free
+    /// more than the trail's `maxExpiryPercent` of its volumes in use (and at least two).
+    pub fn mass_expiry(&self, trail: &str, plan: &ExpiryPlan) -> Option<String> {
+        let gone: BTreeSet<&str> = plan.expire.iter().map(|(n, _)| n.as_str()).collect();
+        let mut before: BTreeSet<&str> = BTreeSet::new();
+        let mut after: BTreeSet<&str> = BTreeSet::new();
+        for e in self.catalog.valid().filter(|e| e.trail == trail) {
+            let stays = !gone.contains(e.object_name().as_str());
+            for x in &e.extents {
+                before.insert(&x.volume);
+                if stays {
+                    after.insert(&x.volume);
+                }
+            }
+        }
+        let freed = before.len() - after.len();
+        let max = self.trail_max_expiry_percent(trail);
+        (freed >= 2 && freed * 100 > before.len() * max as usize).then(|| {
+            format!(
+                "expiry halted: this sweep would free {freed} of the {} volumes in use on trail {trail} (more than maxExpiryPercent {max}%); check clocks and retention, then annotate the trail {ALLOW_MASS_EXPIRY_ANNOTATION}=<token> to let it proceed",
+                before.len()
+            )
+        })
     }
 
     /// Volumes of `trail` that hold Valid entries (expiry frees every other sealed volume).
@@ -410,6 +497,38 @@ impl PlanContext<'_> {
             .flat_map(|e| e.extents.iter().map(|x| x.volume.clone()))
             .collect();
         set.into_iter().collect()
+    }
+}
+
+/// Default of a trail's `maxExpiryPercent`.
+pub const DEFAULT_MAX_EXPIRY_PERCENT: u32 = 50;
+
+/// What an expiry sweep does: entries to mark Expired and entries held by a `minCopies` floor,
+/// each with the reason.
+#[derive(Clone, Debug, Default)]
+pub struct ExpiryPlan {
+    pub expire: Vec<(String, String)>,
+    pub held: Vec<(String, String)>,
+}
+
+impl ExpiryPlan {
+    /// Only the decisions about entries of `trail`.
+    pub fn of_trail(&self, catalog: &Catalog, trail: &str) -> ExpiryPlan {
+        let mine = |v: &Vec<(String, String)>| {
+            v.iter()
+                .filter(|(n, _)| {
+                    catalog
+                        .entries
+                        .get(n)
+                        .is_some_and(|e| e.spec.trail == trail)
+                })
+                .cloned()
+                .collect()
+        };
+        ExpiryPlan {
+            expire: mine(&self.expire),
+            held: mine(&self.held),
+        }
     }
 }
 
@@ -616,8 +735,91 @@ spec: {mediaClassName: tape, retention: 1d}
         catalog.import(entry("tapes", Role::Duplicate, "hr", "hr-1", 3, None));
         let m = media(&set);
         let ctx = now_ctx(&set, &m, &catalog);
-        let names: Vec<String> = ctx.plan_expiry().into_iter().map(|x| x.0).collect();
+        let names: Vec<String> = ctx.plan_expiry().expire.into_iter().map(|x| x.0).collect();
         assert_eq!(names, ["tapes.hr-1"]);
+    }
+
+    /// `RESOURCES` plus a policy copying nightly to offsite (7y) with `min_copies`.
+    fn with_policy(min_copies: u32) -> ResourceSet {
+        yaml(&format!(
+            "{RESOURCES}---\napiVersion: mimeo.dev/v1alpha1\nkind: DuplicationPolicy\nmetadata: {{name: keep}}\nspec: {{sourceTrails: [nightly], targets: [offsite], minCopies: {min_copies}}}\n"
+        ))
+    }
+
+    #[test]
+    fn min_copies_holds_the_last_copies_a_policy_wants() {
+        let mut catalog = Catalog::default();
+        // 40 days old: past nightly's 30d; offsite (7y) still wants it.
+        catalog.import(entry("nightly", Role::Original, "fin", "fin-1", 40, None));
+        catalog.import(entry("nightly", Role::Original, "hr", "hr-1", 40, None));
+        catalog.import(entry("offsite", Role::Duplicate, "hr", "hr-1", 40, None));
+        let set = with_policy(1);
+        let m = media(&set);
+        let plan = now_ctx(&set, &m, &catalog).plan_expiry();
+        // fin's original is its only copy (the duplicate was never made): held. hr has its
+        // duplicate: the original expires.
+        let names = |v: &Vec<(String, String)>| {
+            let mut n: Vec<String> = v.iter().map(|x| x.0.clone()).collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(&plan.expire), ["nightly.hr-1"]);
+        assert_eq!(names(&plan.held), ["nightly.fin-1"]);
+        assert!(
+            plan.held[0].1.contains("policy keep wants 1"),
+            "{:?}",
+            plan.held
+        );
+        // With minCopies 2, hr's original is held too.
+        let set = with_policy(2);
+        let plan = now_ctx(&set, &m, &catalog).plan_expiry();
+        assert!(plan.expire.is_empty(), "{:?}", plan.expire);
+        assert_eq!(names(&plan.held), ["nightly.fin-1", "nightly.hr-1"]);
+        // Without a policy, retention alone decides.
+        let set = yaml(RESOURCES);
+        assert_eq!(now_ctx(&set, &m, &catalog).plan_expiry().expire.len(), 2);
+    }
+
+    #[test]
+    fn mass_expiry_trips_above_the_trail_share() {
+        let mut catalog = Catalog::default();
+        // Ten instances on ten volumes of `tapes` (1d): 4 are 3 days old, 6 are new.
+        for i in 0..10 {
+            let mut e = entry(
+                "tapes",
+                Role::Duplicate,
+                "w",
+                &format!("w-{i}"),
+                if i < 4 { 3 } else { 0 },
+                None,
+            );
+            e.extents[0].volume = format!("tapes-{i:05}");
+            catalog.import(e);
+        }
+        let set = yaml(RESOURCES);
+        let m = media(&set);
+        let ctx = now_ctx(&set, &m, &catalog);
+        let plan = ctx.plan_expiry().of_trail(&catalog, "tapes");
+        assert_eq!(plan.expire.len(), 4);
+        // 4 of 10 volumes: within the default 50 %.
+        assert_eq!(ctx.mass_expiry("tapes", &plan), None);
+        // A limit of 30 % trips, naming the annotation.
+        let strict = yaml(&RESOURCES.replace(
+            "spec: {mediaClassName: tape, retention: 1d}",
+            "spec: {mediaClassName: tape, retention: 1d, maxExpiryPercent: 30}",
+        ));
+        let ctx = now_ctx(&strict, &m, &catalog);
+        let why = ctx.mass_expiry("tapes", &plan).expect("tripped");
+        assert!(
+            why.contains("free 4 of the 10 volumes") && why.contains(ALLOW_MASS_EXPIRY_ANNOTATION),
+            "{why}"
+        );
+        // Freeing a single volume never trips.
+        let one = ExpiryPlan {
+            expire: plan.expire[..1].to_vec(),
+            held: vec![],
+        };
+        assert_eq!(ctx.mass_expiry("tapes", &one), None);
     }
 
     #[test]

@@ -299,7 +299,7 @@ impl Local {
         let reachable = reachable_media(&media).await;
         self.run_restores(&mut set, &reachable, &mut catalog)
             .await?;
-        self.run_expiry(&set, &media, &mut catalog).await?;
+        self.run_expiry(&mut set, &media, &mut catalog).await?;
         self.update_status(&mut set, &media, &catalog).await?;
         self.state.save_resources(&set)?;
         Ok(ApplyReport {
@@ -705,31 +705,67 @@ impl Local {
         }
     }
 
+    /// Expires what retention allows (minus what `minCopies` holds, and nothing of a trail
+    /// whose sweep trips the mass-expiry breaker), then frees the volumes left unused.
     async fn run_expiry(
         &mut self,
-        set: &ResourceSet,
+        set: &mut ResourceSet,
         media: &BTreeMap<String, MediaSpec>,
         catalog: &mut Catalog,
     ) -> Result<()> {
-        let expired = PlanContext {
-            set,
-            media,
-            catalog,
-            now: Utc::now(),
-        }
-        .plan_expiry();
-        for (name, why) in &expired {
-            if catalog.set_state(name, EntryState::Expired, why.clone()) {
-                self.state.save_entry(&catalog.entries[name])?;
-                println!("catalogentry/{name}: Expired ({why})");
-            }
-        }
         let trails: Vec<String> = set
             .backup_trails
             .keys()
             .chain(set.duplication_trails.keys())
             .cloned()
             .collect();
+        let ctx = PlanContext {
+            set,
+            media,
+            catalog,
+            now: Utc::now(),
+        };
+        let plan = ctx.plan_expiry();
+        let mut sweeps = Vec::new();
+        for t in &trails {
+            let mine = plan.of_trail(catalog, t);
+            let halt = ctx.mass_expiry(t, &mine);
+            sweeps.push((t.clone(), mine, halt));
+        }
+        for (name, why) in &plan.held {
+            println!("catalogentry/{name}: {why}");
+        }
+        for (t, mine, halt) in sweeps {
+            let (ack, st) = trail_ack_and_status(set, &t);
+            let proceed = match &halt {
+                None => true,
+                Some(_) if ack.is_some() && ack != st.last_mass_expiry_ack => {
+                    println!(
+                        "trail/{t}: mass expiry allowed once by {ALLOW_MASS_EXPIRY_ANNOTATION}"
+                    );
+                    st.last_mass_expiry_ack = ack;
+                    true
+                }
+                Some(why) => {
+                    println!("trail/{t}: {why}");
+                    set_condition(
+                        &mut st.conditions,
+                        Condition::new("ExpiryHalted", true, "MassExpiry", why),
+                    );
+                    false
+                }
+            };
+            if !proceed {
+                continue;
+            }
+            st.conditions.retain(|c| c.type_ != "ExpiryHalted");
+            for (name, why) in &mine.expire {
+                if catalog.set_state(name, EntryState::Expired, why.clone()) {
+                    self.state.save_entry(&catalog.entries[name])?;
+                    println!("catalogentry/{name}: Expired ({why})");
+                }
+            }
+        }
         for t in trails {
             let Some(m) = readable_media(set, media, &t) else {
                 continue;
@@ -847,7 +883,8 @@ impl Local {
             catalog: &catalog,
             now: Utc::now(),
         }
-        .plan_expiry();
+        .plan_expiry()
+        .expire;
         for (name, why) in expired {
             catalog.set_state(&name, EntryState::Expired, why);
             self.state.save_entry(&catalog.entries[&name])?;
@@ -889,6 +926,29 @@ impl Local {
         }
         Ok(ApplyReport { failures })
     }
+}
+
+/// A trail's `mimeo.dev/allow-mass-expiry` token and its status, whichever kind it is.
+fn trail_ack_and_status<'a>(
+    set: &'a mut ResourceSet,
+    trail: &str,
+) -> (Option<String>, &'a mut TrailStatus) {
+    let (meta, status) = match set.backup_trails.get_mut(trail) {
+        Some(t) => (&t.metadata, &mut t.status),
+        None => {
+            let t = set
+                .duplication_trails
+                .get_mut(trail)
+                .expect("a trail of the set");
+            (&t.metadata, &mut t.status)
+        }
+    };
+    let ack = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ALLOW_MASS_EXPIRY_ANNOTATION))
+        .cloned();
+    (ack, status.get_or_insert_default())
 }
 
 fn set_trail_condition(

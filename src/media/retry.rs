@@ -34,13 +34,14 @@ pub struct Backoff {
 }
 
 impl Default for Backoff {
-    /// Six attempts over at most about 30 s: longer than the hiccups a server has while it
-    /// sheds load or restarts a node, short enough that a dead server fails the run quickly.
+    /// Four attempts (each of them retried by the S3 client too) with pauses of up to 0.5, 1
+    /// and 2 s: rides out the hiccups of a server shedding load, and a dead server fails a
+    /// call within a few seconds.
     fn default() -> Self {
         Backoff {
-            attempts: 6,
-            first: Duration::from_millis(250),
-            max: Duration::from_secs(10),
+            attempts: 4,
+            first: Duration::from_millis(500),
+            max: Duration::from_secs(4),
         }
     }
 }

@@ -53,10 +53,13 @@ const MAX_PARTS: usize = 10_000;
 /// the one being filled.
 const PARTS_IN_FLIGHT: usize = 2;
 
-/// Attempts per request, including the first. Faults are rarely more than a few in a row; with
-/// backoff capped at [`MAX_BACKOFF`] this rides out about half a minute of errors.
-const RETRY_ATTEMPTS: u32 = 8;
-const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(8);
+/// Attempts per request by the SDK, including the first, with backoff from [`FIRST_BACKOFF`] to
+/// [`MAX_BACKOFF`]. The retry layer repeats the whole call a few times more with longer
+/// pauses, so a glitch costs a fraction of a second and a dead server fails a call within
+/// seconds, not minutes.
+const RETRY_ATTEMPTS: u32 = 3;
+const FIRST_BACKOFF: std::time::Duration = std::time::Duration::from_millis(200);
+const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How long a request may wait for its first response byte, and a body stream may stall, before
 /// the attempt is given up (and retried). `MIMEO_S3_TIMEOUT_SECONDS` overrides the default of
@@ -213,6 +216,7 @@ impl S3Store {
             .retry_config(
                 RetryConfig::standard()
                     .with_max_attempts(RETRY_ATTEMPTS)
+                    .with_initial_backoff(FIRST_BACKOFF)
                     .with_max_backoff(MAX_BACKOFF),
             )
             // The SDK's default retry quota (a client-wide token bucket that only refills
@@ -591,8 +595,11 @@ impl ObjectStore for S3Store {
             .bucket(&self.bucket)
             .customize()
             .config_override(
-                aws_sdk_s3::config::Builder::default()
-                    .retry_config(RetryConfig::standard().with_max_attempts(3)),
+                aws_sdk_s3::config::Builder::default().retry_config(
+                    RetryConfig::standard()
+                        .with_max_attempts(2)
+                        .with_initial_backoff(FIRST_BACKOFF),
+                ),
             )
             .send()
             .await;

@@ -800,8 +800,8 @@ pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<
     let run = match due {
         BackupDue::Now(run) if !t.spec.work_items.is_empty() => run,
         BackupDue::Now(_) | BackupDue::Never | BackupDue::At(_) => {
+            let expiry = sweep_expiry(&ctx, t.as_ref(), &mut st, &catalog, &recorder).await?;
             write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
-            let expiry = sweep_expiry(&ctx, t.as_ref(), &catalog, &recorder).await?;
             // Wake up for the next scheduled backup or the next expiry, whichever is sooner.
             let backup = match due {
                 BackupDue::At(at) => Some(until(at)),
@@ -919,11 +919,14 @@ pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<
 }
 
 /// Marks a trail's entries Expired once their retention passed (a Valid incremental keeps its
-/// parent), frees the trail's volumes that hold no Valid entry in a worker, and requeues at
-/// the next expiry, so nothing is polled on a timer.
+/// parent, `minCopies` holds the last copies a policy wants), frees the trail's volumes that
+/// hold no Valid entry in a worker, and requeues at the next expiry, so nothing is polled on a
+/// timer. A sweep that trips the mass-expiry breaker does nothing but set `ExpiryHalted` in
+/// `st` and warn, until the trail's `mimeo.dev/allow-mass-expiry` token changes.
 async fn sweep_expiry<K>(
     ctx: &Context,
     trail: &K,
+    st: &mut TrailStatus,
     catalog: &Catalog,
     recorder: &Recorder,
 ) -> Result<Option<Duration>>
@@ -941,11 +944,43 @@ where
         catalog,
         now,
     };
-    let expired: Vec<(String, String)> = plan
-        .plan_expiry()
-        .into_iter()
-        .filter(|(entry, _)| catalog.entries[entry].spec.trail == name)
-        .collect();
+    let mine = plan.plan_expiry().of_trail(catalog, &name);
+    let ack = trail
+        .meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ALLOW_MASS_EXPIRY_ANNOTATION))
+        .cloned();
+    match plan.mass_expiry(&name, &mine) {
+        Some(why) if ack.is_none() || ack == st.last_mass_expiry_ack => {
+            let halted = Condition::new("ExpiryHalted", true, "MassExpiry", &why);
+            if !st.conditions.iter().any(|c| c.same_as(&halted)) {
+                event(recorder, trail, true, "MassExpiryHalted", why).await;
+            }
+            set_condition(&mut st.conditions, halted);
+            return Ok(None);
+        }
+        Some(_) => st.last_mass_expiry_ack = ack,
+        None => {}
+    }
+    st.conditions.retain(|c| c.type_ != "ExpiryHalted");
+    if let Some((entry, why)) = mine.held.first() {
+        let held = Condition::new("ExpiryHeld", true, "MinCopies", why);
+        if !st.conditions.iter().any(|c| c.same_as(&held)) {
+            event(
+                recorder,
+                trail,
+                true,
+                "ExpiryHeld",
+                format!("{entry}: {why}"),
+            )
+            .await;
+        }
+        set_condition(&mut st.conditions, held);
+    } else {
+        st.conditions.retain(|c| c.type_ != "ExpiryHeld");
+    }
+    let expired = mine.expire;
     let api: Api<CatalogEntry> = Api::namespaced(ctx.client.clone(), &ns);
     for (entry, why) in &expired {
         let patch = serde_json::json!({"status": {"state": "Expired", "message": why}});
@@ -1079,14 +1114,9 @@ pub async fn reconcile_duplication_trail(
     );
     let recorder = Recorder::new(ctx.client.clone(), "mimeo-operator".into());
     rescan_if_asked(&ctx, t.as_ref(), &mut st, &recorder).await?;
+    let expiry = sweep_expiry(&ctx, t.as_ref(), &mut st, &catalog, &recorder).await?;
     write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
-    Ok(wake_after([sweep_expiry(
-        &ctx,
-        t.as_ref(),
-        &catalog,
-        &recorder,
-    )
-    .await?]))
+    Ok(wake_after([expiry]))
 }
 
 /// Reconciles a MediaClass: is its backend reachable (S3 bucket answers with the referenced
@@ -1214,6 +1244,7 @@ mod tests {
                 streams: 1,
                 incremental: false,
                 schedule: schedule.map(String::from),
+                max_expiry_percent: None,
             },
         );
         t.metadata.generation = Some(generation);
