@@ -1,5 +1,5 @@
 //! `mimeo local` end to end through the binary: input errors, restore choice, damaged media,
-//! a killed apply, expiry and rescan. Every test works in its own temp dir.
+//! a killed apply, expiry and rescan, a full target filesystem. Every test works in its own temp dir.
 mod common;
 
 use std::collections::BTreeMap;
@@ -357,6 +357,8 @@ enum Damage {
     FlipByte,
     Truncate,
     Delete,
+    /// The segment replaced by one of another volume (a tape in the wrong slot).
+    WrongVolume,
 }
 
 /// Backs up 3 MiB of random data onto 1 MiB volumes and damages the first segment of the second
@@ -401,6 +403,11 @@ fn damaged_backup(damage: &Damage) -> (Env, &'static str, String, &'static str) 
         Damage::Delete => {
             fs::remove_file(seg).unwrap();
             "missing"
+        }
+        Damage::WrongVolume => {
+            let other = &segments_below(&media_root.join("daily").join("daily-00001"))[0];
+            fs::copy(other, seg).unwrap();
+            "wrong volume label"
         }
     };
     (env, volume, entry[0].clone(), expect)
@@ -485,6 +492,11 @@ fn damaged_duplicate_falls_back_to_the_original() {
 #[test]
 fn flipped_byte_is_detected() {
     damaged_segment(Damage::FlipByte);
+}
+
+#[test]
+fn wrong_volume_label_is_detected() {
+    damaged_segment(Damage::WrongVolume);
 }
 
 #[test]
@@ -790,4 +802,66 @@ fn rescan_rebuilds_the_catalog_from_the_media() {
     let r = env.apply(&[&base]).expect_ok("apply after rescan");
     assert!(!r.stdout.contains("instances, "), "copied again: {r}");
     assert_eq!(env.entry_names(None, "Valid"), before);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. A full target filesystem
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn full_target_filesystem_is_reported_and_the_catalog_stays_consistent() {
+    let env = Env::new();
+    let items: Vec<(String, PathBuf)> = (0..4)
+        .map(|i| {
+            let dir = env.path(&format!("data/item-{i}"));
+            random_file(&dir.join("blob.bin"), 1 << 20, 40 + i as u64);
+            (format!("item-{i}"), dir)
+        })
+        .collect();
+    let refs: Vec<(&str, &Path)> = items
+        .iter()
+        .map(|(n, p)| (n.as_str(), p.as_path()))
+        .collect();
+    let media = env.path("media/small");
+    fs::create_dir_all(&media).unwrap();
+    let base = env.yaml(
+        "base.yaml",
+        &[
+            media_class("small", &media, "1Mi", "64Ki", true),
+            backup_trail("nightly", "small", 1, &refs),
+        ]
+        .join("---\n"),
+    );
+    // In a private mount namespace the media directory is a 2.5 MiB tmpfs: 4 MiB do not fit.
+    // The apply, the catalog listing and verify all run there, while the tmpfs exists.
+    let mimeo = format!("{} local --state {}", bin(), env.state().display());
+    let json = env.path("catalog.json");
+    let script = format!(
+        "mount -t tmpfs -o size=2560k tmpfs {media} || exit 99
+         {mimeo} apply -f {base}; echo APPLY=$?
+         {mimeo} get catalogentries -o json > {json}
+         {mimeo} verify; echo VERIFY=$?",
+        media = media.display(),
+        base = base.display(),
+        json = json.display(),
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c", &script])
+        .output()
+        .expect("unshare (util-linux) runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(99), "no tmpfs: {text}");
+    // The failure names the trail, the volume and the cause.
+    assert!(text.contains("APPLY=1"), "{text}");
+    assert!(text.contains("No space left on device"), "{text}");
+    assert!(text.contains("nightly/nightly-0000"), "{text}");
+    // What the catalog holds Valid reads back; what did not fit is not Valid.
+    assert!(text.contains("VERIFY=0"), "{text}");
+    let entries: Vec<Value> = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
+    let valid = entries
+        .iter()
+        .filter(|e| e["status"]["state"] == "Valid")
+        .count();
+    assert!(valid < items.len(), "everything fit: {text}");
 }
