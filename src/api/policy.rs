@@ -55,6 +55,7 @@ pub struct DuplicationPolicySpec {
     pub mode: DuplicationMode,
     /// Parallel readers/writers.
     #[serde(default = "default_one")]
+    #[schemars(range(min = 1, max = 64))]
     pub parallelism: u32,
     /// Cron schedule; absent = run whenever new instances appear on a source.
     #[serde(default, skip_serializing_if = "Option::is_none")]

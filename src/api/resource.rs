@@ -152,7 +152,15 @@ fn typed<T: DeserializeOwned>(
     serde_path_to_error::deserialize(doc).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." { "spec".into() } else { path };
-        invalid(field, e.into_inner().to_string())
+        let message = e.into_inner().to_string();
+        // serde names a missing field in the message; the error names it as the field.
+        match message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next())
+        {
+            Some(missing) => invalid(format!("{field}.{missing}"), "is required".into()),
+            None => invalid(field, message),
+        }
     })
 }
 

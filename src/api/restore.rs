@@ -64,6 +64,10 @@ pub enum SourceChoice {
         /// Trail name (BackupTrail or DuplicationTrail).
         trail: String,
     },
+    /// Anything else. The schema cannot refuse it (a string or an object), and a value that
+    /// failed to deserialize would break the operator's watch of every Restore: it is kept,
+    /// reported by validation naming `spec.source`, and never planned.
+    Invalid(serde_json::Value),
 }
 
 impl Default for SourceChoice {

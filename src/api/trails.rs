@@ -40,6 +40,7 @@ pub struct BackupTrailSpec {
     pub work_items: Vec<WorkItem>,
     /// Parallel backup streams; their blocks interleave on the volumes.
     #[serde(default = "default_one")]
+    #[schemars(range(min = 1, max = 64))]
     pub streams: u32,
     /// After a full backup, back up only what changed.
     #[serde(default)]

@@ -346,6 +346,12 @@ impl RestoreSpec {
                 "use latest, an RFC 3339 time or an instance id",
             );
         }
+        if let SourceChoice::Invalid(v) = &self.source {
+            c.fail(
+                "spec.source",
+                format!("must be Auto, Original, Duplicate or {{trail: NAME}}, not {v}"),
+            );
+        }
         c.location("spec.target", &self.target);
         c.errors
     }

@@ -339,6 +339,7 @@ impl PlanContext<'_> {
                 SourceChoice::Keyword(SourceKeyword::Original) => e.role == Role::Original,
                 SourceChoice::Keyword(SourceKeyword::Duplicate) => e.role == Role::Duplicate,
                 SourceChoice::Trail { trail } => &e.trail == trail,
+                SourceChoice::Invalid(_) => false,
             })
             .collect();
         copies.sort_by_key(|e| (e.role == Role::Original, e.extents.len(), e.trail.clone()));

@@ -796,6 +796,24 @@ pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<
     count_trail(&mut st, &catalog, &name);
     st.observed_generation = generation;
     rescan_if_asked(&ctx, t.as_ref(), &mut st, &recorder).await?;
+    // An invalid spec (a bad schedule too) waits for a change, reported in status.
+    let set = ctx.resource_set(&ns);
+    let problems: Vec<String> = t
+        .spec
+        .validate()
+        .into_iter()
+        .chain(set.check_references(&Resource::BackupTrail((*t).clone())))
+        .map(|e| format!("field {}: {}", e.field, e.message))
+        .collect();
+    if let Some(msg) = problems.first() {
+        set_condition(
+            &mut st.conditions,
+            Condition::new("Ready", false, "InvalidSpec", msg.clone()),
+        );
+        event(&recorder, t.as_ref(), true, "InvalidSpec", msg.clone()).await;
+        write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
+        return Ok(Action::await_change());
+    }
     let due = backup_due(&t, &st, Utc::now()).map_err(Error::Other)?;
     let run = match due {
         BackupDue::Now(run) if !t.spec.work_items.is_empty() => run,
@@ -835,24 +853,6 @@ pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<
         write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
         return Ok(Action::await_change());
     }
-    let set = ctx.resource_set(&ns);
-    let problems: Vec<String> = t
-        .spec
-        .validate()
-        .into_iter()
-        .chain(set.check_references(&Resource::BackupTrail((*t).clone())))
-        .map(|e| format!("field {}: {}", e.field, e.message))
-        .collect();
-    if let Some(msg) = problems.first() {
-        set_condition(
-            &mut st.conditions,
-            Condition::new("Ready", false, "InvalidSpec", msg.clone()),
-        );
-        event(&recorder, t.as_ref(), true, "InvalidSpec", msg.clone()).await;
-        write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
-        return Ok(Action::await_change());
-    }
-    let catalog = ctx.catalog(&ns);
     let media = ctx.media(&set);
     let mut mounts: BTreeMap<String, PvcMount> = BTreeMap::new();
     let resolve = |loc: &DataLocation| {
