@@ -103,6 +103,15 @@ start_controlplane() {
   export KUBECONFIG="$DATA/admin.kubeconfig"
 }
 
+# restart_controlplane: stops the control plane (etcd, kube-apiserver, kube-controller-manager)
+# and starts it again on the same data and port; clients reconnect to the same address.
+restart_controlplane() {
+  local port
+  port="$(sed -n 's#.*server: https://127.0.0.1:\([0-9]*\).*#\1#p' "$KUBECONFIG" | sed -n 1p)"
+  stop_pid "$CP_PID" 30
+  start_controlplane --port "$port" --etcd-unsafe-no-fsync=false
+}
+
 k() { "$BIN/kubectl" "$@"; }
 
 # free_port: an unused loopback TCP port.

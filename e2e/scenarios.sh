@@ -11,6 +11,8 @@
 #   kill        operator killed during a duplication: no second Job, run completes, no Valid
 #               entry for unwritten data; a worker pod killed mid-run resumes
 #   s3-outage   S3 server stopped during a backup: the Job retries, Events explain, completes
+#   apiserver-restart  the control plane restarted during a backup: the run completes once, in
+#               one Job, and the operator's watches resume (needs kill's trail: run `kill` too)
 #   rbac        kubectl auth can-i matrix for the worker and the operator; restricted pods;
 #               the S3 secret appears in no log, event, status or catalog entry
 # Usage: bash e2e/tools.sh && bash e2e/scenarios.sh [SCENARIO...]   (MIMEO_E2E_KEEP=1 keeps the
@@ -58,7 +60,8 @@ MINIO=e2e-minio             # external clusters only
 # ---- infrastructure: the S3 server and what runs pods
 S3_PORT="$(free_port)"
 if [[ $CLUSTER == local ]]; then
-  start_controlplane
+  # The apiserver-restart scenario restarts it on its data: etcd must not lose acknowledged writes.
+  start_controlplane --etcd-unsafe-no-fsync=false
   ok "control plane ready in $((SECONDS - T0))s"
   # s3_start / s3_stop: the S3 server up or down, its data kept.
   s3_start() {
@@ -582,6 +585,35 @@ scenario_s3_outage() {
   check "s3 outage: one Job for the run (retried in place)" test "$(job_count $FAULTS $sel)" = $((before + 1))
 }
 
+# ---- scenario: the API server restarted during a worker run (builds on kill's trail)
+scenario_apiserver_restart() {
+  local sel="mimeo.dev/run-kind=backup" before n
+  before="$(job_count $FAULTS $sel)"
+  n="$(valid_entries $FAULTS mimeo.dev/trail=faults)"
+  run_now backuptrail/faults $FAULTS
+  check "api restart: backup pod running" wait_for 60 bash -c \
+    "$BIN/kubectl -n $FAULTS get pods -l $sel -o jsonpath='{.items[*].status.phase}' | grep -q Running"
+  if [[ $CLUSTER == local ]]; then
+    restart_controlplane
+    ok "api restart: etcd, kube-apiserver and kube-controller-manager restarted"
+  else
+    # On kind: the API server's static pod restarts when its container is killed.
+    k -n kube-system delete pod -l component=kube-apiserver --wait=false >/dev/null
+    ok "api restart: kube-apiserver pod deleted"
+  fi
+  check "api restart: the API server answers again" wait_for 120 k get --raw /readyz
+  check "api restart: the backup completes" until_eq 240 $((n + 1)) \
+    valid_entries $FAULTS mimeo.dev/trail=faults
+  check "api restart: one Job for the run" test "$(job_count $FAULTS $sel)" = $((before + 1))
+  check "api restart: the trail reports the run" wait_for 60 bash -c \
+    "$BIN/kubectl -n $FAULTS get backuptrail faults -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].reason}' | grep -q BackupSucceeded"
+  # The operator's watches resumed: a run asked for after the restart happens too.
+  run_now backuptrail/faults $FAULTS
+  check "api restart: a run asked for afterwards completes" until_eq 240 $((n + 2)) \
+    valid_entries $FAULTS mimeo.dev/trail=faults
+  check "api restart: one more Job" test "$(job_count $FAULTS $sel)" = $((before + 2))
+}
+
 # ---- scenario: RBAC, Pod Security, secrets
 can() { k auth can-i "$@" 2>/dev/null || true; }
 # all_logs: everything the operator, the workers and the node wrote.
@@ -622,7 +654,7 @@ scenario_rbac() {
   check "secrets: the S3 secret key appears in no log, event, status, Job or catalog entry" test "$leaks" = 0
 }
 
-ALL=(install quickstart restore expiry rescan invalid kill s3_outage rbac)
+ALL=(install quickstart restore expiry rescan invalid kill s3_outage apiserver_restart rbac)
 # Scenarios build on the resources of install and quickstart: those always run first.
 WANT=(install quickstart "${@//-/_}")
 [[ $# -gt 0 ]] || WANT=("${ALL[@]}")

@@ -82,6 +82,7 @@ func run() int {
 	dataDir := fs.String("data-dir", "", "directory for etcd data, certificates, kubeconfigs and logs (required)")
 	port := fs.Int("port", 6443, "kube-apiserver secure port on 127.0.0.1 (0: pick a free one)")
 	etcdPort := fs.Int("etcd-port", 0, "etcd client port on 127.0.0.1 (0: pick a free one)")
+	noFsync := fs.Bool("etcd-unsafe-no-fsync", true, "skip etcd's fsync: fast on a busy disk, but writes acknowledged just before a shutdown can be lost (pass false when the control plane is restarted on its data)")
 	readyTimeout := fs.Duration("ready-timeout", 5*time.Minute, "give up if not ready within this time")
 	var apiArgs, cmArgs, nodes multiFlag
 	fs.Var(&apiArgs, "apiserver-arg", "extra kube-apiserver flag, e.g. --apiserver-arg=--v=2 (repeatable)")
@@ -108,7 +109,7 @@ func run() int {
 			return 1
 		}
 	}
-	cp := &controlPlane{dir: dir, pki: pki{dir: filepath.Join(dir, "pki")}, port: *port,
+	cp := &controlPlane{dir: dir, pki: pki{dir: filepath.Join(dir, "pki")}, port: *port, noFsync: *noFsync,
 		apiArgs: apiArgs, cmArgs: cmArgs, nodes: nodes}
 	if *etcdPort != 0 {
 		cp.etcdPort = *etcdPort
@@ -126,6 +127,7 @@ type controlPlane struct {
 	pki      pki
 	port     int
 	etcdPort int
+	noFsync  bool
 	apiArgs  []string
 	cmArgs   []string
 	nodes    []string
@@ -313,8 +315,8 @@ func (cp *controlPlane) startEtcd() error {
 	cfg.LogLevel = "error"
 	cfg.LogOutputs = []string{cp.logPath("etcd")}
 	// Test data only: skipping fsync makes etcd fast on a busy disk. A crash loses the
-	// cluster state, which a test run never reuses.
-	cfg.UnsafeNoFsync = true
+	// cluster state, which a test run never reuses, and so can a restart (--etcd-unsafe-no-fsync).
+	cfg.UnsafeNoFsync = cp.noFsync
 	cfg.QuotaBackendBytes = 2 << 30
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {

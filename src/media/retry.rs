@@ -103,25 +103,40 @@ pub async fn retry_transient<T, F, Fut>(
     store: &str,
     op: &str,
     key: &str,
-    mut call: F,
+    call: F,
 ) -> Result<T>
 where
     F: FnMut() -> Fut + Send,
     Fut: Future<Output = Result<T>> + Send,
 {
+    let what = format!("{op} {store}/{key}");
+    retry_while(backoff, &what, crate::error::Error::is_transient, call).await
+}
+
+/// The retry loop itself, for any error type: `transient` says which errors are worth another
+/// attempt. Each retry is logged with `what`.
+pub async fn retry_while<T, E, F, Fut>(
+    backoff: &Backoff,
+    what: &str,
+    transient: impl Fn(&E) -> bool,
+    mut call: F,
+) -> std::result::Result<T, E>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::result::Result<T, E>>,
+{
     let mut attempt = 1;
     loop {
         match call().await {
-            Err(e) if e.is_transient() && attempt < backoff.attempts => {
+            Err(e) if transient(&e) && attempt < backoff.attempts => {
                 let delay = backoff.delay(attempt);
                 tracing::warn!(
-                    store,
-                    op,
-                    key,
+                    what,
                     attempt,
                     delay_ms = delay.as_millis() as u64,
                     error = %e,
-                    "transient store failure, retrying"
+                    "transient failure, retrying"
                 );
                 tokio::time::sleep(delay).await;
                 attempt += 1;

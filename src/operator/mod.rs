@@ -11,6 +11,7 @@ mod server;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
@@ -22,6 +23,7 @@ use serde::de::DeserializeOwned;
 
 use crate::api::*;
 use crate::error::{Error, Result};
+use crate::media::retry::{Backoff, retry_while};
 use context::{Context, Stores};
 use jobs::WorkerConfig;
 
@@ -400,9 +402,18 @@ pub async fn publish_entries(
     let api: Api<CatalogEntry> = Api::namespaced(client, namespace);
     let pp = PatchParams::apply("mimeo-worker").force();
     let mut catalog = crate::engine::catalog::Catalog::default();
+    // The data is durable by now: an API server that restarts or sheds load must not fail the
+    // run, so every call (all idempotent) is retried, for a minute or two.
+    let backoff = Backoff {
+        attempts: 16,
+        first: Duration::from_secs(1),
+        max: Duration::from_secs(10),
+    };
     for spec in entries {
         let name = spec.object_name();
-        if only_missing && api.get_opt(&name).await?.is_some() {
+        let what = format!("publish catalogentry/{name}");
+        let exists = retry_while(&backoff, &what, api_transient, || api.get_opt(&name)).await?;
+        if only_missing && exists.is_some() {
             continue;
         }
         catalog.import(spec.clone());
@@ -412,12 +423,27 @@ pub async fn publish_entries(
         let mut body = serde_json::to_value(&obj).map_err(|e| Error::Other(e.to_string()))?;
         body["apiVersion"] = API_VERSION.into();
         body["kind"] = "CatalogEntry".into();
-        api.patch(&name, &pp, &Patch::Apply(&body)).await?;
         let status = serde_json::json!({
             "apiVersion": API_VERSION, "kind": "CatalogEntry", "status": status,
         });
-        api.patch_status(&name, &pp, &Patch::Apply(&status)).await?;
+        let (body, status) = (Patch::Apply(&body), Patch::Apply(&status));
+        retry_while(&backoff, &what, api_transient, || {
+            api.patch(&name, &pp, &body)
+        })
+        .await?;
+        retry_while(&backoff, &what, api_transient, || {
+            api.patch_status(&name, &pp, &status)
+        })
+        .await?;
         tracing::info!(entry = %obj.name_any(), "catalog entry written");
     }
     Ok(())
+}
+
+/// Worth another attempt: no answer at all, or the server's own trouble (5xx, 429).
+fn api_transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code >= 500 || s.code == 429,
+        _ => true,
+    }
 }
