@@ -23,8 +23,22 @@ install_s3s_fs() {
     cargo install "s3s-fs@$S3S_FS_VERSION" --features binary --locked
 }
 
+# cargo-deny: licences, bans and sources of the dependency graph (deny.toml).
+CARGO_DENY_VERSION=0.20.2
+install_cargo_deny() {
+    local bin
+    bin="$(find_tool cargo-deny)"
+    if [[ -n "$bin" ]] && "$bin" --version 2>/dev/null | grep -x "cargo-deny $CARGO_DENY_VERSION" >/dev/null; then
+        echo "cargo-deny $CARGO_DENY_VERSION: already installed ($bin)"
+        return
+    fi
+    echo "cargo-deny $CARGO_DENY_VERSION: installing (about 7 minutes)"
+    cargo install "cargo-deny@$CARGO_DENY_VERSION" --locked
+}
+
 main() {
     install_s3s_fs
+    install_cargo_deny
 }
 
 main "$@"

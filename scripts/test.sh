@@ -4,7 +4,9 @@
 # test. One build serves clippy and the tests' dependencies (shared target/). Then the
 # end-to-end suite: a real control plane, kubectl and helm built from Go modules (e2e/tools.sh,
 # cached), the node agent running worker pods with the mimeo binary the tests just built, the
-# smoke checks and the scenarios (e2e/README.md). MIMEO_SKIP_E2E=1 stops after cargo test.
+# smoke checks and the scenarios (e2e/README.md). In between: cargo deny (licences, bans,
+# sources) and the fuzz targets for MIMEO_FUZZ_SECONDS (30) each. MIMEO_SKIP_FUZZ=1 skips the
+# fuzzing (its cold build takes about 15 minutes); MIMEO_SKIP_E2E=1 stops before the e2e suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +22,12 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --all-targets
+echo "== cargo deny check licenses bans sources (advisories need GitHub: see deny.toml)"
+cargo deny check licenses bans sources
+if [[ -z "${MIMEO_SKIP_FUZZ:-}" ]]; then
+    echo "== fuzzing, time-boxed (docs/fuzzing.md)"
+    bash scripts/fuzz.sh "${MIMEO_FUZZ_SECONDS:-30}"
+fi
 
 if [[ -n "${MIMEO_SKIP_E2E:-}" ]]; then
     echo "== e2e skipped (MIMEO_SKIP_E2E)"
