@@ -10,35 +10,25 @@ find_tool() {
     command -v "$1" 2>/dev/null || { [[ -x "$CARGO_BIN/$1" ]] && echo "$CARGO_BIN/$1"; } || true
 }
 
-# s3s-fs: a real S3 server on loopback for tests/s3_store.rs (tests/common/s3server.rs).
-S3S_FS_VERSION=0.14.1
-install_s3s_fs() {
-    local bin
-    bin="$(find_tool s3s-fs)"
-    if [[ -n "$bin" ]] && "$bin" --version 2>/dev/null | grep -x "s3s-fs $S3S_FS_VERSION" >/dev/null; then
-        echo "s3s-fs $S3S_FS_VERSION: already installed ($bin)"
+# install_crate NAME VERSION MINUTES [CARGO ARGS...]: `cargo install NAME@VERSION --locked`
+# unless NAME --version already prints "NAME VERSION".
+install_crate() {
+    local name=$1 version=$2 minutes=$3 bin
+    shift 3
+    bin="$(find_tool "$name")"
+    if [[ -n "$bin" ]] && "$bin" --version 2>/dev/null | grep -x "$name $version" >/dev/null; then
+        echo "$name $version: already installed ($bin)"
         return
     fi
-    echo "s3s-fs $S3S_FS_VERSION: installing (about 3 minutes)"
-    cargo install "s3s-fs@$S3S_FS_VERSION" --features binary --locked
-}
-
-# cargo-deny: licences, bans and sources of the dependency graph (deny.toml).
-CARGO_DENY_VERSION=0.20.2
-install_cargo_deny() {
-    local bin
-    bin="$(find_tool cargo-deny)"
-    if [[ -n "$bin" ]] && "$bin" --version 2>/dev/null | grep -x "cargo-deny $CARGO_DENY_VERSION" >/dev/null; then
-        echo "cargo-deny $CARGO_DENY_VERSION: already installed ($bin)"
-        return
-    fi
-    echo "cargo-deny $CARGO_DENY_VERSION: installing (about 7 minutes)"
-    cargo install "cargo-deny@$CARGO_DENY_VERSION" --locked
+    echo "$name $version: installing (about $minutes minutes)"
+    cargo install "$name@$version" --locked "$@"
 }
 
 main() {
-    install_s3s_fs
-    install_cargo_deny
+    # s3s-fs: a real S3 server on loopback for the S3 tests (tests/common/s3server.rs).
+    install_crate s3s-fs 0.14.1 3 --features binary
+    # cargo-deny: licences, bans and sources of the dependency graph (deny.toml).
+    install_crate cargo-deny 0.20.2 7
 }
 
 main "$@"

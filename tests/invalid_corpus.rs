@@ -42,7 +42,7 @@ fn every_invalid_resource_is_refused_naming_its_field() {
         "base.yaml",
         &[
             media_class("disk", &env.path("media/disk"), "8Mi", "64Ki", true),
-            backup_trail("nightly", "disk", 1, &[]),
+            backup_trail("nightly", "disk", 1, &[] as &[(&str, &str)]),
             duplication_trail("vault", "disk", "7y", "Sequential"),
         ]
         .join("---\n"),

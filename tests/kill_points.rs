@@ -44,16 +44,12 @@ impl World {
             filetime::set_file_times(p.parent().unwrap(), when, when).unwrap();
         }
         filetime::set_file_times(env.path("data"), when, when).unwrap();
-        let refs: Vec<(&str, &Path)> = items
-            .iter()
-            .map(|(n, p)| (n.as_str(), p.as_path()))
-            .collect();
         let backup = env.yaml(
             "backup.yaml",
             &[
                 media_class("disk", &env.path("media/disk"), "2Mi", "64Ki", true),
                 media_class("copy", &env.path("media/copy"), "4Mi", "128Ki", true),
-                backup_trail("nightly", "disk", 4, &refs),
+                backup_trail("nightly", "disk", 4, &items),
             ]
             .join("---\n"),
         );
@@ -140,15 +136,10 @@ impl World {
 }
 
 /// Runs `TRIALS` killed-and-rerun trials of the apply of `files` after `prepare`, each killed
-/// at a random moment of its uninterrupted duration (measured first). Returns how many were
-/// really killed mid-run, and how many of those after they had written to `media` (a
-/// directory below `media/`).
-fn trials(
-    what: &str,
-    media: &str,
-    prepare: fn(&World),
-    files: fn(&World) -> Vec<PathBuf>,
-) -> (usize, usize) {
+/// at a random moment of its uninterrupted duration (measured first). Most of them must
+/// really be killed mid-run, and half of all after they had written to `media` (a directory
+/// below `media/`).
+fn trials(what: &str, media: &str, prepare: fn(&World), files: fn(&World) -> Vec<PathBuf>) {
     let reference = World::new();
     prepare(&reference);
     let fs = files(&reference);
@@ -193,12 +184,7 @@ fn trials(
         took.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
-    (killed, mid_write)
-}
-
-#[test]
-fn backup_killed_at_50_points_then_rerun_equals_an_uninterrupted_run() {
-    let (killed, mid_write) = trials("backup", "disk", |_| {}, |w| vec![w.backup.clone()]);
+    // The kills must land in the run, most of them while it writes, or the trials prove little.
     assert!(
         killed >= TRIALS * 3 / 4,
         "only {killed} runs were killed mid-run"
@@ -210,21 +196,18 @@ fn backup_killed_at_50_points_then_rerun_equals_an_uninterrupted_run() {
 }
 
 #[test]
+fn backup_killed_at_50_points_then_rerun_equals_an_uninterrupted_run() {
+    trials("backup", "disk", |_| {}, |w| vec![w.backup.clone()]);
+}
+
+#[test]
 fn duplication_killed_at_50_points_then_rerun_equals_an_uninterrupted_run() {
-    let (killed, mid_write) = trials(
+    trials(
         "duplication",
         "copy",
         |w| {
             w.apply(&[&w.backup]);
         },
         |w| vec![w.backup.clone(), w.duplication.clone()],
-    );
-    assert!(
-        killed >= TRIALS * 3 / 4,
-        "only {killed} runs were killed mid-run"
-    );
-    assert!(
-        mid_write >= TRIALS / 2,
-        "only {mid_write} kills hit the writing"
     );
 }

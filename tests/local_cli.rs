@@ -533,17 +533,13 @@ fn killed_duplication_is_completed_by_the_next_apply() {
             (format!("item-{i}"), dir)
         })
         .collect();
-    let refs: Vec<(&str, &Path)> = items
-        .iter()
-        .map(|(n, p)| (n.as_str(), p.as_path()))
-        .collect();
     let copy_root = env.path("media/copy");
     let base = env.yaml(
         "base.yaml",
         &[
             media_class("disk", &env.path("media/disk"), "32Mi", "1Mi", true),
             media_class("copy", &copy_root, "16Mi", "256Ki", true),
-            backup_trail("nightly", "disk", 4, &refs),
+            backup_trail("nightly", "disk", 4, &items),
         ]
         .join("---\n"),
     );
@@ -818,17 +814,13 @@ fn full_target_filesystem_is_reported_and_the_catalog_stays_consistent() {
             (format!("item-{i}"), dir)
         })
         .collect();
-    let refs: Vec<(&str, &Path)> = items
-        .iter()
-        .map(|(n, p)| (n.as_str(), p.as_path()))
-        .collect();
     let media = env.path("media/small");
     fs::create_dir_all(&media).unwrap();
     let base = env.yaml(
         "base.yaml",
         &[
             media_class("small", &media, "1Mi", "64Ki", true),
-            backup_trail("nightly", "small", 1, &refs),
+            backup_trail("nightly", "small", 1, &items),
         ]
         .join("---\n"),
     );

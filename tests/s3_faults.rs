@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -110,12 +110,8 @@ async fn s3_faults_are_retried_and_nothing_is_lost() {
     let mut restored = 0;
     for round in 0..ROUNDS {
         let items = items(&env, round);
-        let pairs: Vec<(&str, &Path)> = items
-            .iter()
-            .map(|(w, p)| (w.as_str(), p.as_path()))
-            .collect();
         // A new run-now token makes each round's apply back the trail up again.
-        let trail = backup_trail("nightly", "tapes", 4, &pairs).replace(
+        let trail = backup_trail("nightly", "tapes", 4, &items).replace(
             "  name: nightly\n",
             &format!("  name: nightly\n  annotations: {{mimeo.dev/run-now: round-{round}}}\n"),
         );

@@ -68,8 +68,7 @@ impl World {
     fn base(&self) -> String {
         let items: Vec<(&str, std::path::PathBuf)> =
             ITEMS.iter().map(|i| (*i, self.source(i))).collect();
-        let refs: Vec<(&str, &Path)> = items.iter().map(|(n, p)| (*n, p.as_path())).collect();
-        let trail = backup_trail("nightly", "disk", 2, &refs).replace(
+        let trail = backup_trail("nightly", "disk", 2, &items).replace(
             "  name: nightly\n",
             &format!(
                 "  name: nightly\n  annotations: {{mimeo.dev/run-now: \"{}\"}}\n",
@@ -96,7 +95,7 @@ impl World {
         match op {
             Op::Backup { changed, size_kib } => {
                 for (i, item) in ITEMS.iter().enumerate() {
-                    if changed & (1 << i) != 0 || self.backups == 0 {
+                    if changed & (1 << i) != 0 {
                         let g = self.generation[item] + 1;
                         self.generation.insert(item, g);
                         let dir = self.source(item);
@@ -122,9 +121,6 @@ impl World {
             }
             Op::Restore { item } => {
                 let item = ITEMS[*item];
-                if self.backups == 0 {
-                    return;
-                }
                 self.restores += 1;
                 let out = self.env.path(&format!("out/{}", self.restores));
                 let name = format!("r{}", self.restores);

@@ -181,6 +181,36 @@ pub fn parse_documents(text: &str, source_name: &str) -> Result<Vec<Resource>> {
     Ok(out)
 }
 
+/// A BackupTrail or a DuplicationTrail: the fields both kinds have.
+#[derive(Clone, Copy, Debug)]
+pub enum TrailRef<'a> {
+    Backup(&'a BackupTrail),
+    Duplication(&'a DuplicationTrail),
+}
+
+impl<'a> TrailRef<'a> {
+    pub fn media_class_name(self) -> &'a str {
+        match self {
+            TrailRef::Backup(t) => &t.spec.media_class_name,
+            TrailRef::Duplication(t) => &t.spec.media_class_name,
+        }
+    }
+
+    pub fn retention(self) -> &'a str {
+        match self {
+            TrailRef::Backup(t) => &t.spec.retention,
+            TrailRef::Duplication(t) => &t.spec.retention,
+        }
+    }
+
+    pub fn max_expiry_percent(self) -> Option<u32> {
+        match self {
+            TrailRef::Backup(t) => t.spec.max_expiry_percent,
+            TrailRef::Duplication(t) => t.spec.max_expiry_percent,
+        }
+    }
+}
+
 /// Every resource a driver knows, by kind and name.
 #[derive(Clone, Debug, Default)]
 pub struct ResourceSet {
@@ -213,16 +243,17 @@ impl ResourceSet {
         }
     }
 
+    /// A trail of either kind, by name.
+    pub fn trail(&self, name: &str) -> Option<TrailRef<'_>> {
+        self.backup_trails
+            .get(name)
+            .map(TrailRef::Backup)
+            .or_else(|| self.duplication_trails.get(name).map(TrailRef::Duplication))
+    }
+
     /// Media class name of a trail of either kind.
     pub fn trail_media_class(&self, trail: &str) -> Option<&str> {
-        self.backup_trails
-            .get(trail)
-            .map(|t| t.spec.media_class_name.as_str())
-            .or_else(|| {
-                self.duplication_trails
-                    .get(trail)
-                    .map(|t| t.spec.media_class_name.as_str())
-            })
+        self.trail(trail).map(TrailRef::media_class_name)
     }
 
     /// Backend type (`filesystem`, `pvc`, `s3`) of a trail's media class.
@@ -241,5 +272,24 @@ impl ResourceSet {
     /// Reference errors of `r` against this set.
     pub fn check_references(&self, r: &Resource) -> Vec<FieldError> {
         validate_references(r, self)
+    }
+
+    /// The first thing wrong with `r`, on its own or against this set, as `field F: message`:
+    /// what a controller reports as InvalidSpec.
+    pub fn first_problem(&self, r: &Resource) -> Option<String> {
+        r.validate()
+            .into_iter()
+            .chain(self.check_references(r))
+            .next()
+            .map(|e| format!("field {}: {}", e.field, e.message))
+    }
+
+    /// Names of the trails of both kinds.
+    pub fn trail_names(&self) -> Vec<String> {
+        self.backup_trails
+            .keys()
+            .chain(self.duplication_trails.keys())
+            .cloned()
+            .collect()
     }
 }

@@ -32,18 +32,7 @@ impl PlanContext<'_> {
     }
 
     fn trail_retention(&self, trail: &str) -> Option<i64> {
-        let r = self
-            .set
-            .backup_trails
-            .get(trail)
-            .map(|t| &t.spec.retention)
-            .or_else(|| {
-                self.set
-                    .duplication_trails
-                    .get(trail)
-                    .map(|t| &t.spec.retention)
-            })?;
-        Some(retention_secs(r))
+        Some(retention_secs(self.set.trail(trail)?.retention()))
     }
 
     /// Plans a backup of every work item of a trail. `resolve` turns a work item source into a
@@ -374,16 +363,9 @@ impl PlanContext<'_> {
     }
 
     fn trail_max_expiry_percent(&self, trail: &str) -> u32 {
-        let set = self.set;
-        set.backup_trails
-            .get(trail)
-            .map(|t| t.spec.max_expiry_percent)
-            .or_else(|| {
-                set.duplication_trails
-                    .get(trail)
-                    .map(|t| t.spec.max_expiry_percent)
-            })
-            .flatten()
+        self.set
+            .trail(trail)
+            .and_then(TrailRef::max_expiry_percent)
             .unwrap_or(DEFAULT_MAX_EXPIRY_PERCENT)
     }
 
@@ -415,7 +397,18 @@ impl PlanContext<'_> {
     /// incremental on the same trail builds on is kept until that incremental expires, and
     /// an entry whose instance would fall below a policy's `minCopies` is held (reported).
     pub fn plan_expiry(&self) -> ExpiryPlan {
+        let expires = |e: &CatalogEntrySpec| {
+            self.trail_retention(&e.trail)
+                .map(|ret| e.backup_time + chrono::TimeDelta::seconds(ret))
+        };
         let mut valid: Vec<&CatalogEntrySpec> = self.catalog.valid().collect();
+        // Most sweeps expire nothing: they must not pay for the floors (every policy's selection).
+        if !valid
+            .iter()
+            .any(|e| expires(e).is_some_and(|t| self.now >= t))
+        {
+            return ExpiryPlan::default();
+        }
         valid.sort_by_key(|e| std::cmp::Reverse(e.backup_time));
         let mut copies: BTreeMap<&str, u32> = BTreeMap::new();
         for e in &valid {
@@ -425,10 +418,9 @@ impl PlanContext<'_> {
         let mut needed: BTreeSet<(String, String)> = BTreeSet::new();
         let mut plan = ExpiryPlan::default();
         for e in valid {
-            let Some(ret) = self.trail_retention(&e.trail) else {
+            let Some(expires) = expires(e) else {
                 continue;
             };
-            let expires = e.backup_time + chrono::TimeDelta::seconds(ret);
             let parent_of_valid = needed.contains(&(e.trail.clone(), e.instance_id.clone()));
             let mut keep = self.now < expires || parent_of_valid;
             if !keep {
@@ -467,6 +459,9 @@ impl PlanContext<'_> {
     /// The mass-expiry breaker: `Some(why)` when expiring `plan`'s entries of `trail` would free
     /// more than the trail's `maxExpiryPercent` of its volumes in use (and at least two).
     pub fn mass_expiry(&self, trail: &str, plan: &ExpiryPlan) -> Option<String> {
+        if plan.expire.is_empty() {
+            return None;
+        }
         let gone: BTreeSet<&str> = plan.expire.iter().map(|(n, _)| n.as_str()).collect();
         let mut before: BTreeSet<&str> = BTreeSet::new();
         let mut after: BTreeSet<&str> = BTreeSet::new();
@@ -503,6 +498,39 @@ impl PlanContext<'_> {
 
 /// Default of a trail's `maxExpiryPercent`.
 pub const DEFAULT_MAX_EXPIRY_PERCENT: u32 = 50;
+
+/// What the mass-expiry breaker lets a sweep of a trail do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Breaker {
+    /// Within the trail's share: sweep.
+    Closed,
+    /// Tripped, but a new `mimeo.dev/allow-mass-expiry` token lets this sweep through.
+    Acknowledged,
+    /// Tripped: no sweep. `first_time` is false while the same halt is already reported.
+    Halted { why: String, first_time: bool },
+}
+
+/// Decides the breaker for a sweep (`halt` from [`PlanContext::mass_expiry`], `ack` the
+/// trail's annotation) and records it in the trail's status: `ExpiryHalted` set or cleared,
+/// a used token remembered so that it lets only one sweep through.
+pub fn apply_breaker(st: &mut TrailStatus, halt: Option<String>, ack: Option<String>) -> Breaker {
+    match halt {
+        Some(why) if ack.is_none() || ack == st.last_mass_expiry_ack => {
+            let halted = Condition::new("ExpiryHalted", true, "MassExpiry", &why);
+            let first_time = !st.conditions.iter().any(|c| c.same_as(&halted));
+            set_condition(&mut st.conditions, halted);
+            Breaker::Halted { why, first_time }
+        }
+        halt => {
+            st.conditions.retain(|c| c.type_ != "ExpiryHalted");
+            if halt.is_none() {
+                return Breaker::Closed;
+            }
+            st.last_mass_expiry_ack = ack;
+            Breaker::Acknowledged
+        }
+    }
+}
 
 /// What an expiry sweep does: entries to mark Expired and entries held by a `minCopies` floor,
 /// each with the reason.
@@ -779,6 +807,29 @@ spec: {mediaClassName: tape, retention: 1d}
         // Without a policy, retention alone decides.
         let set = yaml(RESOURCES);
         assert_eq!(now_ctx(&set, &m, &catalog).plan_expiry().expire.len(), 2);
+    }
+
+    #[test]
+    fn the_breaker_halts_until_a_new_token_and_reports_once() {
+        let mut st = TrailStatus::default();
+        let why = || Some("too much".to_string());
+        let halted = |first_time| Breaker::Halted {
+            why: "too much".into(),
+            first_time,
+        };
+        assert_eq!(apply_breaker(&mut st, why(), None), halted(true));
+        assert_eq!(apply_breaker(&mut st, why(), None), halted(false));
+        assert!(st.conditions.iter().any(|c| c.type_ == "ExpiryHalted"));
+        let token = || Some("1".to_string());
+        assert_eq!(
+            apply_breaker(&mut st, why(), token()),
+            Breaker::Acknowledged
+        );
+        assert!(st.conditions.is_empty());
+        // The same token lets one sweep through, not the next.
+        assert_eq!(apply_breaker(&mut st, why(), token()), halted(true));
+        assert_eq!(apply_breaker(&mut st, None, token()), Breaker::Closed);
+        assert!(st.conditions.is_empty());
     }
 
     #[test]

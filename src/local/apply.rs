@@ -13,7 +13,7 @@ use super::progress::Progress;
 use super::state::StateDir;
 use crate::api::*;
 use crate::engine::catalog::{Catalog, run_rescan};
-use crate::engine::planner::PlanContext;
+use crate::engine::planner::{Breaker, PlanContext, apply_breaker};
 use crate::engine::task::*;
 use crate::error::{Error, Result};
 use crate::media::s3::S3Credentials;
@@ -316,13 +316,8 @@ impl Local {
         catalog: &mut Catalog,
         rebuild: bool,
     ) -> Result<usize> {
-        let trails: Vec<&String> = set
-            .backup_trails
-            .keys()
-            .chain(set.duplication_trails.keys())
-            .collect();
         let mut added = 0;
-        for t in trails {
+        for t in &set.trail_names() {
             let Some(spec) = readable_media(set, media, t) else {
                 continue;
             };
@@ -713,12 +708,7 @@ impl Local {
         media: &BTreeMap<String, MediaSpec>,
         catalog: &mut Catalog,
     ) -> Result<()> {
-        let trails: Vec<String> = set
-            .backup_trails
-            .keys()
-            .chain(set.duplication_trails.keys())
-            .cloned()
-            .collect();
+        let trails = set.trail_names();
         let ctx = PlanContext {
             set,
             media,
@@ -737,28 +727,16 @@ impl Local {
         }
         for (t, mine, halt) in sweeps {
             let (ack, st) = trail_ack_and_status(set, &t);
-            let proceed = match &halt {
-                None => true,
-                Some(_) if ack.is_some() && ack != st.last_mass_expiry_ack => {
-                    println!(
-                        "trail/{t}: mass expiry allowed once by {ALLOW_MASS_EXPIRY_ANNOTATION}"
-                    );
-                    st.last_mass_expiry_ack = ack;
-                    true
-                }
-                Some(why) => {
+            match apply_breaker(st, halt, ack) {
+                Breaker::Closed => {}
+                Breaker::Acknowledged => println!(
+                    "trail/{t}: mass expiry allowed once by {ALLOW_MASS_EXPIRY_ANNOTATION}"
+                ),
+                Breaker::Halted { why, .. } => {
                     println!("trail/{t}: {why}");
-                    set_condition(
-                        &mut st.conditions,
-                        Condition::new("ExpiryHalted", true, "MassExpiry", why),
-                    );
-                    false
+                    continue;
                 }
-            };
-            if !proceed {
-                continue;
             }
-            st.conditions.retain(|c| c.type_ != "ExpiryHalted");
             for (name, why) in &mine.expire {
                 if catalog.set_state(name, EntryState::Expired, why.clone()) {
                     self.state.save_entry(&catalog.entries[name])?;
@@ -797,12 +775,7 @@ impl Local {
         catalog: &Catalog,
     ) -> Result<()> {
         let mut per_class: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-        let trails: Vec<String> = set
-            .backup_trails
-            .keys()
-            .chain(set.duplication_trails.keys())
-            .cloned()
-            .collect();
+        let trails = set.trail_names();
         for t in trails {
             let Some(class) = set.trail_media_class(&t).map(String::from) else {
                 continue;

@@ -91,7 +91,7 @@ impl<S: ObjectStore> Retrying<S> {
             attempts,
             ..self.backoff
         };
-        retry_transient(&backoff, &self.inner.describe(), op, key, call).await
+        retry_transient(&backoff, &self.inner, op, key, call).await
     }
 }
 
@@ -100,7 +100,7 @@ impl<S: ObjectStore> Retrying<S> {
 /// calls of a multipart upload that the SDK does not resend.
 pub async fn retry_transient<T, F, Fut>(
     backoff: &Backoff,
-    store: &str,
+    store: &dyn ObjectStore,
     op: &str,
     key: &str,
     call: F,
@@ -109,15 +109,16 @@ where
     F: FnMut() -> Fut + Send,
     Fut: Future<Output = Result<T>> + Send,
 {
-    let what = format!("{op} {store}/{key}");
-    retry_while(backoff, &what, crate::error::Error::is_transient, call).await
+    let what = || format!("{op} {}/{key}", store.describe());
+    retry_while(backoff, what, crate::error::Error::is_transient, call).await
 }
 
 /// The retry loop itself, for any error type: `transient` says which errors are worth another
-/// attempt. Each retry is logged with `what`.
+/// attempt. Each retry is logged with `what()` (only built when a retry happens: this runs on
+/// every ranged read).
 pub async fn retry_while<T, E, F, Fut>(
     backoff: &Backoff,
-    what: &str,
+    what: impl Fn() -> String,
     transient: impl Fn(&E) -> bool,
     mut call: F,
 ) -> std::result::Result<T, E>
@@ -132,7 +133,7 @@ where
             Err(e) if transient(&e) && attempt < backoff.attempts => {
                 let delay = backoff.delay(attempt);
                 tracing::warn!(
-                    what,
+                    what = what(),
                     attempt,
                     delay_ms = delay.as_millis() as u64,
                     error = %e,

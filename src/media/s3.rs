@@ -328,7 +328,7 @@ impl S3Store {
         F: FnMut() -> Fut + Send,
         Fut: std::future::Future<Output = Result<T>> + Send,
     {
-        retry_transient(&Backoff::default(), &self.describe(), op, key, call).await
+        retry_transient(&Backoff::default(), self, op, key, call).await
     }
 
     /// True if `key` holds exactly `data`: a conditional create that lost to itself.

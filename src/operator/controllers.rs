@@ -22,7 +22,7 @@ use super::jobs::{PvcMount, WorkerRun, build, owned_by_job, run_name};
 use super::metrics::{ErrorLabels, ResourceLabels};
 use crate::api::*;
 use crate::engine::catalog::Catalog;
-use crate::engine::planner::PlanContext;
+use crate::engine::planner::{Breaker, PlanContext, apply_breaker};
 use crate::engine::task::*;
 use crate::error::{Error, Result};
 
@@ -332,13 +332,7 @@ pub async fn reconcile_restore(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Act
     }
     // Fetch and validate.
     let set = ctx.resource_set(&ns);
-    let problems: Vec<String> = r
-        .spec
-        .validate()
-        .into_iter()
-        .chain(set.check_references(&Resource::Restore((*r).clone())))
-        .map(|e| format!("field {}: {}", e.field, e.message))
-        .collect();
+    let problem = set.first_problem(&Resource::Restore((*r).clone()));
     let fail = |st: &mut RestoreStatus, reason: &str, msg: String| {
         st.phase = RestorePhase::Failed;
         st.reason = msg.clone();
@@ -348,7 +342,7 @@ pub async fn reconcile_restore(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Act
             Condition::new("Ready", false, reason, msg),
         );
     };
-    if let Some(p) = problems.first() {
+    if let Some(p) = problem {
         fail(&mut st, "InvalidSpec", p.clone());
         event(&recorder, r.as_ref(), true, "InvalidSpec", p.clone()).await;
         write_status(&ctx, r.as_ref(), old.as_ref(), &st).await?;
@@ -464,14 +458,8 @@ pub async fn reconcile_policy(p: Arc<DuplicationPolicy>, ctx: Arc<Context>) -> R
         return Ok(Action::await_change());
     }
     let set = ctx.resource_set(&ns);
-    let problems: Vec<String> = p
-        .spec
-        .validate()
-        .into_iter()
-        .chain(set.check_references(&Resource::DuplicationPolicy((*p).clone())))
-        .map(|e| format!("field {}: {}", e.field, e.message))
-        .collect();
-    if let Some(msg) = problems.first() {
+    let problem = set.first_problem(&Resource::DuplicationPolicy((*p).clone()));
+    if let Some(msg) = problem {
         set_condition(
             &mut st.conditions,
             Condition::new("Ready", false, "InvalidSpec", msg.clone()),
@@ -798,14 +786,8 @@ pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<
     rescan_if_asked(&ctx, t.as_ref(), &mut st, &recorder).await?;
     // An invalid spec (a bad schedule too) waits for a change, reported in status.
     let set = ctx.resource_set(&ns);
-    let problems: Vec<String> = t
-        .spec
-        .validate()
-        .into_iter()
-        .chain(set.check_references(&Resource::BackupTrail((*t).clone())))
-        .map(|e| format!("field {}: {}", e.field, e.message))
-        .collect();
-    if let Some(msg) = problems.first() {
+    let problem = set.first_problem(&Resource::BackupTrail((*t).clone()));
+    if let Some(msg) = problem {
         set_condition(
             &mut st.conditions,
             Condition::new("Ready", false, "InvalidSpec", msg.clone()),
@@ -951,19 +933,14 @@ where
         .as_ref()
         .and_then(|a| a.get(ALLOW_MASS_EXPIRY_ANNOTATION))
         .cloned();
-    match plan.mass_expiry(&name, &mine) {
-        Some(why) if ack.is_none() || ack == st.last_mass_expiry_ack => {
-            let halted = Condition::new("ExpiryHalted", true, "MassExpiry", &why);
-            if !st.conditions.iter().any(|c| c.same_as(&halted)) {
-                event(recorder, trail, true, "MassExpiryHalted", why).await;
-            }
-            set_condition(&mut st.conditions, halted);
-            return Ok(None);
+    if let Breaker::Halted { why, first_time } =
+        apply_breaker(st, plan.mass_expiry(&name, &mine), ack)
+    {
+        if first_time {
+            event(recorder, trail, true, "MassExpiryHalted", why).await;
         }
-        Some(_) => st.last_mass_expiry_ack = ack,
-        None => {}
+        return Ok(None);
     }
-    st.conditions.retain(|c| c.type_ != "ExpiryHalted");
     if let Some((entry, why)) = mine.held.first() {
         let held = Condition::new("ExpiryHeld", true, "MinCopies", why);
         if !st.conditions.iter().any(|c| c.same_as(&held)) {

@@ -411,9 +411,12 @@ pub async fn publish_entries(
     };
     for spec in entries {
         let name = spec.object_name();
-        let what = format!("publish catalogentry/{name}");
-        let exists = retry_while(&backoff, &what, api_transient, || api.get_opt(&name)).await?;
-        if only_missing && exists.is_some() {
+        let what = || format!("publish catalogentry/{name}");
+        if only_missing
+            && retry_while(&backoff, what, api_transient, || api.get_opt(&name))
+                .await?
+                .is_some()
+        {
             continue;
         }
         catalog.import(spec.clone());
@@ -427,11 +430,11 @@ pub async fn publish_entries(
             "apiVersion": API_VERSION, "kind": "CatalogEntry", "status": status,
         });
         let (body, status) = (Patch::Apply(&body), Patch::Apply(&status));
-        retry_while(&backoff, &what, api_transient, || {
+        retry_while(&backoff, what, api_transient, || {
             api.patch(&name, &pp, &body)
         })
         .await?;
-        retry_while(&backoff, &what, api_transient, || {
+        retry_while(&backoff, what, api_transient, || {
             api.patch_status(&name, &pp, &status)
         })
         .await?;

@@ -234,7 +234,12 @@ spec:
 }
 
 /// A BackupTrail over `(work item, source dir)` pairs.
-pub fn backup_trail(name: &str, media: &str, streams: u32, items: &[(&str, &Path)]) -> String {
+pub fn backup_trail<N: AsRef<str>, P: AsRef<Path>>(
+    name: &str,
+    media: &str,
+    streams: u32,
+    items: &[(N, P)],
+) -> String {
     let mut s = format!(
         "apiVersion: mimeo.dev/v1alpha1
 kind: BackupTrail
@@ -249,8 +254,9 @@ spec:
     );
     for (w, p) in items {
         s.push_str(&format!(
-            "    - {{name: {w}, source: {{path: {}}}}}\n",
-            p.display()
+            "    - {{name: {}, source: {{path: {}}}}}\n",
+            w.as_ref(),
+            p.as_ref().display()
         ));
     }
     s
