@@ -118,7 +118,7 @@ fn fixture(entries: usize) -> Fixture {
     let media = set
         .media_classes
         .iter()
-        .map(|(n, mc)| (n.clone(), MediaSpec::from_class(mc, None).expect("media")))
+        .map(|(n, mc)| (n.clone(), MediaSpec::from_class(mc).expect("media")))
         .collect();
     let mut catalog = Catalog::default();
     let per_item = (ORIGINALS + COPIED) as usize;

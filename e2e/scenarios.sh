@@ -280,6 +280,83 @@ EOF
   k -n $QS patch mediaclass minio-vault --type merge -p '{"spec":{"available":true}}' >/dev/null
 }
 
+# ---- scenario: encryption
+# A duplicate on an encrypted MediaClass: the worker gets the key by Secret reference, the
+# media hold no plaintext, the copy restores byte-identical; with a wrong key the restore fails
+# naming the keys and the copy stays Valid.
+E2E_KEY=6d696d656f2d6532652d6b65792d6e6f742d612d7265616c2d6b65792d303031
+E2E_OTHER_KEY=0000000000000000000000000000000000000000000000000000000000000002
+key_secret() {
+  k -n $QS apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Secret
+metadata: {name: sealed-key}
+stringData: {MIMEO_ENCRYPTION_KEY: $1}
+EOF
+}
+sealed_restore() {
+  k -n $QS apply -f - >/dev/null <<EOF
+apiVersion: mimeo.dev/v1alpha1
+kind: Restore
+metadata: {name: $1}
+spec:
+  workItem: app-a
+  backupTrail: nightly
+  source: {trail: sealed-30d}
+  target: {pvc: {claimName: restore-target, path: $1}}
+EOF
+}
+# plaintext_on PREFIX: files of a prefix of the vault bucket holding a line of app-a's log.
+plaintext_on() { grep -rl "app-a line 7: the quick brown fox" "$S3_DATA/mimeo-vault/$1" | wc -l; }
+wrong_key_logged() {
+  all_logs | grep 'cannot decrypt: media class sealed-vault, volume sealed-30d-00001' | grep -q 'encrypted with key'
+}
+scenario_encryption() {
+  key_secret $E2E_KEY
+  k -n $QS apply -f - >/dev/null <<EOF
+apiVersion: mimeo.dev/v1alpha1
+kind: MediaClass
+metadata: {name: sealed-vault}
+spec:
+  backend:
+    s3: {endpoint: "$S3_ENDPOINT", bucket: mimeo-vault, prefix: sealed, region: us-east-1, forcePathStyle: true, credentialsSecretRef: {name: minio-credentials}}
+  volumeCapacity: 64Mi
+  encryption: {keySecretRef: {name: sealed-key}}
+---
+apiVersion: mimeo.dev/v1alpha1
+kind: DuplicationTrail
+metadata: {name: sealed-30d}
+spec: {mediaClassName: sealed-vault, retention: 30d}
+---
+apiVersion: mimeo.dev/v1alpha1
+kind: DuplicationPolicy
+metadata: {name: app-a-sealed}
+spec: {sourceTrails: [nightly], targets: [sealed-30d], selection: {workItems: [app-a]}}
+EOF
+  check "encrypted MediaClass reachable (its key parses)" wait_for 60 bash -c \
+    "[[ \$($BIN/kubectl -n $QS get mediaclass sealed-vault -o jsonpath='{.status.reachable}') == true ]]"
+  check "app-a copied to the encrypted trail" until_eq 180 1 valid_entries $QS mimeo.dev/trail=sealed-30d
+  check "the copy Job took the key from the Secret by reference" bash -c \
+    "$BIN/kubectl -n $QS get jobs -o jsonpath='{range .items[*]}{.spec.template.spec.containers[0].env[*].valueFrom.secretKeyRef.name}{\"\\n\"}{end}' | grep -q sealed-key"
+  check "spec.encryption is immutable" bash -c \
+    "$BIN/kubectl -n $QS patch mediaclass sealed-vault --type merge -p '{\"spec\":{\"encryption\":null}}' 2>&1 | grep -q 'spec.encryption is immutable'"
+  if [[ $CLUSTER == local ]]; then
+    check "no plaintext on the encrypted media ($(plaintext_on sealed) files), some on vault-7y ($(plaintext_on vault-7y))" \
+      test "$(plaintext_on sealed)" = 0 -a "$(plaintext_on vault-7y)" -gt 0
+  fi
+  sealed_restore app-a-sealed
+  check "Restore from the encrypted copy Succeeded" until_eq 120 Succeeded restore_field app-a-sealed '{.status.phase}'
+  check "it read sealed-30d" test "$(restore_field app-a-sealed '{.status.restoredFrom.trail}')" = sealed-30d
+  check "restored app-a is byte-identical" same_tree $QS same-app-a-sealed app-a restore-target/app-a-sealed
+
+  key_secret $E2E_OTHER_KEY
+  sealed_restore app-a-wrong-key
+  check "wrong key: Restore Failed" until_eq 300 Failed restore_field app-a-wrong-key '{.status.phase}'
+  check "wrong key: the worker log names the media class, volume and key ids" wrong_key_logged
+  check "wrong key: the copy stays Valid" test "$(valid_entries $QS mimeo.dev/trail=sealed-30d)" = 1
+  key_secret $E2E_KEY
+}
+
 # ---- scenario: expiry
 # volumes_with_data: volumes of the `short` trail that still hold segments on S3 (the files of
 # s3s-fs, or a MinIO listing by mc in a cluster).
@@ -646,11 +723,11 @@ scenario_rbac() {
   check "restricted: worker Jobs ran in restricted namespaces" test "$(job_count $QS app.kubernetes.io/component=worker)" -gt 0
   # The S3 secret key never shows up anywhere it could leak.
   local leaks
-  leaks="$( { all_logs; k get events -A -o yaml; k get catalogentries,restores,mediaclasses,backuptrails,duplicationtrails,duplicationpolicies -A -o yaml; k get jobs -A -o yaml; } | grep -c "$S3_SECRET" || true)"
-  check "secrets: the S3 secret key appears in no log, event, status, Job or catalog entry" test "$leaks" = 0
+  leaks="$( { all_logs; k get events -A -o yaml; k get catalogentries,restores,mediaclasses,backuptrails,duplicationtrails,duplicationpolicies -A -o yaml; k get jobs -A -o yaml; } | grep -c -e "$S3_SECRET" -e "$E2E_KEY" -e "$E2E_OTHER_KEY" || true)"
+  check "secrets: the S3 secret key and the encryption keys appear in no log, event, status, Job or catalog entry" test "$leaks" = 0
 }
 
-ALL=(install quickstart restore expiry rescan invalid kill s3_outage apiserver_restart rbac)
+ALL=(install quickstart restore encryption expiry rescan invalid kill s3_outage apiserver_restart rbac)
 # Scenarios build on the resources of install and quickstart: those always run first.
 WANT=(install quickstart "${@//-/_}")
 [[ $# -gt 0 ]] || WANT=("${ALL[@]}")

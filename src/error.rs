@@ -51,6 +51,18 @@ pub enum Error {
         work_item: String,
         detail: String,
     },
+    /// Intact media that this media class's key cannot decrypt (a wrong or missing key): the
+    /// copy is not damaged, so it is never marked Missing for this.
+    #[error(
+        "cannot decrypt: media class {media_class}, volume {volume}, offset {offset}, work item {work_item}: {detail}"
+    )]
+    Key {
+        media_class: String,
+        volume: String,
+        offset: u64,
+        work_item: String,
+        detail: String,
+    },
     /// No copy of an instance can be read; `reason` lists why each candidate was skipped.
     #[error("no copy available: {reason}")]
     Unavailable { reason: String },
@@ -101,6 +113,7 @@ impl Error {
             Error::AlreadyExists { .. } => "AlreadyExists",
             Error::NotFound { .. } => "NotFound",
             Error::Corrupt { .. } => "CorruptMedia",
+            Error::Key { .. } => "EncryptionKeyMismatch",
             Error::Unavailable { .. } => "NoCopyAvailable",
             Error::Refused { .. } => "RefusedEntry",
             Error::Unsupported(_) => "Unsupported",

@@ -261,7 +261,7 @@ async fn run(cli: Cli) -> mimeo::Result<ExitCode> {
             };
             let mut task: mimeo::engine::task::Task = serde_json::from_str(&text)
                 .map_err(|e| mimeo::Error::Other(format!("task is not valid: {e}")))?;
-            task.fill_credentials(&mimeo::operator::jobs::credentials_from_env);
+            task.fill_secrets(&mimeo::operator::jobs::secret_from_env)?;
             // In a pod the operator sets MIMEO_NAMESPACE: the results go to the catalog there.
             let outcome = match std::env::var("MIMEO_NAMESPACE") {
                 Ok(ns) if !ns.is_empty() => mimeo::worker::run_in_pod(&task, &ns).await?,

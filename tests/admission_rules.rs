@@ -50,6 +50,27 @@ fn media_class_rules() {
     );
 }
 
+#[test]
+fn media_class_encryption_is_immutable() {
+    let spec = |enc: &str| {
+        media_class(&format!(
+            "{{backend: {{filesystem: {{path: /x}}}}, volumeCapacity: 64Mi{enc}}}"
+        ))
+    };
+    let plain = spec("");
+    let key_a = spec(", encryption: {keySecretRef: {name: a}}");
+    let key_b = spec(", encryption: {keySecretRef: {name: b}}");
+    for (new, old) in [(&key_a, &plain), (&plain, &key_a), (&key_b, &key_a)] {
+        let err = validate_cel_update(new, old).expect_err("encryption changed");
+        assert!(
+            err.to_string().contains("spec.encryption is immutable"),
+            "{err}"
+        );
+    }
+    validate_cel_update(&key_a, &key_a).expect("unchanged key accepted");
+    validate_cel_update(&plain, &plain).expect("unchanged plain class accepted");
+}
+
 fn trail(spec: &str) -> BackupTrail {
     parse(&format!(
         "apiVersion: mimeo.dev/v1alpha1\nkind: BackupTrail\nmetadata: {{name: t}}\nspec: {spec}\n"

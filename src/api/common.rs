@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 /// Reference to a Secret in the same namespace.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SecretRef {
-    /// Name of the Secret. It holds `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
+    /// Name of the Secret.
     pub name: String,
 }
 

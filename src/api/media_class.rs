@@ -33,6 +33,9 @@ use super::common::{Condition, SecretRef, default_true};
 #[x_kube(validation = Rule::new(
     "!has(self.blockSize) || !isQuantity(self.volumeCapacity) || !isQuantity(self.blockSize) || quantity(self.volumeCapacity).compareTo(quantity(self.blockSize)) >= 0"
 ).message("spec.volumeCapacity must be at least spec.blockSize").field_path(".volumeCapacity"))]
+#[x_kube(validation = Rule::new(
+    "has(self.encryption) == has(oldSelf.encryption) && (!has(self.encryption) || self.encryption == oldSelf.encryption)"
+).message("spec.encryption is immutable: volumes already written need the key they were written with; create a new MediaClass instead").field_path(".encryption"))]
 #[serde(rename_all = "camelCase")]
 pub struct MediaClassSpec {
     /// Exactly one backend.
@@ -53,6 +56,22 @@ pub struct MediaClassSpec {
     /// False when the media are away (shipped offsite, offline) and must not be read.
     #[serde(default = "default_true")]
     pub available: bool,
+    /// Encrypt the data blocks written to this class's volumes (duplicates sent offsite, or
+    /// backups). Immutable. Labels, indexes and manifests (names, sizes, digests) stay
+    /// readable, so a trail can be rescanned without the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+}
+
+/// Encryption at rest: ChaCha20-Poly1305 per block, with a random nonce, bound to the block's
+/// place on the media.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Encryption {
+    /// Secret whose entry `MIMEO_ENCRYPTION_KEY` holds the key: 32 random bytes as 64 hex
+    /// characters (`openssl rand -hex 32`) or base64. Keep a copy outside the cluster:
+    /// without it the copies cannot be read.
+    pub key_secret_ref: SecretRef,
 }
 
 /// Physical location of the media.

@@ -269,6 +269,12 @@ impl ResourceSet {
         }
     }
 
+    /// The Secret with the encryption key of a trail's media class, if it encrypts.
+    pub fn trail_key_secret(&self, trail: &str) -> Option<&str> {
+        let mc = self.media_classes.get(self.trail_media_class(trail)?)?;
+        Some(mc.spec.encryption.as_ref()?.key_secret_ref.name.as_str())
+    }
+
     /// Reference errors of `r` against this set.
     pub fn check_references(&self, r: &Resource) -> Vec<FieldError> {
         validate_references(r, self)

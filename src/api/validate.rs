@@ -423,6 +423,19 @@ pub fn validate_references(r: &Resource, set: &ResourceSet) -> Vec<FieldError> {
                         "mode Media copies volumes raw and needs the same backend type on every source and target",
                     );
                 }
+                let keys: Vec<Option<&str>> = p
+                    .spec
+                    .source_trails
+                    .iter()
+                    .chain(&p.spec.targets)
+                    .map(|t| set.trail_key_secret(t))
+                    .collect();
+                if keys.windows(2).any(|w| w[0] != w[1]) {
+                    c.fail(
+                        "spec.mode",
+                        "mode Media copies blocks as they are and needs the same spec.encryption on the media classes of every source and target",
+                    );
+                }
             }
         }
         Resource::Restore(rs) => {
@@ -448,18 +461,26 @@ pub fn validate_references(r: &Resource, set: &ResourceSet) -> Vec<FieldError> {
             }
         }
         Resource::MediaClass(m) => {
-            if let Some(s) = m
-                .spec
-                .backend
-                .s3
-                .as_ref()
-                .and_then(|s| s.credentials_secret_ref.as_ref())
-                && !set.secrets.contains_key(&s.name)
-            {
-                c.fail(
+            let refs = [
+                (
                     "spec.backend.s3.credentialsSecretRef.name",
-                    format!("Secret {:?} not found", s.name),
-                );
+                    m.spec
+                        .backend
+                        .s3
+                        .as_ref()
+                        .and_then(|s| s.credentials_secret_ref.as_ref()),
+                ),
+                (
+                    "spec.encryption.keySecretRef.name",
+                    m.spec.encryption.as_ref().map(|e| &e.key_secret_ref),
+                ),
+            ];
+            for (field, r) in refs {
+                if let Some(r) = r
+                    && !set.secrets.contains_key(&r.name)
+                {
+                    c.fail(field, format!("Secret {:?} not found", r.name));
+                }
             }
         }
         Resource::CatalogEntry(_) | Resource::Secret(_) => {}
@@ -524,6 +545,7 @@ mod tests {
             tier: None,
             location: None,
             available: true,
+            encryption: None,
         };
         let fields: Vec<String> = spec.validate().into_iter().map(|e| e.field).collect();
         assert_eq!(

@@ -84,10 +84,11 @@ impl ChannelReader {
 
     /// Reads and discards the rest of the stream, so the digest check at its end runs.
     pub fn drain(&mut self) -> Result<()> {
-        std::io::copy(self, &mut std::io::sink()).map_err(|e| Error::Other(e.to_string()))?;
-        match self.take_error() {
-            Some(e) => Err(e),
-            None => Ok(()),
+        let copied = std::io::copy(self, &mut std::io::sink());
+        match (self.take_error(), copied) {
+            (Some(e), _) => Err(e),
+            (None, Err(e)) => Err(Error::Other(e.to_string())),
+            (None, Ok(_)) => Ok(()),
         }
     }
 }

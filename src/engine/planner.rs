@@ -664,7 +664,7 @@ spec: {mediaClassName: tape, retention: 1d}
     fn media(set: &ResourceSet) -> BTreeMap<String, MediaSpec> {
         set.media_classes
             .iter()
-            .map(|(n, mc)| (n.clone(), MediaSpec::from_class(mc, None).unwrap()))
+            .map(|(n, mc)| (n.clone(), MediaSpec::from_class(mc).unwrap()))
             .collect()
     }
 

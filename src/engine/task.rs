@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{Backend, CatalogEntrySpec, Layout, MediaClass};
 use crate::error::{Error, Result};
+use crate::media::crypt::{BlockKey, KEY_SECRET_ENTRY};
 use crate::media::fs::FsStore;
 use crate::media::retry::Retrying;
 use crate::media::s3::{S3Config, S3Credentials, S3Store};
@@ -30,14 +31,21 @@ pub struct MediaSpec {
     /// Where a PVC backend is mounted in the worker pod (set by the operator).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mount_path: Option<String>,
+    /// Secret holding the class's encryption key, if the class encrypts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_secret: Option<String>,
     /// S3 credentials; never serialised (a worker reads them from its environment).
     #[serde(skip)]
     pub credentials: Option<S3Credentials>,
+    /// The encryption key; never serialised (a worker reads it from its environment).
+    #[serde(skip)]
+    pub key: Option<Arc<BlockKey>>,
 }
 
 impl MediaSpec {
-    /// Resolves a MediaClass (already validated).
-    pub fn from_class(mc: &MediaClass, credentials: Option<S3Credentials>) -> Result<MediaSpec> {
+    /// Resolves a MediaClass (already validated). Secrets are filled in by
+    /// [`MediaSpec::fill_secrets`].
+    pub fn from_class(mc: &MediaClass) -> Result<MediaSpec> {
         let name = kube::ResourceExt::name_any(mc);
         let bad = |e: String| Error::Other(format!("MediaClass {name}: {e}"));
         Ok(MediaSpec {
@@ -46,7 +54,13 @@ impl MediaSpec {
             block_size: mc.spec.block_size_bytes().map_err(bad)?,
             capacity: mc.spec.capacity_bytes().map_err(bad)?,
             mount_path: None,
-            credentials,
+            key_secret: mc
+                .spec
+                .encryption
+                .as_ref()
+                .map(|e| e.key_secret_ref.name.clone()),
+            credentials: None,
+            key: None,
         })
     }
 
@@ -77,11 +91,21 @@ impl MediaSpec {
             })?;
             Arc::new(FsStore::new(path))
         };
+        let key = match (&self.key_secret, &self.key) {
+            (Some(secret), None) => {
+                return Err(Error::Other(format!(
+                    "MediaClass {} encrypts, but no key from Secret {secret} was given",
+                    self.name
+                )));
+            }
+            (_, key) => key.clone(),
+        };
         Ok(Media {
             name: self.name.clone(),
             store,
             block_size: self.block_size,
             capacity: self.capacity,
+            key,
         })
     }
 }
@@ -299,32 +323,41 @@ pub enum Task {
     Rescan(RescanTask),
 }
 
-/// S3 credentials from a Secret (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` in `data` or
-/// `stringData`). The error names the Secret, never a value.
-pub fn secret_credentials(secret: &k8s_openapi::api::core::v1::Secret) -> Result<S3Credentials> {
-    let get = |k: &str| -> Option<String> {
-        secret
-            .string_data
-            .as_ref()
-            .and_then(|d| d.get(k).cloned())
-            .or_else(|| {
-                secret
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get(k))
-                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-            })
-    };
-    match (get("AWS_ACCESS_KEY_ID"), get("AWS_SECRET_ACCESS_KEY")) {
-        (Some(access_key_id), Some(secret_access_key)) => Ok(S3Credentials {
-            access_key_id,
-            secret_access_key,
-        }),
-        _ => Err(Error::Other(format!(
-            "Secret {} must hold AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
-            kube::ResourceExt::name_any(secret)
-        ))),
-    }
+/// Looks up one entry of a Secret: `lookup(secret, entry)`. The driver decides where values
+/// come from (Secret objects in local mode, the environment in a worker pod).
+pub type SecretLookup<'a> = &'a dyn Fn(&str, &str) -> Result<String>;
+
+/// Entries of a credentials Secret.
+const CREDENTIAL_ENTRIES: [&str; 2] = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"];
+
+/// One entry of a Secret object (`stringData` first, then `data`). The error names the Secret
+/// and the entry, never a value.
+pub fn secret_value(secret: &k8s_openapi::api::core::v1::Secret, entry: &str) -> Result<String> {
+    secret
+        .string_data
+        .as_ref()
+        .and_then(|d| d.get(entry).cloned())
+        .or_else(|| {
+            secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(entry))
+                .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        })
+        .ok_or_else(|| {
+            Error::Other(format!(
+                "Secret {} has no entry {entry}",
+                kube::ResourceExt::name_any(secret)
+            ))
+        })
+}
+
+/// S3 credentials from Secret `secret` (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`).
+pub fn credentials(secret: &str, lookup: SecretLookup) -> Result<S3Credentials> {
+    Ok(S3Credentials {
+        access_key_id: lookup(secret, CREDENTIAL_ENTRIES[0])?,
+        secret_access_key: lookup(secret, CREDENTIAL_ENTRIES[1])?,
+    })
 }
 
 impl MediaSpec {
@@ -332,6 +365,36 @@ impl MediaSpec {
     pub fn secret(&self) -> Option<&str> {
         let s3 = self.backend.s3.as_ref()?;
         s3.credentials_secret_ref.as_ref().map(|r| r.name.as_str())
+    }
+
+    /// The Secret entries this media needs, as `(secret, entry)`.
+    pub fn secret_entries(&self) -> Vec<(String, &'static str)> {
+        let creds = self
+            .secret()
+            .into_iter()
+            .flat_map(|s| CREDENTIAL_ENTRIES.map(|e| (s.to_string(), e)));
+        let key = self
+            .key_secret
+            .iter()
+            .map(|s| (s.clone(), KEY_SECRET_ENTRY));
+        creds.chain(key).collect()
+    }
+
+    /// Fills in credentials and key (never serialised). A malformed key is an error naming
+    /// its Secret.
+    pub fn fill_secrets(&mut self, lookup: SecretLookup) -> Result<()> {
+        self.credentials = self.secret().map(|s| credentials(s, lookup)).transpose()?;
+        self.key = match &self.key_secret {
+            None => None,
+            Some(s) => {
+                let text = lookup(s, KEY_SECRET_ENTRY)?;
+                let key = BlockKey::parse(&text).map_err(|e| {
+                    Error::Other(format!("Secret {s}: entry {KEY_SECRET_ENTRY} {e}"))
+                })?;
+                Some(Arc::new(key))
+            }
+        };
+        Ok(())
     }
 }
 
@@ -376,29 +439,36 @@ impl Task {
             .collect()
     }
 
-    /// Names of the Secrets whose credentials the task needs.
-    pub fn secrets(&mut self) -> std::collections::BTreeSet<String> {
-        let mut out: std::collections::BTreeSet<String> = self
+    /// The Secret entries the task needs, as `(secret, entry)`.
+    pub fn secret_entries(&mut self) -> std::collections::BTreeSet<(String, &'static str)> {
+        let mut out: std::collections::BTreeSet<_> = self
             .media_mut()
             .into_iter()
-            .filter_map(|m| m.secret().map(String::from))
+            .flat_map(|m| m.secret_entries())
             .collect();
-        out.extend(
-            self.s3_targets_mut()
-                .into_iter()
-                .filter_map(|t| t.secret.clone()),
-        );
+        for t in self.s3_targets_mut() {
+            out.extend(
+                t.secret
+                    .iter()
+                    .flat_map(|s| CREDENTIAL_ENTRIES.map(|e| (s.clone(), e))),
+            );
+        }
         out
     }
 
-    /// Fills in credentials (never serialised) from `lookup(secret name)`.
-    pub fn fill_credentials(&mut self, lookup: &dyn Fn(&str) -> Option<S3Credentials>) {
+    /// Fills in credentials and keys (never serialised) from `lookup`.
+    pub fn fill_secrets(&mut self, lookup: SecretLookup) -> Result<()> {
         for m in self.media_mut() {
-            m.credentials = m.secret().and_then(lookup);
+            m.fill_secrets(lookup)?;
         }
         for t in self.s3_targets_mut() {
-            t.credentials = t.secret.as_deref().and_then(lookup);
+            t.credentials = t
+                .secret
+                .as_deref()
+                .map(|s| credentials(s, lookup))
+                .transpose()?;
         }
+        Ok(())
     }
 }
 

@@ -116,30 +116,32 @@ fn merge(set: &mut ResourceSet, new: Resource) {
     }
 }
 
-fn credentials(set: &ResourceSet, secret: Option<&SecretRef>) -> Result<Option<S3Credentials>> {
-    let Some(r) = secret else { return Ok(None) };
+/// An entry of a Secret document applied in local mode.
+fn secret_entry(set: &ResourceSet, secret: &str, entry: &str) -> Result<String> {
     let s = set
         .secrets
-        .get(&r.name)
-        .ok_or_else(|| Error::Other(format!("Secret {} not found", r.name)))?;
-    secret_credentials(s).map(Some)
+        .get(secret)
+        .ok_or_else(|| Error::Other(format!("Secret {secret} not found")))?;
+    secret_value(s, entry)
 }
 
-/// Resolves every media class (credentials included). Classes that fail are reported and left
-/// out, so the planner treats them as unreachable.
+fn s3_credentials(set: &ResourceSet, secret: Option<&SecretRef>) -> Result<Option<S3Credentials>> {
+    secret
+        .map(|r| credentials(&r.name, &|s, e| secret_entry(set, s, e)))
+        .transpose()
+}
+
+/// Resolves every media class (credentials and keys included). Classes that fail are reported
+/// and left out, so the planner treats them as unreachable.
 fn resolve_media(set: &ResourceSet) -> (BTreeMap<String, MediaSpec>, Vec<String>) {
     let mut out = BTreeMap::new();
     let mut errors = Vec::new();
     for (name, mc) in &set.media_classes {
-        let creds = credentials(
-            set,
-            mc.spec
-                .backend
-                .s3
-                .as_ref()
-                .and_then(|s| s.credentials_secret_ref.as_ref()),
-        );
-        match creds.and_then(|c| MediaSpec::from_class(mc, c)) {
+        let spec = MediaSpec::from_class(mc).and_then(|mut m| {
+            m.fill_secrets(&|s, e| secret_entry(set, s, e))?;
+            Ok(m)
+        });
+        match spec {
             Ok(m) => _ = out.insert(name.clone(), m),
             Err(e) => errors.push(format!("mediaclass/{name}: {e}")),
         }
@@ -211,7 +213,7 @@ fn resolve_location(set: &ResourceSet, loc: &DataLocation) -> Result<DataSpec> {
             region: b.region.clone(),
             force_path_style: b.force_path_style.unwrap_or(false),
             secret: b.credentials_secret_ref.as_ref().map(|r| r.name.clone()),
-            credentials: credentials(set, b.credentials_secret_ref.as_ref())?,
+            credentials: s3_credentials(set, b.credentials_secret_ref.as_ref())?,
         }));
     }
     Ok(DataSpec::S3(S3Target {
@@ -221,7 +223,7 @@ fn resolve_location(set: &ResourceSet, loc: &DataLocation) -> Result<DataSpec> {
         region: s3.region.clone(),
         force_path_style: s3.force_path_style.unwrap_or(false),
         secret: s3.credentials_secret_ref.as_ref().map(|r| r.name.clone()),
-        credentials: credentials(set, s3.credentials_secret_ref.as_ref())?,
+        credentials: s3_credentials(set, s3.credentials_secret_ref.as_ref())?,
     }))
 }
 
@@ -624,7 +626,9 @@ impl Local {
     }
 
     /// Restores from the best copy of each link; a copy found damaged while reading is marked
-    /// Missing and the choice is made again, so a restore falls back to another copy.
+    /// Missing and the choice is made again, so a restore falls back to another copy. A copy
+    /// that this class's key cannot decrypt is passed over for this restore only: it is not
+    /// damaged.
     #[allow(clippy::too_many_arguments)]
     async fn restore_best_copy(
         &mut self,
@@ -644,11 +648,13 @@ impl Local {
                 format!("{reason}; {}", damaged.join("; "))
             }
         };
+        // The catalog as this restore sees it: also without the copies it could not decrypt.
+        let mut view = catalog.clone();
         loop {
             let ctx = PlanContext {
                 set,
                 media,
-                catalog,
+                catalog: &view,
                 now: Utc::now(),
             };
             let plan = match ctx.plan_restore(restore) {
@@ -677,22 +683,37 @@ impl Local {
                 Ok(o) => return Ok(Ok(o)),
                 Err(e) => e,
             };
-            let Error::Corrupt { volume, .. } = &err else {
-                return Ok(Err((err.reason(), err.to_string())));
+            let (volume, media_class) = match &err {
+                Error::Corrupt { volume, .. } => (volume, None),
+                Error::Key {
+                    volume,
+                    media_class,
+                    ..
+                } => (volume, Some(media_class)),
+                _ => return Ok(Err((err.reason(), err.to_string()))),
             };
             let bad: Vec<&RestoreLink> = links
                 .iter()
-                .filter(|l| l.entry.volumes().contains(volume))
+                .filter(|l| {
+                    l.entry.volumes().contains(volume)
+                        && media_class.is_none_or(|m| *m == l.media.name)
+                })
                 .collect();
             if bad.is_empty() {
                 return Ok(Err((err.reason(), err.to_string())));
             }
             for l in bad {
                 let entry = l.entry.object_name();
-                catalog.set_state(&entry, EntryState::Missing, err.to_string());
-                self.state.save_entry(&catalog.entries[&entry])?;
+                view.set_state(&entry, EntryState::Missing, err.to_string());
+                let what = if media_class.is_some() {
+                    "not readable"
+                } else {
+                    catalog.set_state(&entry, EntryState::Missing, err.to_string());
+                    self.state.save_entry(&catalog.entries[&entry])?;
+                    "damaged"
+                };
                 damaged.push(format!(
-                    "{} on {} damaged: {err}",
+                    "{} on {} {what}: {err}",
                     l.entry.role_word(),
                     l.entry.trail
                 ));
@@ -865,7 +886,8 @@ impl Local {
         Ok(n)
     }
 
-    /// Re-reads every Valid copy (optionally of one trail); damaged copies become Missing.
+    /// Re-reads every Valid copy (optionally of one trail); damaged copies become Missing,
+    /// copies that could not be read for another reason (a wrong key) are only reported.
     pub async fn verify(&mut self, trail: Option<&str>) -> Result<ApplyReport> {
         let set = self.state.load_resources()?;
         let (media, _) = resolve_media(&set);
@@ -889,10 +911,15 @@ impl Local {
             let name = e.object_name();
             match worker::execute(&task).await {
                 Ok(_) => println!("catalogentry/{name}: ok ({} bytes, {})", e.bytes, e.digest),
-                Err(err) => {
+                Err(err @ Error::Corrupt { .. }) => {
                     println!("catalogentry/{name}: DAMAGED: {err}");
                     catalog.set_state(&name, EntryState::Missing, err.to_string());
                     self.state.save_entry(&catalog.entries[&name])?;
+                    failures.push(format!("catalogentry/{name}: {err}"));
+                }
+                // Not damage (a wrong key, an unreachable store): the copy stays Valid.
+                Err(err) => {
+                    println!("catalogentry/{name}: NOT READ: {err}");
                     failures.push(format!("catalogentry/{name}: {err}"));
                 }
             }

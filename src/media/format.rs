@@ -38,6 +38,8 @@ pub enum BlockKind {
 
 /// Flag: last block of an instance's stream.
 pub const FLAG_END: u16 = 1;
+/// Flag: the payload is encrypted (see [`super::crypt`]).
+pub const FLAG_ENCRYPTED: u16 = 2;
 
 /// Control data of one block.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,6 +103,17 @@ impl BlockHeader {
     pub fn encode(&self, payload: &[u8]) -> Vec<u8> {
         debug_assert_eq!(payload.len(), self.payload_len as usize);
         let mut b = Vec::with_capacity(HEADER_LEN + payload.len());
+        b.extend_from_slice(&self.control_data());
+        b.extend_from_slice(&[0; 8]);
+        b.extend_from_slice(payload);
+        let crc = crc32c::crc32c(&b);
+        b[48..52].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// The header up to its CRC: what an encrypted payload is bound to.
+    pub fn control_data(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(48);
         b.extend_from_slice(BLOCK_MAGIC);
         b.push(FORMAT_VERSION);
         b.push(self.kind as u8);
@@ -111,10 +124,6 @@ impl BlockHeader {
         b.extend_from_slice(&self.block_index.to_le_bytes());
         b.extend_from_slice(&self.instance.to_le_bytes());
         b.extend_from_slice(&self.stream_offset.to_le_bytes());
-        b.extend_from_slice(&[0; 8]);
-        b.extend_from_slice(payload);
-        let crc = crc32c::crc32c(&b);
-        b[48..52].copy_from_slice(&crc.to_le_bytes());
         b
     }
 
@@ -193,6 +202,9 @@ pub struct SegmentLabel {
     pub segment: u32,
     /// Write session that wrote the segment.
     pub session: String,
+    /// Id of the key that encrypts the segment's data blocks, if the media class encrypts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
 }
 
 /// Where each instance's blocks are in one segment: lets a reader seek straight to one work

@@ -1,5 +1,6 @@
 //! Media: the volume format, trails of volumes, and the object stores they live on.
 
+pub mod crypt;
 pub mod format;
 pub mod fs;
 pub mod retry;

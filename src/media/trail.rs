@@ -15,6 +15,7 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use super::crypt::{BlockKey, OVERHEAD, OpenError};
 use super::format::*;
 use super::store::ObjectStore;
 use crate::api::{CatalogEntrySpec, Extent, VolumeState, VolumeStatus};
@@ -31,6 +32,9 @@ pub struct Media {
     pub block_size: u64,
     /// Volume capacity in bytes.
     pub capacity: u64,
+    /// The class's encryption key: data blocks are sealed with it, and a class with a key
+    /// reads no plaintext data block.
+    pub key: Option<Arc<BlockKey>>,
 }
 
 /// Key of a segment object.
@@ -242,7 +246,12 @@ impl TrailWriter {
     }
 
     fn payload_max(&self) -> usize {
-        self.media.block_size as usize - HEADER_LEN
+        let overhead = if self.media.key.is_some() {
+            OVERHEAD
+        } else {
+            0
+        };
+        self.media.block_size as usize - HEADER_LEN - overhead
     }
 
     /// Starts an instance stream; returns the slot to write it with.
@@ -313,7 +322,8 @@ impl TrailWriter {
     }
 
     async fn flush_block(&mut self, slot: usize, flags: u16) -> Result<()> {
-        let block_len = HEADER_LEN as u64 + self.instances[&slot].pending.len() as u64;
+        let block_len = (self.media.block_size as usize - self.payload_max()) as u64
+            + self.instances[&slot].pending.len() as u64;
         let needs_new = match &self.open {
             None => true,
             Some(s) => s.base + s.offset + block_len > self.media.capacity,
@@ -334,7 +344,7 @@ impl TrailWriter {
         }
         let seg = self.open.as_mut().expect("opened above");
         let inst = self.instances.get_mut(&slot).expect("begin() first");
-        let header = BlockHeader {
+        let mut header = BlockHeader {
             kind: BlockKind::Data,
             flags,
             volume_id: seg.volume_id,
@@ -344,7 +354,14 @@ impl TrailWriter {
             instance: inst.hash,
             stream_offset: inst.offset,
         };
-        let block = header.encode(&inst.pending);
+        let block = match &self.media.key {
+            None => header.encode(&inst.pending),
+            Some(key) => {
+                header.flags |= FLAG_ENCRYPTED;
+                header.payload_len += OVERHEAD as u32;
+                header.encode(&key.seal(&header.control_data(), &inst.pending))
+            }
+        };
         match &mut inst.digest {
             StreamDigest::Hashing(h) => h.update(&inst.pending),
             StreamDigest::Known { crc, .. } => *crc = crc32c::crc32c_append(*crc, &inst.pending),
@@ -463,6 +480,7 @@ impl TrailWriter {
             block_size: self.media.block_size,
             segment,
             session: self.session.clone(),
+            key_id: self.media.key.as_ref().map(|k| k.id()),
         }
     }
 
@@ -511,6 +529,34 @@ impl TrailWriter {
     }
 }
 
+/// Why a data block's payload cannot be returned.
+enum Unreadable {
+    /// The block is not what was written (forged, or plaintext where the class encrypts).
+    Damaged(String),
+    /// The block is intact but needs a key this media class does not have.
+    Key(String),
+}
+
+/// The plaintext of a checked data block's payload.
+fn plaintext(media: &Media, h: &BlockHeader, payload: &[u8]) -> Result<Bytes, Unreadable> {
+    let encrypted = h.flags & FLAG_ENCRYPTED != 0;
+    match (&media.key, encrypted) {
+        (None, false) => Ok(Bytes::copy_from_slice(payload)),
+        (Some(_), false) => Err(Unreadable::Damaged(
+            "data block is not encrypted, but its media class encrypts".into(),
+        )),
+        (None, true) => Err(Unreadable::Key(format!(
+            "block is encrypted with key {}, but the media class has no encryption key",
+            super::crypt::sealed_key_id(payload).unwrap_or_default()
+        ))),
+        (Some(key), true) => match key.open(&h.control_data(), payload) {
+            Ok(p) => Ok(Bytes::from(p)),
+            Err(e @ OpenError::OtherKey { .. }) => Err(Unreadable::Key(e.to_string())),
+            Err(e) => Err(Unreadable::Damaged(e.to_string())),
+        },
+    }
+}
+
 /// Bytes requested per ranged read: several of these are kept in flight (see [`READ_AHEAD`]),
 /// which served a loopback S3 server better than fewer, larger requests.
 const READ_CHUNK: u64 = 2 << 20;
@@ -534,10 +580,11 @@ async fn read_instance_inner(
     tx: &mpsc::Sender<Result<Bytes>>,
 ) -> Result<()> {
     let instance = name_hash(&entry.instance_id);
+    let item = format!("{} (instance {})", entry.work_item, entry.instance_id);
     let corrupt = |volume: &str, offset: u64, detail: String| Error::Corrupt {
         volume: volume.into(),
         offset,
-        work_item: format!("{} (instance {})", entry.work_item, entry.instance_id),
+        work_item: item.clone(),
         detail,
     };
     let mut expected = 0u64;
@@ -632,7 +679,17 @@ async fn read_instance_inner(
                     if let Some(p) = problem {
                         return Err(corrupt(&ext.volume, at, p));
                     }
-                    let payload = Bytes::copy_from_slice(&rest[HEADER_LEN..n]);
+                    let payload =
+                        plaintext(media, &h, &rest[HEADER_LEN..n]).map_err(|e| match e {
+                            Unreadable::Damaged(p) => corrupt(&ext.volume, at, p),
+                            Unreadable::Key(detail) => Error::Key {
+                                media_class: media.name.clone(),
+                                volume: ext.volume.clone(),
+                                offset: at,
+                                work_item: item.clone(),
+                                detail,
+                            },
+                        })?;
                     digest.update(&payload);
                     expected += payload.len() as u64;
                     if tx.send(Ok(payload)).await.is_err() {

@@ -90,7 +90,7 @@ impl Context {
         set.media_classes
             .iter()
             .filter_map(|(name, mc)| {
-                let mut m = MediaSpec::from_class(mc, None).ok()?;
+                let mut m = MediaSpec::from_class(mc).ok()?;
                 if mc.spec.backend.pvc.is_some() {
                     m.mount_path = Some(media_mount(name, mc));
                 }

@@ -1096,39 +1096,45 @@ pub async fn reconcile_duplication_trail(
     Ok(wake_after([expiry]))
 }
 
-/// Reconciles a MediaClass: is its backend reachable (S3 bucket answers with the referenced
-/// Secret's credentials; PVC exists and is bound)? `available: false` is reported as such.
-pub async fn reconcile_media_class(mc: Arc<MediaClass>, ctx: Arc<Context>) -> Result<Action> {
-    let ns = mc.namespace().unwrap_or_default();
-    let old = mc.status.clone();
-    let mut st = old.clone().unwrap_or_default();
-    st.observed_generation = mc.metadata.generation;
+/// Can a class's media be used: do its Secrets hold credentials and a valid key, does the
+/// bucket answer, is the claim bound? `Err(message)` says what is wrong.
+async fn probe_media_class(
+    ctx: &Context,
+    ns: &str,
+    mc: &MediaClass,
+) -> Result<std::result::Result<(), String>> {
+    let mut spec = match MediaSpec::from_class(mc) {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let names: std::collections::BTreeSet<String> =
+        spec.secret_entries().into_iter().map(|(s, _)| s).collect();
+    let mut secrets = BTreeMap::new();
+    for name in names {
+        match api.get_opt(&name).await? {
+            None => return Ok(Err(format!("Secret {name:?} not found"))),
+            Some(s) => _ = secrets.insert(name, s),
+        }
+    }
+    let lookup = |secret: &str, entry: &str| {
+        let s = secrets
+            .get(secret)
+            .ok_or_else(|| Error::Other(format!("Secret {secret:?} not found")))?;
+        secret_value(s, entry)
+    };
+    if let Err(e) = spec.fill_secrets(&lookup) {
+        return Ok(Err(e.to_string()));
+    }
     let b = &mc.spec.backend;
-    let probe: std::result::Result<(), String> = if let Some(s3) = &b.s3 {
-        let creds = match &s3.credentials_secret_ref {
-            Some(r) => {
-                let secrets: Api<k8s_openapi::api::core::v1::Secret> =
-                    Api::namespaced(ctx.client.clone(), &ns);
-                match secrets.get_opt(&r.name).await? {
-                    None => Err(format!("Secret {:?} not found", r.name)),
-                    Some(s) => secret_credentials(&s).map(Some).map_err(|e| e.to_string()),
-                }
-            }
-            None => Ok(None),
-        };
-        match creds {
-            Err(e) => Err(e),
-            Ok(creds) => match MediaSpec::from_class(&mc, creds) {
-                Err(e) => Err(e.to_string()),
-                Ok(spec) => match spec.open().await {
-                    Err(e) => Err(e.to_string()),
-                    Ok(m) => m.store.probe().await.map_err(|e| e.to_string()),
-                },
-            },
+    Ok(if b.s3.is_some() {
+        match spec.open().await {
+            Err(e) => Err(e.to_string()),
+            Ok(m) => m.store.probe().await.map_err(|e| e.to_string()),
         }
     } else if let Some(p) = &b.pvc {
         let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
-            Api::namespaced(ctx.client.clone(), &ns);
+            Api::namespaced(ctx.client.clone(), ns);
         match pvcs.get_opt(&p.claim_name).await? {
             None => Err(format!(
                 "PersistentVolumeClaim {:?} not found",
@@ -1145,7 +1151,17 @@ pub async fn reconcile_media_class(mc: Arc<MediaClass>, ctx: Arc<Context>) -> Re
         }
     } else {
         Err("a filesystem backend is only reachable in local mode".into())
-    };
+    })
+}
+
+/// Reconciles a MediaClass: is its backend reachable (S3 bucket answers with the referenced
+/// Secret's credentials; PVC exists and is bound)? `available: false` is reported as such.
+pub async fn reconcile_media_class(mc: Arc<MediaClass>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = mc.namespace().unwrap_or_default();
+    let old = mc.status.clone();
+    let mut st = old.clone().unwrap_or_default();
+    st.observed_generation = mc.metadata.generation;
+    let probe = probe_media_class(&ctx, &ns, &mc).await?;
     st.reachable = Some(probe.is_ok());
     let catalog = ctx.catalog(&ns);
     let set = ctx.resource_set(&ns);
@@ -1377,7 +1393,7 @@ spec: {backend: {pvc: {claimName: media, subPath: vols}}, volumeCapacity: 64Mi}
     #[test]
     fn pvc_media_are_mounted_at_their_claim_root() {
         let set = set();
-        let media = MediaSpec::from_class(&set.media_classes["disk"], None).unwrap();
+        let media = MediaSpec::from_class(&set.media_classes["disk"]).unwrap();
         let mut task = Task::Scratch(ScratchTask {
             trail: "t".into(),
             media,

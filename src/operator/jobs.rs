@@ -14,7 +14,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 
 use crate::engine::task::Task;
 use crate::error::{Error, Result};
-use crate::media::s3::S3Credentials;
 
 /// User id of worker containers (the distroless `nonroot` user).
 pub const WORKER_UID: i64 = 65532;
@@ -143,11 +142,13 @@ pub fn secret_env(secret: &str, key: &str) -> String {
     format!("MIMEO_SECRET_{clean}_{key}")
 }
 
-/// Credentials of Secret `secret` as a worker sees them (environment set by [`build`]).
-pub fn credentials_from_env(secret: &str) -> Option<S3Credentials> {
-    Some(S3Credentials {
-        access_key_id: std::env::var(secret_env(secret, "AWS_ACCESS_KEY_ID")).ok()?,
-        secret_access_key: std::env::var(secret_env(secret, "AWS_SECRET_ACCESS_KEY")).ok()?,
+/// Entry `entry` of Secret `secret` as a worker sees it (environment set by [`build`]).
+pub fn secret_from_env(secret: &str, entry: &str) -> Result<String> {
+    let var = secret_env(secret, entry);
+    std::env::var(&var).map_err(|_| {
+        Error::Other(format!(
+            "entry {entry} of Secret {secret} is not in the environment ({var})"
+        ))
     })
 }
 
@@ -187,21 +188,19 @@ pub fn build(run: &WorkerRun, cfg: &WorkerConfig) -> Result<(ConfigMap, Job)> {
 
     let mut task = run.task.clone();
     let env: Vec<EnvVar> = task
-        .secrets()
+        .secret_entries()
         .into_iter()
-        .flat_map(|secret| {
-            ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"].map(|key| EnvVar {
-                name: secret_env(&secret, key),
-                value_from: Some(EnvVarSource {
-                    secret_key_ref: Some(SecretKeySelector {
-                        name: secret.clone(),
-                        key: key.into(),
-                        optional: Some(false),
-                    }),
-                    ..Default::default()
+        .map(|(secret, key)| EnvVar {
+            name: secret_env(&secret, key),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret,
+                    key: key.into(),
+                    optional: Some(false),
                 }),
                 ..Default::default()
-            })
+            }),
+            ..Default::default()
         })
         .chain(std::iter::once(EnvVar {
             name: "MIMEO_NAMESPACE".into(),
@@ -335,7 +334,9 @@ mod tests {
             block_size: 1 << 20,
             capacity: 64 << 20,
             mount_path: None,
+            key_secret: None,
             credentials: None,
+            key: None,
         }
     }
 
@@ -364,6 +365,7 @@ mod tests {
             },
         );
         disk.mount_path = Some("/mnt/media/disk".into());
+        disk.key_secret = Some("vault-key".into());
         WorkerRun {
             name: run_name("copy", "to-vault", "7"),
             namespace: "team-a".into(),
@@ -456,7 +458,7 @@ mod tests {
     }
 
     #[test]
-    fn credentials_come_from_secret_refs_never_from_the_task() {
+    fn secrets_come_from_secret_refs_never_from_the_task() {
         let (cm, job) = build(&run(), &WorkerConfig::default()).unwrap();
         let body = &cm.data.as_ref().unwrap()[TASK_FILE];
         assert!(!body.to_lowercase().contains("secret_access_key"));
@@ -479,18 +481,41 @@ mod tests {
             (from.name.as_str(), from.key.as_str()),
             ("minio-creds", "AWS_SECRET_ACCESS_KEY")
         );
+        let key_env = env
+            .iter()
+            .find(|e| e.name == "MIMEO_SECRET_VAULT_KEY_MIMEO_ENCRYPTION_KEY")
+            .and_then(|e| e.value_from.as_ref())
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .unwrap();
+        assert_eq!(
+            (key_env.name.as_str(), key_env.key.as_str()),
+            ("vault-key", "MIMEO_ENCRYPTION_KEY")
+        );
         // The worker reads them back by the same names and fills the task.
+        let key = "ab".repeat(32);
+        let values: BTreeMap<String, String> = [
+            ("MIMEO_SECRET_MINIO_CREDS_AWS_ACCESS_KEY_ID", "a"),
+            ("MIMEO_SECRET_MINIO_CREDS_AWS_SECRET_ACCESS_KEY", "b"),
+            ("MIMEO_SECRET_VAULT_KEY_MIMEO_ENCRYPTION_KEY", key.as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
         let mut task: Task = serde_json::from_str(body).unwrap();
-        task.fill_credentials(&|s| {
-            (s == "minio-creds").then(|| S3Credentials {
-                access_key_id: "a".into(),
-                secret_access_key: "b".into(),
-            })
-        });
+        let lookup = |s: &str, e: &str| {
+            let var = secret_env(s, e);
+            values.get(&var).cloned().ok_or_else(|| Error::Other(var))
+        };
+        task.fill_secrets(&lookup).unwrap();
         let Task::MediaCopy(t) = task else {
             unreachable!()
         };
         assert_eq!(t.source_media.credentials.unwrap().access_key_id, "a");
+        assert_eq!(
+            t.media.key.unwrap().id(),
+            crate::media::crypt::BlockKey::parse(&key).unwrap().id()
+        );
+        assert!(t.source_media.key.is_none());
         assert_eq!(t.media.mount_path.as_deref(), Some("/mnt/media/disk"));
     }
 
