@@ -5,7 +5,7 @@
 # end-to-end suite: a real control plane, kubectl and helm built from Go modules (e2e/tools.sh,
 # cached), the node agent running worker pods with the mimeo binary the tests just built, the
 # smoke checks and the scenarios (e2e/README.md). In between: cargo deny (licences, bans,
-# sources) and the fuzz targets for MIMEO_FUZZ_SECONDS (30) each. MIMEO_SKIP_FUZZ=1 skips the
+# sources, advisories) and the fuzz targets for MIMEO_FUZZ_SECONDS (30) each. MIMEO_SKIP_FUZZ=1 skips the
 # fuzzing (its cold build takes about 15 minutes); MIMEO_SKIP_E2E=1 stops before the e2e suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,8 +22,10 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --all-targets
-echo "== cargo deny check licenses bans sources (advisories need GitHub: see deny.toml)"
+echo "== cargo deny check licenses bans sources"
 cargo deny check licenses bans sources
+echo "== cargo deny check advisories (GitHub, or the RustSec snapshot in deny/)"
+bash scripts/advisories.sh
 if [[ -z "${MIMEO_SKIP_FUZZ:-}" ]]; then
     echo "== fuzzing, time-boxed (docs/fuzzing.md)"
     bash scripts/fuzz.sh "${MIMEO_FUZZ_SECONDS:-30}"
