@@ -291,7 +291,7 @@ key_secret() {
 apiVersion: v1
 kind: Secret
 metadata: {name: sealed-key}
-stringData: {MIMEO_ENCRYPTION_KEY: $1}
+stringData: {MIMEO_ENCRYPTION_KEY: "$1"}
 EOF
 }
 sealed_restore() {
@@ -308,6 +308,11 @@ EOF
 }
 # plaintext_on PREFIX: files of a prefix of the vault bucket holding a line of app-a's log.
 plaintext_on() { grep -rl "app-a line 7: the quick brown fox" "$S3_DATA/mimeo-vault/$1" | wc -l; }
+# failed_attempts PATTERN: failed pods of the worker Job whose name matches.
+failed_attempts() {
+  k -n $QS get jobs -o jsonpath='{range .items[*]}{.metadata.name} {.status.failed}{"\n"}{end}' |
+    awk -v p="$1" '$1 ~ p {print $2}'
+}
 wrong_key_logged() {
   all_logs | grep 'cannot decrypt: media class sealed-vault, volume sealed-30d-00001' | grep -q 'encrypted with key'
 }
@@ -351,7 +356,9 @@ EOF
 
   key_secret $E2E_OTHER_KEY
   sealed_restore app-a-wrong-key
-  check "wrong key: Restore Failed" until_eq 300 Failed restore_field app-a-wrong-key '{.status.phase}'
+  check "wrong key: Restore Failed" until_eq 120 Failed restore_field app-a-wrong-key '{.status.phase}'
+  check "wrong key: the Job failed after one attempt (exit code 3 is not retried)" \
+    test "$(failed_attempts wrong-key)" = 1
   check "wrong key: the worker log names the media class, volume and key ids" wrong_key_logged
   check "wrong key: the copy stays Valid" test "$(valid_entries $QS mimeo.dev/trail=sealed-30d)" = 1
   key_secret $E2E_KEY

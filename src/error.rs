@@ -80,6 +80,9 @@ pub enum Error {
     Other(String),
 }
 
+/// Exit code of a run that failed for a reason a retry cannot fix ([`Error::is_permanent`]).
+pub const EXIT_PERMANENT: u8 = 3;
+
 /// Result alias used throughout Mimeo.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -90,6 +93,21 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+
+    /// True when running the same task again cannot succeed (damaged media, a wrong key, an
+    /// entry refused for safety, invalid input, no copy left): a worker exits with
+    /// [`EXIT_PERMANENT`] and its Job fails at once instead of retrying.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            Error::Corrupt { .. }
+                | Error::Key { .. }
+                | Error::Refused { .. }
+                | Error::Invalid { .. }
+                | Error::Parse { .. }
+                | Error::Unavailable { .. }
+        )
     }
 
     /// True when retrying the same operation may succeed.

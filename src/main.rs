@@ -347,7 +347,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            if e.is_permanent() {
+                ExitCode::from(mimeo::error::EXIT_PERMANENT)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

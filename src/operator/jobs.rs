@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyRule,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
@@ -284,6 +286,18 @@ pub fn build(run: &WorkerRun, cfg: &WorkerConfig) -> Result<(ConfigMap, Job)> {
         metadata: meta,
         spec: Some(JobSpec {
             backoff_limit: Some(cfg.backoff_limit),
+            // Damaged media or a wrong key stay so: fail the Job on the first such exit.
+            pod_failure_policy: Some(PodFailurePolicy {
+                rules: vec![PodFailurePolicyRule {
+                    action: "FailJob".into(),
+                    on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                        container_name: Some("worker".into()),
+                        operator: "In".into(),
+                        values: vec![i32::from(crate::error::EXIT_PERMANENT)],
+                    }),
+                    on_pod_conditions: None,
+                }],
+            }),
             active_deadline_seconds: Some(cfg.active_deadline_seconds),
             ttl_seconds_after_finished: Some(cfg.ttl_seconds_after_finished),
             template: PodTemplateSpec {
@@ -407,6 +421,12 @@ mod tests {
         );
         let spec = job.spec.as_ref().unwrap();
         assert_eq!(spec.backoff_limit, Some(3));
+        let rule = &spec.pod_failure_policy.as_ref().unwrap().rules[0];
+        let codes = rule.on_exit_codes.as_ref().unwrap();
+        assert_eq!(
+            (rule.action.as_str(), codes.operator.as_str(), &codes.values),
+            ("FailJob", "In", &vec![3])
+        );
         assert!(
             spec.active_deadline_seconds.is_some() && spec.ttl_seconds_after_finished.is_some()
         );
