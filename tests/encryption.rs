@@ -25,7 +25,7 @@ kind: Secret
 metadata:
   name: vault-key
 stringData:
-  MIMEO_ENCRYPTION_KEY: "{key}"
+  MIMEO_ENCRYPTION_KEY: \"{key}\"
 "
     )
 }
