@@ -364,6 +364,40 @@ EOF
   key_secret $E2E_KEY
 }
 
+# ---- scenario: damaged_copy
+# The copy a Restore reads first (app-a on disk-1w, a PVC) is damaged behind Mimeo's back: the
+# worker reports volume, offset and work item, marks the copy Missing and fails at once; the
+# operator restores from the next copy (the encrypted one on sealed-30d).
+entry_field() { k -n $QS get catalogentries -l "mimeo.dev/trail=$1,mimeo.dev/work-item=$2" -o "jsonpath={.items[0].$3}"; }
+scenario_damaged_copy() {
+  local vol seg off len
+  vol="$(entry_field disk-1w app-a spec.extents[0].volume)"
+  seg="$(printf %05d "$(entry_field disk-1w app-a spec.extents[0].segment)")"
+  off="$(entry_field disk-1w app-a spec.extents[0].offset)"
+  len="$(entry_field disk-1w app-a spec.extents[0].length)"
+  check "damage: 8 bytes overwritten inside app-a's copy on $vol" in_pod $QS damage-disk-1w mimeo-media:/m \
+    "printf 'DAMAGED!' | dd of=/m/disk-1w/$vol/$seg.seg bs=1 seek=$((off + len / 2)) conv=notrunc 2>/dev/null && echo done"
+  k -n $QS apply -f - >/dev/null <<EOF
+apiVersion: mimeo.dev/v1alpha1
+kind: Restore
+metadata: {name: app-a-damaged}
+spec:
+  workItem: app-a
+  backupTrail: nightly
+  target: {pvc: {claimName: restore-target, path: app-a-damaged}}
+EOF
+  check "damage: Restore Succeeded" until_eq 180 Succeeded restore_field app-a-damaged '{.status.phase}'
+  check "damage: it read the next copy ($(restore_field app-a-damaged '{.status.restoredFrom.trail}'))" \
+    test "$(restore_field app-a-damaged '{.status.restoredFrom.role}/{.status.restoredFrom.trail}')" = Duplicate/sealed-30d
+  check "damage: status.damaged names the copy, volume, offset and work item" bash -c \
+    "$BIN/kubectl -n $QS get restore app-a-damaged -o jsonpath='{.status.damaged[0]}' | grep 'duplicate on disk-1w damaged: corrupt media: volume $vol, offset' | grep -q 'work item app-a'"
+  check "damage: a CopyDamaged Warning event" bash -c \
+    "$BIN/kubectl -n $QS get events --field-selector involvedObject.name=app-a-damaged,type=Warning | grep -q CopyDamaged"
+  check "damage: the damaged read was one attempt (exit code 3 is not retried)" \
+    test "$(failed_attempts restore-app-a-damaged-1\$)" = 1
+  check "damage: restored app-a is byte-identical" same_tree $QS same-app-a-damaged app-a restore-target/app-a-damaged
+}
+
 # ---- scenario: expiry
 # volumes_with_data: volumes of the `short` trail that still hold segments on S3 (the files of
 # s3s-fs, or a MinIO listing by mc in a cluster).
@@ -734,7 +768,7 @@ scenario_rbac() {
   check "secrets: the S3 secret key and the encryption keys appear in no log, event, status, Job or catalog entry" test "$leaks" = 0
 }
 
-ALL=(install quickstart restore encryption expiry rescan invalid kill s3_outage apiserver_restart rbac)
+ALL=(install quickstart restore encryption damaged_copy expiry rescan invalid kill s3_outage apiserver_restart rbac)
 # Scenarios build on the resources of install and quickstart: those always run first.
 WANT=(install quickstart "${@//-/_}")
 [[ $# -gt 0 ]] || WANT=("${ALL[@]}")

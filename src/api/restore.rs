@@ -147,6 +147,10 @@ pub struct RestoreStatus {
     /// Why that copy (or why none).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
+    /// Copies this restore found damaged while reading them (now Missing), with why: after
+    /// each, it read the next best copy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub damaged: Vec<String>,
     /// Bytes of archive read.
     #[serde(default)]
     pub bytes: u64,

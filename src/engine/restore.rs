@@ -67,6 +67,26 @@ pub async fn run_restore(task: &RestoreTask) -> Result<TaskOutcome> {
     Ok(outcome)
 }
 
+/// The links of a restore that a read error concerns: the copies on the volume it names.
+/// `true` with them for damage (those copies become Missing), `false` for a key their media
+/// class cannot use (they are only passed over). No links for any other error.
+pub fn unreadable_links<'a>(links: &'a [RestoreLink], err: &Error) -> (Vec<&'a RestoreLink>, bool) {
+    let (volume, class, damaged) = match err {
+        Error::Corrupt { volume, .. } => (volume, None, true),
+        Error::Key {
+            volume,
+            media_class,
+            ..
+        } => (volume, Some(media_class), false),
+        _ => return (Vec::new(), false),
+    };
+    let hit = links
+        .iter()
+        .filter(|l| l.entry.volumes().contains(volume) && class.is_none_or(|m| *m == l.media.name))
+        .collect();
+    (hit, damaged)
+}
+
 async fn open_link(link: &RestoreLink) -> Result<ChannelReader> {
     let media = link.media.open().await?;
     let (tx, rx) = mpsc::channel(4);

@@ -14,6 +14,7 @@ use super::state::StateDir;
 use crate::api::*;
 use crate::engine::catalog::{Catalog, run_rescan};
 use crate::engine::planner::{Breaker, PlanContext, apply_breaker};
+use crate::engine::restore::unreadable_links;
 use crate::engine::task::*;
 use crate::error::{Error, Result};
 use crate::media::s3::S3Credentials;
@@ -683,34 +684,19 @@ impl Local {
                 Ok(o) => return Ok(Ok(o)),
                 Err(e) => e,
             };
-            let (volume, media_class) = match &err {
-                Error::Corrupt { volume, .. } => (volume, None),
-                Error::Key {
-                    volume,
-                    media_class,
-                    ..
-                } => (volume, Some(media_class)),
-                _ => return Ok(Err((err.reason(), err.to_string()))),
-            };
-            let bad: Vec<&RestoreLink> = links
-                .iter()
-                .filter(|l| {
-                    l.entry.volumes().contains(volume)
-                        && media_class.is_none_or(|m| *m == l.media.name)
-                })
-                .collect();
+            let (bad, is_damage) = unreadable_links(&links, &err);
             if bad.is_empty() {
                 return Ok(Err((err.reason(), err.to_string())));
             }
             for l in bad {
                 let entry = l.entry.object_name();
                 view.set_state(&entry, EntryState::Missing, err.to_string());
-                let what = if media_class.is_some() {
-                    "not readable"
-                } else {
+                let what = if is_damage {
                     catalog.set_state(&entry, EntryState::Missing, err.to_string());
                     self.state.save_entry(&catalog.entries[&entry])?;
                     "damaged"
+                } else {
+                    "not readable"
                 };
                 damaged.push(format!(
                     "{} on {} {what}: {err}",

@@ -285,8 +285,46 @@ fn jobs_of<'a>(
         .filter(move |j| j.namespace().as_deref() == Some(ns) && j.name_any().starts_with(prefix))
 }
 
+/// How many damaged copies one restore passes over before it gives up.
+const MAX_DAMAGED_COPIES: usize = 4;
+
+/// The worker Job of a restore's generation; after damaged copies, one more per copy.
+fn restore_job_name(restore: &str, generation: i64, damaged: usize) -> String {
+    match damaged {
+        0 => run_name("restore", restore, &generation.to_string()),
+        n => run_name("restore", restore, &format!("{generation}-{n}")),
+    }
+}
+
+/// The links of a restore's chain that a worker marked Missing, as `ROLE on TRAIL damaged:
+/// WHY` (the why names volume, offset and work item).
+fn damaged_links(catalog: &Catalog, chain: &[RestoredFrom]) -> Vec<String> {
+    chain
+        .iter()
+        .filter_map(|l| {
+            let e = catalog
+                .entries
+                .get(&format!("{}.{}", l.trail, l.instance_id))?;
+            (Catalog::state(e) == EntryState::Missing).then(|| {
+                let why = e.status.as_ref().map_or("", |s| s.message.as_str());
+                format!("{} on {} damaged: {why}", e.spec.role_word(), l.trail)
+            })
+        })
+        .collect()
+}
+
+/// `reason`, then the damaged copies passed over.
+fn with_damaged(reason: &str, damaged: &[String]) -> String {
+    std::iter::once(reason)
+        .chain(damaged.iter().map(String::as_str))
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Reconciles a Restore: choose the copy (Auto prefers an available duplicate), start one
-/// worker, follow its Job.
+/// worker, follow its Job. A worker that finds its copy damaged marks it Missing and fails;
+/// the restore then starts again on the next best copy.
 pub async fn reconcile_restore(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Action> {
     let ns = r.namespace().unwrap_or_default();
     let name = r.name_any();
@@ -299,11 +337,15 @@ pub async fn reconcile_restore(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Act
         return Ok(Action::await_change());
     }
     let recorder = Recorder::new(ctx.client.clone(), "mimeo-operator".into());
-    let job_name = run_name("restore", &name, &generation.to_string());
+    if st.observed_generation != Some(generation) {
+        st.damaged.clear();
+    }
+    let job_name = restore_job_name(&name, generation, st.damaged.len());
     if st.phase == RestorePhase::Running
         && st.observed_generation == Some(generation)
         && let Some(job) = jobs_of(&ctx, &ns, &job_name).find(|j| j.name_any() == job_name)
     {
+        let mut next_copy = false;
         match job_state(&job) {
             JobState::Running => {
                 report_retries(&recorder, r.as_ref(), &mut st.conditions, &job).await;
@@ -318,18 +360,29 @@ pub async fn reconcile_restore(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Act
                 event(&recorder, r.as_ref(), false, "Restored", st.reason.clone()).await;
             }
             JobState::Failed(msg) => {
-                st.phase = RestorePhase::Failed;
-                st.completed_at = Some(Utc::now());
-                st.reason = format!("{}; {msg}", st.reason);
-                let c = Condition::new("Ready", false, "WorkerFailed", msg.clone());
-                set_condition(&mut st.conditions, c);
+                let damaged = damaged_links(&ctx.catalog(&ns), &st.chain);
                 ctx.metrics.finished("restore", "Failed", job_seconds(&job));
-                event(&recorder, r.as_ref(), true, "WorkerFailed", msg).await;
+                if !damaged.is_empty() && st.damaged.len() < MAX_DAMAGED_COPIES {
+                    let note = format!("{}; reading the next copy", damaged.join("; "));
+                    event(&recorder, r.as_ref(), true, "CopyDamaged", note).await;
+                    st.damaged.extend(damaged);
+                    next_copy = true;
+                } else {
+                    st.phase = RestorePhase::Failed;
+                    st.completed_at = Some(Utc::now());
+                    st.reason = with_damaged(&format!("{}; {msg}", st.reason), &damaged);
+                    let c = Condition::new("Ready", false, "WorkerFailed", st.reason.clone());
+                    set_condition(&mut st.conditions, c);
+                    event(&recorder, r.as_ref(), true, "WorkerFailed", msg).await;
+                }
             }
         }
-        write_status(&ctx, r.as_ref(), old.as_ref(), &st).await?;
-        return Ok(Action::await_change());
+        if !next_copy {
+            write_status(&ctx, r.as_ref(), old.as_ref(), &st).await?;
+            return Ok(Action::await_change());
+        }
     }
+    let job_name = restore_job_name(&name, generation, st.damaged.len());
     // Fetch and validate.
     let set = ctx.resource_set(&ns);
     let problem = set.first_problem(&Resource::Restore((*r).clone()));
@@ -361,6 +414,7 @@ pub async fn reconcile_restore(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Act
     let plan = match plan {
         Ok(p) => p,
         Err(reason) => {
+            let reason = with_damaged(&reason, &st.damaged);
             fail(&mut st, "NoCopyAvailable", reason.clone());
             event(&recorder, r.as_ref(), true, "NoCopyAvailable", reason).await;
             write_status(&ctx, r.as_ref(), old.as_ref(), &st).await?;
@@ -387,7 +441,7 @@ pub async fn reconcile_restore(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Act
         })
         .collect();
     st.restored_from = st.chain.last().cloned();
-    st.reason = plan.reasons.last().cloned().unwrap_or_default();
+    st.reason = with_damaged(plan.reasons.last().map_or("", String::as_str), &st.damaged);
     st.bytes = plan.links.iter().map(|l| l.entry.bytes).sum();
     let mut task = Task::Restore(RestoreTask {
         restore: name.clone(),
@@ -1226,6 +1280,46 @@ where
 mod tests {
     use super::*;
     use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+
+    #[test]
+    fn a_damaged_link_is_named_and_the_next_copy_gets_its_own_job() {
+        let spec: CatalogEntrySpec = serde_json::from_value(serde_json::json!({
+            "workItem": "app-a", "instanceId": "app-a-1", "backupTime": "2026-11-01T00:00:00Z",
+            "backupTrail": "nightly", "trail": "disk-1w", "role": "Duplicate",
+            "extents": [{"volume": "disk-1w-00001", "segment": 0, "offset": 0, "length": 10}],
+            "bytes": 10, "digest": "sha256:x", "createdAt": "2026-11-01T00:00:00Z",
+            "expiresAt": "2026-11-08T00:00:00Z"
+        }))
+        .unwrap();
+        let chain = vec![RestoredFrom {
+            trail: "disk-1w".into(),
+            role: Role::Duplicate,
+            volumes: spec.volumes(),
+            instance_id: "app-a-1".into(),
+        }];
+        let mut catalog = Catalog::default();
+        catalog.import(spec);
+        assert!(damaged_links(&catalog, &chain).is_empty(), "a Valid copy");
+        catalog.set_state(
+            "disk-1w.app-a-1",
+            EntryState::Missing,
+            "corrupt media: volume disk-1w-00001, offset 70, work item app-a",
+        );
+        let damaged = damaged_links(&catalog, &chain);
+        assert_eq!(
+            damaged,
+            [
+                "duplicate on disk-1w damaged: corrupt media: volume disk-1w-00001, offset 70, work item app-a"
+            ]
+        );
+        assert_eq!(
+            with_damaged("restored from original", &damaged),
+            format!("restored from original; {}", damaged[0])
+        );
+        assert_eq!(with_damaged("", &[]), "");
+        assert_eq!(restore_job_name("r", 2, 0), "mimeo-restore-r-2");
+        assert_eq!(restore_job_name("r", 2, 1), "mimeo-restore-r-2-1");
+    }
 
     fn trail(schedule: Option<&str>, generation: i64, run_now: Option<&str>) -> BackupTrail {
         let mut t = BackupTrail::new(

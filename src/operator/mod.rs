@@ -402,13 +402,8 @@ pub async fn publish_entries(
     let api: Api<CatalogEntry> = Api::namespaced(client, namespace);
     let pp = PatchParams::apply("mimeo-worker").force();
     let mut catalog = crate::engine::catalog::Catalog::default();
-    // The data is durable by now: an API server that restarts or sheds load must not fail the
-    // run, so every call (all idempotent) is retried, for a minute or two.
-    let backoff = Backoff {
-        attempts: 16,
-        first: Duration::from_secs(1),
-        max: Duration::from_secs(10),
-    };
+    // Every call is idempotent.
+    let backoff = api_backoff();
     for spec in entries {
         let name = spec.object_name();
         let what = || format!("publish catalogentry/{name}");
@@ -441,6 +436,33 @@ pub async fn publish_entries(
         tracing::info!(entry = %obj.name_any(), "catalog entry written");
     }
     Ok(())
+}
+
+/// Marks catalog entries Missing with `why` (a worker that found them damaged).
+pub async fn mark_missing(namespace: &str, names: &[String], why: &str) -> Result<()> {
+    let client = Client::try_default().await?;
+    let api: Api<CatalogEntry> = Api::namespaced(client, namespace);
+    let patch = serde_json::json!({"status": {"state": "Missing", "message": why}});
+    let (patch, pp) = (Patch::Merge(&patch), PatchParams::default());
+    for name in names {
+        let what = || format!("mark catalogentry/{name} Missing");
+        retry_while(&api_backoff(), what, api_transient, || {
+            api.patch_status(name, &pp, &patch)
+        })
+        .await?;
+        tracing::warn!(entry = %name, reason = why, "catalog entry marked Missing");
+    }
+    Ok(())
+}
+
+/// Retries of a worker's API calls: the data is durable by then, so an API server that
+/// restarts or sheds load must not fail the run (a minute or two).
+fn api_backoff() -> Backoff {
+    Backoff {
+        attempts: 16,
+        first: Duration::from_secs(1),
+        max: Duration::from_secs(10),
+    }
 }
 
 /// Worth another attempt: no answer at all, or the server's own trouble (5xx, 429).

@@ -40,8 +40,22 @@ pub fn describe(task: &Task) -> String {
 /// CatalogEntries in `namespace`. Entries are written only after the manifest that commits
 /// them is on the media, so none is Valid for data that is not durable. A rescan only adds
 /// entries the cluster lacks (it never revives an Expired or Missing one).
+///
+/// A restore that finds a copy damaged marks it Missing (with the error, which names volume,
+/// offset and work item) before it fails, so the operator's next plan reads another copy.
 pub async fn run_in_pod(task: &Task, namespace: &str) -> Result<TaskOutcome> {
-    let outcome = execute(task).await?;
+    let outcome = match execute(task).await {
+        Ok(o) => o,
+        Err(err) => {
+            if let Task::Restore(t) = task
+                && let (bad, true) = restore::unreadable_links(&t.links, &err)
+            {
+                let names: Vec<String> = bad.iter().map(|l| l.entry.object_name()).collect();
+                crate::operator::mark_missing(namespace, &names, &err.to_string()).await?;
+            }
+            return Err(err);
+        }
+    };
     let only_missing = matches!(task, Task::Rescan(_));
     crate::operator::publish_entries(namespace, &outcome.entries, only_missing).await?;
     Ok(outcome)
