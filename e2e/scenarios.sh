@@ -237,6 +237,20 @@ scenario_quickstart() {
 
 # ---- scenario: restore
 restore_field() { jp "restore/$1" $QS "$2"; }
+# restore_to NAME WORK_ITEM [SOURCE]: restores the latest WORK_ITEM of nightly into the
+# restore-target PVC, directory NAME.
+restore_to() {
+  k -n $QS apply -f - >/dev/null <<EOF
+apiVersion: mimeo.dev/v1alpha1
+kind: Restore
+metadata: {name: $1}
+spec:
+  workItem: $2
+  backupTrail: nightly
+  source: ${3:-Auto}
+  target: {pvc: {claimName: restore-target, path: $1}}
+EOF
+}
 scenario_restore() {
   render examples/kind/restore $QS | k apply -f - >/dev/null
   for r in app-a app-c; do
@@ -261,15 +275,7 @@ scenario_restore() {
     same_tree $QS same-app-c-vault-away app-c restore-target/app-c-vault-away
 
   k -n $QS patch mediaclass minio-tapes --type merge -p '{"spec":{"available":false}}' >/dev/null
-  k -n $QS apply -f - >/dev/null <<EOF
-apiVersion: mimeo.dev/v1alpha1
-kind: Restore
-metadata: {name: app-c-nothing}
-spec:
-  workItem: app-c
-  backupTrail: nightly
-  target: {pvc: {claimName: restore-target, path: app-c-nothing}}
-EOF
+  restore_to app-c-nothing app-c
   check "nothing available: Restore Failed" until_eq 60 Failed restore_field app-c-nothing '{.status.phase}'
   check "nothing available: the reason says why ($(restore_field app-c-nothing '{.status.reason}'))" bash -c \
     "$BIN/kubectl -n $QS get restore app-c-nothing -o jsonpath='{.status.reason}' | grep -q minio-tapes"
@@ -292,18 +298,6 @@ apiVersion: v1
 kind: Secret
 metadata: {name: sealed-key}
 stringData: {MIMEO_ENCRYPTION_KEY: "$1"}
-EOF
-}
-sealed_restore() {
-  k -n $QS apply -f - >/dev/null <<EOF
-apiVersion: mimeo.dev/v1alpha1
-kind: Restore
-metadata: {name: $1}
-spec:
-  workItem: app-a
-  backupTrail: nightly
-  source: {trail: sealed-30d}
-  target: {pvc: {claimName: restore-target, path: $1}}
 EOF
 }
 # plaintext_on PREFIX: files of a prefix of the vault bucket holding a line of app-a's log.
@@ -349,13 +343,13 @@ EOF
     check "no plaintext on the encrypted media ($(plaintext_on sealed) files), some on vault-7y ($(plaintext_on vault-7y))" \
       test "$(plaintext_on sealed)" = 0 -a "$(plaintext_on vault-7y)" -gt 0
   fi
-  sealed_restore app-a-sealed
+  restore_to app-a-sealed app-a "{trail: sealed-30d}"
   check "Restore from the encrypted copy Succeeded" until_eq 120 Succeeded restore_field app-a-sealed '{.status.phase}'
   check "it read sealed-30d" test "$(restore_field app-a-sealed '{.status.restoredFrom.trail}')" = sealed-30d
   check "restored app-a is byte-identical" same_tree $QS same-app-a-sealed app-a restore-target/app-a-sealed
 
   key_secret $E2E_OTHER_KEY
-  sealed_restore app-a-wrong-key
+  restore_to app-a-wrong-key app-a "{trail: sealed-30d}"
   check "wrong key: Restore Failed" until_eq 120 Failed restore_field app-a-wrong-key '{.status.phase}'
   check "wrong key: the Job failed after one attempt (exit code 3 is not retried)" \
     test "$(failed_attempts wrong-key)" = 1
@@ -377,15 +371,7 @@ scenario_damaged_copy() {
   len="$(entry_field disk-1w app-a spec.extents[0].length)"
   check "damage: 8 bytes overwritten inside app-a's copy on $vol" in_pod $QS damage-disk-1w mimeo-media:/m \
     "printf 'DAMAGED!' | dd of=/m/disk-1w/$vol/$seg.seg bs=1 seek=$((off + len / 2)) conv=notrunc 2>/dev/null && echo done"
-  k -n $QS apply -f - >/dev/null <<EOF
-apiVersion: mimeo.dev/v1alpha1
-kind: Restore
-metadata: {name: app-a-damaged}
-spec:
-  workItem: app-a
-  backupTrail: nightly
-  target: {pvc: {claimName: restore-target, path: app-a-damaged}}
-EOF
+  restore_to app-a-damaged app-a
   check "damage: Restore Succeeded" until_eq 180 Succeeded restore_field app-a-damaged '{.status.phase}'
   check "damage: it read the next copy ($(restore_field app-a-damaged '{.status.restoredFrom.trail}'))" \
     test "$(restore_field app-a-damaged '{.status.restoredFrom.role}/{.status.restoredFrom.trail}')" = Duplicate/sealed-30d

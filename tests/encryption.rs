@@ -34,6 +34,25 @@ fn encrypted(class: String) -> String {
     format!("{class}  encryption:\n    keySecretRef:\n      name: vault-key\n")
 }
 
+/// A plain `disk` with a trail `daily` backing up `src`, and an encrypted `vault` (volumes of
+/// `vault_capacity`) with a trail `vault-7y`.
+fn trails(env: &Env, src: &Path, vault_capacity: &str) -> String {
+    let vault = media_class(
+        "vault",
+        &env.path("media/vault"),
+        vault_capacity,
+        "64Ki",
+        true,
+    );
+    [
+        media_class("disk", &env.path("media/disk"), "64Mi", "64Ki", true),
+        encrypted(vault),
+        backup_trail("daily", "disk", 1, &[("ledger", src)]),
+        duplication_trail("vault-7y", "vault", "7y", "Sequential"),
+    ]
+    .join("---\n")
+}
+
 /// A backup on plain `disk`, copied to the encrypted `vault`.
 fn copied(env: &Env) -> PathBuf {
     let src = env.path("data/ledger");
@@ -44,16 +63,7 @@ fn copied(env: &Env) -> PathBuf {
         "base.yaml",
         &[
             key_secret(KEY),
-            media_class("disk", &env.path("media/disk"), "64Mi", "64Ki", true),
-            encrypted(media_class(
-                "vault",
-                &env.path("media/vault"),
-                "2Mi",
-                "64Ki",
-                true,
-            )),
-            backup_trail("daily", "disk", 1, &[("ledger", &src)]),
-            duplication_trail("vault-7y", "vault", "7y", "Sequential"),
+            trails(env, &src, "2Mi"),
             duplication_policy("to-vault", "daily", "vault-7y"),
         ]
         .join("---\n"),
@@ -234,19 +244,7 @@ fn bad_keys_and_mixed_media_copies_are_refused() {
     let env = Env::new();
     let src = env.path("data/ledger");
     make_sample_tree(&src);
-    let classes = [
-        media_class("disk", &env.path("media/disk"), "64Mi", "64Ki", true),
-        encrypted(media_class(
-            "vault",
-            &env.path("media/vault"),
-            "64Mi",
-            "64Ki",
-            true,
-        )),
-        backup_trail("daily", "disk", 1, &[("ledger", &src)]),
-        duplication_trail("vault-7y", "vault", "7y", "Sequential"),
-    ]
-    .join("---\n");
+    let classes = trails(&env, &src, "64Mi");
     // No Secret at all: refused at validation, naming the field.
     let f = env.yaml("no-secret.yaml", &classes);
     let r = env.apply(&[&f]).expect_fail("missing key Secret");

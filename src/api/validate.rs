@@ -410,27 +410,18 @@ pub fn validate_references(r: &Resource, set: &ResourceSet) -> Vec<FieldError> {
                 }
             }
             if p.spec.mode == DuplicationMode::Media {
-                let kinds: Vec<Option<&'static str>> = p
-                    .spec
-                    .source_trails
-                    .iter()
-                    .chain(&p.spec.targets)
-                    .map(|t| set.trail_backend_kind(t))
-                    .collect();
-                if kinds.windows(2).any(|w| w[0] != w[1]) {
+                let ends: Vec<&String> =
+                    p.spec.source_trails.iter().chain(&p.spec.targets).collect();
+                let all_same = |of: &dyn Fn(&str) -> Option<String>| {
+                    ends.windows(2).all(|w| of(w[0]) == of(w[1]))
+                };
+                if !all_same(&|t| set.trail_backend_kind(t).map(String::from)) {
                     c.fail(
                         "spec.mode",
                         "mode Media copies volumes raw and needs the same backend type on every source and target",
                     );
                 }
-                let keys: Vec<Option<&str>> = p
-                    .spec
-                    .source_trails
-                    .iter()
-                    .chain(&p.spec.targets)
-                    .map(|t| set.trail_key_secret(t))
-                    .collect();
-                if keys.windows(2).any(|w| w[0] != w[1]) {
+                if !all_same(&|t| set.trail_key_secret(t).map(String::from)) {
                     c.fail(
                         "spec.mode",
                         "mode Media copies blocks as they are and needs the same spec.encryption on the media classes of every source and target",

@@ -486,31 +486,30 @@ mod tests {
             .env
             .clone()
             .unwrap();
-        let names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
-        assert!(
-            names.contains(&"MIMEO_SECRET_MINIO_CREDS_AWS_ACCESS_KEY_ID"),
-            "{names:?}"
-        );
-        let from = env
+        // Every variable the task needs, as (Secret, entry) it refers to.
+        let refs: BTreeMap<&str, (&str, &str)> = env
             .iter()
-            .find(|e| e.name == "MIMEO_SECRET_MINIO_CREDS_AWS_SECRET_ACCESS_KEY")
-            .and_then(|e| e.value_from.as_ref())
-            .and_then(|v| v.secret_key_ref.as_ref())
-            .unwrap();
-        assert_eq!(
-            (from.name.as_str(), from.key.as_str()),
-            ("minio-creds", "AWS_SECRET_ACCESS_KEY")
-        );
-        let key_env = env
-            .iter()
-            .find(|e| e.name == "MIMEO_SECRET_VAULT_KEY_MIMEO_ENCRYPTION_KEY")
-            .and_then(|e| e.value_from.as_ref())
-            .and_then(|v| v.secret_key_ref.as_ref())
-            .unwrap();
-        assert_eq!(
-            (key_env.name.as_str(), key_env.key.as_str()),
-            ("vault-key", "MIMEO_ENCRYPTION_KEY")
-        );
+            .filter_map(|e| {
+                let r = e.value_from.as_ref()?.secret_key_ref.as_ref()?;
+                Some((e.name.as_str(), (r.name.as_str(), r.key.as_str())))
+            })
+            .collect();
+        let want: BTreeMap<&str, (&str, &str)> = [
+            (
+                "MIMEO_SECRET_MINIO_CREDS_AWS_ACCESS_KEY_ID",
+                ("minio-creds", "AWS_ACCESS_KEY_ID"),
+            ),
+            (
+                "MIMEO_SECRET_MINIO_CREDS_AWS_SECRET_ACCESS_KEY",
+                ("minio-creds", "AWS_SECRET_ACCESS_KEY"),
+            ),
+            (
+                "MIMEO_SECRET_VAULT_KEY_MIMEO_ENCRYPTION_KEY",
+                ("vault-key", "MIMEO_ENCRYPTION_KEY"),
+            ),
+        ]
+        .into();
+        assert_eq!(refs, want);
         // The worker reads them back by the same names and fills the task.
         let key = "ab".repeat(32);
         let values: BTreeMap<String, String> = [
