@@ -78,6 +78,7 @@ impl MediaSpec {
                     region: s3.region.clone(),
                     force_path_style: s3.force_path_style.unwrap_or(false),
                     credentials: self.credentials.clone(),
+                    track_uploads: true,
                 })
                 .await?,
             ))
@@ -152,6 +153,7 @@ impl S3Target {
             region: self.region.clone(),
             force_path_style: self.force_path_style,
             credentials: self.credentials.clone(),
+            track_uploads: false,
         })
         .await
         .map(Retrying::new)

@@ -90,6 +90,10 @@ pub struct S3Config {
     /// Static credentials; `None` uses the standard AWS provider chain (environment, profile,
     /// web identity / IRSA, container and instance metadata).
     pub credentials: Option<S3Credentials>,
+    /// Record open multipart uploads in markers (see [`upload_marker`]), so a trail's next
+    /// session aborts what a killed writer left: on for media, off for the user's buckets
+    /// (sources, restore targets), where Mimeo leaves no objects of its own.
+    pub track_uploads: bool,
 }
 
 /// A static access key pair. Its `Debug` output never shows the secret.
@@ -115,6 +119,8 @@ pub struct S3Store {
     bucket: String,
     /// Normalised key prefix: empty, or ending with `/`.
     prefix: String,
+    /// See [`S3Config::track_uploads`].
+    track_uploads: bool,
 }
 
 impl fmt::Debug for S3Store {
@@ -248,6 +254,7 @@ impl S3Store {
             client: Client::from_conf(builder.build()),
             bucket: cfg.bucket,
             prefix: normalise_prefix(&cfg.prefix),
+            track_uploads: cfg.track_uploads,
         })
     }
 
@@ -367,6 +374,136 @@ impl S3Store {
         }
     }
 
+    /// Objects under `prefix`, sorted by key, with their modification times (Unix seconds).
+    async fn list_timed(&self, prefix: &str) -> Result<Vec<(ObjectInfo, i64)>> {
+        let mut objects = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(self.full_key(prefix))
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| self.error("ListObjectsV2", prefix, Failure::of(&e)))?;
+            for object in page.contents() {
+                let Some(key) = object.key().and_then(|k| k.strip_prefix(&self.prefix)) else {
+                    continue;
+                };
+                let info = ObjectInfo {
+                    key: key.to_owned(),
+                    size: object
+                        .size()
+                        .and_then(|n| u64::try_from(n).ok())
+                        .unwrap_or(0),
+                };
+                objects.push((info, object.last_modified().map_or(0, |t| t.secs())));
+            }
+            match page.next_continuation_token {
+                Some(next) if page.is_truncated == Some(true) => token = Some(next),
+                _ => break,
+            }
+        }
+        objects.sort_by(|a, b| a.0.key.cmp(&b.0.key));
+        Ok(objects)
+    }
+    /// Aborts the uploads ListMultipartUploads shows under `prefix`, started before `before`.
+    async fn purge_listed_uploads(&self, prefix: &str, before: DateTime<Utc>) -> Result<usize> {
+        let mut removed = 0;
+        let mut key_marker: Option<String> = None;
+        let mut id_marker: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(self.full_key(prefix))
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await;
+            let page = match page {
+                Ok(page) => page,
+                Err(e) => {
+                    let failure = Failure::of(&e);
+                    if failure.is_not_implemented() {
+                        return Ok(removed); // the markers are all there is
+                    }
+                    return Err(self.error("ListMultipartUploads", prefix, failure));
+                }
+            };
+            for u in page.uploads() {
+                let started = u.initiated().map_or(i64::MIN, |t| t.secs());
+                let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
+                    continue;
+                };
+                if started <= before.timestamp() {
+                    self.client
+                        .abort_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .upload_id(id)
+                        .send()
+                        .await
+                        .map_err(|e| self.error("AbortMultipartUpload", key, Failure::of(&e)))?;
+                    removed += 1;
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(removed);
+            }
+            key_marker = page.next_key_marker().map(String::from);
+            id_marker = page.next_upload_id_marker().map(String::from);
+        }
+    }
+    /// Records an open multipart upload (see [`upload_marker`]).
+    async fn put_upload_marker(&self, key: &str, upload_id: &str) -> Result<()> {
+        if !self.track_uploads {
+            return Ok(());
+        }
+        let marker = upload_marker(key, upload_id);
+        let marker = &marker;
+        self.retried("PutObject", marker, || {
+            let request = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(self.full_key(marker))
+                .body(ByteStream::from_static(b""));
+            async move {
+                request
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| self.error("PutObject", marker, Failure::of(&e)))
+            }
+        })
+        .await
+    }
+
+    /// Aborts an upload and removes its marker, best effort: the caller reports the error that
+    /// made it give up, and the trail's next session purges what is left.
+    async fn abandon_upload(&self, key: &str, upload_id: &str) {
+        if let Err(e) = self.end_upload(key, upload_id).await {
+            tracing::warn!(error = %e, "could not abort multipart upload");
+        }
+    }
+
+    /// Aborts an upload and removes its marker.
+    async fn end_upload(&self, key: &str, upload_id: &str) -> Result<()> {
+        self.abort_upload(key, upload_id).await?;
+        self.remove_upload_marker(key, upload_id).await
+    }
+
+    async fn remove_upload_marker(&self, key: &str, upload_id: &str) -> Result<()> {
+        if !self.track_uploads {
+            return Ok(());
+        }
+        self.delete(&upload_marker(key, upload_id)).await
+    }
+
     async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<()> {
         let out = self
             .client
@@ -389,6 +526,29 @@ impl S3Store {
             }
         }
     }
+}
+
+/// Where an open multipart upload of `key` is recorded: `.uploads/KEY@HEX(UPLOAD ID)`, written
+/// when the upload starts and removed when it ends. A writer killed in between leaves it, and
+/// the trail's next session aborts the upload it names, on servers without
+/// ListMultipartUploads too (s3s-fs, some S3-compatible stores). With an empty `upload_id`:
+/// the prefix of the markers of keys under `key`.
+fn upload_marker(key: &str, upload_id: &str) -> String {
+    match upload_id {
+        "" => format!("{UPLOADS}/{key}"),
+        id => format!("{UPLOADS}/{key}@{}", hex::encode(id)),
+    }
+}
+
+/// Root of the upload markers under a store's prefix.
+const UPLOADS: &str = ".uploads";
+
+/// `(key, upload id)` of an upload marker.
+fn parse_upload_marker(marker: &str) -> Option<(String, String)> {
+    let rest = marker.strip_prefix(UPLOADS)?.strip_prefix('/')?;
+    let (key, id) = rest.rsplit_once('@')?;
+    let id = String::from_utf8(hex::decode(id).ok()?).ok()?;
+    Some((key.to_owned(), id))
 }
 
 /// `"/a/b/"` → `"a/b/"`, `""` → `""`: the form that is simply prepended to keys.
@@ -491,37 +651,8 @@ impl ObjectStore for S3Store {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        let mut objects = Vec::new();
-        let mut token = None;
-        loop {
-            let page = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(self.full_key(prefix))
-                .set_continuation_token(token.take())
-                .send()
-                .await
-                .map_err(|e| self.error("ListObjectsV2", prefix, Failure::of(&e)))?;
-            for object in page.contents() {
-                let Some(key) = object.key().and_then(|k| k.strip_prefix(&self.prefix)) else {
-                    continue;
-                };
-                objects.push(ObjectInfo {
-                    key: key.to_owned(),
-                    size: object
-                        .size()
-                        .and_then(|n| u64::try_from(n).ok())
-                        .unwrap_or(0),
-                });
-            }
-            match page.next_continuation_token {
-                Some(next) if page.is_truncated == Some(true) => token = Some(next),
-                _ => break,
-            }
-        }
-        objects.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(objects)
+        let timed = self.list_timed(prefix).await?;
+        Ok(timed.into_iter().map(|(o, _)| o).collect())
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
@@ -546,44 +677,22 @@ impl ObjectStore for S3Store {
         }
     }
 
+    /// Aborts the multipart uploads under `prefix` started before `before`: those their
+    /// markers record (on every server), then any other the server lists (a writer killed
+    /// between starting an upload and writing its marker) where ListMultipartUploads exists.
     async fn purge_incomplete(&self, prefix: &str, before: DateTime<Utc>) -> Result<usize> {
         let mut removed = 0;
-        let mut key_marker: Option<String> = None;
-        let mut upload_marker: Option<String> = None;
-        loop {
-            let page = self
-                .client
-                .list_multipart_uploads()
-                .bucket(&self.bucket)
-                .prefix(self.full_key(prefix))
-                .set_key_marker(key_marker.take())
-                .set_upload_id_marker(upload_marker.take())
-                .send()
-                .await
-                .map_err(|e| self.error("ListMultipartUploads", prefix, Failure::of(&e)))?;
-            for u in page.uploads() {
-                let started = u.initiated().map_or(i64::MIN, |t| t.secs());
-                let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
-                    continue;
-                };
-                if started < before.timestamp() {
-                    self.client
-                        .abort_multipart_upload()
-                        .bucket(&self.bucket)
-                        .key(key)
-                        .upload_id(id)
-                        .send()
-                        .await
-                        .map_err(|e| self.error("AbortMultipartUpload", key, Failure::of(&e)))?;
-                    removed += 1;
-                }
+        for (marker, modified) in self.list_timed(&upload_marker(prefix, "")).await? {
+            let Some((key, id)) = parse_upload_marker(&marker.key) else {
+                continue;
+            };
+            if modified <= before.timestamp() {
+                self.abort_upload(&key, &id).await?;
+                self.delete(&marker.key).await?;
+                removed += 1;
             }
-            if page.is_truncated() != Some(true) {
-                return Ok(removed);
-            }
-            key_marker = page.next_key_marker().map(String::from);
-            upload_marker = page.next_upload_id_marker().map(String::from);
         }
+        Ok(removed + self.purge_listed_uploads(prefix, before).await?)
     }
 
     async fn probe(&self) -> Result<()> {
@@ -683,14 +792,20 @@ impl S3Writer {
                 }
             })
             .await?;
-        out.upload_id()
+        let id = out
+            .upload_id()
             .map(str::to_owned)
             .ok_or_else(|| Error::Store {
                 store: store.describe(),
                 key: self.key.clone(),
                 message: "CreateMultipartUpload returned no upload id".into(),
                 transient: false,
-            })
+            })?;
+        if let Err(e) = store.put_upload_marker(key, &id).await {
+            store.abandon_upload(key, &id).await;
+            return Err(e);
+        }
+        Ok(id)
     }
 
     /// Starts uploading the buffer as the next part (starting the upload if needed), then waits
@@ -848,10 +963,8 @@ impl S3Writer {
         for handle in self.inflight.drain(..) {
             handle.abort();
         }
-        if let Some(id) = self.upload_id.take()
-            && let Err(e) = self.store.abort_upload(&self.key, &id).await
-        {
-            tracing::warn!(error = %e, "could not abort multipart upload");
+        if let Some(id) = self.upload_id.take() {
+            self.store.abandon_upload(&self.key, &id).await;
         }
     }
 }
@@ -892,7 +1005,12 @@ impl ObjectWriter for S3Writer {
         };
         match result {
             Ok(()) => {
-                self.upload_id = None;
+                if let Some(id) = self.upload_id.take()
+                    && let Err(e) = self.store.remove_upload_marker(&self.key, &id).await
+                {
+                    // The object is in place; the next session's purge removes the marker.
+                    tracing::warn!(error = %e, "could not remove an upload marker");
+                }
                 Ok(self.size)
             }
             Err(e) => {
@@ -907,7 +1025,7 @@ impl ObjectWriter for S3Writer {
             handle.abort();
         }
         match self.upload_id.take() {
-            Some(id) => self.store.abort_upload(&self.key, &id).await,
+            Some(id) => self.store.end_upload(&self.key, &id).await,
             None => Ok(()),
         }
     }
@@ -925,11 +1043,7 @@ impl Drop for S3Writer {
         {
             let store = self.store.clone();
             let key = std::mem::take(&mut self.key);
-            runtime.spawn(async move {
-                if let Err(e) = store.abort_upload(&key, &id).await {
-                    tracing::warn!(error = %e, "could not abort multipart upload of a dropped writer");
-                }
-            });
+            runtime.spawn(async move { store.abandon_upload(&key, &id).await });
         }
     }
 }

@@ -52,8 +52,8 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     async fn probe(&self) -> Result<()>;
 
     /// Removes what interrupted writes under `prefix` left behind (temporary files, multipart
-    /// uploads) if they were started before `before`; returns how many were removed. Writes
-    /// started later may still be in progress and are left alone.
+    /// uploads) if they were started before `before` (to the second); returns how many were
+    /// removed. Writes started later may still be in progress and are left alone.
     async fn purge_incomplete(&self, prefix: &str, before: DateTime<Utc>) -> Result<usize>;
 }
 

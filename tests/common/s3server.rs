@@ -118,6 +118,7 @@ stringData:
                 access_key_id: self.access_key.clone(),
                 secret_access_key: self.secret_key.clone(),
             }),
+            track_uploads: true,
         }
     }
 
