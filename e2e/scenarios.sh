@@ -715,6 +715,57 @@ scenario_apiserver_restart() {
 }
 
 # ---- scenario: RBAC, Pod Security, secrets
+# ---- scenario: api_faults
+# The operator's API calls fail at random (MIMEO_API_FAULTS=0.3 on its Deployment, see
+# src/operator/chaos.rs): reads refused with 500 or 429, watches with 410 Gone or 500, writes
+# refused with 409 Conflict or 500 or sent with their answer lost. Two backups, the copies a
+# policy makes of them and a restore each still run exactly once.
+operator_ready() {
+  local p
+  p="$(operator_pod)"
+  [[ -n $p && $p != "$1" ]] && k -n $SYSTEM wait "pod/$p" --for=condition=Ready --timeout=1s
+}
+set_api_faults() {
+  local deploy old
+  deploy="$(k -n $SYSTEM get deploy -l app.kubernetes.io/component=operator -o name)"
+  old="$(operator_pod)"
+  k -n $SYSTEM set env "$deploy" "MIMEO_API_FAULTS=$1" >/dev/null
+  wait_for 180 operator_ready "$old"
+}
+injected_faults() { all_logs | grep -c 'injected API fault' || true; }
+scenario_api_faults() {
+  local backups copies restores n m before_faults
+  backups="$(job_count $FAULTS mimeo.dev/run-kind=backup)"
+  copies="$(job_count $FAULTS mimeo.dev/run-kind=copy)"
+  restores="$(job_count $FAULTS mimeo.dev/run-kind=restore)"
+  n="$(valid_entries $FAULTS mimeo.dev/trail=faults)"
+  m="$(valid_entries $FAULTS mimeo.dev/trail=faults-disk)"
+  before_faults="$(injected_faults)"
+  check "api faults: operator restarted with MIMEO_API_FAULTS=0.3" set_api_faults 0.3
+  local i
+  for i in 1 2; do
+    run_now backuptrail/faults $FAULTS
+    check "api faults: backup $i completes" until_eq 300 $((n + i)) valid_entries $FAULTS mimeo.dev/trail=faults
+    check "api faults: the policy copies it" until_eq 300 $((m + i)) valid_entries $FAULTS mimeo.dev/trail=faults-disk
+  done
+  k -n $FAULTS apply -f - >/dev/null <<EOF
+apiVersion: mimeo.dev/v1alpha1
+kind: Restore
+metadata: {name: under-api-faults}
+spec: {workItem: big, backupTrail: faults, target: {pvc: {claimName: restored, path: api-faults}}}
+EOF
+  check "api faults: the restore Succeeded" until_eq 300 Succeeded jp restore/under-api-faults $FAULTS '{.status.phase}'
+  check "api faults: one Job per backup" test "$(job_count $FAULTS mimeo.dev/run-kind=backup)" = $((backups + 2))
+  check "api faults: one Job per copy" test "$(job_count $FAULTS mimeo.dev/run-kind=copy)" = $((copies + 2))
+  check "api faults: one restore Job" test "$(job_count $FAULTS mimeo.dev/run-kind=restore)" = $((restores + 1))
+  check "api faults: the trail's status reports the backup" wait_for 120 bash -c \
+    "$BIN/kubectl -n $FAULTS get backuptrail faults -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].reason}' | grep -q BackupSucceeded"
+  local injected=$(( $(injected_faults) - before_faults ))
+  check "api faults: $injected faults injected into the operator's API calls" test "$injected" -ge 20
+  check "api faults: restored data is byte-identical" same_tree $FAULTS same-api-faults big restored/api-faults
+  check "api faults: operator restarted without faults" set_api_faults ""
+}
+
 can() { k auth can-i "$@" 2>/dev/null || true; }
 # all_logs: everything the operator, the workers and the node wrote.
 all_logs() {
@@ -754,7 +805,7 @@ scenario_rbac() {
   check "secrets: the S3 secret key and the encryption keys appear in no log, event, status, Job or catalog entry" test "$leaks" = 0
 }
 
-ALL=(install quickstart restore encryption damaged_copy expiry rescan invalid kill s3_outage apiserver_restart rbac)
+ALL=(install quickstart restore encryption damaged_copy expiry rescan invalid kill s3_outage apiserver_restart api_faults rbac)
 # Scenarios build on the resources of install and quickstart: those always run first.
 WANT=(install quickstart "${@//-/_}")
 [[ $# -gt 0 ]] || WANT=("${ALL[@]}")

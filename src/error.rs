@@ -83,6 +83,15 @@ pub enum Error {
 /// Exit code of a run that failed for a reason a retry cannot fix ([`Error::is_permanent`]).
 pub const EXIT_PERMANENT: u8 = 3;
 
+/// Worth another attempt: no answer at all, the server's own trouble (5xx, 429), or a
+/// conflict (the object changed since it was read: read it again).
+pub fn kube_transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code >= 500 || s.code == 429 || s.code == 409,
+        _ => true,
+    }
+}
+
 /// Result alias used throughout Mimeo.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -112,13 +121,11 @@ impl Error {
 
     /// True when retrying the same operation may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Error::Store {
-                transient: true,
-                ..
-            }
-        )
+        match self {
+            Error::Store { transient, .. } => *transient,
+            Error::Kube(e) => kube_transient(e),
+            _ => false,
+        }
     }
 
     /// A short CamelCase reason, used for Kubernetes Events and status conditions.

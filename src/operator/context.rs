@@ -43,6 +43,10 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// How long Expired catalog entries stay before they are deleted.
     pub expired_entry_retention: std::time::Duration,
+    /// Set once every store has listed its objects. Until then a reconcile would decide on a
+    /// partial view (a Restore finding no copy, a policy copying what is already copied), so
+    /// reconciles wait for it.
+    pub synced: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn in_ns<K>(store: &Store<K>, ns: &str) -> Vec<Arc<K>>

@@ -285,6 +285,13 @@ fn jobs_of<'a>(
         .filter(move |j| j.namespace().as_deref() == Some(ns) && j.name_any().starts_with(prefix))
 }
 
+/// Until every store has listed its objects a reconcile would act on a partial view: it
+/// comes back in a second instead.
+fn unsynced(ctx: &Context) -> Option<Action> {
+    let synced = ctx.synced.load(std::sync::atomic::Ordering::Acquire);
+    (!synced).then(|| Action::requeue(Duration::from_secs(1)))
+}
+
 /// How many damaged copies one restore passes over before it gives up.
 const MAX_DAMAGED_COPIES: usize = 4;
 
@@ -326,6 +333,9 @@ fn with_damaged(reason: &str, damaged: &[String]) -> String {
 /// worker, follow its Job. A worker that finds its copy damaged marks it Missing and fails;
 /// the restore then starts again on the next best copy.
 pub async fn reconcile_restore(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Action> {
+    if let Some(wait) = unsynced(&ctx) {
+        return Ok(wait);
+    }
     let ns = r.namespace().unwrap_or_default();
     let name = r.name_any();
     let generation = r.metadata.generation.unwrap_or(0);
@@ -491,6 +501,9 @@ fn job_seconds(job: &Job) -> Option<f64> {
 /// Reconciles a DuplicationPolicy: one run at a time; a run is planned from the catalog
 /// (uncopied instances by default) when new instances appear or the schedule is due.
 pub async fn reconcile_policy(p: Arc<DuplicationPolicy>, ctx: Arc<Context>) -> Result<Action> {
+    if let Some(wait) = unsynced(&ctx) {
+        return Ok(wait);
+    }
     let ns = p.namespace().unwrap_or_default();
     let name = p.name_any();
     let generation = p.metadata.generation;
@@ -827,6 +840,9 @@ pub fn backup_due(
 
 /// Reconciles a BackupTrail: one backup per spec generation or run-now token, in a worker.
 pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<Action> {
+    if let Some(wait) = unsynced(&ctx) {
+        return Ok(wait);
+    }
     let ns = t.namespace().unwrap_or_default();
     let name = t.name_any();
     let generation = t.metadata.generation;
@@ -1112,6 +1128,9 @@ pub async fn reconcile_duplication_trail(
     t: Arc<DuplicationTrail>,
     ctx: Arc<Context>,
 ) -> Result<Action> {
+    if let Some(wait) = unsynced(&ctx) {
+        return Ok(wait);
+    }
     let ns = t.namespace().unwrap_or_default();
     let name = t.name_any();
     let old = t.status.clone();
@@ -1211,6 +1230,9 @@ async fn probe_media_class(
 /// Reconciles a MediaClass: is its backend reachable (S3 bucket answers with the referenced
 /// Secret's credentials; PVC exists and is bound)? `available: false` is reported as such.
 pub async fn reconcile_media_class(mc: Arc<MediaClass>, ctx: Arc<Context>) -> Result<Action> {
+    if let Some(wait) = unsynced(&ctx) {
+        return Ok(wait);
+    }
     let ns = mc.namespace().unwrap_or_default();
     let old = mc.status.clone();
     let mut st = old.clone().unwrap_or_default();

@@ -60,7 +60,9 @@ fn held(old: Option<&LeaseSpec>, cfg: &LeaseConfig, now: Timestamp) -> LeaseSpec
 }
 
 /// One attempt to take or renew the Lease; `Ok(false)` while someone else holds it. Writes
-/// carry the resourceVersion read, so two candidates never both win.
+/// carry the resourceVersion read, so two candidates never both win. A conflict is an error,
+/// not a loss: the Lease changed since it was read (perhaps by our own renewal whose answer
+/// was lost), and the next attempt reads who holds it.
 async fn try_hold(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<bool> {
     let now = Timestamp::now();
     match api.get_opt(LEASE_NAME).await? {
@@ -72,25 +74,17 @@ async fn try_hold(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<bool> {
                 },
                 spec: Some(held(None, cfg, now)),
             };
-            match api.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(true),
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-                Err(e) => Err(e.into()),
-            }
+            api.create(&PostParams::default(), &lease).await?;
+            Ok(true)
         }
         Some(mut lease) => {
             if !can_take(lease.spec.as_ref(), &cfg.holder, now) {
                 return Ok(false);
             }
             lease.spec = Some(held(lease.spec.as_ref(), cfg, now));
-            match api
-                .replace(&lease.name_any(), &PostParams::default(), &lease)
-                .await
-            {
-                Ok(_) => Ok(true),
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-                Err(e) => Err(e.into()),
-            }
+            api.replace(&lease.name_any(), &PostParams::default(), &lease)
+                .await?;
+            Ok(true)
         }
     }
 }
@@ -124,10 +118,16 @@ pub async fn acquire(client: &Client, cfg: &LeaseConfig) -> Result<()> {
 pub async fn keep(client: &Client, cfg: &LeaseConfig) -> Result<()> {
     let api: Api<Lease> = Api::namespaced(client.clone(), &cfg.namespace);
     let mut last = tokio::time::Instant::now();
+    let mut pause = cfg.duration / 3;
     loop {
-        tokio::time::sleep(cfg.duration / 3).await;
+        tokio::time::sleep(pause).await;
+        // After a failed renewal, try again soon: many attempts fit in the Lease's duration.
+        pause = cfg.duration / 15;
         match try_hold(&api, cfg).await {
-            Ok(true) => last = tokio::time::Instant::now(),
+            Ok(true) => {
+                last = tokio::time::Instant::now();
+                pause = cfg.duration / 3;
+            }
             Ok(false) => {
                 return Err(Error::Other(format!(
                     "Lease {}/{LEASE_NAME} was taken by another operator",

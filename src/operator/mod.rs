@@ -1,6 +1,7 @@
 //! The Kubernetes operator: controllers that plan runs and start worker Jobs; the worker
 //! itself is the same executor the local mode runs in-process.
 
+pub mod chaos;
 pub mod context;
 pub mod controllers;
 pub mod jobs;
@@ -22,7 +23,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use crate::api::*;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, kube_transient};
 use crate::media::retry::{Backoff, retry_while};
 use context::{Context, Stores};
 use jobs::WorkerConfig;
@@ -89,7 +90,14 @@ const SHARED_BUFFER: usize = 1024;
 
 /// Runs the operator until SIGTERM/SIGINT.
 pub async fn run(args: OperatorArgs) -> Result<()> {
-    let client = Client::try_default().await?;
+    let config = kube::Config::infer()
+        .await
+        .map_err(|e| Error::Other(format!("Kubernetes client configuration: {e}")))?;
+    let builder = kube::client::ClientBuilder::try_from(config)?;
+    let client = match chaos::ApiFaults::from_env()? {
+        Some(faults) => builder.with_layer(&faults).build(),
+        None => builder.build(),
+    };
     let metrics = Arc::new(metrics::Metrics::default());
     // One set of watches and controllers per watched namespace (or one over all namespaces):
     // a namespaced Role then suffices when the operator is limited to some namespaces.
@@ -258,9 +266,11 @@ fn run_scope(
         worker: args.worker.clone(),
         metrics: metrics.clone(),
         expired_entry_retention: args.expired_entry_retention,
+        synced: Arc::new(AtomicBool::new(false)),
     });
     let restore_store = restores.clone();
     let catalog_store = stores.catalog.clone();
+    let synced_flag = ctx.synced.clone();
     let synced = async move {
         let r = tokio::join!(
             stores.media_classes.wait_until_ready(),
@@ -271,13 +281,15 @@ fn run_scope(
             stores.jobs.wait_until_ready(),
             restore_store.wait_until_ready(),
         );
-        r.0.is_ok()
+        let ok = r.0.is_ok()
             && r.1.is_ok()
             && r.2.is_ok()
             && r.3.is_ok()
             && r.4.is_ok()
             && r.5.is_ok()
-            && r.6.is_ok()
+            && r.6.is_ok();
+        synced_flag.store(ok, Ordering::Release);
+        ok
     };
     let restores = Controller::for_shared_stream(rs, restores)
         .with_config(controller_config())
@@ -408,7 +420,7 @@ pub async fn publish_entries(
         let name = spec.object_name();
         let what = || format!("publish catalogentry/{name}");
         if only_missing
-            && retry_while(&backoff, what, api_transient, || api.get_opt(&name))
+            && retry_while(&backoff, what, kube_transient, || api.get_opt(&name))
                 .await?
                 .is_some()
         {
@@ -425,11 +437,11 @@ pub async fn publish_entries(
             "apiVersion": API_VERSION, "kind": "CatalogEntry", "status": status,
         });
         let (body, status) = (Patch::Apply(&body), Patch::Apply(&status));
-        retry_while(&backoff, what, api_transient, || {
+        retry_while(&backoff, what, kube_transient, || {
             api.patch(&name, &pp, &body)
         })
         .await?;
-        retry_while(&backoff, what, api_transient, || {
+        retry_while(&backoff, what, kube_transient, || {
             api.patch_status(&name, &pp, &status)
         })
         .await?;
@@ -446,7 +458,7 @@ pub async fn mark_missing(namespace: &str, names: &[String], why: &str) -> Resul
     let (patch, pp) = (Patch::Merge(&patch), PatchParams::default());
     for name in names {
         let what = || format!("mark catalogentry/{name} Missing");
-        retry_while(&api_backoff(), what, api_transient, || {
+        retry_while(&api_backoff(), what, kube_transient, || {
             api.patch_status(name, &pp, &patch)
         })
         .await?;
@@ -462,13 +474,5 @@ fn api_backoff() -> Backoff {
         attempts: 16,
         first: Duration::from_secs(1),
         max: Duration::from_secs(10),
-    }
-}
-
-/// Worth another attempt: no answer at all, or the server's own trouble (5xx, 429).
-fn api_transient(e: &kube::Error) -> bool {
-    match e {
-        kube::Error::Api(s) => s.code >= 500 || s.code == 429,
-        _ => true,
     }
 }
