@@ -195,11 +195,7 @@ impl S3Leftovers {
     /// Checks the server after a re-run: an upload whose marker (`.uploads/KEY@HEX(ID)`)
     /// exists should have been aborted, and no open upload may hold a part.
     fn check(&mut self, server: &S3Server, trial: usize) {
-        let names: Vec<String> = server
-            .data_files()
-            .iter()
-            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-            .collect();
+        let names = server.data_file_names();
         let open: BTreeSet<&str> = names
             .iter()
             .filter_map(|n| n.strip_prefix(".upload-")?.strip_suffix(".json"))

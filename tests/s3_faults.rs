@@ -194,11 +194,7 @@ async fn s3_faults_are_retried_and_nothing_is_lost() {
     // proxy cut: the retry starts another upload and the first one's id never reached Mimeo.
     // Those are what `purge_incomplete` removes with ListMultipartUploads, which s3s-fs lacks
     // (on S3 and MinIO the next session of the trail removes them). No part is left anywhere.
-    let files: Vec<String> = server
-        .data_files()
-        .into_iter()
-        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-        .collect();
+    let files = server.data_file_names();
     let parts: Vec<&String> = files
         .iter()
         .filter(|n| n.starts_with(".upload_id-"))

@@ -78,6 +78,15 @@ stringData:
         super::cli::files_below(&self.dir.path().join("data"))
     }
 
+    /// The names of [`S3Server::data_files`]: objects, and s3s-fs's own `.upload-ID.json`
+    /// (an open multipart upload) and `.upload_id-ID.part-N` (a part).
+    pub fn data_file_names(&self) -> Vec<String> {
+        self.data_files()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
+    }
+
     /// A plain SDK client on this server, to look behind the store's back.
     pub fn client(&self) -> aws_sdk_s3::Client {
         let config = aws_sdk_s3::Config::builder()
