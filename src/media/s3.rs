@@ -686,11 +686,19 @@ impl ObjectStore for S3Store {
             let Some((key, id)) = parse_upload_marker(&marker.key) else {
                 continue;
             };
-            if modified <= before.timestamp() {
-                self.abort_upload(&key, &id).await?;
-                self.delete(&marker.key).await?;
-                removed += 1;
+            if modified > before.timestamp() {
+                continue;
             }
+            // A writer killed between completing an upload and removing its marker: the
+            // object is there (keys are written once), and some servers refuse to abort a
+            // completed upload (s3s-fs: AccessDenied).
+            let completed = self.head(&key).await?.is_some();
+            if !completed && let Err(e) = self.abort_upload(&key, &id).await {
+                tracing::warn!(key, error = %e, "interrupted upload not aborted");
+                continue;
+            }
+            self.delete(&marker.key).await?;
+            removed += usize::from(!completed);
         }
         Ok(removed + self.purge_listed_uploads(prefix, before).await?)
     }

@@ -197,21 +197,35 @@ pub fn media_mounts(set: &ResourceSet, task: &mut Task) -> Vec<PvcMount> {
 /// deterministic: a re-reconcile or a restarted operator finds them and creates nothing new.
 /// Until the ConfigMap exists the pod waits for its volume, as a kubelet does.
 async fn create_run(ctx: &Context, run: &WorkerRun) -> Result<()> {
-    let (mut cm, job) = build(run, &ctx.worker)?;
+    let (cm, job) = build(run, &ctx.worker)?;
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &run.namespace);
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &run.namespace);
+    // The task first, owned by the run's owner: a Job whose creation answer was lost is found
+    // by the next reconcile, which would never create its ConfigMap, and its pod could not
+    // start. (`create` answering 409 means a re-reconcile or a restarted operator.)
+    match cms.create(&PostParams::default(), &cm).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
     let job = match jobs.create(&PostParams::default(), &job).await {
         Ok(j) => j,
-        // The run already exists: a re-reconcile or a restarted operator.
         Err(kube::Error::Api(e)) if e.code == 409 => jobs.get(&run.name).await?,
         Err(e) => return Err(e.into()),
     };
-    owned_by_job(&mut cm, &job)?;
-    match cms.create(&PostParams::default(), &cm).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-        Err(e) => Err(e.into()),
+    // Then the Job's, so it goes with the Job's TTL. Should this fail, the run's owner keeps
+    // it (and the garbage collector removes it with the owner).
+    let mut owned = cm;
+    owned_by_job(&mut owned, &job)?;
+    let patch =
+        serde_json::json!({"metadata": {"ownerReferences": owned.metadata.owner_references}});
+    if let Err(e) = cms
+        .patch(&run.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        tracing::warn!(run = %run.name, "task ConfigMap not handed to its Job: {e}");
     }
+    Ok(())
 }
 
 /// Status without condition timestamps, for "did anything change" comparisons.
@@ -320,6 +334,19 @@ fn damaged_links(catalog: &Catalog, chain: &[RestoredFrom]) -> Vec<String> {
         .collect()
 }
 
+/// The catalog entries of a restore's chain, as the API server has them now.
+async fn chain_entries(ctx: &Context, ns: &str, chain: &[RestoredFrom]) -> Result<Catalog> {
+    let api: Api<CatalogEntry> = Api::namespaced(ctx.client.clone(), ns);
+    let mut catalog = Catalog::default();
+    for l in chain {
+        let name = format!("{}.{}", l.trail, l.instance_id);
+        if let Some(e) = api.get_opt(&name).await? {
+            catalog.entries.insert(name, Arc::new(e));
+        }
+    }
+    Ok(catalog)
+}
+
 /// `reason`, then the damaged copies passed over.
 fn with_damaged(reason: &str, damaged: &[String]) -> String {
     std::iter::once(reason)
@@ -351,11 +378,14 @@ pub async fn reconcile_restore(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Act
         st.damaged.clear();
     }
     let job_name = restore_job_name(&name, generation, st.damaged.len());
+    // Entries newer than the watch has shown (a copy just found damaged).
+    let mut known = Catalog::default();
     if st.phase == RestorePhase::Running
         && st.observed_generation == Some(generation)
         && let Some(job) = jobs_of(&ctx, &ns, &job_name).find(|j| j.name_any() == job_name)
     {
-        let mut next_copy = false;
+        // After a damaged copy: the chain's entries as the API server has them.
+        let mut next_copy = None;
         match job_state(&job) {
             JobState::Running => {
                 report_retries(&recorder, r.as_ref(), &mut st.conditions, &job).await;
@@ -370,13 +400,16 @@ pub async fn reconcile_restore(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Act
                 event(&recorder, r.as_ref(), false, "Restored", st.reason.clone()).await;
             }
             JobState::Failed(msg) => {
-                let damaged = damaged_links(&ctx.catalog(&ns), &st.chain);
+                // Read from the API server, not the watch: the worker marked its damaged copy
+                // before it exited, but that change may reach the watch after the Job's.
+                let fresh = chain_entries(&ctx, &ns, &st.chain).await?;
+                let damaged = damaged_links(&fresh, &st.chain);
                 ctx.metrics.finished("restore", "Failed", job_seconds(&job));
                 if !damaged.is_empty() && st.damaged.len() < MAX_DAMAGED_COPIES {
                     let note = format!("{}; reading the next copy", damaged.join("; "));
                     event(&recorder, r.as_ref(), true, "CopyDamaged", note).await;
                     st.damaged.extend(damaged);
-                    next_copy = true;
+                    next_copy = Some(fresh);
                 } else {
                     st.phase = RestorePhase::Failed;
                     st.completed_at = Some(Utc::now());
@@ -387,9 +420,12 @@ pub async fn reconcile_restore(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Act
                 }
             }
         }
-        if !next_copy {
-            write_status(&ctx, r.as_ref(), old.as_ref(), &st).await?;
-            return Ok(Action::await_change());
+        match next_copy {
+            Some(fresh) => known = fresh,
+            None => {
+                write_status(&ctx, r.as_ref(), old.as_ref(), &st).await?;
+                return Ok(Action::await_change());
+            }
         }
     }
     let job_name = restore_job_name(&name, generation, st.damaged.len());
@@ -412,7 +448,8 @@ pub async fn reconcile_restore(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Act
         return Ok(Action::await_change());
     }
     // Plan (pure): which copy of every link.
-    let catalog = ctx.catalog(&ns);
+    let mut catalog = ctx.catalog(&ns);
+    catalog.entries.extend(known.entries);
     let media = ctx.media(&set);
     let plan = PlanContext {
         set: &set,

@@ -156,10 +156,11 @@ Rules of the operator in a watched namespace (or cluster-wide). Least privilege:
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create"]
-# Task ConfigMaps mounted by worker Jobs (removed with their Job by the garbage collector).
+# Task ConfigMaps mounted by worker Jobs: created before the Job, then handed to it (patch of
+# ownerReferences) so the garbage collector removes them with the Job.
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["create"]
+  verbs: ["create", "patch"]
 # Events for milestones and errors.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
