@@ -131,6 +131,13 @@ pub struct RestoredFrom {
     pub instance_id: String,
 }
 
+impl RestoredFrom {
+    /// Name of the CatalogEntry of this copy (as [`super::CatalogEntrySpec::object_name`]).
+    pub fn entry_name(&self) -> String {
+        format!("{}.{}", self.trail, self.instance_id)
+    }
+}
+
 /// Observed state of a restore.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -332,6 +332,13 @@ pub type SecretLookup<'a> = &'a dyn Fn(&str, &str) -> Result<String>;
 /// Entries of a credentials Secret.
 const CREDENTIAL_ENTRIES: [&str; 2] = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"];
 
+/// The `(secret, entry)` pairs of a credentials Secret, if there is one.
+fn credential_entries(secret: Option<&str>) -> impl Iterator<Item = (String, &'static str)> {
+    secret
+        .into_iter()
+        .flat_map(|s| CREDENTIAL_ENTRIES.map(|e| (s.to_owned(), e)))
+}
+
 /// One entry of a Secret object (`stringData` first, then `data`). The error names the Secret
 /// and the entry, never a value.
 pub fn secret_value(secret: &k8s_openapi::api::core::v1::Secret, entry: &str) -> Result<String> {
@@ -371,10 +378,7 @@ impl MediaSpec {
 
     /// The Secret entries this media needs, as `(secret, entry)`.
     pub fn secret_entries(&self) -> Vec<(String, &'static str)> {
-        let creds = self
-            .secret()
-            .into_iter()
-            .flat_map(|s| CREDENTIAL_ENTRIES.map(|e| (s.to_string(), e)));
+        let creds = credential_entries(self.secret());
         let key = self
             .key_secret
             .iter()
@@ -449,11 +453,7 @@ impl Task {
             .flat_map(|m| m.secret_entries())
             .collect();
         for t in self.s3_targets_mut() {
-            out.extend(
-                t.secret
-                    .iter()
-                    .flat_map(|s| CREDENTIAL_ENTRIES.map(|e| (s.clone(), e))),
-            );
+            out.extend(credential_entries(t.secret.as_deref()));
         }
         out
     }

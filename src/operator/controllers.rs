@@ -193,9 +193,9 @@ pub fn media_mounts(set: &ResourceSet, task: &mut Task) -> Vec<PvcMount> {
         .collect()
 }
 
-/// Creates a run's Job, then its task ConfigMap owned by the Job. Both names are
-/// deterministic: a re-reconcile or a restarted operator finds them and creates nothing new.
-/// Until the ConfigMap exists the pod waits for its volume, as a kubelet does.
+/// Creates a run's task ConfigMap, then its Job, then hands the ConfigMap to the Job. Both
+/// names are deterministic: a re-reconcile or a restarted operator finds them and creates
+/// nothing new.
 async fn create_run(ctx: &Context, run: &WorkerRun) -> Result<()> {
     let (cm, job) = build(run, &ctx.worker)?;
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &run.namespace);
@@ -299,13 +299,6 @@ fn jobs_of<'a>(
         .filter(move |j| j.namespace().as_deref() == Some(ns) && j.name_any().starts_with(prefix))
 }
 
-/// Until every store has listed its objects a reconcile would act on a partial view: it
-/// comes back in a second instead.
-fn unsynced(ctx: &Context) -> Option<Action> {
-    let synced = ctx.synced.load(std::sync::atomic::Ordering::Acquire);
-    (!synced).then(|| Action::requeue(Duration::from_secs(1)))
-}
-
 /// How many damaged copies one restore passes over before it gives up.
 const MAX_DAMAGED_COPIES: usize = 4;
 
@@ -323,9 +316,7 @@ fn damaged_links(catalog: &Catalog, chain: &[RestoredFrom]) -> Vec<String> {
     chain
         .iter()
         .filter_map(|l| {
-            let e = catalog
-                .entries
-                .get(&format!("{}.{}", l.trail, l.instance_id))?;
+            let e = catalog.entries.get(&l.entry_name())?;
             (Catalog::state(e) == EntryState::Missing).then(|| {
                 let why = e.status.as_ref().map_or("", |s| s.message.as_str());
                 format!("{} on {} damaged: {why}", e.spec.role_word(), l.trail)
@@ -339,7 +330,7 @@ async fn chain_entries(ctx: &Context, ns: &str, chain: &[RestoredFrom]) -> Resul
     let api: Api<CatalogEntry> = Api::namespaced(ctx.client.clone(), ns);
     let mut catalog = Catalog::default();
     for l in chain {
-        let name = format!("{}.{}", l.trail, l.instance_id);
+        let name = l.entry_name();
         if let Some(e) = api.get_opt(&name).await? {
             catalog.entries.insert(name, Arc::new(e));
         }
@@ -360,9 +351,6 @@ fn with_damaged(reason: &str, damaged: &[String]) -> String {
 /// worker, follow its Job. A worker that finds its copy damaged marks it Missing and fails;
 /// the restore then starts again on the next best copy.
 pub async fn reconcile_restore(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Action> {
-    if let Some(wait) = unsynced(&ctx) {
-        return Ok(wait);
-    }
     let ns = r.namespace().unwrap_or_default();
     let name = r.name_any();
     let generation = r.metadata.generation.unwrap_or(0);
@@ -378,14 +366,14 @@ pub async fn reconcile_restore(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Act
         st.damaged.clear();
     }
     let job_name = restore_job_name(&name, generation, st.damaged.len());
-    // Entries newer than the watch has shown (a copy just found damaged).
+    // The chain's entries as the API server has them after a copy was found damaged: newer
+    // than the watch may have shown.
     let mut known = Catalog::default();
     if st.phase == RestorePhase::Running
         && st.observed_generation == Some(generation)
         && let Some(job) = jobs_of(&ctx, &ns, &job_name).find(|j| j.name_any() == job_name)
     {
-        // After a damaged copy: the chain's entries as the API server has them.
-        let mut next_copy = None;
+        let mut next_copy = false;
         match job_state(&job) {
             JobState::Running => {
                 report_retries(&recorder, r.as_ref(), &mut st.conditions, &job).await;
@@ -409,7 +397,8 @@ pub async fn reconcile_restore(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Act
                     let note = format!("{}; reading the next copy", damaged.join("; "));
                     event(&recorder, r.as_ref(), true, "CopyDamaged", note).await;
                     st.damaged.extend(damaged);
-                    next_copy = Some(fresh);
+                    known = fresh;
+                    next_copy = true;
                 } else {
                     st.phase = RestorePhase::Failed;
                     st.completed_at = Some(Utc::now());
@@ -420,12 +409,9 @@ pub async fn reconcile_restore(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Act
                 }
             }
         }
-        match next_copy {
-            Some(fresh) => known = fresh,
-            None => {
-                write_status(&ctx, r.as_ref(), old.as_ref(), &st).await?;
-                return Ok(Action::await_change());
-            }
+        if !next_copy {
+            write_status(&ctx, r.as_ref(), old.as_ref(), &st).await?;
+            return Ok(Action::await_change());
         }
     }
     let job_name = restore_job_name(&name, generation, st.damaged.len());
@@ -538,9 +524,6 @@ fn job_seconds(job: &Job) -> Option<f64> {
 /// Reconciles a DuplicationPolicy: one run at a time; a run is planned from the catalog
 /// (uncopied instances by default) when new instances appear or the schedule is due.
 pub async fn reconcile_policy(p: Arc<DuplicationPolicy>, ctx: Arc<Context>) -> Result<Action> {
-    if let Some(wait) = unsynced(&ctx) {
-        return Ok(wait);
-    }
     let ns = p.namespace().unwrap_or_default();
     let name = p.name_any();
     let generation = p.metadata.generation;
@@ -877,9 +860,6 @@ pub fn backup_due(
 
 /// Reconciles a BackupTrail: one backup per spec generation or run-now token, in a worker.
 pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<Action> {
-    if let Some(wait) = unsynced(&ctx) {
-        return Ok(wait);
-    }
     let ns = t.namespace().unwrap_or_default();
     let name = t.name_any();
     let generation = t.metadata.generation;
@@ -1165,9 +1145,6 @@ pub async fn reconcile_duplication_trail(
     t: Arc<DuplicationTrail>,
     ctx: Arc<Context>,
 ) -> Result<Action> {
-    if let Some(wait) = unsynced(&ctx) {
-        return Ok(wait);
-    }
     let ns = t.namespace().unwrap_or_default();
     let name = t.name_any();
     let old = t.status.clone();
@@ -1267,9 +1244,6 @@ async fn probe_media_class(
 /// Reconciles a MediaClass: is its backend reachable (S3 bucket answers with the referenced
 /// Secret's credentials; PVC exists and is bound)? `available: false` is reported as such.
 pub async fn reconcile_media_class(mc: Arc<MediaClass>, ctx: Arc<Context>) -> Result<Action> {
-    if let Some(wait) = unsynced(&ctx) {
-        return Ok(wait);
-    }
     let ns = mc.namespace().unwrap_or_default();
     let old = mc.status.clone();
     let mut st = old.clone().unwrap_or_default();

@@ -296,7 +296,7 @@ fn run_scope(
         .owns_shared_stream(jb.clone())
         .shutdown_on_signal()
         .run(
-            controllers::reconcile_restore,
+            after_sync(controllers::reconcile_restore),
             controllers::error_policy,
             ctx.clone(),
         )
@@ -335,7 +335,7 @@ fn run_scope(
         .watches_shared_stream(dt.clone(), referrers(ctx.stores.policies.clone(), reads))
         .shutdown_on_signal()
         .run(
-            controllers::reconcile_policy,
+            after_sync(controllers::reconcile_policy),
             controllers::error_policy,
             ctx.clone(),
         )
@@ -352,7 +352,7 @@ fn run_scope(
         .watches_shared_stream(ce.clone(), trail_of_entry)
         .shutdown_on_signal()
         .run(
-            controllers::reconcile_backup,
+            after_sync(controllers::reconcile_backup),
             controllers::error_policy,
             ctx.clone(),
         )
@@ -370,7 +370,7 @@ fn run_scope(
         .watches_shared_stream(ce, trail_of_entry)
         .shutdown_on_signal()
         .run(
-            controllers::reconcile_duplication_trail,
+            after_sync(controllers::reconcile_duplication_trail),
             controllers::error_policy,
             ctx.clone(),
         )
@@ -379,7 +379,7 @@ fn run_scope(
         .with_config(controller_config())
         .shutdown_on_signal()
         .run(
-            controllers::reconcile_media_class,
+            after_sync(controllers::reconcile_media_class),
             controllers::error_policy,
             ctx,
         )
@@ -392,6 +392,30 @@ fn run_scope(
         }
     };
     (Box::pin(synced), Box::pin(run), catalog_store)
+}
+
+/// Wraps a reconciler so it waits until every store has listed its objects: before that it
+/// would decide on a partial view (a Restore finding no copy, a policy copying what is
+/// already copied), so it comes back in a second instead. The controllers themselves must
+/// run meanwhile: they drain the shared watch streams the stores are filled from.
+fn after_sync<K, F, Fut>(
+    reconcile: F,
+) -> impl Fn(Arc<K>, Arc<Context>) -> Boxed<Result<kube::runtime::controller::Action>>
+where
+    K: Send + Sync + 'static,
+    F: Fn(Arc<K>, Arc<Context>) -> Fut + Copy + Send + 'static,
+    Fut: std::future::Future<Output = Result<kube::runtime::controller::Action>> + Send + 'static,
+{
+    move |obj, ctx| {
+        Box::pin(async move {
+            if !ctx.synced.load(Ordering::Acquire) {
+                return Ok(kube::runtime::controller::Action::requeue(
+                    Duration::from_secs(1),
+                ));
+            }
+            reconcile(obj, ctx).await
+        })
+    }
 }
 
 async fn readiness_forever(f: impl std::future::Future<Output = ()>) {
