@@ -102,6 +102,7 @@ fn entry(
         copy_of: (role == Role::Duplicate).then(|| format!("nightly.{work_item}")),
         parent: None,
         extents,
+        replaces: Vec::new(),
         bytes: 64 << 20,
         digest: format!("sha256:{day:064x}"),
         created_at: backup_time,

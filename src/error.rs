@@ -51,6 +51,18 @@ pub enum Error {
         work_item: String,
         detail: String,
     },
+    /// Media that cannot be read now: a volume with no object at all where a copy's segment
+    /// should be (an unmounted filesystem, a bucket emptied or replaced), a class or server
+    /// that does not answer. Never evidence of damage: the copy stays Valid.
+    #[error(
+        "media not reachable: media class {media_class}, volume {volume}, work item {work_item}: {detail}"
+    )]
+    Unreachable {
+        media_class: String,
+        volume: String,
+        work_item: String,
+        detail: String,
+    },
     /// Intact media that this media class's key cannot decrypt (a wrong or missing key): the
     /// copy is not damaged, so it is never marked Missing for this.
     #[error(
@@ -139,6 +151,7 @@ impl Error {
             Error::NotFound { .. } => "NotFound",
             Error::Corrupt { .. } => "CorruptMedia",
             Error::Key { .. } => "EncryptionKeyMismatch",
+            Error::Unreachable { .. } => "MediaUnreachable",
             Error::Unavailable { .. } => "NoCopyAvailable",
             Error::Refused { .. } => "RefusedEntry",
             Error::Unsupported(_) => "Unsupported",

@@ -306,11 +306,7 @@ async fn run(cli: Cli) -> mimeo::Result<ExitCode> {
                     );
                     Ok(ExitCode::SUCCESS)
                 }
-                LocalCommand::Rescan => {
-                    let n = local.rescan().await?;
-                    println!("catalog rebuilt from the media: {n} entries");
-                    Ok(ExitCode::SUCCESS)
-                }
+                LocalCommand::Rescan => Ok(report(local.rescan().await?)),
                 LocalCommand::Verify { trail } => Ok(report(local.verify(trail.as_deref()).await?)),
             }
         }

@@ -276,3 +276,17 @@ pub fn force_remove(path: &Path) -> io::Result<()> {
     }
     fs::remove_dir(path)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Resource YAML
+
+/// Seeds for the YAML layer: the examples users start from and the invalid-resource corpus.
+pub fn yaml_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("media", include_bytes!("../../examples/local/01-media.yaml").to_vec()),
+        ("trails", include_bytes!("../../examples/local/02-trails.yaml").to_vec()),
+        ("policies", include_bytes!("../../examples/local/03-policies.yaml").to_vec()),
+        ("restore", include_bytes!("../../examples/local/04-restore.yaml").to_vec()),
+        ("invalid", include_bytes!("../../tests/invalid/resources.yaml").to_vec()),
+    ]
+}

@@ -52,6 +52,10 @@ pub struct CatalogEntrySpec {
     pub parent: Option<String>,
     /// Where the blocks are, in stream order.
     pub extents: Vec<Extent>,
+    /// Extents of damaged copies this repair copy replaced: their volumes stay in use until
+    /// this entry expires, since volumes are freed only by expiry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaces: Vec<Extent>,
     /// Length of the logical stream.
     pub bytes: u64,
     /// `sha256:<hex>` of the logical stream.
@@ -121,6 +125,15 @@ impl CatalogEntrySpec {
             Role::Original => "original",
             Role::Duplicate => "duplicate",
         }
+    }
+
+    /// Every volume this entry keeps in use: its own and those of the damaged copies it
+    /// replaced.
+    pub fn held_volumes(&self) -> impl Iterator<Item = &str> {
+        self.extents
+            .iter()
+            .chain(&self.replaces)
+            .map(|x| x.volume.as_str())
     }
 
     /// Names of the volumes holding this copy, in order, without repeats.

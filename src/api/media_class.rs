@@ -12,6 +12,7 @@ use super::common::{Condition, SecretRef, default_true};
     group = "mimeo.dev",
     version = "v1alpha1",
     kind = "MediaClass",
+    validation = Rule::new("self.metadata.name.size() <= 63 && !self.metadata.name.contains('.')").message("metadata.name must be a DNS label of at most 63 characters: it prefixes volume, catalog entry and Job names"),
     namespaced,
     shortname = "mc",
     status = "MediaClassStatus",

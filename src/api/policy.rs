@@ -13,6 +13,7 @@ use super::common::{Condition, default_one, default_true};
     group = "mimeo.dev",
     version = "v1alpha1",
     kind = "DuplicationPolicy",
+    validation = Rule::new("self.metadata.name.size() <= 63 && !self.metadata.name.contains('.')").message("metadata.name must be a DNS label of at most 63 characters: it prefixes volume, catalog entry and Job names"),
     namespaced,
     shortname = "dp",
     status = "DuplicationPolicyStatus",

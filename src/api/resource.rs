@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use serde::de::DeserializeOwned;
 
-use super::validate::{FieldError, validate_references};
+use super::validate::{FieldError, check_dns_label, check_dns_subdomain, validate_references};
 use super::*;
 use crate::error::{Error, Result};
 
@@ -100,7 +100,11 @@ impl Resource {
             if api_version != "v1" {
                 return Err(invalid("apiVersion".into(), "a Secret must be v1".into()));
             }
-            return typed(doc, &invalid).map(Resource::Secret);
+            let r = Resource::Secret(typed(doc, &kind, &invalid)?);
+            return match r.validate().into_iter().next() {
+                Some(e) => Err(invalid(e.field, e.message)),
+                None => Ok(r),
+            };
         }
         if !KINDS.contains(&kind.as_str()) {
             return Err(parse_err(format!(
@@ -118,12 +122,29 @@ impl Resource {
             return Err(invalid("metadata.name".into(), "is required".into()));
         }
         let r = match kind.as_str() {
-            "MediaClass" => Resource::MediaClass(typed(doc, &invalid)?),
-            "BackupTrail" => Resource::BackupTrail(typed(doc, &invalid)?),
-            "DuplicationTrail" => Resource::DuplicationTrail(typed(doc, &invalid)?),
-            "DuplicationPolicy" => Resource::DuplicationPolicy(typed(doc, &invalid)?),
-            "Restore" => Resource::Restore(typed(doc, &invalid)?),
-            _ => Resource::CatalogEntry(typed(doc, &invalid)?),
+            "MediaClass" => Resource::MediaClass(typed(doc, &kind, &invalid)?),
+            "BackupTrail" => Resource::BackupTrail(typed(doc, &kind, &invalid)?),
+            "DuplicationTrail" => Resource::DuplicationTrail(typed(doc, &kind, &invalid)?),
+            "DuplicationPolicy" => Resource::DuplicationPolicy(typed(doc, &kind, &invalid)?),
+            "Restore" => {
+                // `spec.source` is a keyword or `{trail}`: its schema cannot refuse other keys.
+                if let Some(key) = doc
+                    .get("spec")
+                    .and_then(|s| s.get("source"))
+                    .and_then(|s| s.as_mapping())
+                    .and_then(|m| m.keys().find(|k| k.as_str() != Some("trail")))
+                {
+                    let key = key.as_str().unwrap_or("?");
+                    return Err(invalid(
+                        format!("spec.source.{key}"),
+                        format!(
+                            "unknown field {key:?}; spec.source is a keyword or {{trail: NAME}}"
+                        ),
+                    ));
+                }
+                Resource::Restore(typed(doc, &kind, &invalid)?)
+            }
+            _ => Resource::CatalogEntry(typed(doc, &kind, &invalid)?),
         };
         if let Some(e) = r.validate().into_iter().next() {
             return Err(invalid(e.field, e.message));
@@ -131,8 +152,28 @@ impl Resource {
         Ok(r)
     }
 
-    /// Field checks that need no other resource.
+    /// Field checks that need no other resource. Names come first: they become file and
+    /// object names (a Mimeo kind's name also prefixes volume, entry and Job names, hence a
+    /// DNS label of at most 63 characters).
     pub fn validate(&self) -> Vec<FieldError> {
+        let name = self.name();
+        let rule = match self {
+            Resource::Secret(_) | Resource::CatalogEntry(_) => check_dns_subdomain(&name),
+            _ => check_dns_label(&name),
+        };
+        let mut errors: Vec<FieldError> = rule
+            .err()
+            .map(|m| FieldError {
+                field: "metadata.name".into(),
+                message: m,
+            })
+            .into_iter()
+            .collect();
+        errors.extend(self.validate_spec());
+        errors
+    }
+
+    fn validate_spec(&self) -> Vec<FieldError> {
         match self {
             Resource::MediaClass(r) => r.spec.validate(),
             Resource::BackupTrail(r) => r.spec.validate(),
@@ -144,12 +185,31 @@ impl Resource {
     }
 }
 
-/// Deserializes with the path of the failing field in the error.
+/// Deserializes with the path of the failing field in the error. Unknown fields are refused
+/// and named, with a did-you-mean from the kind's schema where a known field is close, as
+/// kubectl's strict field validation does: a misspelt `encrpytion:` must not leave a media
+/// class in the clear.
 fn typed<T: DeserializeOwned>(
     doc: serde_yaml::Value,
+    kind: &str,
     invalid: &dyn Fn(String, String) -> Error,
 ) -> Result<T> {
-    serde_path_to_error::deserialize(doc).map_err(|e| {
+    let mut unknown: Vec<Vec<Seg>> = Vec::new();
+    let mut note = |path: serde_ignored::Path| {
+        let mut segs = Vec::new();
+        segments(&path, &mut segs);
+        // Checked before, and not fields of the typed object.
+        if !matches!(&segs[..], [Seg::Key(k)] if k == "apiVersion" || k == "kind") {
+            unknown.push(segs);
+        }
+    };
+    let de = serde_ignored::Deserializer::new(doc, &mut note);
+    let result = serde_path_to_error::deserialize(de);
+    // A misspelt field is the cause of the "missing field" it leaves behind: named first.
+    if let Some(segs) = unknown.first() {
+        return Err(invalid(show(segs), unknown_field(kind, segs)));
+    }
+    result.map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." { "spec".into() } else { path };
         let message = e.into_inner().to_string();
@@ -162,6 +222,88 @@ fn typed<T: DeserializeOwned>(
             None => invalid(field, message),
         }
     })
+}
+
+/// One step of a field path.
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+fn segments(path: &serde_ignored::Path, out: &mut Vec<Seg>) {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => {}
+        Path::Seq { parent, index } => {
+            segments(parent, out);
+            out.push(Seg::Index(*index));
+        }
+        Path::Map { parent, key } => {
+            segments(parent, out);
+            out.push(Seg::Key(key.clone()));
+        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => segments(parent, out),
+    }
+}
+
+/// `spec.workItems[0].source`.
+fn show(segs: &[Seg]) -> String {
+    let mut out = String::new();
+    for s in segs {
+        match s {
+            Seg::Key(k) if out.is_empty() => out.push_str(k),
+            Seg::Key(k) => out.push_str(&format!(".{k}")),
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+/// "unknown field", with the closest known field of the kind's schema at that place.
+fn unknown_field(kind: &str, segs: &[Seg]) -> String {
+    let known: Vec<String> = kind_schema(kind)
+        .and_then(|schema| {
+            let mut at = &schema;
+            for s in &segs[..segs.len().saturating_sub(1)] {
+                at = match s {
+                    Seg::Key(k) => at.get("properties")?.get(k)?,
+                    Seg::Index(_) => at.get("items")?,
+                };
+            }
+            Some(at.get("properties")?.as_object()?.keys().cloned().collect())
+        })
+        .unwrap_or_default();
+    let Some(Seg::Key(name)) = segs.last() else {
+        return "unknown field".into();
+    };
+    let closest = known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(name, k), k))
+        .min()
+        .filter(|(d, _)| *d <= 2.max(name.len() / 3));
+    match (closest, known.is_empty()) {
+        (Some((_, k)), _) => format!("unknown field {name:?}; did you mean {k:?}?"),
+        (None, false) => format!("unknown field {name:?}; known fields: {}", known.join(", ")),
+        (None, true) => format!("unknown field {name:?}"),
+    }
+}
+
+/// The OpenAPI schema of a Mimeo kind (the CRD's), for did-you-mean hints.
+fn kind_schema(kind: &str) -> Option<serde_json::Value> {
+    use kube::CustomResourceExt;
+    let crd = match kind {
+        "MediaClass" => MediaClass::crd(),
+        "BackupTrail" => BackupTrail::crd(),
+        "DuplicationTrail" => DuplicationTrail::crd(),
+        "DuplicationPolicy" => DuplicationPolicy::crd(),
+        "Restore" => Restore::crd(),
+        "CatalogEntry" => CatalogEntry::crd(),
+        _ => return None,
+    };
+    let version = crd.spec.versions.into_iter().next()?;
+    serde_json::to_value(version.schema?.open_api_v3_schema?).ok()
 }
 
 /// Parses a multi-document YAML text into resources; the first error stops the parse.

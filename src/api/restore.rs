@@ -1,7 +1,7 @@
 //! Restore: bring a work item instance back, from the best available copy.
 
 use chrono::{DateTime, Utc};
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -9,11 +9,12 @@ use super::catalog::Role;
 use super::common::{Condition, DataLocation};
 
 /// Restores one work item instance (and its incremental chain) to a target.
-#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[kube(
     group = "mimeo.dev",
     version = "v1alpha1",
     kind = "Restore",
+    validation = Rule::new("self.metadata.name.size() <= 63 && !self.metadata.name.contains('.')").message("metadata.name must be a DNS label of at most 63 characters: it prefixes volume, catalog entry and Job names"),
     namespaced,
     shortname = "rst",
     status = "RestoreStatus",

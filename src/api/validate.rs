@@ -54,11 +54,20 @@ pub fn parse_quantity(s: &str) -> Result<u64, String> {
         .parse()
         .map_err(|_| format!("{s:?} is not a quantity (use e.g. 64Mi, 10Gi, 500M)"))?;
     let bytes = value * mult as f64;
-    if !(bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64) {
-        return Err(format!("{s:?} is out of range: must be at least 1 byte"));
+    if !(bytes.is_finite() && bytes >= 1.0 && bytes <= MAX_QUANTITY as f64) {
+        return Err(format!(
+            "{s:?} is out of range: must be between 1 byte and 1Ei"
+        ));
     }
     Ok(bytes.round() as u64)
 }
+
+/// The longest duration accepted (100 years): every date Mimeo computes from one (backup time
+/// plus retention, now minus `olderThan`) stays far inside what a timestamp can hold.
+const MAX_DURATION_SECS: i64 = 100 * 365 * 86_400;
+
+/// The largest quantity accepted (1Ei): sizes stay far inside `u64` arithmetic.
+const MAX_QUANTITY: u64 = 1 << 60;
 
 /// Parses a duration such as `30d`, `7y`, `168h`, `1h30m`, `45s` (units s, m, h, d, w, y=365d).
 pub fn parse_duration(s: &str) -> Result<TimeDelta, String> {
@@ -88,6 +97,9 @@ pub fn parse_duration(s: &str) -> Result<TimeDelta, String> {
     }
     if !num.is_empty() || total <= 0 {
         return Err(bad());
+    }
+    if total > MAX_DURATION_SECS {
+        return Err(format!("{s:?} is out of range: durations are at most 100y"));
     }
     TimeDelta::try_seconds(total).ok_or_else(bad)
 }
@@ -119,6 +131,104 @@ pub fn check_dns_label(s: &str) -> Result<(), String> {
         Err(format!(
             "{s:?} must be a DNS label: lowercase letters, digits and '-', at most 63 characters"
         ))
+    }
+}
+
+/// Checks a DNS-1123 subdomain (Secret and CatalogEntry names: dot-separated labels, at most
+/// 253 characters), so that no name can climb out of a directory.
+pub fn check_dns_subdomain(s: &str) -> Result<(), String> {
+    let ok = s.len() <= 253 && s.split('.').all(|l| check_dns_label(l).is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} must be a DNS subdomain: lowercase letters, digits, '-' and '.', at most 253 characters"
+        ))
+    }
+}
+
+/// Checks a directory path: absolute (a relative one would depend on where a command runs),
+/// without `..` (so that overlap checks on the text are sound).
+pub fn check_abs_path(p: &str) -> Result<(), String> {
+    if !p.starts_with('/') {
+        return Err(format!(
+            "{p:?} must be an absolute path (a relative one changes with the directory a command runs from)"
+        ));
+    }
+    check_no_parent(p)
+}
+
+/// Refuses `..` components.
+fn check_no_parent(p: &str) -> Result<(), String> {
+    if p.split('/').any(|c| c == "..") {
+        return Err(format!("{p:?} must not contain '..'"));
+    }
+    Ok(())
+}
+
+/// True when one of two slash-separated paths is the other or lies beneath it (`.` and empty
+/// components ignored).
+pub fn paths_overlap(a: &str, b: &str) -> bool {
+    let parts = |p: &str| -> Vec<String> {
+        p.split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .map(String::from)
+            .collect()
+    };
+    let (a, b) = (parts(a), parts(b));
+    let n = a.len().min(b.len());
+    a[..n] == b[..n]
+}
+
+/// A restore target never lies inside or above a media class's volumes: a restore that
+/// clears its target must not be able to remove a trail.
+fn target_clear_of_media(c: &mut Checker, target: &DataLocation, set: &ResourceSet) {
+    for (name, mc) in &set.media_classes {
+        let b = &mc.spec.backend;
+        let clash = match (target, b) {
+            (
+                DataLocation { path: Some(t), .. },
+                Backend {
+                    filesystem: Some(fs),
+                    ..
+                },
+            ) => paths_overlap(t, &fs.path).then(|| ("spec.target.path", fs.path.clone())),
+            (DataLocation { pvc: Some(t), .. }, Backend { pvc: Some(m), .. })
+                if t.claim_name == m.claim_name =>
+            {
+                let (tp, mp) = (t.path.as_deref(), m.sub_path.as_deref());
+                paths_overlap(tp.unwrap_or(""), mp.unwrap_or("")).then(|| {
+                    let shown = format!("claim {}, {}", m.claim_name, mp.unwrap_or("/"));
+                    ("spec.target.pvc", shown)
+                })
+            }
+            (DataLocation { s3: Some(t), .. }, Backend { s3: Some(m), .. }) => {
+                let same_bucket = t.media_class_name.as_deref() == Some(name.as_str())
+                    || (t.bucket.as_deref() == Some(m.bucket.as_str()) && t.endpoint == m.endpoint);
+                let media_prefix = m.prefix.as_deref().unwrap_or("");
+                let target_prefix = match &t.media_class_name {
+                    Some(_) => format!("{media_prefix}/{}", t.prefix),
+                    None => t.prefix.clone(),
+                };
+                // A bucket holds other data beside media: only the trails' prefixes count.
+                set.trail_names()
+                    .into_iter()
+                    .filter(|tr| set.trail_media_class(tr) == Some(name.as_str()))
+                    .map(|tr| format!("{media_prefix}/{tr}"))
+                    .find(|media| same_bucket && paths_overlap(&target_prefix, media))
+                    .map(|media| {
+                        let shown = format!("bucket {}, prefix {media:?}", m.bucket);
+                        ("spec.target.s3", shown)
+                    })
+            }
+            _ => None,
+        };
+        if let Some((field, at)) = clash {
+            c.fail(
+                field,
+                format!("overlaps the media of MediaClass {name} ({at}): a restore never writes into or above media"),
+            );
+        }
     }
 }
 
@@ -186,10 +296,11 @@ impl Checker {
                 "name a mediaClassName or give a bucket",
             );
         }
-        if let Some(p) = &loc.path
-            && p.is_empty()
-        {
-            self.fail(format!("{field}.path"), "must not be empty");
+        if let Some(p) = &loc.path {
+            self.check(format!("{field}.path"), check_abs_path(p));
+        }
+        if let Some(p) = loc.pvc.as_ref().and_then(|p| p.path.as_deref()) {
+            self.check(format!("{field}.pvc.path"), check_no_parent(p));
         }
     }
 }
@@ -207,6 +318,12 @@ impl MediaClassSpec {
                 ("s3", b.s3.is_some()),
             ],
         );
+        if let Some(fs) = &b.filesystem {
+            c.check("spec.backend.filesystem.path", check_abs_path(&fs.path));
+        }
+        if let Some(p) = b.pvc.as_ref().and_then(|p| p.sub_path.as_deref()) {
+            c.check("spec.backend.pvc.subPath", check_no_parent(p));
+        }
         if let Some(s3) = &b.s3
             && s3.bucket.len() < 3
         {
@@ -450,6 +567,7 @@ pub fn validate_references(r: &Resource, set: &ResourceSet) -> Vec<FieldError> {
             {
                 media(&mut c, "spec.target.s3.mediaClassName", m);
             }
+            target_clear_of_media(&mut c, &rs.spec.target, set);
         }
         Resource::MediaClass(m) => {
             let refs = [

@@ -11,6 +11,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
+use crate::api::validate::{check_dns_label, check_dns_subdomain};
 use crate::api::*;
 use crate::engine::task::{RescanTask, TaskOutcome};
 use crate::error::{Error, Result};
@@ -81,20 +82,56 @@ pub async fn run_rescan(task: &RescanTask) -> Result<TaskOutcome> {
             .map(|v| v.name)
             .collect();
     let mut outcome = TaskOutcome::default();
-    for m in read_manifests(media.store.as_ref(), &task.trail).await? {
-        for e in m.entries {
-            match e.extents.iter().find(|x| !live.contains(&x.volume)) {
-                Some(x) => outcome.notes.push(format!(
-                    "{}: volume {} holds no data any more, not restored",
-                    e.object_name(),
-                    x.volume
-                )),
-                None => outcome.entries.push(e),
-            }
+    let manifests = read_manifests(media.store.as_ref(), &task.trail).await?;
+    for e in newest_copies(manifests.into_iter().flat_map(|m| m.entries)) {
+        // Whoever controls the media writes the manifests: an entry's names become file and
+        // object names, so they are checked like a user's.
+        let name = e.object_name();
+        if e.trail != task.trail
+            || check_dns_subdomain(&name).is_err()
+            || check_dns_label(&e.work_item).is_err()
+        {
+            outcome.notes.push(format!(
+                "refused a manifest entry named {name:?} (work item {:?}): not an entry of trail {}",
+                e.work_item, task.trail
+            ));
+            continue;
+        }
+        match e.extents.iter().find(|x| !live.contains(&x.volume)) {
+            Some(x) => outcome.notes.push(format!(
+                "{}: volume {} holds no data any more, not restored",
+                e.object_name(),
+                x.volume
+            )),
+            None => outcome.entries.push(e),
         }
     }
     outcome.seconds = started.elapsed().as_secs_f64();
     Ok(outcome)
+}
+
+/// One entry per name: where manifests list an entry twice (a repair copy written after the
+/// first copy was found damaged), the newest copy, recording the older extents in `replaces`.
+fn newest_copies(entries: impl Iterator<Item = CatalogEntrySpec>) -> Vec<CatalogEntrySpec> {
+    let mut by_name: BTreeMap<String, CatalogEntrySpec> = BTreeMap::new();
+    for e in entries {
+        match by_name.entry(e.object_name()) {
+            std::collections::btree_map::Entry::Vacant(v) => _ = v.insert(e),
+            std::collections::btree_map::Entry::Occupied(mut o) => {
+                let (mut newer, older) = if e.created_at > o.get().created_at {
+                    (e, o.get().clone())
+                } else {
+                    (o.get().clone(), e)
+                };
+                if newer.extents != older.extents {
+                    newer.replaces.extend(older.replaces);
+                    newer.replaces.extend(older.extents);
+                }
+                o.insert(newer);
+            }
+        }
+    }
+    by_name.into_values().collect()
 }
 
 /// Reads every manifest of a trail.
@@ -146,6 +183,7 @@ impl EntryBuilder<'_> {
             copy_of,
             parent,
             extents: w.extents,
+            replaces: Vec::new(),
             bytes: w.bytes,
             digest: w.digest,
             created_at: Utc::now(),
@@ -177,13 +215,50 @@ pub struct Catalog {
     pub entries: BTreeMap<String, Arc<CatalogEntry>>,
 }
 
+/// What recording a committed entry did to the catalog.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// The entry was new.
+    New,
+    /// A newer copy replaced a Missing (damaged) entry: the entry is Valid again, on new data.
+    Repaired,
+    /// The entry was known: left as it is.
+    Known,
+}
+
 impl Catalog {
     /// Adds an entry from a committed manifest; an entry already known is left as it is (so a
     /// re-import never resurrects an Expired or Missing entry).
     pub fn import(&mut self, spec: CatalogEntrySpec) -> bool {
+        self.record(spec) == Recorded::New
+    }
+
+    /// Records an entry a run committed (or a manifest lists). A known entry is left as it is,
+    /// so a retried worker or a re-import never turns an Expired or Missing entry back into
+    /// Valid; the one exception is a newer copy on other extents of an entry that is Missing:
+    /// a repair copy. It replaces the entry, Valid, and keeps the damaged copy's extents in
+    /// `replaces`, so their volumes are freed only when the entry expires. Both drivers call
+    /// this, so they agree on what a commit does.
+    pub fn record(&mut self, mut spec: CatalogEntrySpec) -> Recorded {
         let name = spec.object_name();
-        if self.entries.contains_key(&name) {
-            return false;
+        if let Some(old) = self.entries.get(&name) {
+            let repair = Self::state(old) == EntryState::Missing
+                && old.spec.extents != spec.extents
+                && spec.created_at > old.spec.created_at;
+            if !repair {
+                return Recorded::Known;
+            }
+            let damaged = old.status.as_ref().map_or("", |s| s.message.as_str());
+            let message = format!("repair copy: replaces the damaged copy ({damaged})");
+            spec.replaces = old.spec.replaces.clone();
+            spec.replaces.extend(old.spec.extents.iter().cloned());
+            let e = Arc::make_mut(self.entries.get_mut(&name).expect("known"));
+            e.spec = spec;
+            e.status = Some(CatalogEntryStatus {
+                state: EntryState::Valid,
+                message,
+            });
+            return Recorded::Repaired;
         }
         let labels = [
             (LABEL_WORK_ITEM, spec.work_item.clone()),
@@ -204,7 +279,7 @@ impl Catalog {
             status: Some(CatalogEntryStatus::default()),
         };
         self.entries.insert(name, Arc::new(entry));
-        true
+        Recorded::New
     }
 
     /// State of an entry.
@@ -218,6 +293,15 @@ impl Catalog {
             .values()
             .filter(|e| Self::state(e) == EntryState::Valid)
             .map(|e| &e.spec)
+    }
+
+    /// Entries not Expired, with whether each is Valid: a Missing entry still holds its
+    /// volumes until it expires.
+    pub fn live(&self) -> impl Iterator<Item = (&CatalogEntrySpec, bool)> {
+        self.entries.values().filter_map(|e| match Self::state(e) {
+            EntryState::Expired => None,
+            s => Some((&e.spec, s == EntryState::Valid)),
+        })
     }
 
     /// Valid copies of one instance.
@@ -297,6 +381,7 @@ mod tests {
                     length: *len,
                 })
                 .collect(),
+            replaces: Vec::new(),
             bytes: volumes.iter().map(|v| v.1).sum(),
             digest: "sha256:x".into(),
             created_at: t,

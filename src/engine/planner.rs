@@ -401,32 +401,35 @@ impl PlanContext<'_> {
             self.trail_retention(&e.trail)
                 .map(|ret| e.backup_time + chrono::TimeDelta::seconds(ret))
         };
-        let mut valid: Vec<&CatalogEntrySpec> = self.catalog.valid().collect();
+        // Missing copies expire by retention too: expiry is the only thing that frees volumes.
+        let mut live: Vec<(&CatalogEntrySpec, bool)> = self.catalog.live().collect();
         // Most sweeps expire nothing: they must not pay for the floors (every policy's selection).
-        if !valid
+        if !live
             .iter()
-            .any(|e| expires(e).is_some_and(|t| self.now >= t))
+            .any(|(e, _)| expires(e).is_some_and(|t| self.now >= t))
         {
             return ExpiryPlan::default();
         }
-        valid.sort_by_key(|e| std::cmp::Reverse(e.backup_time));
+        live.sort_by_key(|(e, _)| std::cmp::Reverse(e.backup_time));
         let mut copies: BTreeMap<&str, u32> = BTreeMap::new();
-        for e in &valid {
+        for (e, _) in live.iter().filter(|(_, valid)| *valid) {
             *copies.entry(&e.instance_id).or_default() += 1;
         }
         let floors = self.copy_floors();
         let mut needed: BTreeSet<(String, String)> = BTreeSet::new();
         let mut plan = ExpiryPlan::default();
-        for e in valid {
+        for (e, valid) in live {
             let Some(expires) = expires(e) else {
                 continue;
             };
             let parent_of_valid = needed.contains(&(e.trail.clone(), e.instance_id.clone()));
             let mut keep = self.now < expires || parent_of_valid;
             if !keep {
-                let left = copies[e.instance_id.as_str()] - 1;
+                // A Missing copy is not one of the Valid copies a floor counts.
+                let left =
+                    copies.get(e.instance_id.as_str()).copied().unwrap_or(0) - u32::from(valid);
                 match floors.get(&e.instance_id) {
-                    Some((floor, policy)) if left < *floor => {
+                    Some((floor, policy)) if valid && left < *floor => {
                         plan.held.push((
                             e.object_name(),
                             format!(
@@ -437,7 +440,9 @@ impl PlanContext<'_> {
                         keep = true;
                     }
                     _ => {
-                        *copies.get_mut(e.instance_id.as_str()).expect("counted") = left;
+                        if valid {
+                            *copies.get_mut(e.instance_id.as_str()).expect("counted") = left;
+                        }
                         plan.expire.push((
                             e.object_name(),
                             format!(
@@ -465,12 +470,12 @@ impl PlanContext<'_> {
         let gone: BTreeSet<&str> = plan.expire.iter().map(|(n, _)| n.as_str()).collect();
         let mut before: BTreeSet<&str> = BTreeSet::new();
         let mut after: BTreeSet<&str> = BTreeSet::new();
-        for e in self.catalog.valid().filter(|e| e.trail == trail) {
+        for (e, _) in self.catalog.live().filter(|(e, _)| e.trail == trail) {
             let stays = !gone.contains(e.object_name().as_str());
-            for x in &e.extents {
-                before.insert(&x.volume);
+            for v in e.held_volumes() {
+                before.insert(v);
                 if stays {
-                    after.insert(&x.volume);
+                    after.insert(v);
                 }
             }
         }
@@ -484,13 +489,17 @@ impl PlanContext<'_> {
         })
     }
 
-    /// Volumes of `trail` that hold Valid entries (expiry frees every other sealed volume).
-    pub fn volumes_in_use(&self, trail: &str) -> Vec<String> {
+    /// Volumes of `trail` that hold entries not yet Expired, Valid or Missing, once the
+    /// entries in `expiring` are Expired too (a driver whose catalog does not show the new
+    /// states yet names them). Expiry frees every other sealed volume: damage, or media that
+    /// could not be read, never frees one.
+    pub fn volumes_in_use(&self, trail: &str, expiring: &[(String, String)]) -> Vec<String> {
+        let gone: BTreeSet<&str> = expiring.iter().map(|(n, _)| n.as_str()).collect();
         let set: BTreeSet<String> = self
             .catalog
-            .valid()
-            .filter(|e| e.trail == trail)
-            .flat_map(|e| e.extents.iter().map(|x| x.volume.clone()))
+            .live()
+            .filter(|(e, _)| e.trail == trail && !gone.contains(e.object_name().as_str()))
+            .flat_map(|(e, _)| e.held_volumes().map(String::from))
             .collect();
         set.into_iter().collect()
     }
@@ -654,6 +663,7 @@ spec: {mediaClassName: tape, retention: 1d}
                 offset: 0,
                 length: 10,
             }],
+            replaces: Vec::new(),
             bytes: 10,
             digest: "sha256:x".into(),
             created_at: t,

@@ -3,7 +3,7 @@
 //! target, never outside it.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,29 +19,29 @@ use crate::media::trail::read_instance;
 /// Bytes per part when a restored file is written to an S3 target.
 const PUT_CHUNK: usize = 8 << 20;
 
-/// Runs a restore task. Entries refused for safety fail the restore (after the rest was
-/// written), and are listed in the error.
+/// Runs a restore task. A directory target is built in a staging directory beside it (same
+/// filesystem) and moved into place only once every link of the chain was read whole, each
+/// block checked and each stream's digest matched, and nothing was refused: a forged or
+/// damaged copy leaves nothing in the target, and the next copy starts clean. The target must
+/// be absent or empty: a restore never removes what is in its way.
 pub async fn run_restore(task: &RestoreTask) -> Result<TaskOutcome> {
     let started = Instant::now();
-    let mut outcome = TaskOutcome::default();
-    let s3_target: Option<Arc<dyn ObjectStore>> = match &task.target {
-        DataSpec::S3(t) => Some(Arc::new(t.open().await?)),
-        DataSpec::Path(p) => {
-            std::fs::create_dir_all(p).map_err(|e| Error::io(p, e))?;
-            None
-        }
+    let (stage, s3_target): (Option<Staging>, Option<Arc<dyn ObjectStore>>) = match &task.target {
+        DataSpec::S3(t) => (None, Some(Arc::new(t.open().await?))),
+        DataSpec::Path(p) => (Some(Staging::new(Path::new(p))?), None),
     };
+    let mut outcome = TaskOutcome::default();
     for link in &task.links {
         let reader = open_link(link).await?;
-        let target = task.target.clone();
+        let staged = stage.as_ref().map(|s| s.dir.clone());
         let s3 = s3_target.clone();
         let handle = tokio::runtime::Handle::current();
         let report = blocking(move || {
             let mut reader = reader;
-            let r = match (&target, s3) {
-                (DataSpec::Path(p), _) => extract_archive(&mut reader, &PathBuf::from(p)),
-                (_, Some(store)) => extract_to_store(&mut reader, store, handle),
-                (DataSpec::S3(_), None) => unreachable!("S3 target opened above"),
+            let r = match (staged, s3) {
+                (Some(dir), _) => extract_archive(&mut reader, &dir),
+                (None, Some(store)) => extract_to_store(&mut reader, store, handle),
+                (None, None) => unreachable!("a path or an S3 target"),
             };
             // A media error explains a broken stream better than the archive error it caused.
             match (reader.take_error(), r) {
@@ -61,19 +61,94 @@ pub async fn run_restore(task: &RestoreTask) -> Result<TaskOutcome> {
     if !outcome.notes.is_empty() {
         return Err(Error::Refused {
             entry: outcome.notes.join("; "),
-            reason: "would write outside the target or is not a file, directory or link".into(),
+            reason: "would write outside the target or is not a file, directory or link; nothing was restored".into(),
         });
+    }
+    if let Some(stage) = stage {
+        stage.commit()?;
     }
     Ok(outcome)
 }
 
+/// A restore's staging directory, `.mimeo-restore-RANDOM` inside the target (so on its
+/// filesystem, and writable wherever the target is, a volume's root included): removed unless
+/// committed; a killed restore's is removed by the next restore to that target.
+struct Staging {
+    dir: PathBuf,
+    target: PathBuf,
+}
+
+const STAGING_PREFIX: &str = ".mimeo-restore-";
+
+/// What a fresh filesystem's root holds: not user data in the way.
+const IGNORED_IN_TARGET: &str = "lost+found";
+
+impl Staging {
+    fn new(target: &Path) -> Result<Staging> {
+        std::fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
+        let meta = std::fs::symlink_metadata(target).map_err(|e| Error::io(target, e))?;
+        if !meta.is_dir() {
+            return Err(Error::Refused {
+                entry: target.display().to_string(),
+                reason: "the restore target is not a directory (a symlink or a file)".into(),
+            });
+        }
+        for e in std::fs::read_dir(target).map_err(|e| Error::io(target, e))? {
+            let e = e.map_err(|e| Error::io(target, e))?;
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(STAGING_PREFIX) && e.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(e.path()).map_err(|err| Error::io(e.path(), err))?;
+            } else if name != IGNORED_IN_TARGET {
+                return Err(Error::Refused {
+                    entry: target.display().to_string(),
+                    reason: format!(
+                        "the target directory is not empty (it holds {name:?}): restore into a new or empty directory; nothing in a target is ever removed"
+                    ),
+                });
+            }
+        }
+        let dir = tempfile::Builder::new()
+            .prefix(STAGING_PREFIX)
+            .tempdir_in(target)
+            .map_err(|e| Error::io(target, e))?
+            .keep();
+        Ok(Staging {
+            dir,
+            target: target.to_path_buf(),
+        })
+    }
+
+    /// Moves the verified tree into place, entry by entry (renames on one filesystem).
+    fn commit(self) -> Result<()> {
+        for e in std::fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))? {
+            let e = e.map_err(|e| Error::io(&self.dir, e))?;
+            let to = self.target.join(e.file_name());
+            std::fs::rename(e.path(), &to).map_err(|err| Error::io(&to, err))?;
+        }
+        // The staging directory's own mode and time were the target's to have.
+        Ok(())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// The links of a restore that a read error concerns: the copies on the volume it names.
 /// `true` with them for damage (those copies become Missing), `false` for a key their media
-/// class cannot use (they are only passed over). No links for any other error.
+/// class cannot use or media that cannot be reached (they are only passed over). No links for any other error.
 pub fn unreadable_links<'a>(links: &'a [RestoreLink], err: &Error) -> (Vec<&'a RestoreLink>, bool) {
     let (volume, class, damaged) = match err {
         Error::Corrupt { volume, .. } => (volume, None, true),
         Error::Key {
+            volume,
+            media_class,
+            ..
+        }
+        | Error::Unreachable {
             volume,
             media_class,
             ..

@@ -3,7 +3,7 @@
 //! execute (the worker's executor) → commit (manifests on the media, then the catalog) → status.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use kube::ResourceExt;
@@ -12,7 +12,7 @@ use tracing::{info, warn};
 use super::progress::Progress;
 use super::state::StateDir;
 use crate::api::*;
-use crate::engine::catalog::{Catalog, run_rescan};
+use crate::engine::catalog::{Catalog, Recorded, run_rescan};
 use crate::engine::planner::{Breaker, PlanContext, apply_breaker};
 use crate::engine::restore::unreadable_links;
 use crate::engine::task::*;
@@ -57,6 +57,24 @@ pub fn read_inputs(paths: &[PathBuf]) -> Result<Vec<Input>> {
                     name: r.name(),
                     field: "kind".into(),
                     message: "CatalogEntries are written by Mimeo only".into(),
+                });
+            }
+            // Two of one kind and name in a batch: which one was meant cannot be guessed.
+            if let Some(first) = out
+                .iter()
+                .find(|i: &&Input| i.resource.kind() == r.kind() && i.resource.name() == r.name())
+            {
+                return Err(Error::Invalid {
+                    source_name: f.display().to_string(),
+                    kind: r.kind().into(),
+                    name: r.name(),
+                    field: "metadata.name".into(),
+                    message: format!(
+                        "{}/{} is given twice in this batch (also in {})",
+                        r.kind(),
+                        r.name(),
+                        first.source
+                    ),
                 });
             }
             out.push(Input {
@@ -228,6 +246,26 @@ fn resolve_location(set: &ResourceSet, loc: &DataLocation) -> Result<DataSpec> {
     }))
 }
 
+/// `p` with the symlinks of its deepest existing ancestor resolved (the rest does not exist
+/// yet, so it cannot be a link).
+fn real_path(p: &Path) -> PathBuf {
+    let absolute = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    while std::fs::symlink_metadata(existing).is_err() {
+        match (existing.file_name(), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => break,
+        }
+    }
+    let mut real = std::fs::canonicalize(existing).unwrap_or_else(|_| existing.to_path_buf());
+    real.extend(rest.iter().rev());
+    real
+}
+
 /// The local driver: a state directory and the time.
 pub struct Local {
     /// Where resources and the catalog live.
@@ -294,8 +332,9 @@ impl Local {
         let (media, errors) = resolve_media(&set);
         self.failures.extend(errors);
         let mut catalog = self.state.load_catalog()?;
-        self.import_manifests(&set, &media, &mut catalog, false)
-            .await?;
+        for line in self.import_manifests(&set, &media, &mut catalog).await? {
+            warn!("{line}");
+        }
         self.run_backups(&mut set, &media, &mut catalog).await?;
         self.run_policies(&mut set, &media, &mut catalog).await?;
         // A restore reads only media that answer now: offline media count as unavailable.
@@ -310,40 +349,46 @@ impl Local {
         })
     }
 
-    /// Imports committed manifests from every reachable trail: recovers the commits of a run
-    /// that was killed after writing its manifest, and (with `rebuild`) rebuilds the catalog.
+    /// Imports committed manifests from every readable trail: recovers the commits of a run
+    /// that was killed after writing its manifest, and rebuilds a lost catalog. What the
+    /// catalog knows keeps its state ([`Catalog::record`]). Returns one line per trail that
+    /// was not read (media away or not answering): its entries are kept as they are.
     pub async fn import_manifests(
         &mut self,
         set: &ResourceSet,
         media: &BTreeMap<String, MediaSpec>,
         catalog: &mut Catalog,
-        rebuild: bool,
-    ) -> Result<usize> {
-        let mut added = 0;
+    ) -> Result<Vec<String>> {
+        let mut unread = Vec::new();
         for t in &set.trail_names() {
+            let kept = catalog
+                .entries
+                .values()
+                .filter(|e| e.spec.trail == *t)
+                .count();
             let Some(spec) = readable_media(set, media, t) else {
+                unread.push(format!(
+                    "trail/{t}: media away or not resolved, not read; its {kept} entries are kept as they are"
+                ));
                 continue;
             };
             let task = RescanTask {
                 trail: t.clone(),
                 media: spec.clone(),
             };
-            let outcome = match run_rescan(&task).await {
-                Ok(x) => x,
-                Err(e) if rebuild => return Err(e),
-                Err(e) => {
-                    warn!(trail = %t, "cannot read manifests: {e}");
-                    continue;
+            match run_rescan(&task).await {
+                Ok(outcome) => {
+                    for n in &outcome.notes {
+                        info!("trail/{t}: {n}");
+                    }
+                    self.commit(catalog, &outcome)?
                 }
-            };
-            for e in outcome.entries {
-                if catalog.import(e.clone()) {
-                    added += 1;
-                    self.state.save_entry(&catalog.entries[&e.object_name()])?;
-                }
+                Err(e) => unread.push(format!(
+                    "trail/{t}: manifests not read ({e}); its {kept} entries are kept as they are"
+                )),
             }
         }
-        Ok(added)
+        Ok(unread)
     }
 
     /// Runs a task in-process, with progress shown.
@@ -373,10 +418,16 @@ impl Local {
         }
     }
 
+    /// Records what a task committed ([`Catalog::record`]: the operator decides the same).
     fn commit(&self, catalog: &mut Catalog, outcome: &TaskOutcome) -> Result<()> {
         for e in &outcome.entries {
-            catalog.import(e.clone());
-            self.state.save_entry(&catalog.entries[&e.object_name()])?;
+            let name = e.object_name();
+            match catalog.record(e.clone()) {
+                Recorded::Known => continue,
+                Recorded::Repaired => println!("catalogentry/{name}: repaired by a new copy"),
+                Recorded::New => {}
+            }
+            self.state.save_entry(&catalog.entries[&name])?;
         }
         Ok(())
     }
@@ -590,7 +641,9 @@ impl Local {
                 observed_generation: restore.metadata.generation,
                 ..Default::default()
             };
-            let result = match resolve_location(set, &restore.spec.target) {
+            let target = resolve_location(set, &restore.spec.target)
+                .and_then(|t| self.clear_of_media_and_state(set, t));
+            let result = match target {
                 Ok(target) => {
                     self.restore_best_copy(&what, &restore, target, set, media, catalog, &mut st)
                         .await?
@@ -624,6 +677,41 @@ impl Local {
             set.restores.get_mut(&name).unwrap().status = Some(st);
         }
         Ok(())
+    }
+
+    /// Refuses a restore target directory that is, contains or lies inside the state
+    /// directory or a filesystem media class's directory once symlinks are resolved
+    /// (validation compares the paths as written).
+    fn clear_of_media_and_state(&self, set: &ResourceSet, target: DataSpec) -> Result<DataSpec> {
+        let DataSpec::Path(t) = &target else {
+            return Ok(target);
+        };
+        let real_target = real_path(Path::new(t));
+        let media = set.media_classes.iter().filter_map(|(name, mc)| {
+            let fs = mc.spec.backend.filesystem.as_ref()?;
+            Some((
+                format!("the media of MediaClass {name}"),
+                PathBuf::from(&fs.path),
+            ))
+        });
+        let state = (
+            "the state directory".to_string(),
+            self.state.root().to_path_buf(),
+        );
+        for (what, dir) in media.chain([state]) {
+            let dir = real_path(&dir);
+            if real_target.starts_with(&dir) || dir.starts_with(&real_target) {
+                return Err(Error::Refused {
+                    entry: format!("spec.target.path {t}"),
+                    reason: format!(
+                        "{} overlaps {what} ({}): a restore never writes into or above them",
+                        real_target.display(),
+                        dir.display()
+                    ),
+                });
+            }
+        }
+        Ok(target)
     }
 
     /// Restores from the best copy of each link; a copy found damaged while reading is marked
@@ -764,7 +852,7 @@ impl Local {
             let task = Task::Scratch(ScratchTask {
                 trail: t.clone(),
                 media: m.clone(),
-                keep: ctx.volumes_in_use(&t),
+                keep: ctx.volumes_in_use(&t, &[]),
             });
             if let Some(o) = self.run_task(&format!("trail/{t}"), &task).await {
                 for n in o.notes {
@@ -848,15 +936,20 @@ impl Local {
         Ok(())
     }
 
-    /// Rebuilds the catalog from the manifests on the media, then applies expiry by time.
-    pub async fn rescan(&mut self) -> Result<usize> {
+    /// Rebuilds the catalog from the manifests on the media, then applies expiry by time. What
+    /// the catalog already knows is kept: states that verify or a restore learned (Missing),
+    /// expiry, and the entries of media that are away or do not answer now (flagged, and the
+    /// run fails, but nothing is dropped).
+    pub async fn rescan(&mut self) -> Result<ApplyReport> {
         let set = self.state.load_resources()?;
-        let (media, _) = resolve_media(&set);
-        self.state.clear_catalog()?;
-        let mut catalog = Catalog::default();
-        let n = self
-            .import_manifests(&set, &media, &mut catalog, true)
-            .await?;
+        let (media, mut failures) = resolve_media(&set);
+        let mut catalog = self.state.load_catalog()?;
+        let before = catalog.entries.len();
+        let unread = self.import_manifests(&set, &media, &mut catalog).await?;
+        for line in &unread {
+            println!("{line}");
+        }
+        failures.extend(unread);
         let expired = PlanContext {
             set: &set,
             media: &media,
@@ -869,7 +962,12 @@ impl Local {
             catalog.set_state(&name, EntryState::Expired, why);
             self.state.save_entry(&catalog.entries[&name])?;
         }
-        Ok(n)
+        println!(
+            "catalog rebuilt from the media: {} entries ({} new)",
+            catalog.entries.len(),
+            catalog.entries.len() - before
+        );
+        Ok(ApplyReport { failures })
     }
 
     /// Re-reads every Valid copy (optionally of one trail); damaged copies become Missing,

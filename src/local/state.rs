@@ -59,6 +59,11 @@ impl StateDir {
         StateDir { root: root.into() }
     }
 
+    /// The directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     fn kind_dir(&self, kind: &str) -> PathBuf {
         self.root.join("resources").join(kind)
     }
@@ -132,15 +137,5 @@ impl StateDir {
             &self.catalog_dir().join(format!("{}.json", e.name_any())),
             &body,
         )
-    }
-
-    /// Removes the whole catalog (before a rescan rebuilds it).
-    pub fn clear_catalog(&self) -> Result<()> {
-        match std::fs::remove_dir_all(self.catalog_dir()) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(Error::io(self.catalog_dir(), e))
-            }
-            _ => Ok(()),
-        }
     }
 }

@@ -4,6 +4,7 @@
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::Range;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -30,8 +31,70 @@ impl FsStore {
         FsStore { root: root.into() }
     }
 
-    fn path(&self, key: &str) -> PathBuf {
-        self.root.join(key)
+    /// The path of `key` beneath the root, checked component by component: no empty, `.` or
+    /// `..` component, and no symlink anywhere between the root and the object, so a planted
+    /// `trail/volume -> elsewhere` can neither receive media nor pass for it. With `create`,
+    /// missing directories are made (owner only).
+    fn path(&self, key: &str, create: bool) -> Result<PathBuf> {
+        let parts: Vec<&str> = key.split('/').collect();
+        if parts
+            .iter()
+            .any(|c| c.is_empty() || *c == "." || *c == "..")
+        {
+            return Err(self.refuse(key, "is not a plain relative key"));
+        }
+        let (name, dirs) = parts.split_last().expect("split yields one part");
+        if create {
+            std::fs::create_dir_all(&self.root).map_err(|e| self.err(key, e))?;
+        }
+        let mut path = self.root.clone();
+        for (i, c) in dirs.iter().enumerate() {
+            path.push(c);
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => {}
+                // Nothing below a missing directory can be a symlink.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => {
+                    path.extend(&dirs[i + 1..]);
+                    path.push(name);
+                    return Ok(path);
+                }
+                Ok(_) => {
+                    return Err(self.refuse(
+                        key,
+                        &format!("{} is not a directory (a symlink?)", path.display()),
+                    ));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+                    match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+                        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                            return Err(self.err(key, e));
+                        }
+                        _ => {}
+                    }
+                    // Raced with someone who put something else there: look again.
+                    if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+                        return Err(
+                            self.refuse(key, &format!("{} is not a directory", path.display()))
+                        );
+                    }
+                }
+                Err(e) => return Err(self.err(key, e)),
+            }
+        }
+        path.push(name);
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(self.refuse(key, &format!("{} is a symlink", path.display())));
+        }
+        Ok(path)
+    }
+
+    fn refuse(&self, key: &str, why: &str) -> Error {
+        Error::Store {
+            store: self.describe(),
+            key: key.into(),
+            message: format!("refused: {why}; media objects are never reached through symlinks"),
+            transient: false,
+        }
     }
 
     fn err(&self, key: &str, e: std::io::Error) -> Error {
@@ -50,9 +113,8 @@ impl FsStore {
     }
 
     fn temp_in(&self, key: &str) -> Result<NamedTempFile> {
-        let path = self.path(key);
+        let path = self.path(key, true)?;
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(|e| self.err(key, e))?;
         tempfile::Builder::new()
             .prefix(TEMP_PREFIX)
             .tempfile_in(&dir)
@@ -62,7 +124,7 @@ impl FsStore {
     /// Syncs and links the temp file to `key`, failing if `key` exists.
     fn commit(&self, key: &str, tmp: NamedTempFile) -> Result<()> {
         tmp.as_file().sync_all().map_err(|e| self.err(key, e))?;
-        let path = self.path(key);
+        let path = self.path(key, false)?;
         tmp.persist_noclobber(&path).map_err(|e| {
             if e.error.kind() == std::io::ErrorKind::AlreadyExists {
                 Error::AlreadyExists {
@@ -158,7 +220,7 @@ impl ObjectStore for FsStore {
     }
 
     async fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
-        if self.path(key).exists() {
+        if std::fs::symlink_metadata(self.path(key, false)?).is_ok() {
             return Err(Error::AlreadyExists {
                 store: self.describe(),
                 key: key.into(),
@@ -177,7 +239,11 @@ impl ObjectStore for FsStore {
         let this = self.clone();
         let key = key.to_string();
         tokio::task::spawn_blocking(move || {
-            let mut f = std::fs::File::open(this.path(&key)).map_err(|e| this.err(&key, e))?;
+            let mut f = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(this.path(&key, false)?)
+                .map_err(|e| this.err(&key, e))?;
             f.seek(SeekFrom::Start(range.start))
                 .map_err(|e| this.err(&key, e))?;
             let mut buf = Vec::with_capacity(range.end.saturating_sub(range.start) as usize);
@@ -191,7 +257,7 @@ impl ObjectStore for FsStore {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes> {
-        let path = self.path(key);
+        let path = self.path(key, false)?;
         tokio::fs::read(&path)
             .await
             .map(Bytes::from)
@@ -199,7 +265,7 @@ impl ObjectStore for FsStore {
     }
 
     async fn head(&self, key: &str) -> Result<Option<u64>> {
-        match tokio::fs::metadata(self.path(key)).await {
+        match tokio::fs::symlink_metadata(self.path(key, false)?).await {
             Ok(m) => Ok(Some(m.len())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.err(key, e)),
@@ -220,7 +286,7 @@ impl ObjectStore for FsStore {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        match tokio::fs::remove_file(self.path(key)).await {
+        match tokio::fs::remove_file(self.path(key, false)?).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(self.err(key, e)),
             _ => Ok(()),
         }
@@ -230,7 +296,10 @@ impl ObjectStore for FsStore {
         let this = self.clone();
         let prefix = prefix.to_string();
         tokio::task::spawn_blocking(move || {
-            let dir = this.path(&prefix);
+            let dir = match prefix.trim_end_matches('/') {
+                "" => this.root.clone(),
+                p => this.path(p, false)?,
+            };
             let mut removed = 0;
             purge_temps(&dir, before.into(), &mut removed).map_err(|e| this.err(&prefix, e))?;
             Ok(removed)

@@ -574,6 +574,13 @@ pub async fn read_instance(media: Media, entry: CatalogEntrySpec, tx: mpsc::Send
     }
 }
 
+/// Whether any object of `volume` is on the media: a missing segment of a volume that is
+/// there is damage; a volume that is not there at all is media that cannot be reached.
+async fn volume_is_there(media: &Media, trail: &str, volume: &str) -> Result<bool> {
+    let prefix = format!("{trail}/{volume}/");
+    Ok(!media.store.list(&prefix).await?.is_empty())
+}
+
 async fn read_instance_inner(
     media: &Media,
     entry: &CatalogEntrySpec,
@@ -629,14 +636,25 @@ async fn read_instance_inner(
     };
     while let Some((x, a, b, data)) = reads.next().await {
         let ext = &entry.extents[x];
-        let data = data.map_err(|e| match e {
-            Error::NotFound { .. } => corrupt(
-                &ext.volume,
-                ext.offset,
-                format!("segment {} is missing ({})", ext.segment, keys[x]),
-            ),
-            other => other,
-        })?;
+        let data = match data {
+            Err(Error::NotFound { .. }) => {
+                let detail = format!("segment {} is missing ({})", ext.segment, keys[x]);
+                return Err(
+                    match volume_is_there(media, &entry.trail, &ext.volume).await? {
+                        true => corrupt(&ext.volume, ext.offset, detail),
+                        false => Error::Unreachable {
+                            media_class: media.name.clone(),
+                            volume: ext.volume.clone(),
+                            work_item: item.clone(),
+                            detail: format!(
+                                "{detail}, and the volume has no object at all: media not mounted, emptied or replaced; the copy is not marked damaged"
+                            ),
+                        },
+                    },
+                );
+            }
+            other => other?,
+        };
         if current != Some(x) {
             if let Some(prev) = current
                 && !carry.is_empty()

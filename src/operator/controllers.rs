@@ -395,11 +395,15 @@ pub async fn reconcile_restore(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Act
                 ctx.metrics.finished("restore", "Failed", job_seconds(&job));
                 if !damaged.is_empty() && st.damaged.len() < MAX_DAMAGED_COPIES {
                     let note = format!("{}; reading the next copy", damaged.join("; "));
+                    tracing::info!(restore = %name, namespace = %ns, job = %job_name, "{note}");
                     event(&recorder, r.as_ref(), true, "CopyDamaged", note).await;
                     st.damaged.extend(damaged);
                     known = fresh;
                     next_copy = true;
                 } else {
+                    tracing::info!(restore = %name, namespace = %ns, job = %job_name,
+                        damaged = damaged.len(), passed_over = st.damaged.len(),
+                        "restore failed: {msg}");
                     st.phase = RestorePhase::Failed;
                     st.completed_at = Some(Utc::now());
                     st.reason = with_damaged(&format!("{}; {msg}", st.reason), &damaged);
@@ -476,6 +480,7 @@ pub async fn reconcile_restore(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Act
     st.restored_from = st.chain.last().cloned();
     st.reason = with_damaged(plan.reasons.last().map_or("", String::as_str), &st.damaged);
     st.bytes = plan.links.iter().map(|l| l.entry.bytes).sum();
+    tracing::info!(restore = %name, namespace = %ns, job = %job_name, "restoring: {}", st.reason);
     let mut task = Task::Restore(RestoreTask {
         restore: name.clone(),
         links: plan.links,
@@ -1052,15 +1057,8 @@ where
             .await?;
     }
     if !expired.is_empty() {
-        // Volumes still holding a Valid entry (the store does not show the new states yet).
-        let gone: std::collections::BTreeSet<&String> = expired.iter().map(|e| &e.0).collect();
-        let keep: Vec<String> = catalog
-            .valid()
-            .filter(|e| e.trail == name && !gone.contains(&e.object_name()))
-            .flat_map(|e| e.extents.iter().map(|x| x.volume.clone()))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        // The store does not show the new states yet: the expired entries are named.
+        let keep = plan.volumes_in_use(&name, &expired);
         if let Some(m) = set.trail_media_class(&name).and_then(|c| media.get(c)) {
             let mut task = Task::Scratch(ScratchTask {
                 trail: name.clone(),
@@ -1113,9 +1111,8 @@ where
         .values()
         .filter(|e| e.spec.trail == name && !expired.iter().any(|x| x.0 == e.name_any()))
         .filter_map(|e| match Catalog::state(e) {
-            EntryState::Valid => Some(e.spec.expires_at),
+            EntryState::Valid | EntryState::Missing => Some(e.spec.expires_at),
             EntryState::Expired => Some(e.spec.expires_at + keep).filter(|t| *t > now),
-            _ => None,
         })
         .min();
     Ok(match next {

@@ -423,70 +423,114 @@ async fn readiness_forever(f: impl std::future::Future<Output = ()>) {
     futures::future::pending::<()>().await
 }
 
-/// Writes the catalog entries a worker committed as CatalogEntry objects (server-side apply,
-/// so a retried worker converges on the same objects), each Valid. With `only_missing`,
-/// entries that exist are left as they are.
-pub async fn publish_entries(
-    namespace: &str,
-    entries: &[CatalogEntrySpec],
-    only_missing: bool,
-) -> Result<()> {
+/// Writes the catalog entries a worker committed as CatalogEntry objects. What a commit does
+/// is [`Catalog::record`]'s decision, the same as in local mode: a new entry is created Valid,
+/// a known one is left as it is (a retried worker or a rescan never writes `state` again, so a
+/// Missing or Expired mark stands), and a newer repair copy of a Missing entry replaces it.
+/// The status write carries the resourceVersion it was decided on, so it loses to any state
+/// written since (the decision is then made again).
+///
+/// [`Catalog::record`]: crate::engine::catalog::Catalog::record
+pub async fn publish_entries(namespace: &str, entries: &[CatalogEntrySpec]) -> Result<()> {
     if entries.is_empty() {
         return Ok(());
     }
-    let client = Client::try_default().await?;
-    let api: Api<CatalogEntry> = Api::namespaced(client, namespace);
-    let pp = PatchParams::apply("mimeo-worker").force();
-    let mut catalog = crate::engine::catalog::Catalog::default();
-    // Every call is idempotent.
-    let backoff = api_backoff();
+    let api: Api<CatalogEntry> = Api::namespaced(Client::try_default().await?, namespace);
     for spec in entries {
-        let name = spec.object_name();
-        let what = || format!("publish catalogentry/{name}");
-        if only_missing
-            && retry_while(&backoff, what, kube_transient, || api.get_opt(&name))
-                .await?
-                .is_some()
-        {
-            continue;
-        }
-        catalog.import(spec.clone());
-        let mut obj = (*catalog.entries[&name]).clone();
-        obj.metadata.namespace = Some(namespace.into());
-        let status = obj.status.take();
-        let mut body = serde_json::to_value(&obj).map_err(|e| Error::Other(e.to_string()))?;
-        body["apiVersion"] = API_VERSION.into();
-        body["kind"] = "CatalogEntry".into();
-        let status = serde_json::json!({
-            "apiVersion": API_VERSION, "kind": "CatalogEntry", "status": status,
-        });
-        let (body, status) = (Patch::Apply(&body), Patch::Apply(&status));
-        retry_while(&backoff, what, kube_transient, || {
-            api.patch(&name, &pp, &body)
-        })
-        .await?;
-        retry_while(&backoff, what, kube_transient, || {
-            api.patch_status(&name, &pp, &status)
-        })
-        .await?;
-        tracing::info!(entry = %obj.name_any(), "catalog entry written");
+        publish_entry(&api, spec).await?;
     }
     Ok(())
 }
 
-/// Marks catalog entries Missing with `why` (a worker that found them damaged).
+/// Records one entry (see [`publish_entries`]); a lost race is decided again, a bounded number
+/// of times.
+async fn publish_entry(api: &Api<CatalogEntry>, spec: &CatalogEntrySpec) -> Result<()> {
+    use crate::engine::catalog::{Catalog, Recorded};
+    let pp = PatchParams::apply("mimeo-worker").force();
+    let backoff = api_backoff();
+    let name = spec.object_name();
+    let what = || format!("publish catalogentry/{name}");
+    for _ in 0..backoff.attempts {
+        let current = retry_while(&backoff, what, kube_transient, || api.get_opt(&name)).await?;
+        let before = current.as_ref().and_then(|e| e.status.clone());
+        let mut catalog = Catalog::default();
+        if let Some(e) = current {
+            catalog.entries.insert(name.clone(), Arc::new(e));
+        }
+        let recorded = catalog.record(spec.clone());
+        if recorded == Recorded::Known {
+            tracing::info!(entry = %name, "catalog entry already recorded: left as it is");
+            return Ok(());
+        }
+        let decided = &catalog.entries[&name];
+        let body = serde_json::json!({
+            "apiVersion": API_VERSION, "kind": "CatalogEntry",
+            "metadata": {"name": name, "labels": decided.metadata.labels},
+            "spec": decided.spec,
+        });
+        let apply = Patch::Apply(&body);
+        let applied = retry_while(&backoff, what, kube_transient, || {
+            api.patch(&name, &pp, &apply)
+        })
+        .await?;
+        if applied.status != before {
+            continue; // another writer changed the state meanwhile: decide again
+        }
+        let status = serde_json::json!({
+            "metadata": {"resourceVersion": applied.resource_version()},
+            "status": decided.status,
+        });
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(entry = %name, ?recorded, "catalog entry written");
+                return Ok(());
+            }
+            Err(e) if kube_transient(&e) => tokio::time::sleep(backoff.first).await,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::Other(format!(
+        "catalogentry/{name}: its state kept changing while it was recorded"
+    )))
+}
+
+/// Marks catalog entries Missing with `why` (a worker that found them damaged). Only a Valid
+/// entry is marked, with the resourceVersion it was read at: an entry that expired meanwhile
+/// stays Expired.
 pub async fn mark_missing(namespace: &str, names: &[String], why: &str) -> Result<()> {
     let client = Client::try_default().await?;
     let api: Api<CatalogEntry> = Api::namespaced(client, namespace);
-    let patch = serde_json::json!({"status": {"state": "Missing", "message": why}});
-    let (patch, pp) = (Patch::Merge(&patch), PatchParams::default());
+    let backoff = api_backoff();
     for name in names {
         let what = || format!("mark catalogentry/{name} Missing");
-        retry_while(&api_backoff(), what, kube_transient, || {
-            api.patch_status(name, &pp, &patch)
-        })
-        .await?;
-        tracing::warn!(entry = %name, reason = why, "catalog entry marked Missing");
+        for _ in 0..backoff.attempts {
+            let Some(current) =
+                retry_while(&backoff, what, kube_transient, || api.get_opt(name)).await?
+            else {
+                break;
+            };
+            if crate::engine::catalog::Catalog::state(&current) != EntryState::Valid {
+                break;
+            }
+            let patch = serde_json::json!({
+                "metadata": {"resourceVersion": current.resource_version()},
+                "status": {"state": "Missing", "message": why},
+            });
+            match api
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    tracing::warn!(entry = %name, reason = why, "catalog entry marked Missing");
+                    break;
+                }
+                Err(e) if kube_transient(&e) => tokio::time::sleep(backoff.first).await,
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
     Ok(())
 }

@@ -38,8 +38,8 @@ pub fn describe(task: &Task) -> String {
 
 /// Runs a task in a worker pod: executes it, then records the entries it committed as
 /// CatalogEntries in `namespace`. Entries are written only after the manifest that commits
-/// them is on the media, so none is Valid for data that is not durable. A rescan only adds
-/// entries the cluster lacks (it never revives an Expired or Missing one).
+/// them is on the media, so none is Valid for data that is not durable. An entry the cluster
+/// knows keeps its state (a retried worker or a rescan never revives an Expired or Missing one).
 ///
 /// A restore that finds a copy damaged marks it Missing (with the error, which names volume,
 /// offset and work item) before it fails, so the operator's next plan reads another copy.
@@ -56,7 +56,6 @@ pub async fn run_in_pod(task: &Task, namespace: &str) -> Result<TaskOutcome> {
             return Err(err);
         }
     };
-    let only_missing = matches!(task, Task::Rescan(_));
-    crate::operator::publish_entries(namespace, &outcome.entries, only_missing).await?;
+    crate::operator::publish_entries(namespace, &outcome.entries).await?;
     Ok(outcome)
 }
