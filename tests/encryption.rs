@@ -219,12 +219,14 @@ fn tampered_block_is_refused(how: Tamper) {
     }
     assert_eq!(env.entry_names(Some("vault-7y"), "Missing").len(), 1);
 
-    // A restore now reads the original.
+    // The next apply makes one repair copy, and the restore reads it.
     let rst = env.yaml("r.yaml", &restore("r", "ledger", "Auto", &env.path("out")));
-    env.apply(&[&rst]).expect_ok("restore from the original");
+    let r = env.apply(&[&rst]).expect_ok("repair, then restore");
+    assert!(r.stdout.contains("repaired by a new copy"), "{r}");
+    assert_eq!(env.entry_names(Some("vault-7y"), "Valid").len(), 1);
     assert_eq!(
         restore_status(&env, "r")["restoredFrom"]["role"],
-        "Original"
+        "Duplicate"
     );
     assert_same_tree(&src, &env.path("out"));
 }
