@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{CString, OsStr, OsString};
-use std::fs::{self, Metadata, OpenOptions, Permissions};
+use std::fs::{self, File, Metadata, OpenOptions, Permissions};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -133,6 +133,9 @@ pub struct ExtractReport {
     pub refused: Vec<String>,
     /// `"path: reason"` for harmless entries a target cannot represent (links in an object store).
     pub skipped: Vec<String>,
+    /// `"path: what happened"` for files restored as the backup read them although they changed
+    /// while it did (a file that shrank is cut back to the bytes read).
+    pub warnings: Vec<String>,
 }
 
 /// Writes a tar stream of the tree under `root` into `out`. With `previous` (the index of the
@@ -296,6 +299,7 @@ pub fn extract_archive<R: Read>(input: R, target: &Path) -> Result<ExtractReport
         // SAFETY: geteuid has no preconditions and cannot fail.
         as_root: unsafe { libc::geteuid() } == 0,
         deferred: Vec::new(),
+        last_file: None,
         buf: vec![0; IO_BUF],
     };
     drive(input, &mut dest)
@@ -529,6 +533,13 @@ fn append_bare<W: Write>(
 }
 
 /// Streams one regular file; returns false when it vanished before it could be opened.
+///
+/// A file that changes while it is read is archived as read and reported in
+/// [`ArchiveSummary::warnings`], as GNU tar reports "file changed as we read it". One that
+/// shrank cannot be re-read into the stream (its header, with the size found at open, is already
+/// out), and the stream must stay in step, so its entry is padded with zeros and followed by a
+/// truncation marker (see [`append_truncation`]) that cuts the restored file back to the bytes
+/// actually read: restored, it is exactly what the backup saw, never zeros that no one wrote.
 fn append_file<W: Write>(
     builder: &mut Builder<W>,
     abs: &Path,
@@ -581,19 +592,81 @@ fn append_file<W: Write>(
         None => write_err(rel, e),
     })?;
     summary.file_bytes += size;
-    if src.padded > 0 {
-        let note = format!(
-            "shrank by {} bytes while being read; padded with zeros",
+    let change = if src.padded > 0 {
+        let read = size - src.padded;
+        append_truncation(builder, rel, read).map_err(|e| write_err(rel, e))?;
+        Some(format!(
+            "shrank by {} bytes while being read; restores get the {read} bytes read",
             src.padded
-        );
-        summary.warnings.push(format!("{rel}: {note}"));
-        mark_unsettled(summary, rel);
+        ))
     } else if src.has_more() {
-        let note = format!("grew while being read; its first {size} bytes were archived");
-        summary.warnings.push(format!("{rel}: {note}"));
+        Some(format!(
+            "grew while being read; its first {size} bytes were archived"
+        ))
+    } else {
+        let after = src
+            .inner
+            .get_ref()
+            .metadata()
+            .map_err(|e| Error::io(abs, e))?;
+        changed_since(&stat, &after).then(|| "changed while being read".to_owned())
+    };
+    if let Some(change) = change {
+        summary.warnings.push(format!("{rel}: {change}"));
         mark_unsettled(summary, rel);
     }
     Ok(true)
+}
+
+/// Whether a file was written to between two `fstat`s (a change of content keeps the size but
+/// moves mtime and ctime).
+fn changed_since(before: &Metadata, after: &Metadata) -> bool {
+    let times = |m: &Metadata| {
+        (
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+        )
+    };
+    times(before) != times(after)
+}
+
+/// PAX keywords of a truncation marker: the path of the entry just before it, and its real size.
+const TRUNCATE_PATH: &str = "MIMEO.truncate.path";
+const TRUNCATE_SIZE: &str = "MIMEO.truncate.size";
+
+/// Appends a truncation marker for the entry just written: a PAX global header ('g'), which is
+/// a stand-alone entry that readers without Mimeo's keywords skip (GNU tar, the `tar` crate and
+/// Mimeo before markers existed restore the padded file, as before).
+fn append_truncation<W: Write>(builder: &mut Builder<W>, rel: &str, size: u64) -> io::Result<()> {
+    let size = size.to_string();
+    let data = pax_records(&[
+        (TRUNCATE_PATH, rel.as_bytes()),
+        (TRUNCATE_SIZE, size.as_bytes()),
+    ]);
+    let mut header = Header::new_ustar();
+    header.set_entry_type(EntryType::XGlobalHeader);
+    header.set_size(data.len() as u64);
+    header.set_cksum();
+    builder.append(&header, data.as_slice())
+}
+
+/// PAX extended header records (`"<len> <key>=<value>\n"`, the length counting itself).
+fn pax_records(records: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut data = Vec::new();
+    for (key, value) in records {
+        let rest = key.len() + value.len() + 3;
+        let mut len = rest + 1;
+        while rest + len.to_string().len() != len {
+            len = rest + len.to_string().len();
+        }
+        data.extend_from_slice(format!("{len} {key}=").as_bytes());
+        data.extend_from_slice(value);
+        data.push(b'\n');
+    }
+    data
 }
 
 /// Records that `rel` is not in the stream after all, and makes the next incremental revisit it.
@@ -837,6 +910,9 @@ trait Destination {
         refused: &HashSet<String>,
         report: &mut ExtractReport,
     ) -> Result<()>;
+    /// Cuts the regular file just written at `rel` back to `size` bytes (a truncation marker);
+    /// false when this destination cannot.
+    fn truncate(&mut self, rel: &str, size: u64) -> Result<bool>;
     /// Runs once all entries are in.
     fn finish(&mut self) -> Result<()>;
 }
@@ -846,10 +922,21 @@ fn drive<R: Read, D: Destination>(input: R, dest: &mut D) -> Result<ExtractRepor
     let mut report = ExtractReport::default();
     let mut refused = HashSet::new();
     let mut archive = tar::Archive::new(BufReader::with_capacity(IO_BUF, input));
+    // The regular file written by the previous entry, and its size: what a truncation marker
+    // may cut back.
+    let mut last_file: Option<(String, u64)> = None;
     for (position, entry) in archive.entries().map_err(read_err)?.enumerate() {
         let mut entry = entry.map_err(read_err)?;
+        let previous = last_file.take();
         let kind = match entry.header().entry_type() {
-            EntryType::XGlobalHeader => continue,
+            EntryType::XGlobalHeader => {
+                let outcome = match truncation(&mut entry)? {
+                    Some((rel, size)) => apply_truncation(rel, size, previous, dest, &mut report),
+                    None => Ok(()),
+                };
+                refuse_or_fail(outcome, &mut report, &mut refused)?;
+                continue;
+            }
             EntryType::Directory => Ok(EntryKind::Dir),
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 Ok(EntryKind::File)
@@ -876,20 +963,99 @@ fn drive<R: Read, D: Destination>(input: R, dest: &mut D) -> Result<ExtractRepor
                     Err(refusal(&rel, "reserved for Mimeo control entries"))
                 }
             }
-            (Ok(Some(rel)), Ok(kind)) => dest.put(&rel, kind, &mut entry, &refused, &mut report),
-        };
-        match outcome {
-            Ok(()) => {}
-            Err(Error::Refused { entry, reason }) => {
-                report.refused.push(format!("{entry}: {reason}"));
-                refused.insert(entry);
+            (Ok(Some(rel)), Ok(kind)) => {
+                let put = dest.put(&rel, kind, &mut entry, &refused, &mut report);
+                if put.is_ok() && kind == EntryKind::File {
+                    last_file = Some((rel, entry.size()));
+                }
+                put
             }
-            Err(e) => return Err(e),
-        }
+        };
+        refuse_or_fail(outcome, &mut report, &mut refused)?;
     }
     dest.finish()?;
     io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(read_err)?;
     Ok(report)
+}
+
+/// Records a refusal in the report (extraction goes on); any other error ends it.
+fn refuse_or_fail(
+    outcome: Result<()>,
+    report: &mut ExtractReport,
+    refused: &mut HashSet<String>,
+) -> Result<()> {
+    match outcome {
+        Err(Error::Refused { entry, reason }) => {
+            report.refused.push(format!("{entry}: {reason}"));
+            refused.insert(entry);
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// The path and real size of a truncation marker (see `append_truncation`); `None` for any
+/// other global header.
+fn truncation<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<(String, u64)>> {
+    let Some(records) = entry.pax_extensions().map_err(read_err)? else {
+        return Ok(None);
+    };
+    let (mut path, mut size) = (None, None);
+    for record in records {
+        let record = record.map_err(read_err)?;
+        match record.key_bytes() {
+            k if k == TRUNCATE_PATH.as_bytes() => path = Some(record.value_bytes().to_vec()),
+            k if k == TRUNCATE_SIZE.as_bytes() => size = Some(record.value_bytes().to_vec()),
+            _ => {}
+        }
+    }
+    let (path, size) = match (path, size) {
+        (None, None) => return Ok(None),
+        (Some(path), Some(size)) => (path, size),
+        _ => {
+            return Err(Error::Other(
+                "truncation marker without a path or size".into(),
+            ));
+        }
+    };
+    let shown = String::from_utf8_lossy(&path).into_owned();
+    let rel = normalize(&path)
+        .map_err(|reason| refusal(&shown, reason))
+        .and_then(|rel| rel.ok_or_else(|| refusal(&shown, "truncation marker for the root")));
+    let size = std::str::from_utf8(&size)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Error::Other(format!("truncation marker for {shown}: bad size")))?;
+    Ok(Some((rel?, size)))
+}
+
+/// Cuts the file the previous entry wrote back to the size the backup actually read.
+fn apply_truncation<D: Destination>(
+    rel: String,
+    size: u64,
+    previous: Option<(String, u64)>,
+    dest: &mut D,
+    report: &mut ExtractReport,
+) -> Result<()> {
+    match previous {
+        Some((last, written)) if last == rel && size <= written => {
+            let padding = written - size;
+            let note = if dest.truncate(&rel, size)? {
+                format!("shrank by {padding} bytes while it was backed up; restored as read")
+            } else {
+                format!(
+                    "shrank by {padding} bytes while it was backed up; restored with that many \
+                     zero bytes at its end (this restore target cannot cut them off)"
+                )
+            };
+            report.warnings.push(format!("{rel}: {note}"));
+            Ok(())
+        }
+        _ => Err(refusal(
+            &rel,
+            "truncation marker that does not follow its own, longer file entry",
+        )),
+    }
 }
 
 fn apply_deletions<R: Read, D: Destination>(
@@ -935,6 +1101,8 @@ struct DirTarget<'a> {
     as_root: bool,
     /// Directories whose mode and time are applied once their content is in.
     deferred: Vec<(String, EntryMeta)>,
+    /// The regular file written last, still open, so a truncation marker cuts that very file.
+    last_file: Option<(String, File, EntryMeta)>,
     buf: Vec<u8>,
 }
 
@@ -1010,6 +1178,7 @@ impl DirTarget<'_> {
 
     fn put_file<R: Read>(
         &mut self,
+        rel: &str,
         path: &Path,
         entry: &mut tar::Entry<'_, R>,
         meta: &EntryMeta,
@@ -1041,8 +1210,8 @@ impl DirTarget<'_> {
         // After chown, which clears set-id bits.
         file.set_permissions(Permissions::from_mode(meta.mode))
             .map_err(|e| Error::io(path, e))?;
-        drop(file);
         set_mtime(path, meta.mtime, meta.nsec)?;
+        self.last_file = Some((rel.to_owned(), file, *meta));
         Ok(written)
     }
 
@@ -1159,7 +1328,7 @@ impl Destination for DirTarget<'_> {
         let path = self.root.join(rel);
         match kind {
             EntryKind::Dir => self.put_dir(rel, &path, meta)?,
-            EntryKind::File => report.bytes += self.put_file(&path, entry, &meta)?,
+            EntryKind::File => report.bytes += self.put_file(rel, &path, entry, &meta)?,
             EntryKind::Symlink => {
                 let target = entry.link_name_bytes().unwrap_or_default().into_owned();
                 self.put_symlink(rel, &path, &target, &meta)?;
@@ -1173,7 +1342,22 @@ impl Destination for DirTarget<'_> {
         Ok(())
     }
 
+    fn truncate(&mut self, rel: &str, size: u64) -> Result<bool> {
+        let Some((last, file, meta)) = self.last_file.take().filter(|(last, ..)| last == rel)
+        else {
+            return Err(refusal(
+                rel,
+                "truncation marker for a file not just restored",
+            ));
+        };
+        let path = self.root.join(&last);
+        file.set_len(size).map_err(|e| Error::io(&path, e))?;
+        set_mtime(&path, meta.mtime, meta.nsec)?;
+        Ok(true)
+    }
+
     fn finish(&mut self) -> Result<()> {
+        self.last_file = None;
         // Children before parents (the reverse of stream order), so that a parent made
         // read-only or unsearchable does not stop its children from being finished.
         for (rel, meta) in std::mem::take(&mut self.deferred).into_iter().rev() {
@@ -1304,6 +1488,10 @@ impl Destination for SinkTarget<'_> {
             "{rel}: {what} cannot be stored by this restore target"
         ));
         Ok(())
+    }
+
+    fn truncate(&mut self, _rel: &str, _size: u64) -> Result<bool> {
+        Ok(false)
     }
 
     fn finish(&mut self) -> Result<()> {

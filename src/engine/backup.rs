@@ -116,12 +116,7 @@ pub async fn run_backup(task: &BackupTask) -> Result<TaskOutcome> {
         if task.incremental {
             save_index(media.store.as_ref(), &task.trail, &w.instance_id, &summary).await?;
         }
-        outcome.notes.extend(
-            summary
-                .skipped
-                .iter()
-                .map(|s| format!("{}: skipped {s}", item.work_item)),
-        );
+        outcome.notes.extend(item_notes(&item.work_item, &summary));
         outcome.bytes_read += summary.file_bytes;
         outcome.bytes_written += w.bytes;
         outcome.entries.push(builder.build(
@@ -141,6 +136,23 @@ pub async fn run_backup(task: &BackupTask) -> Result<TaskOutcome> {
     .await?;
     outcome.seconds = started.elapsed().as_secs_f64();
     Ok(outcome)
+}
+
+/// What a user must hear about one item's stream: every entry that was skipped and every file
+/// that changed while it was read (as GNU tar says "file changed as we read it").
+fn item_notes<'a>(
+    work_item: &'a str,
+    summary: &'a ArchiveSummary,
+) -> impl Iterator<Item = String> + 'a {
+    let skipped = summary
+        .skipped
+        .iter()
+        .map(move |s| format!("{work_item}: skipped {s}"));
+    let changed = summary
+        .warnings
+        .iter()
+        .map(move |w| format!("{work_item}: {w}"));
+    skipped.chain(changed)
 }
 
 async fn save_index(
@@ -197,5 +209,31 @@ impl Read for ObjectReader {
         let _ = self.buf.split_to(n);
         self.pos += n as u64;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_name_every_skipped_and_changed_entry() {
+        let summary = ArchiveSummary {
+            skipped: vec!["sock: socket not archived".into()],
+            warnings: vec![
+                "db: shrank by 10 bytes while being read; restores get the 5 bytes read".into(),
+                "log: grew while being read; its first 3 bytes were archived".into(),
+            ],
+            ..ArchiveSummary::default()
+        };
+        let notes: Vec<_> = item_notes("web", &summary).collect();
+        assert_eq!(
+            notes,
+            [
+                "web: skipped sock: socket not archived",
+                "web: db: shrank by 10 bytes while being read; restores get the 5 bytes read",
+                "web: log: grew while being read; its first 3 bytes were archived",
+            ]
+        );
     }
 }
