@@ -5,34 +5,40 @@
 //!
 //! Conventions of the stream:
 //! - Entries come in a sorted depth-first walk (parents before children, siblings in byte order),
-//!   so the same tree always yields the same bytes.
+//!   so the same tree always yields the same bytes. Names are bytes: a name that is not UTF-8 is
+//!   archived as it is (in a [`FileIndex`] its path is keyed by [`path_key`]).
+//! - The walk opens every directory beneath its parent's handle and every file beneath its
+//!   directory's, never following a symlink, so depth is not bounded by PATH_MAX and a parent
+//!   swapped for a symlink during the backup leads nowhere outside the tree.
 //! - Regular files, directories, symbolic links (stored as links, never followed) and hard links
 //!   (the second and later names of an inode point at the first) are archived. Sockets, FIFOs and
 //!   devices are not: they are listed in [`ArchiveSummary::skipped`].
 //! - An incremental stream starts with the control entry [`DELETED_ENTRY`] (`.mimeo/deleted`), a
-//!   JSON array of the paths that vanished since the instance it builds on. Extraction consumes it
-//!   and never writes it, so a top-level [`RESERVED_DIR`] (`.mimeo`) in a user's tree is reserved:
-//!   backups skip it (listed in `skipped`) and restores refuse entries under it.
+//!   JSON array of the keys of the paths that vanished since the instance it builds on. Only the
+//!   very first entry of a stream is read as control: a user's own `.mimeo` is archived and
+//!   restored like any other directory, and its entries never come first (a directory entry
+//!   precedes its content).
+//! - A file that shrank while it was read is padded to the size its header announced and
+//!   followed by a truncation marker (a PAX global header) that cuts the restored file back.
 //! - Modification times of files, directories and symlinks survive to the nanosecond; access and
 //!   change times do not. Owners are recorded and re-applied only when restoring as root. The
 //!   root directory's own metadata is not archived: the restore target belongs to its creator.
 //! - Sparse files are archived as full data: their content round-trips, their holes do not.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fs::{self, File, Metadata, OpenOptions, Permissions};
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tar::{Builder, EntryType, Header};
 
 use crate::error::{Error, Result};
 
-/// Top-level name reserved for Mimeo's control entries inside a stream.
-pub const RESERVED_DIR: &str = ".mimeo";
 /// The control entry listing an incremental stream's deletions; always the first entry.
 pub const DELETED_ENTRY: &str = ".mimeo/deleted";
 
@@ -99,8 +105,8 @@ pub struct ArchiveSummary {
     pub entries: u64,
     /// Regular-file data bytes written.
     pub file_bytes: u64,
-    /// `"path: reason"` for what was not archived (sockets, FIFOs, devices, reserved or
-    /// non-UTF-8 names, files that vanished during the backup).
+    /// `"path: reason"` for what was not archived (sockets, FIFOs, devices, files and
+    /// directories that vanished or were replaced during the backup).
     pub skipped: Vec<String>,
     /// `"path: what happened"` for files that changed while being read: they are archived as read
     /// and looked at again by the next incremental.
@@ -129,7 +135,7 @@ pub struct ExtractReport {
     /// Recorded deletions that removed something.
     pub deleted: u64,
     /// `"path: reason"` for entries and deletions refused because they could escape the target
-    /// (or are device/FIFO entries or reserved names).
+    /// (or are device/FIFO entries, or malformed).
     pub refused: Vec<String>,
     /// `"path: reason"` for harmless entries a target cannot represent (links in an object store).
     pub skipped: Vec<String>,
@@ -151,9 +157,8 @@ pub fn write_dir_archive<W: Write>(
     out: W,
 ) -> Result<ArchiveSummary> {
     let mut summary = ArchiveSummary::default();
-    let mut plan = Vec::new();
-    walk(root, "", &mut plan, &mut summary.skipped)?;
-    link_hard_links(&mut plan);
+    let top = DirHandle::open_root(root).map_err(|e| Error::io(root, e))?;
+    let plan = walk(root, &top, &mut summary.skipped)?;
     let include = select(&plan, previous);
     summary.index.entries = plan
         .iter()
@@ -167,34 +172,56 @@ pub fn write_dir_archive<W: Write>(
         if previous.is_some() {
             append_deletions(builder, &summary.deleted)?;
         }
-        for (planned, _) in plan.iter().zip(&include).filter(|(_, inc)| **inc) {
-            let rel = planned.rel.as_str();
-            let abs = root.join(rel);
+        let mut open = OpenDirs::new(top);
+        for (i, (planned, include)) in plan.iter().zip(include).enumerate() {
+            let Some(dir) = open.parent_of(&plan, planned) else {
+                // Below a directory that vanished or was replaced: not in this stream.
+                mark_unsettled(&mut summary, &planned.rel);
+                continue;
+            };
+            if !include {
+                continue;
+            }
+            let abs = root.join(OsStr::from_bytes(&planned.path));
             let written = match planned.stamp.kind {
-                EntryKind::File => append_file(builder, &abs, rel, &mut summary)?,
-                EntryKind::Dir => {
-                    let name = format!("{rel}/");
-                    append_bare(builder, planned, EntryType::Directory, &name, None)?
-                }
-                EntryKind::Symlink => match fs::read_link(&abs) {
-                    Ok(target) => {
-                        let target = Some(target.as_os_str().as_bytes());
-                        append_bare(builder, planned, EntryType::Symlink, rel, target)?
+                EntryKind::File => append_file(builder, dir, planned, &abs, &mut summary)?,
+                EntryKind::Dir => match dir.open_dir(planned.name()) {
+                    Ok(sub) if sub.id().map_err(|e| Error::io(&abs, e))? == planned.id => {
+                        let mut name = planned.path.clone();
+                        name.push(b'/');
+                        append_bare(builder, planned, EntryType::Directory, &name, None)?;
+                        open.chain.push((Some(i), sub));
+                        true
                     }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        unsettle(&mut summary, rel, "vanished during the backup");
+                    Ok(_) => {
+                        unsettle(&mut summary, &planned.rel, REPLACED_DIR);
+                        false
+                    }
+                    Err(e) if is_gone(&e) => {
+                        unsettle(&mut summary, &planned.rel, REPLACED_DIR);
+                        false
+                    }
+                    Err(e) => return Err(Error::io(abs, e)),
+                },
+                EntryKind::Symlink => match dir.read_link(planned.name()) {
+                    Ok(target) => {
+                        let target = Some(target.as_slice());
+                        append_bare(builder, planned, EntryType::Symlink, &planned.path, target)?
+                    }
+                    Err(e) if is_gone(&e) => {
+                        unsettle(&mut summary, &planned.rel, "vanished during the backup");
                         false
                     }
                     Err(e) => return Err(Error::io(abs, e)),
                 },
                 EntryKind::HardLink => {
-                    let first = planned.link_to.map_or(rel, |i| plan[i].rel.as_str());
+                    let first = planned.link_to.map_or(&planned.path, |i| &plan[i].path);
                     append_bare(
                         builder,
                         planned,
                         EntryType::Link,
-                        rel,
-                        Some(first.as_bytes()),
+                        &planned.path,
+                        Some(first),
                     )?
                 }
             };
@@ -207,10 +234,13 @@ pub fn write_dir_archive<W: Write>(
     Ok(summary)
 }
 
+const REPLACED_DIR: &str =
+    "vanished or was replaced during the backup; its content is not archived";
+
 /// Writes a tar stream of regular files from a non-filesystem source, in the order given (sort
 /// it for determinism). Each reader must yield exactly its entry's `size` bytes: a short or long
 /// source is an error, since the stream cannot be corrected afterwards. Paths that are not
-/// canonical, reserved or repeated are skipped and listed.
+/// canonical or repeated are skipped and listed.
 pub fn write_stream_archive<W: Write, I>(entries: I, out: W) -> Result<ArchiveSummary>
 where
     I: Iterator<Item = Result<(StreamEntry, Box<dyn Read + Send>)>>,
@@ -222,7 +252,6 @@ where
             let path = entry.path.as_str();
             let problem = match normalize(path.as_bytes()) {
                 Ok(Some(canonical)) if canonical != path => Some("not a canonical relative path"),
-                Ok(Some(_)) if is_reserved(path) => Some("reserved for Mimeo control entries"),
                 Ok(Some(_)) if summary.index.entries.contains_key(path) => Some("duplicate path"),
                 Ok(Some(_)) => None,
                 Ok(None) | Err(_) => Some("not a canonical relative path"),
@@ -239,11 +268,28 @@ where
                 gid: 0,
             };
             let mut src = Exact::new(reader, entry.size);
+            if summary.entries == 0 && path == DELETED_ENTRY {
+                // Never first in the stream, where it would be read as the control entry.
+                let dir = EntryMeta {
+                    mode: 0o755,
+                    ..meta
+                };
+                append(
+                    builder,
+                    &dir,
+                    EntryType::Directory,
+                    b".mimeo/",
+                    0,
+                    None,
+                    io::empty(),
+                )
+                .map_err(|e| write_err(path, e))?;
+            }
             append(
                 builder,
                 &meta,
                 EntryType::Regular,
-                path,
+                path.as_bytes(),
                 entry.size,
                 None,
                 &mut src,
@@ -363,7 +409,7 @@ fn append_deletions<W: Write>(builder: &mut Builder<W>, deleted: &[String]) -> R
         builder,
         &meta,
         EntryType::Regular,
-        DELETED_ENTRY,
+        DELETED_ENTRY.as_bytes(),
         size,
         None,
         list.as_slice(),
@@ -373,62 +419,72 @@ fn append_deletions<W: Write>(builder: &mut Builder<W>, deleted: &[String]) -> R
 
 /// One walked entry, before anything is written.
 struct Planned {
+    /// Index key of the path (see [`path_key`]).
     rel: String,
+    /// The path relative to the root, as bytes: the entry's name in the stream.
+    path: Vec<u8>,
+    /// Where the last component of `path` starts.
+    name_at: usize,
     stamp: FileStamp,
     meta: EntryMeta,
+    /// `(dev, ino)` as the walk saw it.
+    id: (u64, u64),
     /// `(dev, ino)` of a regular file with more than one name.
     inode: Option<(u64, u64)>,
     /// For a hard link: the plan index of the inode's first name.
     link_to: Option<usize>,
 }
 
-/// Sorted depth-first walk that records metadata only (no file is opened).
-fn walk(
-    root: &Path,
-    dir_rel: &str,
-    plan: &mut Vec<Planned>,
-    skipped: &mut Vec<String>,
-) -> Result<()> {
-    let dir = root.join(dir_rel);
-    let listing = match fs::read_dir(&dir) {
-        Ok(listing) => listing,
-        Err(e) if e.kind() == io::ErrorKind::NotFound && !dir_rel.is_empty() => {
-            skipped.push(format!("{dir_rel}: vanished during the backup"));
-            return Ok(());
-        }
-        Err(e) => return Err(Error::io(dir, e)),
-    };
-    let mut names = listing
-        .map(|entry| entry.map(|e| e.file_name()))
-        .collect::<io::Result<Vec<OsString>>>()
-        .map_err(|e| Error::io(&dir, e))?;
-    names.sort();
-    for name in names {
-        let joined = |name: &str| {
-            if dir_rel.is_empty() {
-                name.to_owned()
-            } else {
-                format!("{dir_rel}/{name}")
-            }
-        };
-        let Some(utf8) = name.to_str() else {
-            let shown = joined(&name.to_string_lossy());
-            skipped.push(format!("{shown}: name is not valid UTF-8"));
+impl Planned {
+    fn name(&self) -> &OsStr {
+        OsStr::from_bytes(&self.path[self.name_at..])
+    }
+
+    /// The path of the directory holding this entry (empty for the root).
+    fn parent(&self) -> &[u8] {
+        &self.path[..self.name_at.saturating_sub(1)]
+    }
+}
+
+/// One directory of the walk in progress: its handle and its names not yet visited.
+struct Level {
+    dir: DirHandle,
+    path: Vec<u8>,
+    names: std::vec::IntoIter<OsString>,
+}
+
+/// Sorted depth-first walk that records metadata only (no file is opened for reading). Every
+/// directory is opened beneath its parent's handle and listed through its own, so the walk
+/// needs no path longer than one name and never passes through a symlink; the depth of the tree
+/// is bounded only by the number of open files allowed (one per level).
+fn walk(root: &Path, top: &DirHandle, skipped: &mut Vec<String>) -> Result<Vec<Planned>> {
+    let names = top.names().map_err(|e| Error::io(root, e))?;
+    let mut stack = vec![Level {
+        dir: top.try_clone().map_err(|e| Error::io(root, e))?,
+        path: Vec::new(),
+        names: names.into_iter(),
+    }];
+    let mut plan = Vec::new();
+    while let Some(level) = stack.last_mut() {
+        let Some(name) = level.names.next() else {
+            stack.pop();
             continue;
         };
-        let rel = joined(utf8);
-        if rel == RESERVED_DIR {
-            skipped.push(format!("{rel}: reserved for Mimeo control entries"));
-            continue;
+        let mut path = level.path.clone();
+        if !path.is_empty() {
+            path.push(b'/');
         }
-        let path = dir.join(&name);
-        let meta = match fs::symlink_metadata(&path) {
+        let name_at = path.len();
+        path.extend_from_slice(name.as_bytes());
+        let rel = path_key(&path);
+        let abs = || root.join(OsStr::from_bytes(&path));
+        let meta = match level.dir.stat(&name) {
             Ok(meta) => meta,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                skipped.push(format!("{rel}: vanished during the backup"));
+            Err(e) if is_gone(&e) => {
+                skipped.push(format!("{}: vanished during the backup", shown(&rel)));
                 continue;
             }
-            Err(e) => return Err(Error::io(path, e)),
+            Err(e) => return Err(Error::io(abs(), e)),
         };
         let file_type = meta.file_type();
         let kind = if file_type.is_dir() {
@@ -438,23 +494,219 @@ fn walk(
         } else if file_type.is_symlink() {
             EntryKind::Symlink
         } else {
-            skipped.push(format!("{rel}: {} not archived", special_name(&meta)));
+            skipped.push(format!(
+                "{}: {} not archived",
+                shown(&rel),
+                special_name(&meta)
+            ));
             continue;
         };
-        let inode = (kind == EntryKind::File && meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
-        let subdir = (kind == EntryKind::Dir).then(|| rel.clone());
+        let id = (meta.dev(), meta.ino());
+        let mut child = None;
+        if kind == EntryKind::Dir {
+            let opened = level.dir.open_dir(&name).and_then(|dir| {
+                let names = dir.names()?;
+                Ok((dir.id()? == id).then_some((dir, names)))
+            });
+            match opened {
+                Ok(Some((dir, names))) => {
+                    child = Some(Level {
+                        dir,
+                        path: path.clone(),
+                        names: names.into_iter(),
+                    });
+                }
+                Ok(None) => {
+                    skipped.push(format!("{}: {REPLACED_DIR}", shown(&rel)));
+                    continue;
+                }
+                Err(e) if is_gone(&e) => {
+                    skipped.push(format!("{}: {REPLACED_DIR}", shown(&rel)));
+                    continue;
+                }
+                Err(e) => return Err(Error::io(abs(), e)),
+            }
+        }
         plan.push(Planned {
             stamp: FileStamp::of(&meta, kind),
             meta: EntryMeta::of(&meta),
             rel,
-            inode,
+            path,
+            name_at,
+            id,
+            inode: (kind == EntryKind::File && meta.nlink() > 1).then_some(id),
             link_to: None,
         });
-        if let Some(subdir) = subdir {
-            walk(root, &subdir, plan, skipped)?;
+        stack.extend(child);
+    }
+    link_hard_links(&mut plan);
+    Ok(plan)
+}
+
+/// The directories open while the plan is streamed: the chain from the root to the directory
+/// of the current entry, each opened beneath its parent and checked to be the one the walk saw.
+struct OpenDirs {
+    /// Plan index of each open directory (`None` for the root) and its handle.
+    chain: Vec<(Option<usize>, DirHandle)>,
+}
+
+impl OpenDirs {
+    fn new(root: DirHandle) -> Self {
+        OpenDirs {
+            chain: vec![(None, root)],
         }
     }
-    Ok(())
+
+    /// The open directory holding `entry`; `None` when that directory could not be opened.
+    /// Entries come in walk order, so directories left behind are closed on the way.
+    fn parent_of(&mut self, plan: &[Planned], entry: &Planned) -> Option<&DirHandle> {
+        let parent = entry.parent();
+        let path_of = |at: &Option<usize>| at.map_or(&[][..], |i| plan[i].path.as_slice());
+        while let Some((at, _)) = self.chain.last() {
+            let dir = path_of(at);
+            let above = dir.is_empty()
+                || parent == dir
+                || (parent.starts_with(dir) && parent.get(dir.len()) == Some(&b'/'));
+            if above {
+                break;
+            }
+            self.chain.pop();
+        }
+        let (at, dir) = self.chain.last()?;
+        (path_of(at) == parent).then_some(dir)
+    }
+}
+
+/// A directory of the source tree, held open: everything in it is reached through this handle
+/// (`openat` and friends on one name, never a path from the root), so neither PATH_MAX nor a
+/// parent renamed or swapped for a symlink while the backup runs changes what is read.
+struct DirHandle(File);
+
+impl DirHandle {
+    /// The root of a walk. A root that is itself a symlink is followed: the user named it.
+    fn open_root(path: &Path) -> io::Result<Self> {
+        let path = c_name(path.as_os_str())?;
+        open_at(libc::AT_FDCWD, &path, libc::O_RDONLY | libc::O_DIRECTORY).map(DirHandle)
+    }
+
+    /// A subdirectory, never through a symlink.
+    fn open_dir(&self, name: &OsStr) -> io::Result<Self> {
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+        open_at(self.0.as_raw_fd(), &c_name(name)?, flags).map(DirHandle)
+    }
+
+    /// A regular file, for reading. O_NOFOLLOW: a file swapped for a symlink is not followed;
+    /// O_NONBLOCK: one swapped for a FIFO does not hang the backup (no effect on regular files).
+    fn open_file(&self, name: &OsStr) -> io::Result<File> {
+        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK;
+        open_at(self.0.as_raw_fd(), &c_name(name)?, flags)
+    }
+
+    /// The metadata of the entry itself (a symlink's own), through an `O_PATH` handle, which
+    /// opens nothing (no FIFO blocks, no device wakes up).
+    fn stat(&self, name: &OsStr) -> io::Result<Metadata> {
+        let flags = libc::O_PATH | libc::O_NOFOLLOW;
+        open_at(self.0.as_raw_fd(), &c_name(name)?, flags)?.metadata()
+    }
+
+    /// `(dev, ino)` of this directory.
+    fn id(&self) -> io::Result<(u64, u64)> {
+        let meta = self.0.metadata()?;
+        Ok((meta.dev(), meta.ino()))
+    }
+
+    fn try_clone(&self) -> io::Result<Self> {
+        self.0.try_clone().map(DirHandle)
+    }
+
+    /// The target of the symlink `name`, as bytes.
+    fn read_link(&self, name: &OsStr) -> io::Result<Vec<u8>> {
+        let name = c_name(name)?;
+        let mut buf = vec![0u8; 256];
+        loop {
+            // SAFETY: `name` is NUL-terminated and `buf` is valid for `buf.len()` bytes of writes,
+            // both alive for the duration of the call.
+            let n = unsafe {
+                libc::readlinkat(
+                    self.0.as_raw_fd(),
+                    name.as_ptr(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                )
+            };
+            let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+            if n < buf.len() {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            // Possibly cut short: try again with more room.
+            buf.resize(buf.len() * 2, 0);
+        }
+    }
+
+    /// The names in this directory (without `.` and `..`), sorted by bytes.
+    fn names(&self) -> io::Result<Vec<OsString>> {
+        // A descriptor of its own: the stream takes it over and moves its offset.
+        let fd = open_at(self.0.as_raw_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY)?;
+        let fd = fd.into_raw_fd();
+        // SAFETY: `fd` is an open directory descriptor, owned from here on by the stream.
+        let stream = unsafe { libc::fdopendir(fd) };
+        if stream.is_null() {
+            let e = io::Error::last_os_error();
+            // SAFETY: the stream did not take `fd`, which is still open and owned here.
+            unsafe { libc::close(fd) };
+            return Err(e);
+        }
+        let mut names = Vec::new();
+        let result = loop {
+            // SAFETY: errno is thread-local; cleared so that the end of the stream is told apart
+            // from an error.
+            unsafe { *libc::__errno_location() = 0 };
+            // SAFETY: `stream` is an open directory stream.
+            let entry = unsafe { libc::readdir(stream) };
+            if entry.is_null() {
+                let e = io::Error::last_os_error();
+                break if e.raw_os_error() == Some(0) {
+                    Ok(())
+                } else {
+                    Err(e)
+                };
+            }
+            // SAFETY: `entry` points at a valid dirent whose name is NUL-terminated; it is copied
+            // before the next readdir call invalidates it.
+            let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) }.to_bytes();
+            if name != b"." && name != b".." {
+                names.push(OsString::from_vec(name.to_vec()));
+            }
+        };
+        // SAFETY: `stream` is open and closed exactly once, closing `fd` with it.
+        unsafe { libc::closedir(stream) };
+        result?;
+        names.sort();
+        Ok(names)
+    }
+}
+
+fn c_name(name: &OsStr) -> io::Result<CString> {
+    CString::new(name.as_bytes()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+}
+
+/// `openat(2)` with `O_CLOEXEC`.
+fn open_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<File> {
+    // SAFETY: `name` is NUL-terminated and alive for the duration of the call.
+    let fd = unsafe { libc::openat(dir, name.as_ptr(), flags | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Whether an error means the entry is no longer what the walk saw: gone, or replaced by a
+/// symlink (`O_NOFOLLOW`) or by something that is not a directory.
+fn is_gone(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound
+        || matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR))
 }
 
 fn special_name(meta: &Metadata) -> &'static str {
@@ -524,7 +776,7 @@ fn append_bare<W: Write>(
     builder: &mut Builder<W>,
     planned: &Planned,
     kind: EntryType,
-    name: &str,
+    name: &[u8],
     link: Option<&[u8]>,
 ) -> Result<bool> {
     append(builder, &planned.meta, kind, name, 0, link, io::empty())
@@ -542,19 +794,15 @@ fn append_bare<W: Write>(
 /// actually read: restored, it is exactly what the backup saw, never zeros that no one wrote.
 fn append_file<W: Write>(
     builder: &mut Builder<W>,
+    dir: &DirHandle,
+    planned: &Planned,
     abs: &Path,
-    rel: &str,
     summary: &mut ArchiveSummary,
 ) -> Result<bool> {
-    // O_NOFOLLOW: a file swapped for a symlink since the walk is not followed; O_NONBLOCK: one
-    // swapped for a FIFO does not hang the backup (it has no effect on regular files).
-    let file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(abs)
-    {
+    let rel = planned.rel.as_str();
+    let file = match dir.open_file(planned.name()) {
         Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ELOOP) => {
+        Err(e) if is_gone(&e) => {
             unsettle(summary, rel, "vanished during the backup");
             return Ok(false);
         }
@@ -582,7 +830,7 @@ fn append_file<W: Write>(
         builder,
         &EntryMeta::of(&stat),
         EntryType::Regular,
-        rel,
+        &planned.path,
         size,
         None,
         &mut src,
@@ -594,7 +842,7 @@ fn append_file<W: Write>(
     summary.file_bytes += size;
     let change = if src.padded > 0 {
         let read = size - src.padded;
-        append_truncation(builder, rel, read).map_err(|e| write_err(rel, e))?;
+        append_truncation(builder, &planned.path, read).map_err(|e| write_err(rel, e))?;
         Some(format!(
             "shrank by {} bytes while being read; restores get the {read} bytes read",
             src.padded
@@ -612,7 +860,7 @@ fn append_file<W: Write>(
         changed_since(&stat, &after).then(|| "changed while being read".to_owned())
     };
     if let Some(change) = change {
-        summary.warnings.push(format!("{rel}: {change}"));
+        summary.warnings.push(format!("{}: {change}", shown(rel)));
         mark_unsettled(summary, rel);
     }
     Ok(true)
@@ -640,12 +888,9 @@ const TRUNCATE_SIZE: &str = "MIMEO.truncate.size";
 /// Appends a truncation marker for the entry just written: a PAX global header ('g'), which is
 /// a stand-alone entry that readers without Mimeo's keywords skip (GNU tar, the `tar` crate and
 /// Mimeo before markers existed restore the padded file, as before).
-fn append_truncation<W: Write>(builder: &mut Builder<W>, rel: &str, size: u64) -> io::Result<()> {
+fn append_truncation<W: Write>(builder: &mut Builder<W>, path: &[u8], size: u64) -> io::Result<()> {
     let size = size.to_string();
-    let data = pax_records(&[
-        (TRUNCATE_PATH, rel.as_bytes()),
-        (TRUNCATE_SIZE, size.as_bytes()),
-    ]);
+    let data = pax_records(&[(TRUNCATE_PATH, path), (TRUNCATE_SIZE, size.as_bytes())]);
     let mut header = Header::new_ustar();
     header.set_entry_type(EntryType::XGlobalHeader);
     header.set_size(data.len() as u64);
@@ -671,7 +916,7 @@ fn pax_records(records: &[(&str, &[u8])]) -> Vec<u8> {
 
 /// Records that `rel` is not in the stream after all, and makes the next incremental revisit it.
 fn unsettle(summary: &mut ArchiveSummary, rel: &str, why: &str) {
-    summary.skipped.push(format!("{rel}: {why}"));
+    summary.skipped.push(format!("{}: {why}", shown(rel)));
     mark_unsettled(summary, rel);
 }
 
@@ -687,7 +932,7 @@ fn append<W: Write>(
     builder: &mut Builder<W>,
     meta: &EntryMeta,
     kind: EntryType,
-    name: &str,
+    name: &[u8],
     size: u64,
     link: Option<&[u8]>,
     data: impl Read,
@@ -703,6 +948,7 @@ fn append<W: Write>(
     header.set_uid(meta.uid);
     header.set_gid(meta.gid);
     header.set_size(size);
+    let name = Path::new(OsStr::from_bytes(name));
     match link {
         None => builder.append_data(&mut header, name, data),
         // Stored byte for byte: `append_link` would normalise short targets ("a/./b" → "a/b").
@@ -872,29 +1118,58 @@ fn refusal(entry: &str, reason: impl Into<String>) -> Error {
     }
 }
 
-fn is_reserved(rel: &str) -> bool {
-    rel == RESERVED_DIR || rel.starts_with(".mimeo/")
-}
-
-/// Turns an archive path into a canonical relative one (`a/b`) or says why it cannot be used;
-/// `Ok(None)` is the root itself (`.` or `./`).
+/// Turns an archive path into the key of a canonical relative path (`a/b`, see [`path_key`]) or
+/// says why it cannot be used; `Ok(None)` is the root itself (`.` or `./`).
 fn normalize(raw: &[u8]) -> std::result::Result<Option<String>, String> {
-    let text = std::str::from_utf8(raw).map_err(|_| "name is not valid UTF-8".to_owned())?;
-    if text.starts_with('/') {
+    if raw.starts_with(b"/") {
         return Err("absolute path".to_owned());
     }
-    if text.contains('\0') {
+    if raw.contains(&0) {
         return Err("name contains a NUL byte".to_owned());
     }
     let mut parts = Vec::new();
-    for part in text.split('/') {
+    for part in raw.split(|b| *b == b'/') {
         match part {
-            "" | "." => {}
-            ".." => return Err("path has a `..` component".to_owned()),
+            b"" | b"." => {}
+            b".." => return Err("path has a `..` component".to_owned()),
             part => parts.push(part),
         }
     }
-    Ok((!parts.is_empty()).then(|| parts.join("/")))
+    Ok((!parts.is_empty()).then(|| path_key(&parts.join(&b'/'))))
+}
+
+/// The key of a canonical relative path in a [`FileIndex`] and in a stream's deletion list: its
+/// components joined by `/`, each one that is not UTF-8 written as a NUL followed by its bytes
+/// in hex. No real name holds a NUL, so keys are unambiguous, and UTF-8 paths are their own keys
+/// (indexes written before non-UTF-8 names were archived stay valid).
+pub fn path_key(path: &[u8]) -> String {
+    let components: Vec<_> = path
+        .split(|b| *b == b'/')
+        .map(|c| match std::str::from_utf8(c) {
+            Ok(text) => text.to_owned(),
+            Err(_) => format!("\0{}", hex::encode(c)),
+        })
+        .collect();
+    components.join("/")
+}
+
+/// The path bytes of a key made by [`path_key`]. A malformed escape stays as it is (with its
+/// NUL, which every later check refuses).
+fn key_path(key: &str) -> Vec<u8> {
+    let components: Vec<Vec<u8>> = key
+        .split('/')
+        .map(|c| {
+            c.strip_prefix('\0')
+                .and_then(|hex| hex::decode(hex).ok())
+                .unwrap_or_else(|| c.as_bytes().to_vec())
+        })
+        .collect();
+    components.join(&b'/')
+}
+
+/// A key as people read it (bytes that are not UTF-8 shown as U+FFFD).
+fn shown(key: &str) -> String {
+    String::from_utf8_lossy(&key_path(key)).into_owned()
 }
 
 /// Where extracted entries go: a directory, or a sink of regular files.
@@ -956,12 +1231,8 @@ fn drive<R: Read, D: Destination>(input: R, dest: &mut D) -> Result<ExtractRepor
             (Err(reason), _) => Err(refusal(&String::from_utf8_lossy(&raw), reason)),
             (Ok(Some(rel)), Err(reason)) => Err(refusal(&rel, reason)),
             (Ok(None), _) => Ok(()),
-            (Ok(Some(rel)), Ok(kind)) if is_reserved(&rel) => {
-                if rel == DELETED_ENTRY && position == 0 && kind == EntryKind::File {
-                    apply_deletions(&mut entry, dest, &mut report)
-                } else {
-                    Err(refusal(&rel, "reserved for Mimeo control entries"))
-                }
+            (Ok(Some(rel)), Ok(EntryKind::File)) if rel == DELETED_ENTRY && position == 0 => {
+                apply_deletions(&mut entry, dest, &mut report)
             }
             (Ok(Some(rel)), Ok(kind)) => {
                 let put = dest.put(&rel, kind, &mut entry, &refused, &mut report);
@@ -986,7 +1257,7 @@ fn refuse_or_fail(
 ) -> Result<()> {
     match outcome {
         Err(Error::Refused { entry, reason }) => {
-            report.refused.push(format!("{entry}: {reason}"));
+            report.refused.push(format!("{}: {reason}", shown(&entry)));
             refused.insert(entry);
             Ok(())
         }
@@ -1068,14 +1339,15 @@ fn apply_deletions<R: Read, D: Destination>(
     let paths: Vec<String> = serde_json::from_slice(&list)
         .map_err(|e| Error::Other(format!("{DELETED_ENTRY}: not a JSON list of paths: {e}")))?;
     for path in paths {
-        let outcome = match normalize(path.as_bytes()) {
-            Ok(Some(rel)) if !is_reserved(&rel) => dest.delete(&rel),
-            Ok(_) => Err(refusal(&path, "not a path inside the restored tree")),
+        let outcome = match normalize(&key_path(&path)) {
+            Ok(Some(rel)) => dest.delete(&rel),
+            Ok(None) => Err(refusal(&path, "not a path inside the restored tree")),
             Err(reason) => Err(refusal(&path, reason)),
         };
         match outcome {
             Ok(removed) => report.deleted += u64::from(removed),
             Err(Error::Refused { entry, reason }) => {
+                let entry = shown(&entry);
                 report
                     .refused
                     .push(format!("deletion of {entry}: {reason}"));
@@ -1107,6 +1379,11 @@ struct DirTarget<'a> {
 }
 
 impl DirTarget<'_> {
+    /// Where the entry with key `rel` goes.
+    fn path_of(&self, rel: &str) -> PathBuf {
+        self.root.join(OsStr::from_bytes(&key_path(rel)))
+    }
+
     /// Checks each parent of `rel` with `lstat` (never following a link), creating missing ones
     /// when `create` is set.
     fn parents(&self, rel: &str, create: bool) -> Result<Parents> {
@@ -1116,9 +1393,9 @@ impl DirTarget<'_> {
             return Ok(Parents::Ready);
         };
         for name in parents.split('/') {
-            path.push(name);
+            path.push(OsStr::from_bytes(&key_path(name)));
             prefix_len += name.len() + usize::from(prefix_len > 0);
-            let prefix = &rel[..prefix_len];
+            let prefix = shown(&rel[..prefix_len]);
             match fs::symlink_metadata(&path) {
                 Ok(meta) if meta.is_dir() => {}
                 Ok(meta) if meta.file_type().is_symlink() => {
@@ -1154,7 +1431,7 @@ impl DirTarget<'_> {
         if self.as_root {
             return Ok(());
         }
-        let dir = self.root.join(parent);
+        let dir = self.path_of(parent);
         let meta = fs::symlink_metadata(&dir).map_err(|e| Error::io(&dir, e))?;
         self.make_writable(&dir, &meta)
     }
@@ -1242,7 +1519,7 @@ impl DirTarget<'_> {
         if target == rel {
             return Err(refusal(rel, "hard link to itself"));
         }
-        if is_reserved(&target) || refused.contains(&target) {
+        if refused.contains(&target) {
             return Err(refusal(
                 rel,
                 format!("hard link target {target} was refused"),
@@ -1260,7 +1537,7 @@ impl DirTarget<'_> {
                 return Err(refusal(rel, format!("hard link target {target}: {why}")));
             }
         }
-        let target_path = self.root.join(&target);
+        let target_path = self.path_of(&target);
         match fs::symlink_metadata(&target_path) {
             Ok(meta) if meta.is_file() => {}
             Ok(_) => {
@@ -1298,7 +1575,7 @@ impl Destination for DirTarget<'_> {
             Parents::Missing => return Ok(false),
             Parents::Blocked(why) => return Err(refusal(rel, why)),
         }
-        let path = self.root.join(rel);
+        let path = self.path_of(rel);
         match fs::symlink_metadata(&path) {
             Ok(_) => {
                 self.make_parent_writable(rel)?;
@@ -1325,7 +1602,7 @@ impl Destination for DirTarget<'_> {
             Parents::Blocked(why) => return Err(refusal(rel, why)),
         }
         self.make_parent_writable(rel)?;
-        let path = self.root.join(rel);
+        let path = self.path_of(rel);
         match kind {
             EntryKind::Dir => self.put_dir(rel, &path, meta)?,
             EntryKind::File => report.bytes += self.put_file(rel, &path, entry, &meta)?,
@@ -1350,7 +1627,7 @@ impl Destination for DirTarget<'_> {
                 "truncation marker for a file not just restored",
             ));
         };
-        let path = self.root.join(&last);
+        let path = self.path_of(&last);
         file.set_len(size).map_err(|e| Error::io(&path, e))?;
         set_mtime(&path, meta.mtime, meta.nsec)?;
         Ok(true)
@@ -1364,7 +1641,7 @@ impl Destination for DirTarget<'_> {
             if !matches!(self.parents(&rel, false)?, Parents::Ready) {
                 continue;
             }
-            let path = self.root.join(&rel);
+            let path = self.path_of(&rel);
             match fs::symlink_metadata(&path) {
                 Ok(found) if found.is_dir() => {}
                 // Replaced by a later entry, which wins.
@@ -1448,8 +1725,16 @@ struct SinkTarget<'s> {
     delete: &'s mut dyn FnMut(&str) -> Result<()>,
 }
 
+/// Whether a key names a path that is not UTF-8, which object keys cannot hold.
+fn is_escaped(rel: &str) -> bool {
+    rel.contains('\0')
+}
+
 impl Destination for SinkTarget<'_> {
     fn delete(&mut self, rel: &str) -> Result<bool> {
+        if is_escaped(rel) {
+            return Ok(false); // never stored here
+        }
         (self.delete)(rel)?;
         Ok(true)
     }
@@ -1464,6 +1749,7 @@ impl Destination for SinkTarget<'_> {
     ) -> Result<()> {
         let what = match kind {
             EntryKind::Dir => return Ok(()), // implied by the paths of the files below it
+            _ if is_escaped(rel) => "name that is not UTF-8",
             EntryKind::Symlink => "symbolic link",
             EntryKind::HardLink => "hard link",
             EntryKind::File => {
@@ -1485,7 +1771,8 @@ impl Destination for SinkTarget<'_> {
             }
         };
         report.skipped.push(format!(
-            "{rel}: {what} cannot be stored by this restore target"
+            "{}: {what} cannot be stored by this restore target",
+            shown(rel)
         ));
         Ok(())
     }
@@ -1640,7 +1927,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let src = tmp.path().join("src");
         build_tree(&src);
-        // Things that must be skipped, not archived.
+        // Things that must be skipped, not archived; a user's own `.mimeo` is archived.
         let _socket = std::os::unix::net::UnixListener::bind(src.join("sock")).unwrap();
         let fifo = CString::new(src.join("fifo").as_os_str().as_bytes()).unwrap();
         // SAFETY: a valid NUL-terminated path.
@@ -1653,19 +1940,15 @@ mod tests {
         skipped.sort();
         assert_eq!(
             skipped,
-            [
-                ".mimeo: reserved for Mimeo control entries",
-                "fifo: FIFO not archived",
-                "sock: socket not archived"
-            ]
+            ["fifo: FIFO not archived", "sock: socket not archived"]
         );
         assert!(summary.deleted.is_empty() && summary.warnings.is_empty());
         assert_eq!(
             summary.file_bytes,
-            (5 << 20) + (16 << 20) + 6 + 4 + 18 + 4 + 12 + 9
+            (5 << 20) + (16 << 20) + 6 + 4 + 18 + 4 + 12 + 9 + 8
         );
         let names = listing(&stream);
-        assert!(names.iter().all(|(n, _)| !n.starts_with(".mimeo")));
+        assert_eq!(names[0], (".mimeo/".to_owned(), EntryType::Directory));
         let links: Vec<_> = names
             .iter()
             .filter(|(_, t)| *t == EntryType::Link)
@@ -1686,7 +1969,6 @@ mod tests {
         for special in ["sock", "fifo"] {
             fs::remove_file(src.join(special)).unwrap();
         }
-        fs::remove_dir_all(src.join(".mimeo")).unwrap();
         assert_eq!(snapshot(&src), snapshot(&dst));
         let ino = |p: &str| fs::metadata(dst.join(p)).unwrap().ino();
         assert_eq!(ino("hl/one"), ino("hl/two"));
@@ -1906,16 +2188,18 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         in_target.sort();
-        assert_eq!(in_target, ["link", "ok.txt", "pre"]);
+        assert_eq!(in_target, [".mimeo", "link", "ok.txt", "pre"]);
         assert_eq!(fs::read_link(target.join("link")).unwrap(), canary);
-        assert_eq!(report.entries, 2);
+        // Not first in the stream: data, not a control entry.
+        let data = fs::read(target.join(".mimeo/deleted")).unwrap();
+        assert_eq!(data, b"[\"ok.txt\"]");
+        assert_eq!(report.entries, 3);
         assert_eq!(report.deleted, 0);
 
         let expect = [
             "deletion of ../canary/keep: path has a `..` component",
             "deletion of pre/keep: pre is a symbolic link; nothing is written through one",
             "deletion of /etc/passwd: absolute path",
-            "deletion of .mimeo: not a path inside the restored tree",
             "../canary/dotdot.txt: path has a `..` component",
             "sub/../../canary/dotdot2.txt: path has a `..` component",
             "abs.txt: absolute path",
@@ -1928,7 +2212,6 @@ mod tests {
             "hl-via-link: hard link target link/keep: link is a symbolic link; nothing is written through one",
             "hl-refused: hard link target link/through.txt was refused",
             "hl-abs: hard link target",
-            ".mimeo/deleted: reserved for Mimeo control entries",
         ];
         assert_eq!(report.refused.len(), expect.len(), "{:#?}", report.refused);
         for (got, want) in report.refused.iter().zip(expect) {
@@ -1961,14 +2244,13 @@ mod tests {
         });
         let mut stream = Vec::new();
         let summary = write_stream_archive(items, &mut stream).unwrap();
-        assert_eq!(summary.entries, 3);
-        assert_eq!(summary.file_bytes, 5 + (3 << 20));
+        assert_eq!(summary.entries, 4);
+        assert_eq!(summary.file_bytes, 5 + (3 << 20) + 2);
         assert_eq!(
             summary.skipped,
             [
                 "../evil: not a canonical relative path",
                 "a//b: not a canonical relative path",
-                ".mimeo/deleted: reserved for Mimeo control entries",
                 "a.txt: duplicate path"
             ]
         );
@@ -1989,10 +2271,11 @@ mod tests {
         .unwrap();
         let want: BTreeMap<String, Vec<u8>> = objects[..3]
             .iter()
+            .chain(&objects[5..6])
             .map(|(p, d)| ((*p).to_owned(), d.clone()))
             .collect();
         assert_eq!(got, want);
-        assert_eq!((report.entries, report.bytes), (3, 5 + (3 << 20)));
+        assert_eq!((report.entries, report.bytes), (4, 5 + (3 << 20) + 2));
 
         // The same stream restores to a directory, with parents created on the way.
         let tmp = tempfile::tempdir().unwrap();
@@ -2000,6 +2283,24 @@ mod tests {
         assert_eq!(fs::read(tmp.path().join("dir/big.bin")).unwrap(), big);
         let meta = fs::metadata(tmp.path().join("a.txt")).unwrap();
         assert_eq!((meta.mtime(), meta.mode() & 0o7777), (1_650_000_000, 0o640));
+
+        // An object that comes first and looks like the control entry is still data.
+        let only = [(DELETED_ENTRY, b"[\"a.txt\"]".to_vec())];
+        let items = only.iter().map(|(path, data)| {
+            let entry = StreamEntry {
+                path: (*path).to_owned(),
+                size: data.len() as u64,
+                mtime: 0,
+                mode: 0o600,
+            };
+            let reader: Box<dyn Read + Send> = Box::new(Cursor::new(data.clone()));
+            Ok((entry, reader))
+        });
+        let mut stream = Vec::new();
+        write_stream_archive(items, &mut stream).unwrap();
+        extract_archive(stream.as_slice(), tmp.path()).unwrap();
+        assert!(tmp.path().join("a.txt").exists());
+        assert_eq!(fs::read(tmp.path().join(DELETED_ENTRY)).unwrap(), only[0].1);
     }
 
     #[test]
