@@ -17,7 +17,10 @@ use std::path::Path;
 
 use common::cli::{Env, backup_trail, media_class};
 use common::tree::{assert_same_tree, pseudo_random_bytes};
-use mimeo::engine::archive::{ArchiveSummary, ExtractReport, extract_archive, write_dir_archive};
+use mimeo::engine::archive::{
+    ArchiveSummary, ExtractOptions, ExtractReport, extract_archive, extract_archive_with,
+    write_dir_archive,
+};
 
 const MIB: usize = 1 << 20;
 
@@ -419,4 +422,184 @@ fn one_failing_work_item_does_not_fail_the_others() {
         text.contains("gone") && text.contains("not backed up"),
         "{text}"
     );
+}
+
+/// Allocated bytes of a file (`st_blocks` is in 512-byte units).
+fn allocated(path: &Path) -> u64 {
+    fs::metadata(path).unwrap().blocks() * 512
+}
+
+/// Whether the filesystem holding `dir` keeps holes; says why not when it does not.
+fn keeps_holes(dir: &Path) -> bool {
+    let probe = dir.join("hole-probe");
+    let f = fs::File::create(&probe).unwrap();
+    f.set_len(64 * MIB as u64).unwrap();
+    drop(f);
+    let kept = allocated(&probe) < MIB as u64;
+    fs::remove_file(&probe).unwrap();
+    if !kept {
+        eprintln!(
+            "{}: the filesystem fills holes; hole checks skipped",
+            dir.display()
+        );
+    }
+    kept
+}
+
+/// A file of `size` bytes, all hole except `islands` of data at the given offsets.
+fn sparse_file(path: &Path, size: u64, islands: &[(u64, &[u8])]) {
+    let mut f = fs::File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    for (at, data) in islands {
+        f.seek(SeekFrom::Start(*at)).unwrap();
+        f.write_all(data).unwrap();
+    }
+}
+
+#[test]
+fn sparse_files_keep_their_holes_on_the_media_and_when_restored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let big = 200 * MIB as u64;
+    let island = pseudo_random_bytes(64 * 1024, 5);
+    // Data at the start, in the middle and at the end; more extents than one header holds.
+    let islands: Vec<(u64, &[u8])> = (0..30)
+        .map(|i| (i * 6 * MIB as u64, &island[..]))
+        .chain([(big - 100, &b"the very end"[..])])
+        .collect();
+    sparse_file(&src.join("disk.img"), big, &islands);
+    // Ends in a hole.
+    sparse_file(
+        &src.join("tail.img"),
+        32 * MIB as u64,
+        &[(MIB as u64, b"alone")],
+    );
+
+    let mut stream = Vec::new();
+    let summary = write_dir_archive(&src, None, &mut stream).unwrap();
+    assert!(summary.warnings.is_empty(), "{:?}", summary.warnings);
+    if keeps_holes(tmp.path()) {
+        assert!(
+            stream.len() < 4 * MIB,
+            "holes on the media: {} bytes",
+            stream.len()
+        );
+    }
+
+    let dst = tmp.path().join("dst");
+    let report = restore(&stream, &dst);
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    assert_same_tree(&src, &dst);
+    if keeps_holes(tmp.path()) {
+        for name in ["disk.img", "tail.img"] {
+            let (used, size) = (
+                allocated(&dst.join(name)),
+                fs::metadata(dst.join(name)).unwrap().len(),
+            );
+            assert!(
+                used < 8 * MIB as u64,
+                "{name}: {used} bytes allocated of {size}"
+            );
+        }
+    }
+}
+
+/// A GNU sparse entry claiming `real` bytes, with `data` stored at offset `at`.
+fn forged_sparse(name: &str, real: u64, at: u64, data: &[u8]) -> Vec<u8> {
+    let mut header = tar::Header::new_gnu();
+    header.set_path(name).unwrap();
+    header.set_entry_type(tar::EntryType::GNUSparse);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(1);
+    header.set_size(data.len() as u64);
+    let gnu = header.as_gnu_mut().unwrap();
+    gnu.set_real_size(real);
+    gnu.sparse[0].set_offset(at);
+    gnu.sparse[0].set_length(data.len() as u64);
+    gnu.sparse[1].set_offset(real);
+    gnu.sparse[1].set_length(0);
+    header.set_cksum();
+    let mut ar = tar::Builder::new(Vec::new());
+    ar.append(&header, data).unwrap();
+    ar.into_inner().unwrap()
+}
+
+#[test]
+fn a_forged_sparse_entry_never_writes_zeros_and_can_be_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let claim = 300 * MIB as u64;
+    let stream = forged_sparse("vast", claim, claim - 512, &[b'x'; 512]);
+    assert!(stream.len() < 8 * 1024);
+
+    let dst = tmp.path().join("dst");
+    restore(&stream, &dst);
+    let restored = dst.join("vast");
+    assert_eq!(fs::metadata(&restored).unwrap().len(), claim);
+    if keeps_holes(tmp.path()) {
+        assert!(
+            allocated(&restored) < MIB as u64,
+            "{}",
+            allocated(&restored)
+        );
+    }
+
+    let bounded = tmp.path().join("bounded");
+    let options = ExtractOptions {
+        max_bytes: Some(MIB as u64),
+        ..ExtractOptions::default()
+    };
+    let report = extract_archive_with(stream.as_slice(), &bounded, options).unwrap();
+    assert!(
+        mentions(&report.refused, "vast", "claims"),
+        "{:?}",
+        report.refused
+    );
+    assert!(!bounded.join("vast").exists());
+}
+
+#[test]
+fn setid_bits_of_a_stream_are_cleared_unless_asked_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ar = tar::Builder::new(Vec::new());
+    for (name, mode) in [("suid", 0o4755), ("sgid", 0o2755), ("plain", 0o755)] {
+        let mut header = tar::Header::new_gnu();
+        header.set_path(name).unwrap();
+        header.set_mode(mode);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(1);
+        header.set_size(2);
+        header.set_cksum();
+        ar.append(&header, &b"#!"[..]).unwrap();
+    }
+    let stream = ar.into_inner().unwrap();
+    let mode = |dir: &Path, name: &str| fs::metadata(dir.join(name)).unwrap().mode() & 0o7777;
+
+    let dst = tmp.path().join("dst");
+    let report = restore(&stream, &dst);
+    for name in ["suid", "sgid", "plain"] {
+        assert_eq!(mode(&dst, name), 0o755, "{name}");
+    }
+    assert!(
+        mentions(&report.warnings, "suid", "setuid"),
+        "{:?}",
+        report.warnings
+    );
+    assert!(
+        mentions(&report.warnings, "sgid", "setuid"),
+        "{:?}",
+        report.warnings
+    );
+
+    let kept = tmp.path().join("kept");
+    let options = ExtractOptions {
+        keep_setid: true,
+        ..ExtractOptions::default()
+    };
+    extract_archive_with(stream.as_slice(), &kept, options).unwrap();
+    assert_eq!(mode(&kept, "suid"), 0o4755);
+    assert_eq!(mode(&kept, "sgid"), 0o2755);
 }

@@ -23,7 +23,10 @@
 //! - Modification times of files, directories and symlinks survive to the nanosecond; access and
 //!   change times do not. Owners are recorded and re-applied only when restoring as root. The
 //!   root directory's own metadata is not archived: the restore target belongs to its creator.
-//! - Sparse files are archived as full data: their content round-trips, their holes do not.
+//! - Files with holes are archived as GNU sparse entries (only their data is stored) and
+//!   extracted with holes; a sparse entry's all-zero blocks are never written, and
+//!   [`ExtractOptions::max_bytes`] bounds what a stream's files may claim.
+//! - Extraction clears setuid and setgid bits unless [`ExtractOptions::keep_setid`] asks.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{CStr, CString, OsStr, OsString};
@@ -44,6 +47,10 @@ pub const DELETED_ENTRY: &str = ".mimeo/deleted";
 
 /// Buffer between the archive and its pipe, and for file data copies.
 const IO_BUF: usize = 256 * 1024;
+/// Granularity of the holes an extracted sparse file gets (a filesystem block; divides IO_BUF).
+const HOLE_BLOCK: usize = 4096;
+/// The setuid and setgid bits.
+const SETID: u32 = 0o6000;
 /// Never a real nanosecond count: marks an index entry whose content did not make it into the
 /// stream intact, so the next incremental always looks at it again.
 const UNSETTLED_NSEC: u32 = u32::MAX;
@@ -139,8 +146,9 @@ pub struct ExtractReport {
     pub refused: Vec<String>,
     /// `"path: reason"` for harmless entries a target cannot represent (links in an object store).
     pub skipped: Vec<String>,
-    /// `"path: what happened"` for files restored as the backup read them although they changed
-    /// while it did (a file that shrank is cut back to the bytes read).
+    /// `"path: what happened"` for entries not restored exactly as stored: files that changed
+    /// while the backup read them (one that shrank is cut back to the bytes read), set-id bits
+    /// cleared.
     pub warnings: Vec<String>,
 }
 
@@ -338,17 +346,42 @@ where
 ///
 /// Checks are made entry by entry; they do not guard against another process rearranging the
 /// target while the restore runs.
+///
+/// Uses the default [`ExtractOptions`]: set-id bits are cleared, sizes are not bounded.
 pub fn extract_archive<R: Read>(input: R, target: &Path) -> Result<ExtractReport> {
+    extract_archive_with(input, target, ExtractOptions::default())
+}
+
+/// How [`extract_archive_with`] treats what a stream claims.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExtractOptions {
+    /// Restore setuid and setgid bits of regular files. Off by default: a stream must not plant
+    /// set-id programs unless the restore asks for them (cleared bits are listed in
+    /// [`ExtractReport::warnings`]).
+    pub keep_setid: bool,
+    /// The most bytes the stream's regular files may add up to, holes of sparse files included
+    /// (for a restore, what the catalog recorded). A file that would go past it is refused and
+    /// not written.
+    pub max_bytes: Option<u64>,
+}
+
+/// [`extract_archive`] with options.
+pub fn extract_archive_with<R: Read>(
+    input: R,
+    target: &Path,
+    options: ExtractOptions,
+) -> Result<ExtractReport> {
     fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
     let mut dest = DirTarget {
         root: target,
         // SAFETY: geteuid has no preconditions and cannot fail.
         as_root: unsafe { libc::geteuid() } == 0,
+        keep_setid: options.keep_setid,
         deferred: Vec::new(),
         last_file: None,
         buf: vec![0; IO_BUF],
     };
-    drive(input, &mut dest)
+    drive(input, &mut dest, options.max_bytes)
 }
 
 /// Extracts regular files only, handing each to `sink(path, size, reader)` (for S3 restore
@@ -361,7 +394,7 @@ pub fn extract_archive_to<R: Read>(
     sink: &mut dyn FnMut(&str, u64, &mut dyn Read) -> Result<()>,
     delete: &mut dyn FnMut(&str) -> Result<()>,
 ) -> Result<ExtractReport> {
-    drive(input, &mut SinkTarget { sink, delete })
+    drive(input, &mut SinkTarget { sink, delete }, None)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -822,41 +855,45 @@ fn append_file<W: Write>(
         *stamp = FileStamp::of(&stat, stamp.kind);
     }
     let size = stat.len();
-    let capacity = usize::try_from(size)
+    let sparse = data_extents(&file, &stat).map_err(|e| Error::io(abs, e))?;
+    let extents = sparse.clone().unwrap_or_else(|| vec![(0, size)]);
+    let stored: u64 = extents.iter().map(|(_, len)| len).sum();
+    let capacity = usize::try_from(stored)
         .unwrap_or(IO_BUF)
         .clamp(8 * 1024, IO_BUF);
-    let mut src = Exact::new(BufReader::with_capacity(capacity, file), size);
-    append(
-        builder,
-        &EntryMeta::of(&stat),
-        EntryType::Regular,
-        &planned.path,
-        size,
-        None,
-        &mut src,
-    )
+    let reader = Extents::new(file, &extents);
+    let mut src = Exact::new(BufReader::with_capacity(capacity, reader), stored);
+    let meta = EntryMeta::of(&stat);
+    match &sparse {
+        Some(map) => append_sparse(builder, &meta, &planned.path, size, map, &mut src),
+        None => append(
+            builder,
+            &meta,
+            EntryType::Regular,
+            &planned.path,
+            size,
+            None,
+            &mut src,
+        ),
+    }
     .map_err(|e| match src.failed.take() {
         Some(cause) => Error::io(abs, cause),
         None => write_err(rel, e),
     })?;
     summary.file_bytes += size;
-    let change = if src.padded > 0 {
-        let read = size - src.padded;
+    let reader = src.inner.get_ref();
+    let after = reader.file.metadata().map_err(|e| Error::io(abs, e))?;
+    let change = if let Some(read) = reader.stopped_at {
         append_truncation(builder, &planned.path, read).map_err(|e| write_err(rel, e))?;
         Some(format!(
             "shrank by {} bytes while being read; restores get the {read} bytes read",
-            src.padded
+            size - read
         ))
-    } else if src.has_more() {
+    } else if after.len() > size {
         Some(format!(
             "grew while being read; its first {size} bytes were archived"
         ))
     } else {
-        let after = src
-            .inner
-            .get_ref()
-            .metadata()
-            .map_err(|e| Error::io(abs, e))?;
         changed_since(&stat, &after).then(|| "changed while being read".to_owned())
     };
     if let Some(change) = change {
@@ -864,6 +901,133 @@ fn append_file<W: Write>(
         mark_unsettled(summary, rel);
     }
     Ok(true)
+}
+
+/// The data of a file with holes as `(offset, length)` extents, found with `SEEK_DATA` and
+/// `SEEK_HOLE`; `None` for a file without holes or on a filesystem that cannot tell. Extents
+/// are widened to 512-byte boundaries (every extent of a GNU sparse entry but the last must
+/// fill whole tar blocks).
+fn data_extents(file: &File, meta: &Metadata) -> io::Result<Option<Vec<(u64, u64)>>> {
+    let size = meta.len();
+    if meta.blocks().saturating_mul(512) >= size {
+        return Ok(None); // allocated throughout: no hole worth a map
+    }
+    let mut extents: Vec<(u64, u64)> = Vec::new();
+    let mut pos = 0;
+    while pos < size {
+        let start = match seek_data(file, pos, libc::SEEK_DATA) {
+            Ok(start) => start,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => break, // only a hole is left
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let end = seek_data(file, start, libc::SEEK_HOLE)?.min(size);
+        let start = start / 512 * 512;
+        let end = end.div_ceil(512).saturating_mul(512).min(size);
+        match extents.last_mut() {
+            Some((off, len)) if *off + *len >= start => *len = end.max(*off + *len) - *off,
+            _ => extents.push((start, end - start)),
+        }
+        pos = end.max(pos + 1);
+    }
+    Ok(Some(extents))
+}
+
+/// `lseek(2)` with `SEEK_DATA` or `SEEK_HOLE`.
+fn seek_data(file: &File, from: u64, whence: libc::c_int) -> io::Result<u64> {
+    let from = libc::off_t::try_from(from).map_err(io::Error::other)?;
+    // SAFETY: lseek on an open descriptor has no memory-safety preconditions.
+    let at = unsafe { libc::lseek(file.as_raw_fd(), from, whence) };
+    u64::try_from(at).map_err(|_| io::Error::last_os_error())
+}
+
+/// Reads a file's extents one after the other with `pread`: the data of a sparse entry, or
+/// the whole file as one extent.
+struct Extents<'a> {
+    file: File,
+    extents: &'a [(u64, u64)],
+    /// Bytes of `extents[0]` already read.
+    done: u64,
+    /// Where the file turned out to end, when it ended before its last extent did.
+    stopped_at: Option<u64>,
+}
+
+impl<'a> Extents<'a> {
+    fn new(file: File, extents: &'a [(u64, u64)]) -> Self {
+        Extents {
+            file,
+            extents,
+            done: 0,
+            stopped_at: None,
+        }
+    }
+}
+
+impl Read for Extents<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        while let Some(&(offset, len)) = self.extents.first() {
+            if self.done == len {
+                self.extents = &self.extents[1..];
+                self.done = 0;
+                continue;
+            }
+            let want = buf
+                .len()
+                .min(usize::try_from(len - self.done).unwrap_or(usize::MAX));
+            let n = self.file.read_at(&mut buf[..want], offset + self.done)?;
+            if n == 0 {
+                self.stopped_at = Some(offset + self.done);
+                self.extents = &[];
+                return Ok(0);
+            }
+            self.done += n as u64;
+            return Ok(n);
+        }
+        Ok(0)
+    }
+}
+
+/// Appends a file with holes as a GNU sparse entry (old GNU format, which the `tar` crate and
+/// GNU tar read): the header holds the real size and the first extents, extension blocks the
+/// rest, and only the extents' data is stored. The map ends with an empty extent at the real
+/// size, as GNU tar writes it, so that a trailing hole is part of the file.
+fn append_sparse<W: Write>(
+    builder: &mut Builder<W>,
+    meta: &EntryMeta,
+    name: &[u8],
+    size: u64,
+    extents: &[(u64, u64)],
+    data: impl Read,
+) -> io::Result<()> {
+    let stored = extents.iter().map(|(_, len)| len).sum();
+    let mut header = entry_header(builder, meta, EntryType::GNUSparse, stored)?;
+    let map: Vec<(u64, u64)> = extents.iter().copied().chain([(size, 0)]).collect();
+    let gnu = header
+        .as_gnu_mut()
+        .ok_or_else(|| io::Error::other("not a GNU header"))?;
+    gnu.set_real_size(size);
+    let (first, rest) = map.split_at(map.len().min(gnu.sparse.len()));
+    for (slot, (offset, len)) in gnu.sparse.iter_mut().zip(first) {
+        slot.set_offset(*offset);
+        slot.set_length(*len);
+    }
+    gnu.set_is_extended(!rest.is_empty());
+    let mut blocks = Vec::new();
+    let mut chunks = rest
+        .chunks(tar::GnuExtSparseHeader::new().sparse.len())
+        .peekable();
+    while let Some(chunk) = chunks.next() {
+        let mut ext = tar::GnuExtSparseHeader::new();
+        for (slot, (offset, len)) in ext.sparse.iter_mut().zip(chunk) {
+            slot.set_offset(*offset);
+            slot.set_length(*len);
+        }
+        ext.set_is_extended(chunks.peek().is_some());
+        blocks.extend_from_slice(ext.as_bytes());
+    }
+    let name = Path::new(OsStr::from_bytes(name));
+    builder.append_data(&mut header, name, blocks.as_slice().chain(data))
 }
 
 /// Whether a file was written to between two `fstat`s (a change of content keeps the size but
@@ -937,17 +1101,7 @@ fn append<W: Write>(
     link: Option<&[u8]>,
     data: impl Read,
 ) -> io::Result<()> {
-    if meta.nsec != 0 || meta.mtime < 0 {
-        let time = format_pax_time(meta.mtime, meta.nsec);
-        builder.append_pax_extensions([("mtime", time.as_bytes())])?;
-    }
-    let mut header = Header::new_gnu();
-    header.set_entry_type(kind);
-    header.set_mode(meta.mode);
-    header.set_mtime(u64::try_from(meta.mtime).unwrap_or(0));
-    header.set_uid(meta.uid);
-    header.set_gid(meta.gid);
-    header.set_size(size);
+    let mut header = entry_header(builder, meta, kind, size)?;
     let name = Path::new(OsStr::from_bytes(name));
     match link {
         None => builder.append_data(&mut header, name, data),
@@ -961,6 +1115,28 @@ fn append<W: Write>(
             builder.append_link(&mut header, name, Path::new(OsStr::from_bytes(target)))
         }
     }
+}
+
+/// Appends the PAX `mtime` record an entry needs (sub-second or pre-1970 times) and returns its
+/// GNU header, without name or checksum yet.
+fn entry_header<W: Write>(
+    builder: &mut Builder<W>,
+    meta: &EntryMeta,
+    kind: EntryType,
+    size: u64,
+) -> io::Result<Header> {
+    if meta.nsec != 0 || meta.mtime < 0 {
+        let time = format_pax_time(meta.mtime, meta.nsec);
+        builder.append_pax_extensions([("mtime", time.as_bytes())])?;
+    }
+    let mut header = Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(meta.mode);
+    header.set_mtime(u64::try_from(meta.mtime).unwrap_or(0));
+    header.set_uid(meta.uid);
+    header.set_gid(meta.gid);
+    header.set_size(size);
+    Ok(header)
 }
 
 fn write_err(rel: &str, e: io::Error) -> Error {
@@ -1193,7 +1369,12 @@ trait Destination {
 }
 
 /// The extraction loop shared by both destinations: path checks, control entries, refusals.
-fn drive<R: Read, D: Destination>(input: R, dest: &mut D) -> Result<ExtractReport> {
+fn drive<R: Read, D: Destination>(
+    input: R,
+    dest: &mut D,
+    max_bytes: Option<u64>,
+) -> Result<ExtractReport> {
+    let mut budget = Budget::new(max_bytes);
     let mut report = ExtractReport::default();
     let mut refused = HashSet::new();
     let mut archive = tar::Archive::new(BufReader::with_capacity(IO_BUF, input));
@@ -1235,7 +1416,9 @@ fn drive<R: Read, D: Destination>(input: R, dest: &mut D) -> Result<ExtractRepor
                 apply_deletions(&mut entry, dest, &mut report)
             }
             (Ok(Some(rel)), Ok(kind)) => {
-                let put = dest.put(&rel, kind, &mut entry, &refused, &mut report);
+                let put = budget
+                    .take(&rel, kind, entry.size())
+                    .and_then(|()| dest.put(&rel, kind, &mut entry, &refused, &mut report));
                 if put.is_ok() && kind == EntryKind::File {
                     last_file = Some((rel, entry.size()));
                 }
@@ -1247,6 +1430,39 @@ fn drive<R: Read, D: Destination>(input: R, dest: &mut D) -> Result<ExtractRepor
     dest.finish()?;
     io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(read_err)?;
     Ok(report)
+}
+
+/// What is left of [`ExtractOptions::max_bytes`].
+struct Budget {
+    max: Option<u64>,
+    used: u64,
+}
+
+impl Budget {
+    fn new(max: Option<u64>) -> Self {
+        Budget { max, used: 0 }
+    }
+
+    /// Counts a regular file's (real) size, or refuses it when it does not fit.
+    fn take(&mut self, rel: &str, kind: EntryKind, size: u64) -> Result<()> {
+        if kind != EntryKind::File {
+            return Ok(());
+        }
+        let used = self.used.saturating_add(size);
+        match self.max {
+            Some(max) if used > max => Err(refusal(
+                rel,
+                format!(
+                    "claims {size} bytes, more than the {} left of the {max} this restore allows",
+                    max - self.used
+                ),
+            )),
+            _ => {
+                self.used = used;
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Records a refusal in the report (extraction goes on); any other error ends it.
@@ -1371,6 +1587,8 @@ struct DirTarget<'a> {
     root: &'a Path,
     /// Root restores re-apply owners; unprivileged ones must lift read-only directory modes.
     as_root: bool,
+    /// See [`ExtractOptions::keep_setid`].
+    keep_setid: bool,
     /// Directories whose mode and time are applied once their content is in.
     deferred: Vec<(String, EntryMeta)>,
     /// The regular file written last, still open, so a truncation marker cuts that very file.
@@ -1459,36 +1677,66 @@ impl DirTarget<'_> {
         path: &Path,
         entry: &mut tar::Entry<'_, R>,
         meta: &EntryMeta,
+        report: &mut ExtractReport,
     ) -> Result<u64> {
         clear(path)?;
         // create_new: O_EXCL never follows a symlink at the final component.
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
-        let mut written = 0u64;
-        loop {
-            let n = match entry.read(&mut self.buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(read_err(e)),
-            };
-            file.write_all(&self.buf[..n])
-                .map_err(|e| Error::io(path, e))?;
-            written += n as u64;
-        }
+        let sparse = entry.header().entry_type() == EntryType::GNUSparse;
+        let written = self.copy_data(entry, &file, sparse, path)?;
         if self.as_root {
             let (uid, gid) = (u32::try_from(meta.uid).ok(), u32::try_from(meta.gid).ok());
             std::os::unix::fs::fchown(&file, uid, gid).map_err(|e| Error::io(path, e))?;
         }
+        let mut mode = meta.mode;
+        if !self.keep_setid && mode & SETID != 0 {
+            mode &= !SETID;
+            let note = "setuid/setgid bits not restored (the restore did not ask for them)";
+            report.warnings.push(format!("{}: {note}", shown(rel)));
+        }
         // After chown, which clears set-id bits.
-        file.set_permissions(Permissions::from_mode(meta.mode))
+        file.set_permissions(Permissions::from_mode(mode))
             .map_err(|e| Error::io(path, e))?;
         set_mtime(path, meta.mtime, meta.nsec)?;
         self.last_file = Some((rel.to_owned(), file, *meta));
+        Ok(written)
+    }
+
+    /// Copies an entry's data into `file`. The all-zero blocks of a sparse entry are left as
+    /// holes, never written, so neither a real sparse file nor a forged entry claiming a vast
+    /// size takes more room than its data.
+    fn copy_data<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        file: &File,
+        sparse: bool,
+        path: &Path,
+    ) -> Result<u64> {
+        use std::os::unix::fs::FileExt;
+        let mut written = 0u64;
+        loop {
+            // Whole buffers, so that blocks stay aligned to the file's offsets.
+            let n = read_full(entry, &mut self.buf).map_err(read_err)?;
+            if n == 0 {
+                break;
+            }
+            for (i, block) in self.buf[..n].chunks(HOLE_BLOCK).enumerate() {
+                if !sparse || block.iter().any(|b| *b != 0) {
+                    let at = written + (i * HOLE_BLOCK) as u64;
+                    file.write_all_at(block, at)
+                        .map_err(|e| Error::io(path, e))?;
+                }
+            }
+            written += n as u64;
+        }
+        if sparse {
+            file.set_len(written).map_err(|e| Error::io(path, e))?;
+        }
         Ok(written)
     }
 
@@ -1605,7 +1853,7 @@ impl Destination for DirTarget<'_> {
         let path = self.path_of(rel);
         match kind {
             EntryKind::Dir => self.put_dir(rel, &path, meta)?,
-            EntryKind::File => report.bytes += self.put_file(rel, &path, entry, &meta)?,
+            EntryKind::File => report.bytes += self.put_file(rel, &path, entry, &meta, report)?,
             EntryKind::Symlink => {
                 let target = entry.link_name_bytes().unwrap_or_default().into_owned();
                 self.put_symlink(rel, &path, &target, &meta)?;
@@ -1656,6 +1904,20 @@ impl Destination for DirTarget<'_> {
         }
         Ok(())
     }
+}
+
+/// Reads until `buf` is full or the input ends; returns how much was read.
+fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match input.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// Removes whatever is at `path` (not following a symlink), so that a new entry replaces it
