@@ -193,19 +193,15 @@ pub fn write_dir_archive<W: Write>(
             let abs = root.join(OsStr::from_bytes(&planned.path));
             let written = match planned.stamp.kind {
                 EntryKind::File => append_file(builder, dir, planned, &abs, &mut summary)?,
-                EntryKind::Dir => match dir.open_dir(planned.name()) {
-                    Ok(sub) if sub.id().map_err(|e| Error::io(&abs, e))? == planned.id => {
+                EntryKind::Dir => match dir.open_same_dir(planned.name(), planned.id) {
+                    Ok(Some(sub)) => {
                         let mut name = planned.path.clone();
                         name.push(b'/');
                         append_bare(builder, planned, EntryType::Directory, &name, None)?;
                         open.chain.push((Some(i), sub));
                         true
                     }
-                    Ok(_) => {
-                        unsettle(&mut summary, &planned.rel, REPLACED_DIR);
-                        false
-                    }
-                    Err(e) if is_gone(&e) => {
+                    Ok(None) => {
                         unsettle(&mut summary, &planned.rel, REPLACED_DIR);
                         false
                     }
@@ -537,27 +533,22 @@ fn walk(root: &Path, top: &DirHandle, skipped: &mut Vec<String>) -> Result<Vec<P
         let id = (meta.dev(), meta.ino());
         let mut child = None;
         if kind == EntryKind::Dir {
-            let opened = level.dir.open_dir(&name).and_then(|dir| {
-                let names = dir.names()?;
-                Ok((dir.id()? == id).then_some((dir, names)))
-            });
-            match opened {
-                Ok(Some((dir, names))) => {
+            let opened = level
+                .dir
+                .open_same_dir(&name, id)
+                .and_then(|dir| dir.map(|dir| Ok((dir.names()?, dir))).transpose());
+            match opened.map_err(|e| Error::io(abs(), e))? {
+                Some((names, dir)) => {
                     child = Some(Level {
                         dir,
                         path: path.clone(),
                         names: names.into_iter(),
                     });
                 }
-                Ok(None) => {
+                None => {
                     skipped.push(format!("{}: {REPLACED_DIR}", shown(&rel)));
                     continue;
                 }
-                Err(e) if is_gone(&e) => {
-                    skipped.push(format!("{}: {REPLACED_DIR}", shown(&rel)));
-                    continue;
-                }
-                Err(e) => return Err(Error::io(abs(), e)),
             }
         }
         plan.push(Planned {
@@ -642,10 +633,17 @@ impl DirHandle {
         open_at(self.0.as_raw_fd(), &c_name(name)?, flags)?.metadata()
     }
 
-    /// `(dev, ino)` of this directory.
-    fn id(&self) -> io::Result<(u64, u64)> {
-        let meta = self.0.metadata()?;
-        Ok((meta.dev(), meta.ino()))
+    /// The subdirectory `name` if it is still the directory `id` (`(dev, ino)`) the walk saw;
+    /// `None` when it is gone or was replaced (by a symlink, a file or another directory).
+    fn open_same_dir(&self, name: &OsStr, id: (u64, u64)) -> io::Result<Option<Self>> {
+        match self.open_dir(name) {
+            Ok(dir) => {
+                let meta = dir.0.metadata()?;
+                Ok(((meta.dev(), meta.ino()) == id).then_some(dir))
+            }
+            Err(e) if is_gone(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     fn try_clone(&self) -> io::Result<Self> {
