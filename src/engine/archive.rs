@@ -5,39 +5,52 @@
 //!
 //! Conventions of the stream:
 //! - Entries come in a sorted depth-first walk (parents before children, siblings in byte order),
-//!   so the same tree always yields the same bytes.
+//!   so the same tree always yields the same bytes. Names are bytes: a name that is not UTF-8 is
+//!   archived as it is (in a [`FileIndex`] its path is keyed by [`path_key`]).
+//! - The walk opens every directory beneath its parent's handle and every file beneath its
+//!   directory's, never following a symlink, so depth is not bounded by PATH_MAX and a parent
+//!   swapped for a symlink during the backup leads nowhere outside the tree.
 //! - Regular files, directories, symbolic links (stored as links, never followed) and hard links
 //!   (the second and later names of an inode point at the first) are archived. Sockets, FIFOs and
 //!   devices are not: they are listed in [`ArchiveSummary::skipped`].
 //! - An incremental stream starts with the control entry [`DELETED_ENTRY`] (`.mimeo/deleted`), a
-//!   JSON array of the paths that vanished since the instance it builds on. Extraction consumes it
-//!   and never writes it, so a top-level [`RESERVED_DIR`] (`.mimeo`) in a user's tree is reserved:
-//!   backups skip it (listed in `skipped`) and restores refuse entries under it.
+//!   JSON array of the keys of the paths that vanished since the instance it builds on. Only the
+//!   very first entry of a stream is read as control: a user's own `.mimeo` is archived and
+//!   restored like any other directory, and its entries never come first (a directory entry
+//!   precedes its content).
+//! - A file that shrank while it was read is padded to the size its header announced and
+//!   followed by a truncation marker (a PAX global header) that cuts the restored file back.
 //! - Modification times of files, directories and symlinks survive to the nanosecond; access and
 //!   change times do not. Owners are recorded and re-applied only when restoring as root. The
 //!   root directory's own metadata is not archived: the restore target belongs to its creator.
-//! - Sparse files are archived as full data: their content round-trips, their holes do not.
+//! - Files with holes are archived as GNU sparse entries (only their data is stored) and
+//!   extracted with holes; a sparse entry's all-zero blocks are never written, and
+//!   [`ExtractOptions::max_bytes`] bounds what a stream's files may claim.
+//! - Extraction clears setuid and setgid bits unless [`ExtractOptions::keep_setid`] asks.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ffi::{CString, OsStr, OsString};
-use std::fs::{self, Metadata, OpenOptions, Permissions};
+use std::ffi::{CStr, CString, OsStr, OsString};
+use std::fs::{self, File, Metadata, OpenOptions, Permissions};
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tar::{Builder, EntryType, Header};
 
 use crate::error::{Error, Result};
 
-/// Top-level name reserved for Mimeo's control entries inside a stream.
-pub const RESERVED_DIR: &str = ".mimeo";
 /// The control entry listing an incremental stream's deletions; always the first entry.
 pub const DELETED_ENTRY: &str = ".mimeo/deleted";
 
 /// Buffer between the archive and its pipe, and for file data copies.
 const IO_BUF: usize = 256 * 1024;
+/// Granularity of the holes an extracted sparse file gets (a filesystem block; divides IO_BUF).
+const HOLE_BLOCK: usize = 4096;
+/// The setuid and setgid bits.
+const SETID: u32 = 0o6000;
 /// Never a real nanosecond count: marks an index entry whose content did not make it into the
 /// stream intact, so the next incremental always looks at it again.
 const UNSETTLED_NSEC: u32 = u32::MAX;
@@ -99,8 +112,8 @@ pub struct ArchiveSummary {
     pub entries: u64,
     /// Regular-file data bytes written.
     pub file_bytes: u64,
-    /// `"path: reason"` for what was not archived (sockets, FIFOs, devices, reserved or
-    /// non-UTF-8 names, files that vanished during the backup).
+    /// `"path: reason"` for what was not archived (sockets, FIFOs, devices, files and
+    /// directories that vanished or were replaced during the backup).
     pub skipped: Vec<String>,
     /// `"path: what happened"` for files that changed while being read: they are archived as read
     /// and looked at again by the next incremental.
@@ -129,10 +142,14 @@ pub struct ExtractReport {
     /// Recorded deletions that removed something.
     pub deleted: u64,
     /// `"path: reason"` for entries and deletions refused because they could escape the target
-    /// (or are device/FIFO entries or reserved names).
+    /// (or are device/FIFO entries, or malformed).
     pub refused: Vec<String>,
     /// `"path: reason"` for harmless entries a target cannot represent (links in an object store).
     pub skipped: Vec<String>,
+    /// `"path: what happened"` for entries not restored exactly as stored: files that changed
+    /// while the backup read them (one that shrank is cut back to the bytes read), set-id bits
+    /// cleared.
+    pub warnings: Vec<String>,
 }
 
 /// Writes a tar stream of the tree under `root` into `out`. With `previous` (the index of the
@@ -148,9 +165,8 @@ pub fn write_dir_archive<W: Write>(
     out: W,
 ) -> Result<ArchiveSummary> {
     let mut summary = ArchiveSummary::default();
-    let mut plan = Vec::new();
-    walk(root, "", &mut plan, &mut summary.skipped)?;
-    link_hard_links(&mut plan);
+    let top = DirHandle::open_root(root).map_err(|e| Error::io(root, e))?;
+    let plan = walk(root, &top, &mut summary.skipped)?;
     let include = select(&plan, previous);
     summary.index.entries = plan
         .iter()
@@ -164,34 +180,52 @@ pub fn write_dir_archive<W: Write>(
         if previous.is_some() {
             append_deletions(builder, &summary.deleted)?;
         }
-        for (planned, _) in plan.iter().zip(&include).filter(|(_, inc)| **inc) {
-            let rel = planned.rel.as_str();
-            let abs = root.join(rel);
+        let mut open = OpenDirs::new(top);
+        for (i, (planned, include)) in plan.iter().zip(include).enumerate() {
+            let Some(dir) = open.parent_of(&plan, planned) else {
+                // Below a directory that vanished or was replaced: not in this stream.
+                mark_unsettled(&mut summary, &planned.rel);
+                continue;
+            };
+            if !include {
+                continue;
+            }
+            let abs = root.join(OsStr::from_bytes(&planned.path));
             let written = match planned.stamp.kind {
-                EntryKind::File => append_file(builder, &abs, rel, &mut summary)?,
-                EntryKind::Dir => {
-                    let name = format!("{rel}/");
-                    append_bare(builder, planned, EntryType::Directory, &name, None)?
-                }
-                EntryKind::Symlink => match fs::read_link(&abs) {
-                    Ok(target) => {
-                        let target = Some(target.as_os_str().as_bytes());
-                        append_bare(builder, planned, EntryType::Symlink, rel, target)?
+                EntryKind::File => append_file(builder, dir, planned, &abs, &mut summary)?,
+                EntryKind::Dir => match dir.open_same_dir(planned.name(), planned.id) {
+                    Ok(Some(sub)) => {
+                        let mut name = planned.path.clone();
+                        name.push(b'/');
+                        append_bare(builder, planned, EntryType::Directory, &name, None)?;
+                        open.chain.push((Some(i), sub));
+                        true
                     }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        unsettle(&mut summary, rel, "vanished during the backup");
+                    Ok(None) => {
+                        unsettle(&mut summary, &planned.rel, REPLACED_DIR);
+                        false
+                    }
+                    Err(e) => return Err(Error::io(abs, e)),
+                },
+                EntryKind::Symlink => match dir.read_link(planned.name()) {
+                    Ok(target) => {
+                        let target = Some(target.as_slice());
+                        append_bare(builder, planned, EntryType::Symlink, &planned.path, target)?
+                    }
+                    Err(e) if is_gone(&e) => {
+                        unsettle(&mut summary, &planned.rel, "vanished during the backup");
                         false
                     }
                     Err(e) => return Err(Error::io(abs, e)),
                 },
                 EntryKind::HardLink => {
-                    let first = planned.link_to.map_or(rel, |i| plan[i].rel.as_str());
+                    let first = planned.link_to.map_or(&planned.path, |i| &plan[i].path);
                     append_bare(
                         builder,
                         planned,
                         EntryType::Link,
-                        rel,
-                        Some(first.as_bytes()),
+                        &planned.path,
+                        Some(first),
                     )?
                 }
             };
@@ -204,10 +238,13 @@ pub fn write_dir_archive<W: Write>(
     Ok(summary)
 }
 
+const REPLACED_DIR: &str =
+    "vanished or was replaced during the backup; its content is not archived";
+
 /// Writes a tar stream of regular files from a non-filesystem source, in the order given (sort
 /// it for determinism). Each reader must yield exactly its entry's `size` bytes: a short or long
 /// source is an error, since the stream cannot be corrected afterwards. Paths that are not
-/// canonical, reserved or repeated are skipped and listed.
+/// canonical or repeated are skipped and listed.
 pub fn write_stream_archive<W: Write, I>(entries: I, out: W) -> Result<ArchiveSummary>
 where
     I: Iterator<Item = Result<(StreamEntry, Box<dyn Read + Send>)>>,
@@ -219,7 +256,6 @@ where
             let path = entry.path.as_str();
             let problem = match normalize(path.as_bytes()) {
                 Ok(Some(canonical)) if canonical != path => Some("not a canonical relative path"),
-                Ok(Some(_)) if is_reserved(path) => Some("reserved for Mimeo control entries"),
                 Ok(Some(_)) if summary.index.entries.contains_key(path) => Some("duplicate path"),
                 Ok(Some(_)) => None,
                 Ok(None) | Err(_) => Some("not a canonical relative path"),
@@ -236,11 +272,28 @@ where
                 gid: 0,
             };
             let mut src = Exact::new(reader, entry.size);
+            if summary.entries == 0 && path == DELETED_ENTRY {
+                // Never first in the stream, where it would be read as the control entry.
+                let dir = EntryMeta {
+                    mode: 0o755,
+                    ..meta
+                };
+                append(
+                    builder,
+                    &dir,
+                    EntryType::Directory,
+                    b".mimeo/",
+                    0,
+                    None,
+                    io::empty(),
+                )
+                .map_err(|e| write_err(path, e))?;
+            }
             append(
                 builder,
                 &meta,
                 EntryType::Regular,
-                path,
+                path.as_bytes(),
                 entry.size,
                 None,
                 &mut src,
@@ -289,16 +342,42 @@ where
 ///
 /// Checks are made entry by entry; they do not guard against another process rearranging the
 /// target while the restore runs.
+///
+/// Uses the default [`ExtractOptions`]: set-id bits are cleared, sizes are not bounded.
 pub fn extract_archive<R: Read>(input: R, target: &Path) -> Result<ExtractReport> {
+    extract_archive_with(input, target, ExtractOptions::default())
+}
+
+/// How [`extract_archive_with`] treats what a stream claims.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExtractOptions {
+    /// Restore setuid and setgid bits of regular files. Off by default: a stream must not plant
+    /// set-id programs unless the restore asks for them (cleared bits are listed in
+    /// [`ExtractReport::warnings`]).
+    pub keep_setid: bool,
+    /// The most bytes the stream's regular files may add up to, holes of sparse files included
+    /// (for a restore, what the catalog recorded). A file that would go past it is refused and
+    /// not written.
+    pub max_bytes: Option<u64>,
+}
+
+/// [`extract_archive`] with options.
+pub fn extract_archive_with<R: Read>(
+    input: R,
+    target: &Path,
+    options: ExtractOptions,
+) -> Result<ExtractReport> {
     fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
     let mut dest = DirTarget {
         root: target,
         // SAFETY: geteuid has no preconditions and cannot fail.
         as_root: unsafe { libc::geteuid() } == 0,
+        keep_setid: options.keep_setid,
         deferred: Vec::new(),
+        last_file: None,
         buf: vec![0; IO_BUF],
     };
-    drive(input, &mut dest)
+    drive(input, &mut dest, options.max_bytes)
 }
 
 /// Extracts regular files only, handing each to `sink(path, size, reader)` (for S3 restore
@@ -311,7 +390,7 @@ pub fn extract_archive_to<R: Read>(
     sink: &mut dyn FnMut(&str, u64, &mut dyn Read) -> Result<()>,
     delete: &mut dyn FnMut(&str) -> Result<()>,
 ) -> Result<ExtractReport> {
-    drive(input, &mut SinkTarget { sink, delete })
+    drive(input, &mut SinkTarget { sink, delete }, None)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -359,7 +438,7 @@ fn append_deletions<W: Write>(builder: &mut Builder<W>, deleted: &[String]) -> R
         builder,
         &meta,
         EntryType::Regular,
-        DELETED_ENTRY,
+        DELETED_ENTRY.as_bytes(),
         size,
         None,
         list.as_slice(),
@@ -369,62 +448,72 @@ fn append_deletions<W: Write>(builder: &mut Builder<W>, deleted: &[String]) -> R
 
 /// One walked entry, before anything is written.
 struct Planned {
+    /// Index key of the path (see [`path_key`]).
     rel: String,
+    /// The path relative to the root, as bytes: the entry's name in the stream.
+    path: Vec<u8>,
+    /// Where the last component of `path` starts.
+    name_at: usize,
     stamp: FileStamp,
     meta: EntryMeta,
+    /// `(dev, ino)` as the walk saw it.
+    id: (u64, u64),
     /// `(dev, ino)` of a regular file with more than one name.
     inode: Option<(u64, u64)>,
     /// For a hard link: the plan index of the inode's first name.
     link_to: Option<usize>,
 }
 
-/// Sorted depth-first walk that records metadata only (no file is opened).
-fn walk(
-    root: &Path,
-    dir_rel: &str,
-    plan: &mut Vec<Planned>,
-    skipped: &mut Vec<String>,
-) -> Result<()> {
-    let dir = root.join(dir_rel);
-    let listing = match fs::read_dir(&dir) {
-        Ok(listing) => listing,
-        Err(e) if e.kind() == io::ErrorKind::NotFound && !dir_rel.is_empty() => {
-            skipped.push(format!("{dir_rel}: vanished during the backup"));
-            return Ok(());
-        }
-        Err(e) => return Err(Error::io(dir, e)),
-    };
-    let mut names = listing
-        .map(|entry| entry.map(|e| e.file_name()))
-        .collect::<io::Result<Vec<OsString>>>()
-        .map_err(|e| Error::io(&dir, e))?;
-    names.sort();
-    for name in names {
-        let joined = |name: &str| {
-            if dir_rel.is_empty() {
-                name.to_owned()
-            } else {
-                format!("{dir_rel}/{name}")
-            }
-        };
-        let Some(utf8) = name.to_str() else {
-            let shown = joined(&name.to_string_lossy());
-            skipped.push(format!("{shown}: name is not valid UTF-8"));
+impl Planned {
+    fn name(&self) -> &OsStr {
+        OsStr::from_bytes(&self.path[self.name_at..])
+    }
+
+    /// The path of the directory holding this entry (empty for the root).
+    fn parent(&self) -> &[u8] {
+        &self.path[..self.name_at.saturating_sub(1)]
+    }
+}
+
+/// One directory of the walk in progress: its handle and its names not yet visited.
+struct Level {
+    dir: DirHandle,
+    path: Vec<u8>,
+    names: std::vec::IntoIter<OsString>,
+}
+
+/// Sorted depth-first walk that records metadata only (no file is opened for reading). Every
+/// directory is opened beneath its parent's handle and listed through its own, so the walk
+/// needs no path longer than one name and never passes through a symlink; the depth of the tree
+/// is bounded only by the number of open files allowed (one per level).
+fn walk(root: &Path, top: &DirHandle, skipped: &mut Vec<String>) -> Result<Vec<Planned>> {
+    let names = top.names().map_err(|e| Error::io(root, e))?;
+    let mut stack = vec![Level {
+        dir: top.try_clone().map_err(|e| Error::io(root, e))?,
+        path: Vec::new(),
+        names: names.into_iter(),
+    }];
+    let mut plan = Vec::new();
+    while let Some(level) = stack.last_mut() {
+        let Some(name) = level.names.next() else {
+            stack.pop();
             continue;
         };
-        let rel = joined(utf8);
-        if rel == RESERVED_DIR {
-            skipped.push(format!("{rel}: reserved for Mimeo control entries"));
-            continue;
+        let mut path = level.path.clone();
+        if !path.is_empty() {
+            path.push(b'/');
         }
-        let path = dir.join(&name);
-        let meta = match fs::symlink_metadata(&path) {
+        let name_at = path.len();
+        path.extend_from_slice(name.as_bytes());
+        let rel = path_key(&path);
+        let abs = || root.join(OsStr::from_bytes(&path));
+        let meta = match level.dir.stat(&name) {
             Ok(meta) => meta,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                skipped.push(format!("{rel}: vanished during the backup"));
+            Err(e) if is_gone(&e) => {
+                skipped.push(format!("{}: vanished during the backup", shown(&rel)));
                 continue;
             }
-            Err(e) => return Err(Error::io(path, e)),
+            Err(e) => return Err(Error::io(abs(), e)),
         };
         let file_type = meta.file_type();
         let kind = if file_type.is_dir() {
@@ -434,23 +523,221 @@ fn walk(
         } else if file_type.is_symlink() {
             EntryKind::Symlink
         } else {
-            skipped.push(format!("{rel}: {} not archived", special_name(&meta)));
+            skipped.push(format!(
+                "{}: {} not archived",
+                shown(&rel),
+                special_name(&meta)
+            ));
             continue;
         };
-        let inode = (kind == EntryKind::File && meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
-        let subdir = (kind == EntryKind::Dir).then(|| rel.clone());
+        let id = (meta.dev(), meta.ino());
+        let mut child = None;
+        if kind == EntryKind::Dir {
+            let opened = level
+                .dir
+                .open_same_dir(&name, id)
+                .and_then(|dir| dir.map(|dir| Ok((dir.names()?, dir))).transpose());
+            match opened.map_err(|e| Error::io(abs(), e))? {
+                Some((names, dir)) => {
+                    child = Some(Level {
+                        dir,
+                        path: path.clone(),
+                        names: names.into_iter(),
+                    });
+                }
+                None => {
+                    skipped.push(format!("{}: {REPLACED_DIR}", shown(&rel)));
+                    continue;
+                }
+            }
+        }
         plan.push(Planned {
             stamp: FileStamp::of(&meta, kind),
             meta: EntryMeta::of(&meta),
             rel,
-            inode,
+            path,
+            name_at,
+            id,
+            inode: (kind == EntryKind::File && meta.nlink() > 1).then_some(id),
             link_to: None,
         });
-        if let Some(subdir) = subdir {
-            walk(root, &subdir, plan, skipped)?;
+        stack.extend(child);
+    }
+    link_hard_links(&mut plan);
+    Ok(plan)
+}
+
+/// The directories open while the plan is streamed: the chain from the root to the directory
+/// of the current entry, each opened beneath its parent and checked to be the one the walk saw.
+struct OpenDirs {
+    /// Plan index of each open directory (`None` for the root) and its handle.
+    chain: Vec<(Option<usize>, DirHandle)>,
+}
+
+impl OpenDirs {
+    fn new(root: DirHandle) -> Self {
+        OpenDirs {
+            chain: vec![(None, root)],
         }
     }
-    Ok(())
+
+    /// The open directory holding `entry`; `None` when that directory could not be opened.
+    /// Entries come in walk order, so directories left behind are closed on the way.
+    fn parent_of(&mut self, plan: &[Planned], entry: &Planned) -> Option<&DirHandle> {
+        let parent = entry.parent();
+        let path_of = |at: &Option<usize>| at.map_or(&[][..], |i| plan[i].path.as_slice());
+        while let Some((at, _)) = self.chain.last() {
+            let dir = path_of(at);
+            let above = dir.is_empty()
+                || parent == dir
+                || (parent.starts_with(dir) && parent.get(dir.len()) == Some(&b'/'));
+            if above {
+                break;
+            }
+            self.chain.pop();
+        }
+        let (at, dir) = self.chain.last()?;
+        (path_of(at) == parent).then_some(dir)
+    }
+}
+
+/// A directory of the source tree, held open: everything in it is reached through this handle
+/// (`openat` and friends on one name, never a path from the root), so neither PATH_MAX nor a
+/// parent renamed or swapped for a symlink while the backup runs changes what is read.
+struct DirHandle(File);
+
+impl DirHandle {
+    /// The root of a walk. A root that is itself a symlink is followed: the user named it.
+    fn open_root(path: &Path) -> io::Result<Self> {
+        let path = c_name(path.as_os_str())?;
+        open_at(libc::AT_FDCWD, &path, libc::O_RDONLY | libc::O_DIRECTORY).map(DirHandle)
+    }
+
+    /// A subdirectory, never through a symlink.
+    fn open_dir(&self, name: &OsStr) -> io::Result<Self> {
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+        open_at(self.0.as_raw_fd(), &c_name(name)?, flags).map(DirHandle)
+    }
+
+    /// A regular file, for reading. O_NOFOLLOW: a file swapped for a symlink is not followed;
+    /// O_NONBLOCK: one swapped for a FIFO does not hang the backup (no effect on regular files).
+    fn open_file(&self, name: &OsStr) -> io::Result<File> {
+        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK;
+        open_at(self.0.as_raw_fd(), &c_name(name)?, flags)
+    }
+
+    /// The metadata of the entry itself (a symlink's own), through an `O_PATH` handle, which
+    /// opens nothing (no FIFO blocks, no device wakes up).
+    fn stat(&self, name: &OsStr) -> io::Result<Metadata> {
+        let flags = libc::O_PATH | libc::O_NOFOLLOW;
+        open_at(self.0.as_raw_fd(), &c_name(name)?, flags)?.metadata()
+    }
+
+    /// The subdirectory `name` if it is still the directory `id` (`(dev, ino)`) the walk saw;
+    /// `None` when it is gone or was replaced (by a symlink, a file or another directory).
+    fn open_same_dir(&self, name: &OsStr, id: (u64, u64)) -> io::Result<Option<Self>> {
+        match self.open_dir(name) {
+            Ok(dir) => {
+                let meta = dir.0.metadata()?;
+                Ok(((meta.dev(), meta.ino()) == id).then_some(dir))
+            }
+            Err(e) if is_gone(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn try_clone(&self) -> io::Result<Self> {
+        self.0.try_clone().map(DirHandle)
+    }
+
+    /// The target of the symlink `name`, as bytes.
+    fn read_link(&self, name: &OsStr) -> io::Result<Vec<u8>> {
+        let name = c_name(name)?;
+        let mut buf = vec![0u8; 256];
+        loop {
+            // SAFETY: `name` is NUL-terminated and `buf` is valid for `buf.len()` bytes of writes,
+            // both alive for the duration of the call.
+            let n = unsafe {
+                libc::readlinkat(
+                    self.0.as_raw_fd(),
+                    name.as_ptr(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                )
+            };
+            let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+            if n < buf.len() {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            // Possibly cut short: try again with more room.
+            buf.resize(buf.len() * 2, 0);
+        }
+    }
+
+    /// The names in this directory (without `.` and `..`), sorted by bytes.
+    fn names(&self) -> io::Result<Vec<OsString>> {
+        // A descriptor of its own: the stream takes it over and moves its offset.
+        let fd = open_at(self.0.as_raw_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY)?;
+        let fd = fd.into_raw_fd();
+        // SAFETY: `fd` is an open directory descriptor, owned from here on by the stream.
+        let stream = unsafe { libc::fdopendir(fd) };
+        if stream.is_null() {
+            let e = io::Error::last_os_error();
+            // SAFETY: the stream did not take `fd`, which is still open and owned here.
+            unsafe { libc::close(fd) };
+            return Err(e);
+        }
+        let mut names = Vec::new();
+        let result = loop {
+            // SAFETY: errno is thread-local; cleared so that the end of the stream is told apart
+            // from an error.
+            unsafe { *libc::__errno_location() = 0 };
+            // SAFETY: `stream` is an open directory stream.
+            let entry = unsafe { libc::readdir(stream) };
+            if entry.is_null() {
+                let e = io::Error::last_os_error();
+                break if e.raw_os_error() == Some(0) {
+                    Ok(())
+                } else {
+                    Err(e)
+                };
+            }
+            // SAFETY: `entry` points at a valid dirent whose name is NUL-terminated; it is copied
+            // before the next readdir call invalidates it.
+            let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) }.to_bytes();
+            if name != b"." && name != b".." {
+                names.push(OsString::from_vec(name.to_vec()));
+            }
+        };
+        // SAFETY: `stream` is open and closed exactly once, closing `fd` with it.
+        unsafe { libc::closedir(stream) };
+        result?;
+        names.sort();
+        Ok(names)
+    }
+}
+
+fn c_name(name: &OsStr) -> io::Result<CString> {
+    CString::new(name.as_bytes()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+}
+
+/// `openat(2)` with `O_CLOEXEC`.
+fn open_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<File> {
+    // SAFETY: `name` is NUL-terminated and alive for the duration of the call.
+    let fd = unsafe { libc::openat(dir, name.as_ptr(), flags | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Whether an error means the entry is no longer what the walk saw: gone, or replaced by a
+/// symlink (`O_NOFOLLOW`) or by something that is not a directory.
+fn is_gone(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound
+        || matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR))
 }
 
 fn special_name(meta: &Metadata) -> &'static str {
@@ -520,7 +807,7 @@ fn append_bare<W: Write>(
     builder: &mut Builder<W>,
     planned: &Planned,
     kind: EntryType,
-    name: &str,
+    name: &[u8],
     link: Option<&[u8]>,
 ) -> Result<bool> {
     append(builder, &planned.meta, kind, name, 0, link, io::empty())
@@ -529,21 +816,24 @@ fn append_bare<W: Write>(
 }
 
 /// Streams one regular file; returns false when it vanished before it could be opened.
+///
+/// A file that changes while it is read is archived as read and reported in
+/// [`ArchiveSummary::warnings`], as GNU tar reports "file changed as we read it". One that
+/// shrank cannot be re-read into the stream (its header, with the size found at open, is already
+/// out), and the stream must stay in step, so its entry is padded with zeros and followed by a
+/// truncation marker (see [`append_truncation`]) that cuts the restored file back to the bytes
+/// actually read: restored, it is exactly what the backup saw, never zeros that no one wrote.
 fn append_file<W: Write>(
     builder: &mut Builder<W>,
+    dir: &DirHandle,
+    planned: &Planned,
     abs: &Path,
-    rel: &str,
     summary: &mut ArchiveSummary,
 ) -> Result<bool> {
-    // O_NOFOLLOW: a file swapped for a symlink since the walk is not followed; O_NONBLOCK: one
-    // swapped for a FIFO does not hang the backup (it has no effect on regular files).
-    let file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(abs)
-    {
+    let rel = planned.rel.as_str();
+    let file = match dir.open_file(planned.name()) {
         Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ELOOP) => {
+        Err(e) if is_gone(&e) => {
             unsettle(summary, rel, "vanished during the backup");
             return Ok(false);
         }
@@ -563,42 +853,232 @@ fn append_file<W: Write>(
         *stamp = FileStamp::of(&stat, stamp.kind);
     }
     let size = stat.len();
-    let capacity = usize::try_from(size)
+    let sparse = data_extents(&file, &stat).map_err(|e| Error::io(abs, e))?;
+    let extents = sparse.clone().unwrap_or_else(|| vec![(0, size)]);
+    let stored: u64 = extents.iter().map(|(_, len)| len).sum();
+    let capacity = usize::try_from(stored)
         .unwrap_or(IO_BUF)
         .clamp(8 * 1024, IO_BUF);
-    let mut src = Exact::new(BufReader::with_capacity(capacity, file), size);
-    append(
-        builder,
-        &EntryMeta::of(&stat),
-        EntryType::Regular,
-        rel,
-        size,
-        None,
-        &mut src,
-    )
+    let reader = Extents::new(file, &extents);
+    let mut src = Exact::new(BufReader::with_capacity(capacity, reader), stored);
+    let meta = EntryMeta::of(&stat);
+    match &sparse {
+        Some(map) => append_sparse(builder, &meta, &planned.path, size, map, &mut src),
+        None => append(
+            builder,
+            &meta,
+            EntryType::Regular,
+            &planned.path,
+            size,
+            None,
+            &mut src,
+        ),
+    }
     .map_err(|e| match src.failed.take() {
         Some(cause) => Error::io(abs, cause),
         None => write_err(rel, e),
     })?;
     summary.file_bytes += size;
-    if src.padded > 0 {
-        let note = format!(
-            "shrank by {} bytes while being read; padded with zeros",
-            src.padded
-        );
-        summary.warnings.push(format!("{rel}: {note}"));
-        mark_unsettled(summary, rel);
-    } else if src.has_more() {
-        let note = format!("grew while being read; its first {size} bytes were archived");
-        summary.warnings.push(format!("{rel}: {note}"));
+    let reader = src.inner.get_ref();
+    let after = reader.file.metadata().map_err(|e| Error::io(abs, e))?;
+    let change = if let Some(read) = reader.stopped_at {
+        append_truncation(builder, &planned.path, read).map_err(|e| write_err(rel, e))?;
+        Some(format!(
+            "shrank by {} bytes while being read; restores get the {read} bytes read",
+            size - read
+        ))
+    } else if after.len() > size {
+        Some(format!(
+            "grew while being read; its first {size} bytes were archived"
+        ))
+    } else {
+        changed_since(&stat, &after).then(|| "changed while being read".to_owned())
+    };
+    if let Some(change) = change {
+        summary.warnings.push(format!("{}: {change}", shown(rel)));
         mark_unsettled(summary, rel);
     }
     Ok(true)
 }
 
+/// The data of a file with holes as `(offset, length)` extents, found with `SEEK_DATA` and
+/// `SEEK_HOLE`; `None` for a file without holes or on a filesystem that cannot tell. Extents
+/// are widened to 512-byte boundaries (every extent of a GNU sparse entry but the last must
+/// fill whole tar blocks).
+fn data_extents(file: &File, meta: &Metadata) -> io::Result<Option<Vec<(u64, u64)>>> {
+    let size = meta.len();
+    if meta.blocks().saturating_mul(512) >= size {
+        return Ok(None); // allocated throughout: no hole worth a map
+    }
+    let mut extents: Vec<(u64, u64)> = Vec::new();
+    let mut pos = 0;
+    while pos < size {
+        let start = match seek_data(file, pos, libc::SEEK_DATA) {
+            Ok(start) => start,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => break, // only a hole is left
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let end = seek_data(file, start, libc::SEEK_HOLE)?.min(size);
+        let start = start / 512 * 512;
+        let end = end.div_ceil(512).saturating_mul(512).min(size);
+        match extents.last_mut() {
+            Some((off, len)) if *off + *len >= start => *len = end.max(*off + *len) - *off,
+            _ => extents.push((start, end - start)),
+        }
+        pos = end.max(pos + 1);
+    }
+    Ok(Some(extents))
+}
+
+/// `lseek(2)` with `SEEK_DATA` or `SEEK_HOLE`.
+fn seek_data(file: &File, from: u64, whence: libc::c_int) -> io::Result<u64> {
+    let from = libc::off_t::try_from(from).map_err(io::Error::other)?;
+    // SAFETY: lseek on an open descriptor has no memory-safety preconditions.
+    let at = unsafe { libc::lseek(file.as_raw_fd(), from, whence) };
+    u64::try_from(at).map_err(|_| io::Error::last_os_error())
+}
+
+/// Reads a file's extents one after the other with `pread`: the data of a sparse entry, or
+/// the whole file as one extent.
+struct Extents<'a> {
+    file: File,
+    extents: &'a [(u64, u64)],
+    /// Bytes of `extents[0]` already read.
+    done: u64,
+    /// Where the file turned out to end, when it ended before its last extent did.
+    stopped_at: Option<u64>,
+}
+
+impl<'a> Extents<'a> {
+    fn new(file: File, extents: &'a [(u64, u64)]) -> Self {
+        Extents {
+            file,
+            extents,
+            done: 0,
+            stopped_at: None,
+        }
+    }
+}
+
+impl Read for Extents<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        while let Some(&(offset, len)) = self.extents.first() {
+            if self.done == len {
+                self.extents = &self.extents[1..];
+                self.done = 0;
+                continue;
+            }
+            let want = buf
+                .len()
+                .min(usize::try_from(len - self.done).unwrap_or(usize::MAX));
+            let n = self.file.read_at(&mut buf[..want], offset + self.done)?;
+            if n == 0 {
+                self.stopped_at = Some(offset + self.done);
+                self.extents = &[];
+                return Ok(0);
+            }
+            self.done += n as u64;
+            return Ok(n);
+        }
+        Ok(0)
+    }
+}
+
+/// Appends a file with holes as a GNU sparse entry (old GNU format, which the `tar` crate and
+/// GNU tar read): the header holds the real size and the first extents, extension blocks the
+/// rest, and only the extents' data is stored. The map ends with an empty extent at the real
+/// size, as GNU tar writes it, so that a trailing hole is part of the file.
+fn append_sparse<W: Write>(
+    builder: &mut Builder<W>,
+    meta: &EntryMeta,
+    name: &[u8],
+    size: u64,
+    extents: &[(u64, u64)],
+    data: impl Read,
+) -> io::Result<()> {
+    let stored = extents.iter().map(|(_, len)| len).sum();
+    let mut header = entry_header(builder, meta, EntryType::GNUSparse, stored)?;
+    let map: Vec<(u64, u64)> = extents.iter().copied().chain([(size, 0)]).collect();
+    let gnu = header
+        .as_gnu_mut()
+        .ok_or_else(|| io::Error::other("not a GNU header"))?;
+    gnu.set_real_size(size);
+    let (first, rest) = map.split_at(map.len().min(gnu.sparse.len()));
+    for (slot, (offset, len)) in gnu.sparse.iter_mut().zip(first) {
+        slot.set_offset(*offset);
+        slot.set_length(*len);
+    }
+    gnu.set_is_extended(!rest.is_empty());
+    let mut blocks = Vec::new();
+    let mut chunks = rest
+        .chunks(tar::GnuExtSparseHeader::new().sparse.len())
+        .peekable();
+    while let Some(chunk) = chunks.next() {
+        let mut ext = tar::GnuExtSparseHeader::new();
+        for (slot, (offset, len)) in ext.sparse.iter_mut().zip(chunk) {
+            slot.set_offset(*offset);
+            slot.set_length(*len);
+        }
+        ext.set_is_extended(chunks.peek().is_some());
+        blocks.extend_from_slice(ext.as_bytes());
+    }
+    let name = Path::new(OsStr::from_bytes(name));
+    builder.append_data(&mut header, name, blocks.as_slice().chain(data))
+}
+
+/// Whether a file was written to between two `fstat`s (a change of content keeps the size but
+/// moves mtime and ctime).
+fn changed_since(before: &Metadata, after: &Metadata) -> bool {
+    let times = |m: &Metadata| {
+        (
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+        )
+    };
+    times(before) != times(after)
+}
+
+/// PAX keywords of a truncation marker: the path of the entry just before it, and its real size.
+const TRUNCATE_PATH: &str = "MIMEO.truncate.path";
+const TRUNCATE_SIZE: &str = "MIMEO.truncate.size";
+
+/// Appends a truncation marker for the entry just written: a PAX global header ('g'), which is
+/// a stand-alone entry that readers without Mimeo's keywords skip (GNU tar, the `tar` crate and
+/// Mimeo before markers existed restore the padded file, as before).
+fn append_truncation<W: Write>(builder: &mut Builder<W>, path: &[u8], size: u64) -> io::Result<()> {
+    let size = size.to_string();
+    let data = pax_records(&[(TRUNCATE_PATH, path), (TRUNCATE_SIZE, size.as_bytes())]);
+    let mut header = Header::new_ustar();
+    header.set_entry_type(EntryType::XGlobalHeader);
+    header.set_size(data.len() as u64);
+    header.set_cksum();
+    builder.append(&header, data.as_slice())
+}
+
+/// PAX extended header records (`"<len> <key>=<value>\n"`, the length counting itself).
+fn pax_records(records: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut data = Vec::new();
+    for (key, value) in records {
+        let rest = key.len() + value.len() + 3;
+        let mut len = rest + 1;
+        while rest + len.to_string().len() != len {
+            len = rest + len.to_string().len();
+        }
+        data.extend_from_slice(format!("{len} {key}=").as_bytes());
+        data.extend_from_slice(value);
+        data.push(b'\n');
+    }
+    data
+}
+
 /// Records that `rel` is not in the stream after all, and makes the next incremental revisit it.
 fn unsettle(summary: &mut ArchiveSummary, rel: &str, why: &str) {
-    summary.skipped.push(format!("{rel}: {why}"));
+    summary.skipped.push(format!("{}: {why}", shown(rel)));
     mark_unsettled(summary, rel);
 }
 
@@ -614,22 +1094,13 @@ fn append<W: Write>(
     builder: &mut Builder<W>,
     meta: &EntryMeta,
     kind: EntryType,
-    name: &str,
+    name: &[u8],
     size: u64,
     link: Option<&[u8]>,
     data: impl Read,
 ) -> io::Result<()> {
-    if meta.nsec != 0 || meta.mtime < 0 {
-        let time = format_pax_time(meta.mtime, meta.nsec);
-        builder.append_pax_extensions([("mtime", time.as_bytes())])?;
-    }
-    let mut header = Header::new_gnu();
-    header.set_entry_type(kind);
-    header.set_mode(meta.mode);
-    header.set_mtime(u64::try_from(meta.mtime).unwrap_or(0));
-    header.set_uid(meta.uid);
-    header.set_gid(meta.gid);
-    header.set_size(size);
+    let mut header = entry_header(builder, meta, kind, size)?;
+    let name = Path::new(OsStr::from_bytes(name));
     match link {
         None => builder.append_data(&mut header, name, data),
         // Stored byte for byte: `append_link` would normalise short targets ("a/./b" → "a/b").
@@ -642,6 +1113,28 @@ fn append<W: Write>(
             builder.append_link(&mut header, name, Path::new(OsStr::from_bytes(target)))
         }
     }
+}
+
+/// Appends the PAX `mtime` record an entry needs (sub-second or pre-1970 times) and returns its
+/// GNU header, without name or checksum yet.
+fn entry_header<W: Write>(
+    builder: &mut Builder<W>,
+    meta: &EntryMeta,
+    kind: EntryType,
+    size: u64,
+) -> io::Result<Header> {
+    if meta.nsec != 0 || meta.mtime < 0 {
+        let time = format_pax_time(meta.mtime, meta.nsec);
+        builder.append_pax_extensions([("mtime", time.as_bytes())])?;
+    }
+    let mut header = Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(meta.mode);
+    header.set_mtime(u64::try_from(meta.mtime).unwrap_or(0));
+    header.set_uid(meta.uid);
+    header.set_gid(meta.gid);
+    header.set_size(size);
+    Ok(header)
 }
 
 fn write_err(rel: &str, e: io::Error) -> Error {
@@ -799,29 +1292,58 @@ fn refusal(entry: &str, reason: impl Into<String>) -> Error {
     }
 }
 
-fn is_reserved(rel: &str) -> bool {
-    rel == RESERVED_DIR || rel.starts_with(".mimeo/")
-}
-
-/// Turns an archive path into a canonical relative one (`a/b`) or says why it cannot be used;
-/// `Ok(None)` is the root itself (`.` or `./`).
+/// Turns an archive path into the key of a canonical relative path (`a/b`, see [`path_key`]) or
+/// says why it cannot be used; `Ok(None)` is the root itself (`.` or `./`).
 fn normalize(raw: &[u8]) -> std::result::Result<Option<String>, String> {
-    let text = std::str::from_utf8(raw).map_err(|_| "name is not valid UTF-8".to_owned())?;
-    if text.starts_with('/') {
+    if raw.starts_with(b"/") {
         return Err("absolute path".to_owned());
     }
-    if text.contains('\0') {
+    if raw.contains(&0) {
         return Err("name contains a NUL byte".to_owned());
     }
     let mut parts = Vec::new();
-    for part in text.split('/') {
+    for part in raw.split(|b| *b == b'/') {
         match part {
-            "" | "." => {}
-            ".." => return Err("path has a `..` component".to_owned()),
+            b"" | b"." => {}
+            b".." => return Err("path has a `..` component".to_owned()),
             part => parts.push(part),
         }
     }
-    Ok((!parts.is_empty()).then(|| parts.join("/")))
+    Ok((!parts.is_empty()).then(|| path_key(&parts.join(&b'/'))))
+}
+
+/// The key of a canonical relative path in a [`FileIndex`] and in a stream's deletion list: its
+/// components joined by `/`, each one that is not UTF-8 written as a NUL followed by its bytes
+/// in hex. No real name holds a NUL, so keys are unambiguous, and UTF-8 paths are their own keys
+/// (indexes written before non-UTF-8 names were archived stay valid).
+pub fn path_key(path: &[u8]) -> String {
+    let components: Vec<_> = path
+        .split(|b| *b == b'/')
+        .map(|c| match std::str::from_utf8(c) {
+            Ok(text) => text.to_owned(),
+            Err(_) => format!("\0{}", hex::encode(c)),
+        })
+        .collect();
+    components.join("/")
+}
+
+/// The path bytes of a key made by [`path_key`]. A malformed escape stays as it is (with its
+/// NUL, which every later check refuses).
+fn key_path(key: &str) -> Vec<u8> {
+    let components: Vec<Vec<u8>> = key
+        .split('/')
+        .map(|c| {
+            c.strip_prefix('\0')
+                .and_then(|hex| hex::decode(hex).ok())
+                .unwrap_or_else(|| c.as_bytes().to_vec())
+        })
+        .collect();
+    components.join(&b'/')
+}
+
+/// A key as people read it (bytes that are not UTF-8 shown as U+FFFD).
+fn shown(key: &str) -> String {
+    String::from_utf8_lossy(&key_path(key)).into_owned()
 }
 
 /// Where extracted entries go: a directory, or a sink of regular files.
@@ -837,19 +1359,38 @@ trait Destination {
         refused: &HashSet<String>,
         report: &mut ExtractReport,
     ) -> Result<()>;
+    /// Cuts the regular file just written at `rel` back to `size` bytes (a truncation marker);
+    /// false when this destination cannot.
+    fn truncate(&mut self, rel: &str, size: u64) -> Result<bool>;
     /// Runs once all entries are in.
     fn finish(&mut self) -> Result<()>;
 }
 
 /// The extraction loop shared by both destinations: path checks, control entries, refusals.
-fn drive<R: Read, D: Destination>(input: R, dest: &mut D) -> Result<ExtractReport> {
+fn drive<R: Read, D: Destination>(
+    input: R,
+    dest: &mut D,
+    max_bytes: Option<u64>,
+) -> Result<ExtractReport> {
+    let mut budget = Budget::new(max_bytes);
     let mut report = ExtractReport::default();
     let mut refused = HashSet::new();
     let mut archive = tar::Archive::new(BufReader::with_capacity(IO_BUF, input));
+    // The regular file written by the previous entry, and its size: what a truncation marker
+    // may cut back.
+    let mut last_file: Option<(String, u64)> = None;
     for (position, entry) in archive.entries().map_err(read_err)?.enumerate() {
         let mut entry = entry.map_err(read_err)?;
+        let previous = last_file.take();
         let kind = match entry.header().entry_type() {
-            EntryType::XGlobalHeader => continue,
+            EntryType::XGlobalHeader => {
+                let outcome = match truncation(&mut entry)? {
+                    Some((rel, size)) => apply_truncation(rel, size, previous, dest, &mut report),
+                    None => Ok(()),
+                };
+                refuse_or_fail(outcome, &mut report, &mut refused)?;
+                continue;
+            }
             EntryType::Directory => Ok(EntryKind::Dir),
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 Ok(EntryKind::File)
@@ -869,27 +1410,137 @@ fn drive<R: Read, D: Destination>(input: R, dest: &mut D) -> Result<ExtractRepor
             (Err(reason), _) => Err(refusal(&String::from_utf8_lossy(&raw), reason)),
             (Ok(Some(rel)), Err(reason)) => Err(refusal(&rel, reason)),
             (Ok(None), _) => Ok(()),
-            (Ok(Some(rel)), Ok(kind)) if is_reserved(&rel) => {
-                if rel == DELETED_ENTRY && position == 0 && kind == EntryKind::File {
-                    apply_deletions(&mut entry, dest, &mut report)
-                } else {
-                    Err(refusal(&rel, "reserved for Mimeo control entries"))
+            (Ok(Some(rel)), Ok(EntryKind::File)) if rel == DELETED_ENTRY && position == 0 => {
+                apply_deletions(&mut entry, dest, &mut report)
+            }
+            (Ok(Some(rel)), Ok(kind)) => {
+                let put = budget
+                    .take(&rel, kind, entry.size())
+                    .and_then(|()| dest.put(&rel, kind, &mut entry, &refused, &mut report));
+                if put.is_ok() && kind == EntryKind::File {
+                    last_file = Some((rel, entry.size()));
                 }
+                put
             }
-            (Ok(Some(rel)), Ok(kind)) => dest.put(&rel, kind, &mut entry, &refused, &mut report),
         };
-        match outcome {
-            Ok(()) => {}
-            Err(Error::Refused { entry, reason }) => {
-                report.refused.push(format!("{entry}: {reason}"));
-                refused.insert(entry);
-            }
-            Err(e) => return Err(e),
-        }
+        refuse_or_fail(outcome, &mut report, &mut refused)?;
     }
     dest.finish()?;
     io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(read_err)?;
     Ok(report)
+}
+
+/// What is left of [`ExtractOptions::max_bytes`].
+struct Budget {
+    max: Option<u64>,
+    used: u64,
+}
+
+impl Budget {
+    fn new(max: Option<u64>) -> Self {
+        Budget { max, used: 0 }
+    }
+
+    /// Counts a regular file's (real) size, or refuses it when it does not fit.
+    fn take(&mut self, rel: &str, kind: EntryKind, size: u64) -> Result<()> {
+        if kind != EntryKind::File {
+            return Ok(());
+        }
+        let used = self.used.saturating_add(size);
+        match self.max {
+            Some(max) if used > max => Err(refusal(
+                rel,
+                format!(
+                    "claims {size} bytes, more than the {} left of the {max} this restore allows",
+                    max - self.used
+                ),
+            )),
+            _ => {
+                self.used = used;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Records a refusal in the report (extraction goes on); any other error ends it.
+fn refuse_or_fail(
+    outcome: Result<()>,
+    report: &mut ExtractReport,
+    refused: &mut HashSet<String>,
+) -> Result<()> {
+    match outcome {
+        Err(Error::Refused { entry, reason }) => {
+            report.refused.push(format!("{}: {reason}", shown(&entry)));
+            refused.insert(entry);
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// The path and real size of a truncation marker (see `append_truncation`); `None` for any
+/// other global header.
+fn truncation<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<(String, u64)>> {
+    let Some(records) = entry.pax_extensions().map_err(read_err)? else {
+        return Ok(None);
+    };
+    let (mut path, mut size) = (None, None);
+    for record in records {
+        let record = record.map_err(read_err)?;
+        match record.key_bytes() {
+            k if k == TRUNCATE_PATH.as_bytes() => path = Some(record.value_bytes().to_vec()),
+            k if k == TRUNCATE_SIZE.as_bytes() => size = Some(record.value_bytes().to_vec()),
+            _ => {}
+        }
+    }
+    let (path, size) = match (path, size) {
+        (None, None) => return Ok(None),
+        (Some(path), Some(size)) => (path, size),
+        _ => {
+            return Err(Error::Other(
+                "truncation marker without a path or size".into(),
+            ));
+        }
+    };
+    let shown = String::from_utf8_lossy(&path).into_owned();
+    let rel = normalize(&path)
+        .map_err(|reason| refusal(&shown, reason))
+        .and_then(|rel| rel.ok_or_else(|| refusal(&shown, "truncation marker for the root")));
+    let size = std::str::from_utf8(&size)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Error::Other(format!("truncation marker for {shown}: bad size")))?;
+    Ok(Some((rel?, size)))
+}
+
+/// Cuts the file the previous entry wrote back to the size the backup actually read.
+fn apply_truncation<D: Destination>(
+    rel: String,
+    size: u64,
+    previous: Option<(String, u64)>,
+    dest: &mut D,
+    report: &mut ExtractReport,
+) -> Result<()> {
+    match previous {
+        Some((last, written)) if last == rel && size <= written => {
+            let padding = written - size;
+            let note = if dest.truncate(&rel, size)? {
+                format!("shrank by {padding} bytes while it was backed up; restored as read")
+            } else {
+                format!(
+                    "shrank by {padding} bytes while it was backed up; restored with that many \
+                     zero bytes at its end (this restore target cannot cut them off)"
+                )
+            };
+            report.warnings.push(format!("{rel}: {note}"));
+            Ok(())
+        }
+        _ => Err(refusal(
+            &rel,
+            "truncation marker that does not follow its own, longer file entry",
+        )),
+    }
 }
 
 fn apply_deletions<R: Read, D: Destination>(
@@ -902,14 +1553,15 @@ fn apply_deletions<R: Read, D: Destination>(
     let paths: Vec<String> = serde_json::from_slice(&list)
         .map_err(|e| Error::Other(format!("{DELETED_ENTRY}: not a JSON list of paths: {e}")))?;
     for path in paths {
-        let outcome = match normalize(path.as_bytes()) {
-            Ok(Some(rel)) if !is_reserved(&rel) => dest.delete(&rel),
-            Ok(_) => Err(refusal(&path, "not a path inside the restored tree")),
+        let outcome = match normalize(&key_path(&path)) {
+            Ok(Some(rel)) => dest.delete(&rel),
+            Ok(None) => Err(refusal(&path, "not a path inside the restored tree")),
             Err(reason) => Err(refusal(&path, reason)),
         };
         match outcome {
             Ok(removed) => report.deleted += u64::from(removed),
             Err(Error::Refused { entry, reason }) => {
+                let entry = shown(&entry);
                 report
                     .refused
                     .push(format!("deletion of {entry}: {reason}"));
@@ -933,12 +1585,21 @@ struct DirTarget<'a> {
     root: &'a Path,
     /// Root restores re-apply owners; unprivileged ones must lift read-only directory modes.
     as_root: bool,
+    /// See [`ExtractOptions::keep_setid`].
+    keep_setid: bool,
     /// Directories whose mode and time are applied once their content is in.
     deferred: Vec<(String, EntryMeta)>,
+    /// The regular file written last, still open, so a truncation marker cuts that very file.
+    last_file: Option<(String, File, EntryMeta)>,
     buf: Vec<u8>,
 }
 
 impl DirTarget<'_> {
+    /// Where the entry with key `rel` goes.
+    fn path_of(&self, rel: &str) -> PathBuf {
+        self.root.join(OsStr::from_bytes(&key_path(rel)))
+    }
+
     /// Checks each parent of `rel` with `lstat` (never following a link), creating missing ones
     /// when `create` is set.
     fn parents(&self, rel: &str, create: bool) -> Result<Parents> {
@@ -948,9 +1609,9 @@ impl DirTarget<'_> {
             return Ok(Parents::Ready);
         };
         for name in parents.split('/') {
-            path.push(name);
+            path.push(OsStr::from_bytes(&key_path(name)));
             prefix_len += name.len() + usize::from(prefix_len > 0);
-            let prefix = &rel[..prefix_len];
+            let prefix = shown(&rel[..prefix_len]);
             match fs::symlink_metadata(&path) {
                 Ok(meta) if meta.is_dir() => {}
                 Ok(meta) if meta.file_type().is_symlink() => {
@@ -986,7 +1647,7 @@ impl DirTarget<'_> {
         if self.as_root {
             return Ok(());
         }
-        let dir = self.root.join(parent);
+        let dir = self.path_of(parent);
         let meta = fs::symlink_metadata(&dir).map_err(|e| Error::io(&dir, e))?;
         self.make_writable(&dir, &meta)
     }
@@ -1010,39 +1671,70 @@ impl DirTarget<'_> {
 
     fn put_file<R: Read>(
         &mut self,
+        rel: &str,
         path: &Path,
         entry: &mut tar::Entry<'_, R>,
         meta: &EntryMeta,
+        report: &mut ExtractReport,
     ) -> Result<u64> {
         clear(path)?;
         // create_new: O_EXCL never follows a symlink at the final component.
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
-        let mut written = 0u64;
-        loop {
-            let n = match entry.read(&mut self.buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(read_err(e)),
-            };
-            file.write_all(&self.buf[..n])
-                .map_err(|e| Error::io(path, e))?;
-            written += n as u64;
-        }
+        let sparse = entry.header().entry_type() == EntryType::GNUSparse;
+        let written = self.copy_data(entry, &file, sparse, path)?;
         if self.as_root {
             let (uid, gid) = (u32::try_from(meta.uid).ok(), u32::try_from(meta.gid).ok());
             std::os::unix::fs::fchown(&file, uid, gid).map_err(|e| Error::io(path, e))?;
         }
+        let mut mode = meta.mode;
+        if !self.keep_setid && mode & SETID != 0 {
+            mode &= !SETID;
+            let note = "setuid/setgid bits not restored (the restore did not ask for them)";
+            report.warnings.push(format!("{}: {note}", shown(rel)));
+        }
         // After chown, which clears set-id bits.
-        file.set_permissions(Permissions::from_mode(meta.mode))
+        file.set_permissions(Permissions::from_mode(mode))
             .map_err(|e| Error::io(path, e))?;
-        drop(file);
         set_mtime(path, meta.mtime, meta.nsec)?;
+        self.last_file = Some((rel.to_owned(), file, *meta));
+        Ok(written)
+    }
+
+    /// Copies an entry's data into `file`. The all-zero blocks of a sparse entry are left as
+    /// holes, never written, so neither a real sparse file nor a forged entry claiming a vast
+    /// size takes more room than its data.
+    fn copy_data<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        file: &File,
+        sparse: bool,
+        path: &Path,
+    ) -> Result<u64> {
+        use std::os::unix::fs::FileExt;
+        let mut written = 0u64;
+        loop {
+            // Whole buffers, so that blocks stay aligned to the file's offsets.
+            let n = read_full(entry, &mut self.buf).map_err(read_err)?;
+            if n == 0 {
+                break;
+            }
+            for (i, block) in self.buf[..n].chunks(HOLE_BLOCK).enumerate() {
+                if !sparse || block.iter().any(|b| *b != 0) {
+                    let at = written + (i * HOLE_BLOCK) as u64;
+                    file.write_all_at(block, at)
+                        .map_err(|e| Error::io(path, e))?;
+                }
+            }
+            written += n as u64;
+        }
+        if sparse {
+            file.set_len(written).map_err(|e| Error::io(path, e))?;
+        }
         Ok(written)
     }
 
@@ -1073,7 +1765,7 @@ impl DirTarget<'_> {
         if target == rel {
             return Err(refusal(rel, "hard link to itself"));
         }
-        if is_reserved(&target) || refused.contains(&target) {
+        if refused.contains(&target) {
             return Err(refusal(
                 rel,
                 format!("hard link target {target} was refused"),
@@ -1091,7 +1783,7 @@ impl DirTarget<'_> {
                 return Err(refusal(rel, format!("hard link target {target}: {why}")));
             }
         }
-        let target_path = self.root.join(&target);
+        let target_path = self.path_of(&target);
         match fs::symlink_metadata(&target_path) {
             Ok(meta) if meta.is_file() => {}
             Ok(_) => {
@@ -1129,7 +1821,7 @@ impl Destination for DirTarget<'_> {
             Parents::Missing => return Ok(false),
             Parents::Blocked(why) => return Err(refusal(rel, why)),
         }
-        let path = self.root.join(rel);
+        let path = self.path_of(rel);
         match fs::symlink_metadata(&path) {
             Ok(_) => {
                 self.make_parent_writable(rel)?;
@@ -1156,10 +1848,10 @@ impl Destination for DirTarget<'_> {
             Parents::Blocked(why) => return Err(refusal(rel, why)),
         }
         self.make_parent_writable(rel)?;
-        let path = self.root.join(rel);
+        let path = self.path_of(rel);
         match kind {
             EntryKind::Dir => self.put_dir(rel, &path, meta)?,
-            EntryKind::File => report.bytes += self.put_file(&path, entry, &meta)?,
+            EntryKind::File => report.bytes += self.put_file(rel, &path, entry, &meta, report)?,
             EntryKind::Symlink => {
                 let target = entry.link_name_bytes().unwrap_or_default().into_owned();
                 self.put_symlink(rel, &path, &target, &meta)?;
@@ -1173,14 +1865,29 @@ impl Destination for DirTarget<'_> {
         Ok(())
     }
 
+    fn truncate(&mut self, rel: &str, size: u64) -> Result<bool> {
+        let Some((last, file, meta)) = self.last_file.take().filter(|(last, ..)| last == rel)
+        else {
+            return Err(refusal(
+                rel,
+                "truncation marker for a file not just restored",
+            ));
+        };
+        let path = self.path_of(&last);
+        file.set_len(size).map_err(|e| Error::io(&path, e))?;
+        set_mtime(&path, meta.mtime, meta.nsec)?;
+        Ok(true)
+    }
+
     fn finish(&mut self) -> Result<()> {
+        self.last_file = None;
         // Children before parents (the reverse of stream order), so that a parent made
         // read-only or unsearchable does not stop its children from being finished.
         for (rel, meta) in std::mem::take(&mut self.deferred).into_iter().rev() {
             if !matches!(self.parents(&rel, false)?, Parents::Ready) {
                 continue;
             }
-            let path = self.root.join(&rel);
+            let path = self.path_of(&rel);
             match fs::symlink_metadata(&path) {
                 Ok(found) if found.is_dir() => {}
                 // Replaced by a later entry, which wins.
@@ -1195,6 +1902,20 @@ impl Destination for DirTarget<'_> {
         }
         Ok(())
     }
+}
+
+/// Reads until `buf` is full or the input ends; returns how much was read.
+fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match input.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// Removes whatever is at `path` (not following a symlink), so that a new entry replaces it
@@ -1264,8 +1985,16 @@ struct SinkTarget<'s> {
     delete: &'s mut dyn FnMut(&str) -> Result<()>,
 }
 
+/// Whether a key names a path that is not UTF-8, which object keys cannot hold.
+fn is_escaped(rel: &str) -> bool {
+    rel.contains('\0')
+}
+
 impl Destination for SinkTarget<'_> {
     fn delete(&mut self, rel: &str) -> Result<bool> {
+        if is_escaped(rel) {
+            return Ok(false); // never stored here
+        }
         (self.delete)(rel)?;
         Ok(true)
     }
@@ -1280,6 +2009,7 @@ impl Destination for SinkTarget<'_> {
     ) -> Result<()> {
         let what = match kind {
             EntryKind::Dir => return Ok(()), // implied by the paths of the files below it
+            _ if is_escaped(rel) => "name that is not UTF-8",
             EntryKind::Symlink => "symbolic link",
             EntryKind::HardLink => "hard link",
             EntryKind::File => {
@@ -1301,9 +2031,14 @@ impl Destination for SinkTarget<'_> {
             }
         };
         report.skipped.push(format!(
-            "{rel}: {what} cannot be stored by this restore target"
+            "{}: {what} cannot be stored by this restore target",
+            shown(rel)
         ));
         Ok(())
+    }
+
+    fn truncate(&mut self, _rel: &str, _size: u64) -> Result<bool> {
+        Ok(false)
     }
 
     fn finish(&mut self) -> Result<()> {
@@ -1452,7 +2187,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let src = tmp.path().join("src");
         build_tree(&src);
-        // Things that must be skipped, not archived.
+        // Things that must be skipped, not archived; a user's own `.mimeo` is archived.
         let _socket = std::os::unix::net::UnixListener::bind(src.join("sock")).unwrap();
         let fifo = CString::new(src.join("fifo").as_os_str().as_bytes()).unwrap();
         // SAFETY: a valid NUL-terminated path.
@@ -1465,19 +2200,15 @@ mod tests {
         skipped.sort();
         assert_eq!(
             skipped,
-            [
-                ".mimeo: reserved for Mimeo control entries",
-                "fifo: FIFO not archived",
-                "sock: socket not archived"
-            ]
+            ["fifo: FIFO not archived", "sock: socket not archived"]
         );
         assert!(summary.deleted.is_empty() && summary.warnings.is_empty());
         assert_eq!(
             summary.file_bytes,
-            (5 << 20) + (16 << 20) + 6 + 4 + 18 + 4 + 12 + 9
+            (5 << 20) + (16 << 20) + 6 + 4 + 18 + 4 + 12 + 9 + 8
         );
         let names = listing(&stream);
-        assert!(names.iter().all(|(n, _)| !n.starts_with(".mimeo")));
+        assert_eq!(names[0], (".mimeo/".to_owned(), EntryType::Directory));
         let links: Vec<_> = names
             .iter()
             .filter(|(_, t)| *t == EntryType::Link)
@@ -1498,7 +2229,6 @@ mod tests {
         for special in ["sock", "fifo"] {
             fs::remove_file(src.join(special)).unwrap();
         }
-        fs::remove_dir_all(src.join(".mimeo")).unwrap();
         assert_eq!(snapshot(&src), snapshot(&dst));
         let ino = |p: &str| fs::metadata(dst.join(p)).unwrap().ino();
         assert_eq!(ino("hl/one"), ino("hl/two"));
@@ -1718,16 +2448,18 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         in_target.sort();
-        assert_eq!(in_target, ["link", "ok.txt", "pre"]);
+        assert_eq!(in_target, [".mimeo", "link", "ok.txt", "pre"]);
         assert_eq!(fs::read_link(target.join("link")).unwrap(), canary);
-        assert_eq!(report.entries, 2);
+        // Not first in the stream: data, not a control entry.
+        let data = fs::read(target.join(".mimeo/deleted")).unwrap();
+        assert_eq!(data, b"[\"ok.txt\"]");
+        assert_eq!(report.entries, 3);
         assert_eq!(report.deleted, 0);
 
         let expect = [
             "deletion of ../canary/keep: path has a `..` component",
             "deletion of pre/keep: pre is a symbolic link; nothing is written through one",
             "deletion of /etc/passwd: absolute path",
-            "deletion of .mimeo: not a path inside the restored tree",
             "../canary/dotdot.txt: path has a `..` component",
             "sub/../../canary/dotdot2.txt: path has a `..` component",
             "abs.txt: absolute path",
@@ -1740,7 +2472,6 @@ mod tests {
             "hl-via-link: hard link target link/keep: link is a symbolic link; nothing is written through one",
             "hl-refused: hard link target link/through.txt was refused",
             "hl-abs: hard link target",
-            ".mimeo/deleted: reserved for Mimeo control entries",
         ];
         assert_eq!(report.refused.len(), expect.len(), "{:#?}", report.refused);
         for (got, want) in report.refused.iter().zip(expect) {
@@ -1773,14 +2504,13 @@ mod tests {
         });
         let mut stream = Vec::new();
         let summary = write_stream_archive(items, &mut stream).unwrap();
-        assert_eq!(summary.entries, 3);
-        assert_eq!(summary.file_bytes, 5 + (3 << 20));
+        assert_eq!(summary.entries, 4);
+        assert_eq!(summary.file_bytes, 5 + (3 << 20) + 2);
         assert_eq!(
             summary.skipped,
             [
                 "../evil: not a canonical relative path",
                 "a//b: not a canonical relative path",
-                ".mimeo/deleted: reserved for Mimeo control entries",
                 "a.txt: duplicate path"
             ]
         );
@@ -1801,10 +2531,11 @@ mod tests {
         .unwrap();
         let want: BTreeMap<String, Vec<u8>> = objects[..3]
             .iter()
+            .chain(&objects[5..6])
             .map(|(p, d)| ((*p).to_owned(), d.clone()))
             .collect();
         assert_eq!(got, want);
-        assert_eq!((report.entries, report.bytes), (3, 5 + (3 << 20)));
+        assert_eq!((report.entries, report.bytes), (4, 5 + (3 << 20) + 2));
 
         // The same stream restores to a directory, with parents created on the way.
         let tmp = tempfile::tempdir().unwrap();
@@ -1812,6 +2543,24 @@ mod tests {
         assert_eq!(fs::read(tmp.path().join("dir/big.bin")).unwrap(), big);
         let meta = fs::metadata(tmp.path().join("a.txt")).unwrap();
         assert_eq!((meta.mtime(), meta.mode() & 0o7777), (1_650_000_000, 0o640));
+
+        // An object that comes first and looks like the control entry is still data.
+        let only = [(DELETED_ENTRY, b"[\"a.txt\"]".to_vec())];
+        let items = only.iter().map(|(path, data)| {
+            let entry = StreamEntry {
+                path: (*path).to_owned(),
+                size: data.len() as u64,
+                mtime: 0,
+                mode: 0o600,
+            };
+            let reader: Box<dyn Read + Send> = Box::new(Cursor::new(data.clone()));
+            Ok((entry, reader))
+        });
+        let mut stream = Vec::new();
+        write_stream_archive(items, &mut stream).unwrap();
+        extract_archive(stream.as_slice(), tmp.path()).unwrap();
+        assert!(tmp.path().join("a.txt").exists());
+        assert_eq!(fs::read(tmp.path().join(DELETED_ENTRY)).unwrap(), only[0].1);
     }
 
     #[test]

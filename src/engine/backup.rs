@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::FutureExt;
+use tokio::sync::mpsc;
 
 use super::archive::{
     ArchiveSummary, FileIndex, StreamEntry, write_dir_archive, write_stream_archive,
@@ -21,7 +22,9 @@ use crate::error::{Error, Result};
 use crate::media::store::ObjectStore;
 use crate::media::trail::{TrailWriter, index_key};
 
-/// Runs a backup task; returns the committed entries.
+/// Runs a backup task; returns the committed entries. A work item whose source fails (unreadable,
+/// gone) is left out and named in the notes, and the other items are still committed; the task
+/// fails only when no item could be backed up.
 pub async fn run_backup(task: &BackupTask) -> Result<TaskOutcome> {
     let started = Instant::now();
     let media = task.media.open().await?;
@@ -45,50 +48,9 @@ pub async fn run_backup(task: &BackupTask) -> Result<TaskOutcome> {
             instance_id: item.instance_id.clone(),
             work_item: item.work_item.clone(),
             verified_digest: None,
+            // A source that fails fails its own item only: the others are still committed.
             producer: Box::new(move |tx| {
-                async move {
-                    match source {
-                        DataSpec::Path(root) => {
-                            blocking(move || {
-                                write_dir_archive(
-                                    &PathBuf::from(root),
-                                    previous.as_ref(),
-                                    ChannelWriter::new(tx),
-                                )
-                            })
-                            .await
-                        }
-                        DataSpec::S3(target) => {
-                            let store: Arc<dyn ObjectStore> = Arc::new(target.open().await?);
-                            let objects = store.list("").await?;
-                            let handle = tokio::runtime::Handle::current();
-                            blocking(move || {
-                                let entries = objects.into_iter().map(move |o| {
-                                    let reader = ObjectReader {
-                                        store: store.clone(),
-                                        key: o.key.clone(),
-                                        size: o.size,
-                                        pos: 0,
-                                        buf: Bytes::new(),
-                                        handle: handle.clone(),
-                                    };
-                                    Ok((
-                                        StreamEntry {
-                                            path: o.key,
-                                            size: o.size,
-                                            mtime: 0,
-                                            mode: 0o644,
-                                        },
-                                        Box::new(reader) as Box<dyn Read + Send>,
-                                    ))
-                                });
-                                write_stream_archive(entries, ChannelWriter::new(tx))
-                            })
-                            .await
-                        }
-                    }
-                }
-                .boxed()
+                async move { Ok(produce(source, previous, tx).await) }.boxed()
             }),
         });
     }
@@ -107,21 +69,28 @@ pub async fn run_backup(task: &BackupTask) -> Result<TaskOutcome> {
         retention_secs: task.retention_secs,
     };
     let mut outcome = TaskOutcome::default();
-    for (w, summary) in written {
+    let mut failed = 0;
+    for (w, result) in written {
         let item = task
             .items
             .iter()
             .find(|i| i.instance_id == w.instance_id)
             .expect("written instances come from the task");
+        let summary = match result {
+            Ok(summary) => summary,
+            Err(e) => {
+                // Its blocks stay on the volume unreferenced: no manifest names them.
+                outcome
+                    .notes
+                    .push(format!("{}: not backed up: {e}", item.work_item));
+                failed += 1;
+                continue;
+            }
+        };
         if task.incremental {
             save_index(media.store.as_ref(), &task.trail, &w.instance_id, &summary).await?;
         }
-        outcome.notes.extend(
-            summary
-                .skipped
-                .iter()
-                .map(|s| format!("{}: skipped {s}", item.work_item)),
-        );
+        outcome.notes.extend(item_notes(&item.work_item, &summary));
         outcome.bytes_read += summary.file_bytes;
         outcome.bytes_written += w.bytes;
         outcome.entries.push(builder.build(
@@ -132,6 +101,9 @@ pub async fn run_backup(task: &BackupTask) -> Result<TaskOutcome> {
             None,
         ));
     }
+    if failed > 0 && outcome.entries.is_empty() {
+        return Err(Error::Other(outcome.notes.join("; ")));
+    }
     commit_manifest(
         media.store.as_ref(),
         &task.trail,
@@ -141,6 +113,71 @@ pub async fn run_backup(task: &BackupTask) -> Result<TaskOutcome> {
     .await?;
     outcome.seconds = started.elapsed().as_secs_f64();
     Ok(outcome)
+}
+
+/// Writes one work item's stream into `tx`.
+async fn produce(
+    source: DataSpec,
+    previous: Option<FileIndex>,
+    tx: mpsc::Sender<Bytes>,
+) -> Result<ArchiveSummary> {
+    match source {
+        DataSpec::Path(root) => {
+            blocking(move || {
+                write_dir_archive(
+                    &PathBuf::from(root),
+                    previous.as_ref(),
+                    ChannelWriter::new(tx),
+                )
+            })
+            .await
+        }
+        DataSpec::S3(target) => {
+            let store: Arc<dyn ObjectStore> = Arc::new(target.open().await?);
+            let objects = store.list("").await?;
+            let handle = tokio::runtime::Handle::current();
+            blocking(move || {
+                let entries = objects.into_iter().map(move |o| {
+                    let reader = ObjectReader {
+                        store: store.clone(),
+                        key: o.key.clone(),
+                        size: o.size,
+                        pos: 0,
+                        buf: Bytes::new(),
+                        handle: handle.clone(),
+                    };
+                    Ok((
+                        StreamEntry {
+                            path: o.key,
+                            size: o.size,
+                            mtime: 0,
+                            mode: 0o644,
+                        },
+                        Box::new(reader) as Box<dyn Read + Send>,
+                    ))
+                });
+                write_stream_archive(entries, ChannelWriter::new(tx))
+            })
+            .await
+        }
+    }
+}
+
+/// What a user must hear about one item's stream: every entry that was skipped and every file
+/// that changed while it was read (as GNU tar says "file changed as we read it").
+fn item_notes<'a>(
+    work_item: &'a str,
+    summary: &'a ArchiveSummary,
+) -> impl Iterator<Item = String> + 'a {
+    let skipped = summary
+        .skipped
+        .iter()
+        .map(move |s| format!("{work_item}: skipped {s}"));
+    let changed = summary
+        .warnings
+        .iter()
+        .map(move |w| format!("{work_item}: {w}"));
+    skipped.chain(changed)
 }
 
 async fn save_index(
@@ -197,5 +234,31 @@ impl Read for ObjectReader {
         let _ = self.buf.split_to(n);
         self.pos += n as u64;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_name_every_skipped_and_changed_entry() {
+        let summary = ArchiveSummary {
+            skipped: vec!["sock: socket not archived".into()],
+            warnings: vec![
+                "db: shrank by 10 bytes while being read; restores get the 5 bytes read".into(),
+                "log: grew while being read; its first 3 bytes were archived".into(),
+            ],
+            ..ArchiveSummary::default()
+        };
+        let notes: Vec<_> = item_notes("web", &summary).collect();
+        assert_eq!(
+            notes,
+            [
+                "web: skipped sock: socket not archived",
+                "web: db: shrank by 10 bytes while being read; restores get the 5 bytes read",
+                "web: log: grew while being read; its first 3 bytes were archived",
+            ]
+        );
     }
 }
