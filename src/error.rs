@@ -81,6 +81,9 @@ pub enum Error {
     /// A restore entry was refused because it would escape the target.
     #[error("refused to restore {entry}: {reason}")]
     Refused { entry: String, reason: String },
+    /// Work items of a run that failed, named with why; the others were committed.
+    #[error("work items failed: {0}")]
+    ItemsFailed(String),
     /// A feature that this driver cannot provide (e.g. PVCs in local mode).
     #[error("{0}")]
     Unsupported(String),
@@ -128,6 +131,7 @@ impl Error {
                 | Error::Invalid { .. }
                 | Error::Parse { .. }
                 | Error::Unavailable { .. }
+                | Error::ItemsFailed(_)
         )
     }
 
@@ -154,6 +158,7 @@ impl Error {
             Error::Unreachable { .. } => "MediaUnreachable",
             Error::Unavailable { .. } => "NoCopyAvailable",
             Error::Refused { .. } => "RefusedEntry",
+            Error::ItemsFailed(_) => "WorkItemsFailed",
             Error::Unsupported(_) => "Unsupported",
             Error::Kube(_) => "KubeError",
             Error::Other(_) => "Failed",

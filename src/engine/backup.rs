@@ -69,7 +69,6 @@ pub async fn run_backup(task: &BackupTask) -> Result<TaskOutcome> {
         retention_secs: task.retention_secs,
     };
     let mut outcome = TaskOutcome::default();
-    let mut failed = 0;
     for (w, result) in written {
         let item = task
             .items
@@ -81,9 +80,8 @@ pub async fn run_backup(task: &BackupTask) -> Result<TaskOutcome> {
             Err(e) => {
                 // Its blocks stay on the volume unreferenced: no manifest names them.
                 outcome
-                    .notes
+                    .failed
                     .push(format!("{}: not backed up: {e}", item.work_item));
-                failed += 1;
                 continue;
             }
         };
@@ -101,8 +99,8 @@ pub async fn run_backup(task: &BackupTask) -> Result<TaskOutcome> {
             None,
         ));
     }
-    if failed > 0 && outcome.entries.is_empty() {
-        return Err(Error::Other(outcome.notes.join("; ")));
+    if !outcome.failed.is_empty() && outcome.entries.is_empty() {
+        return Err(Error::ItemsFailed(outcome.failed.join("; ")));
     }
     commit_manifest(
         media.store.as_ref(),

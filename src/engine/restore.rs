@@ -31,6 +31,7 @@ pub async fn run_restore(task: &RestoreTask) -> Result<TaskOutcome> {
         DataSpec::Path(p) => (Some(Staging::new(Path::new(p))?), None),
     };
     let mut outcome = TaskOutcome::default();
+    let mut refused = Vec::new();
     for link in &task.links {
         let reader = open_link(link).await?;
         let staged = stage.as_ref().map(|s| s.dir.clone());
@@ -53,14 +54,13 @@ pub async fn run_restore(task: &RestoreTask) -> Result<TaskOutcome> {
         .await?;
         outcome.bytes_read += link.entry.bytes;
         outcome.bytes_written += report.bytes;
-        outcome
-            .notes
-            .extend(report.refused.iter().map(|r| format!("refused {r}")));
+        refused.extend(report.refused);
+        outcome.notes.extend(report.warnings);
     }
     outcome.seconds = started.elapsed().as_secs_f64();
-    if !outcome.notes.is_empty() {
+    if !refused.is_empty() {
         return Err(Error::Refused {
-            entry: outcome.notes.join("; "),
+            entry: refused.join("; "),
             reason: "would write outside the target or is not a file, directory or link; nothing was restored".into(),
         });
     }

@@ -486,6 +486,10 @@ pub struct TaskOutcome {
     pub bytes_written: u64,
     /// Wall time, seconds.
     pub seconds: f64,
-    /// Per-item problems that did not fail the task (e.g. entries a restore refused).
+    /// What the task reports beside its result: entries skipped or changed while read,
+    /// set-id bits cleared, sessions already committed. Shown to the user, never only logged.
     pub notes: Vec<String>,
+    /// Work items that failed while the task committed the others (`ITEM: why`): the run as
+    /// a whole is reported failed.
+    pub failed: Vec<String>,
 }

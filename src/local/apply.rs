@@ -406,7 +406,11 @@ impl Local {
         match self.execute(what, task).await {
             Ok(o) => {
                 for n in &o.notes {
-                    info!("{what}: {n}");
+                    println!("{what}: {n}");
+                }
+                for f in &o.failed {
+                    eprintln!("{what}: failed: {f}");
+                    self.failures.push(format!("{what}: {f}"));
                 }
                 Some(o)
             }

@@ -57,5 +57,12 @@ pub async fn run_in_pod(task: &Task, namespace: &str) -> Result<TaskOutcome> {
         }
     };
     crate::operator::publish_entries(namespace, &outcome.entries).await?;
+    for n in &outcome.notes {
+        tracing::warn!("{}: {n}", describe(task));
+    }
+    if !outcome.failed.is_empty() {
+        // The others are committed and recorded; a retry would not do better.
+        return Err(crate::error::Error::ItemsFailed(outcome.failed.join("; ")));
+    }
     Ok(outcome)
 }
