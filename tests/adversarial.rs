@@ -502,3 +502,84 @@ fn a_copy_that_fails_its_digest_leaves_nothing_in_the_target() {
     env.apply(&[&file]).expect_ok("fallback to the original");
     assert_same_tree(&env.path("data/a"), &auto);
 }
+
+/// Objects under `prefix` of bucket `bucket` on `server`, by key.
+async fn objects(server: &common::s3server::S3Server, bucket: &str, prefix: &str) -> Vec<String> {
+    let out = server
+        .client()
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .send()
+        .await
+        .unwrap();
+    out.contents()
+        .iter()
+        .filter_map(|o| o.key().map(String::from))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_s3_restore_target_is_never_overwritten_and_keeps_nothing_unverified() {
+    let server = common::s3server::S3Server::start();
+    server.create_bucket("restores").await;
+    let env = Env::new();
+    backed_up(&env);
+    let s3_restore = |name: &str, source: &str, prefix: &str| {
+        format!(
+            "{}{API}
+kind: Restore
+metadata: {{name: {name}}}
+spec:
+  workItem: a
+  source: {source}
+  target: {{s3: {{endpoint: \"{}\", bucket: restores, prefix: {prefix}, region: us-east-1, forcePathStyle: true, credentialsSecretRef: {{name: s3-creds}}}}}}
+",
+            server.secret_yaml(),
+            server.endpoint
+        )
+    };
+    let file = env.yaml("r.yaml", &s3_restore("first", "Auto", "busy"));
+    env.apply(&[&file])
+        .expect_ok("a restore into an empty prefix");
+    let written = objects(&server, "restores", "busy/").await;
+    assert!(!written.is_empty());
+    for key in &written {
+        let got = server
+            .client()
+            .get_object()
+            .bucket("restores")
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        let got = got.body.collect().await.unwrap().into_bytes();
+        let source = env.path("data/a").join(key.strip_prefix("busy/").unwrap());
+        assert_eq!(got.as_ref(), fs::read(&source).unwrap(), "{key}");
+    }
+    // The same prefix again: refused, and what is there stays.
+    let file = env.yaml("r.yaml", &s3_restore("again", "Auto", "busy"));
+    let r = env
+        .apply(&[&file])
+        .expect_fail("a restore into a prefix in use");
+    assert!(r.all().contains("not empty"), "{r}");
+    assert_eq!(objects(&server, "restores", "busy/").await, written);
+    // A copy that fails its digest: what it wrote is removed again.
+    let entries = env.entries();
+    let mut e = entry(&entries, "vault-7y", "a").clone();
+    let name = e["metadata"]["name"].as_str().unwrap().to_owned();
+    e["spec"]["digest"] = format!("sha256:{}", "0".repeat(64)).into();
+    fs::write(
+        env.state().join(format!("catalog/{name}.json")),
+        serde_json::to_vec(&e).unwrap(),
+    )
+    .unwrap();
+    let file = env.yaml("r.yaml", &s3_restore("forged", "Duplicate", "forged"));
+    let r = env.apply(&[&file]).expect_fail("the digest fails");
+    assert!(r.all().contains("digest"), "{r}");
+    assert_eq!(
+        objects(&server, "restores", "forged/").await,
+        Vec::<String>::new(),
+        "{r}"
+    );
+}

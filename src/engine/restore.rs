@@ -19,22 +19,64 @@ use crate::media::trail::read_instance;
 /// Bytes per part when a restored file is written to an S3 target.
 const PUT_CHUNK: usize = 8 << 20;
 
-/// Runs a restore task. A directory target is built in a staging directory beside it (same
+/// Runs a restore task. A directory target is built in a staging directory inside it (same
 /// filesystem) and moved into place only once every link of the chain was read whole, each
-/// block checked and each stream's digest matched, and nothing was refused: a forged or
-/// damaged copy leaves nothing in the target, and the next copy starts clean. The target must
-/// be absent or empty: a restore never removes what is in its way.
+/// block checked and each stream's digest matched, and nothing was refused; an S3 target's
+/// objects are removed again if any check fails. So a forged or damaged copy leaves nothing in
+/// the target, and the next copy starts clean. The target must be absent or empty: a restore
+/// never removes what is in its way.
 pub async fn run_restore(task: &RestoreTask) -> Result<TaskOutcome> {
-    let started = Instant::now();
     let (stage, s3_target): (Option<Staging>, Option<Arc<dyn ObjectStore>>) = match &task.target {
-        DataSpec::S3(t) => (None, Some(Arc::new(t.open().await?))),
+        DataSpec::S3(t) => (None, Some(empty_prefix(t.open().await?, &t.prefix).await?)),
         DataSpec::Path(p) => (Some(Staging::new(Path::new(p))?), None),
     };
+    let result = restore_links(task, stage.as_ref(), s3_target.clone()).await;
+    match (result, stage, s3_target) {
+        (Ok(outcome), Some(stage), _) => stage.commit().map(|()| outcome),
+        (Ok(outcome), None, _) => Ok(outcome),
+        (Err(e), _, Some(store)) => {
+            // The prefix was empty: what is there now is this restore's, and unverified.
+            for o in store.list("").await.unwrap_or_default() {
+                let _ = store.delete(&o.key).await;
+            }
+            Err(e)
+        }
+        (Err(e), _, None) => Err(e),
+    }
+}
+
+/// An S3 restore target's store, if nothing is under its prefix yet: objects written there
+/// can only be verified after the fact, so a failed restore removes them all, and must find
+/// nothing of the user's to remove.
+async fn empty_prefix<S: ObjectStore + 'static>(
+    store: S,
+    prefix: &str,
+) -> Result<Arc<dyn ObjectStore>> {
+    if let Some(o) = store.list("").await?.first() {
+        return Err(Error::Refused {
+            entry: format!("s3 prefix {prefix:?}"),
+            reason: format!(
+                "the target prefix is not empty (it holds {:?}): restore into a new or empty prefix; nothing in a target is ever removed",
+                o.key
+            ),
+        });
+    }
+    Ok(Arc::new(store))
+}
+
+/// Reads and extracts every link of the chain, in order, into the staging directory or the
+/// S3 target.
+async fn restore_links(
+    task: &RestoreTask,
+    stage: Option<&Staging>,
+    s3_target: Option<Arc<dyn ObjectStore>>,
+) -> Result<TaskOutcome> {
+    let started = Instant::now();
     let mut outcome = TaskOutcome::default();
     let mut refused = Vec::new();
     for link in &task.links {
         let reader = open_link(link).await?;
-        let staged = stage.as_ref().map(|s| s.dir.clone());
+        let staged = stage.map(|s| s.dir.clone());
         let s3 = s3_target.clone();
         let handle = tokio::runtime::Handle::current();
         let report = blocking(move || {
@@ -63,9 +105,6 @@ pub async fn run_restore(task: &RestoreTask) -> Result<TaskOutcome> {
             entry: refused.join("; "),
             reason: "would write outside the target or is not a file, directory or link; nothing was restored".into(),
         });
-    }
-    if let Some(stage) = stage {
-        stage.commit()?;
     }
     Ok(outcome)
 }
@@ -179,20 +218,21 @@ fn extract_to_store(
     extract_archive_to(
         reader,
         &mut |path, _size, body: &mut dyn Read| {
-            handle.block_on(async {
-                // The target is the user's bucket, not media: a later chain link replaces.
+            // The body is read here, outside `block_on`: it blocks on the media reader's channel.
+            // The target is this restore's own prefix: a later chain link replaces.
+            let mut w = handle.block_on(async {
                 store.delete(path).await?;
-                let mut w = store.create(path).await?;
-                let mut buf = vec![0u8; PUT_CHUNK];
-                loop {
-                    let n = read_full(body, &mut buf).map_err(|e| Error::io(path, e))?;
-                    if n == 0 {
-                        break;
-                    }
-                    w.write(bytes::Bytes::copy_from_slice(&buf[..n])).await?;
+                store.create(path).await
+            })?;
+            let mut buf = vec![0u8; PUT_CHUNK];
+            loop {
+                let n = read_full(body, &mut buf).map_err(|e| Error::io(path, e))?;
+                if n == 0 {
+                    break;
                 }
-                w.finish().await.map(|_| ())
-            })
+                handle.block_on(w.write(bytes::Bytes::copy_from_slice(&buf[..n])))?;
+            }
+            handle.block_on(w.finish()).map(|_| ())
         },
         &mut |path| del_handle.block_on(del_store.delete(path)),
     )
