@@ -61,6 +61,20 @@ fn damage(env: &Env, media: &str, trail: &str, item: &str) {
     fs::write(&seg, bytes).unwrap();
 }
 
+/// Gives `item`'s copy on `trail` a digest its (intact) blocks do not have: the stream read back
+/// is not the one the catalog recorded, as with a same-length forged stream with valid CRCs.
+fn forge_digest(env: &Env, trail: &str, item: &str) {
+    let entries = env.entries();
+    let mut e = entry(&entries, trail, item).clone();
+    let name = e["metadata"]["name"].as_str().unwrap().to_owned();
+    e["spec"]["digest"] = format!("sha256:{}", "0".repeat(64)).into();
+    fs::write(
+        env.state().join(format!("catalog/{name}.json")),
+        serde_json::to_vec(&e).unwrap(),
+    )
+    .unwrap();
+}
+
 fn du(dir: &Path) -> u64 {
     files_below(dir)
         .iter()
@@ -473,16 +487,7 @@ fn two_resources_of_one_kind_and_name_in_a_batch_are_refused() {
 fn a_copy_that_fails_its_digest_leaves_nothing_in_the_target() {
     let env = Env::new();
     backed_up(&env);
-    // The duplicate's blocks are intact, but the stream is not the one the catalog recorded.
-    let entries = env.entries();
-    let mut e = entry(&entries, "vault-7y", "a").clone();
-    let name = e["metadata"]["name"].as_str().unwrap().to_owned();
-    e["spec"]["digest"] = format!("sha256:{}", "0".repeat(64)).into();
-    fs::write(
-        env.state().join(format!("catalog/{name}.json")),
-        serde_json::to_vec(&e).unwrap(),
-    )
-    .unwrap();
+    forge_digest(&env, "vault-7y", "a");
     let only_dup = env.path("restore/dup");
     let file = env.yaml("r.yaml", &restore("dup", "a", "Duplicate", &only_dup));
     let r = env
@@ -565,15 +570,7 @@ spec:
     assert!(r.all().contains("not empty"), "{r}");
     assert_eq!(objects(&server, "restores", "busy/").await, written);
     // A copy that fails its digest: what it wrote is removed again.
-    let entries = env.entries();
-    let mut e = entry(&entries, "vault-7y", "a").clone();
-    let name = e["metadata"]["name"].as_str().unwrap().to_owned();
-    e["spec"]["digest"] = format!("sha256:{}", "0".repeat(64)).into();
-    fs::write(
-        env.state().join(format!("catalog/{name}.json")),
-        serde_json::to_vec(&e).unwrap(),
-    )
-    .unwrap();
+    forge_digest(&env, "vault-7y", "a");
     let file = env.yaml("r.yaml", &s3_restore("forged", "Duplicate", "forged"));
     let r = env.apply(&[&file]).expect_fail("the digest fails");
     assert!(r.all().contains("digest"), "{r}");

@@ -52,10 +52,11 @@ pub struct CatalogEntrySpec {
     pub parent: Option<String>,
     /// Where the blocks are, in stream order.
     pub extents: Vec<Extent>,
-    /// Extents of damaged copies this repair copy replaced: their volumes stay in use until
-    /// this entry expires, since volumes are freed only by expiry.
+    /// Damaged copies this repair copy replaced, oldest first: their volumes stay in use until
+    /// this entry expires (volumes are freed only by expiry), and a restore that was reading
+    /// one learns why it failed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub replaces: Vec<Extent>,
+    pub replaces: Vec<ReplacedCopy>,
     /// Length of the logical stream.
     pub bytes: u64,
     /// `sha256:<hex>` of the logical stream.
@@ -78,6 +79,17 @@ pub struct Extent {
     pub offset: u64,
     /// Bytes of blocks (control data included).
     pub length: u64,
+}
+
+/// A damaged copy that a repair copy replaced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReplacedCopy {
+    /// Where its blocks were.
+    pub extents: Vec<Extent>,
+    /// What was found wrong with it (volume, offset, work item), or empty when a rescan found
+    /// two copies on the media and kept the newer.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub damage: String,
 }
 
 /// Role of a copy.
@@ -132,7 +144,7 @@ impl CatalogEntrySpec {
     pub fn held_volumes(&self) -> impl Iterator<Item = &str> {
         self.extents
             .iter()
-            .chain(&self.replaces)
+            .chain(self.replaces.iter().flat_map(|r| &r.extents))
             .map(|x| x.volume.as_str())
     }
 

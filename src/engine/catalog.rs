@@ -125,7 +125,10 @@ fn newest_copies(entries: impl Iterator<Item = CatalogEntrySpec>) -> Vec<Catalog
                 };
                 if newer.extents != older.extents {
                     newer.replaces.extend(older.replaces);
-                    newer.replaces.extend(older.extents);
+                    newer.replaces.push(ReplacedCopy {
+                        extents: older.extents,
+                        damage: String::new(),
+                    });
                 }
                 o.insert(newer);
             }
@@ -248,10 +251,13 @@ impl Catalog {
             if !repair {
                 return Recorded::Known;
             }
-            let damaged = old.status.as_ref().map_or("", |s| s.message.as_str());
-            let message = format!("repair copy: replaces the damaged copy ({damaged})");
+            let damage = old.status.as_ref().map_or("", |s| s.message.as_str());
+            let message = format!("repair copy: replaces the damaged copy ({damage})");
             spec.replaces = old.spec.replaces.clone();
-            spec.replaces.extend(old.spec.extents.iter().cloned());
+            spec.replaces.push(ReplacedCopy {
+                extents: old.spec.extents.clone(),
+                damage: damage.to_string(),
+            });
             let e = Arc::make_mut(self.entries.get_mut(&name).expect("known"));
             e.spec = spec;
             e.status = Some(CatalogEntryStatus {

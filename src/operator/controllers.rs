@@ -310,17 +310,31 @@ fn restore_job_name(restore: &str, generation: i64, damaged: usize) -> String {
     }
 }
 
-/// The links of a restore's chain that a worker marked Missing, as `ROLE on TRAIL damaged:
-/// WHY` (the why names volume, offset and work item).
-fn damaged_links(catalog: &Catalog, chain: &[RestoredFrom]) -> Vec<String> {
+/// The links of a restore's chain that its worker found damaged, as `ROLE on TRAIL damaged:
+/// WHY` (the why names volume, offset and work item): marked Missing, or already replaced by a
+/// repair copy made after `since` (the Job's start), which is how a policy answers a Missing
+/// copy; the worker read the damaged one either way.
+fn damaged_links(
+    catalog: &Catalog,
+    chain: &[RestoredFrom],
+    since: Option<chrono::DateTime<Utc>>,
+) -> Vec<String> {
     chain
         .iter()
         .filter_map(|l| {
             let e = catalog.entries.get(&l.entry_name())?;
-            (Catalog::state(e) == EntryState::Missing).then(|| {
-                let why = e.status.as_ref().map_or("", |s| s.message.as_str());
-                format!("{} on {} damaged: {why}", e.spec.role_word(), l.trail)
-            })
+            let why = match Catalog::state(e) {
+                EntryState::Missing => e.status.as_ref().map_or("", |s| s.message.as_str()),
+                EntryState::Valid if since.is_some_and(|t| e.spec.created_at > t) => {
+                    e.spec.replaces.last()?.damage.as_str()
+                }
+                _ => return None,
+            };
+            Some(format!(
+                "{} on {} damaged: {why}",
+                e.spec.role_word(),
+                l.trail
+            ))
         })
         .collect()
 }
@@ -391,7 +405,8 @@ pub async fn reconcile_restore(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Act
                 // Read from the API server, not the watch: the worker marked its damaged copy
                 // before it exited, but that change may reach the watch after the Job's.
                 let fresh = chain_entries(&ctx, &ns, &st.chain).await?;
-                let damaged = damaged_links(&fresh, &st.chain);
+                let started = job.metadata.creation_timestamp.as_ref().map(|t| t.0);
+                let damaged = damaged_links(&fresh, &st.chain, started);
                 ctx.metrics.finished("restore", "Failed", job_seconds(&job));
                 if !damaged.is_empty() && st.damaged.len() < MAX_DAMAGED_COPIES {
                     let note = format!("{}; reading the next copy", damaged.join("; "));
@@ -1327,21 +1342,34 @@ mod tests {
             volumes: spec.volumes(),
             instance_id: "app-a-1".into(),
         }];
+        let job_started = Some(spec.created_at + chrono::TimeDelta::hours(1));
         let mut catalog = Catalog::default();
-        catalog.import(spec);
-        assert!(damaged_links(&catalog, &chain).is_empty(), "a Valid copy");
+        catalog.import(spec.clone());
+        assert!(
+            damaged_links(&catalog, &chain, job_started).is_empty(),
+            "a Valid copy"
+        );
         catalog.set_state(
             "disk-1w.app-a-1",
             EntryState::Missing,
             "corrupt media: volume disk-1w-00001, offset 70, work item app-a",
         );
-        let damaged = damaged_links(&catalog, &chain);
+        let damaged = damaged_links(&catalog, &chain, job_started);
+        let want = "duplicate on disk-1w damaged: corrupt media: volume disk-1w-00001, offset 70, work item app-a";
+        assert_eq!(damaged, [want]);
+        // A policy repaired the copy before the Job's failure was seen: still the damage the
+        // worker hit, never "no damaged copy".
+        let mut repair = spec;
+        repair.created_at += chrono::TimeDelta::hours(2);
+        repair.extents[0].offset = 4096;
         assert_eq!(
-            damaged,
-            [
-                "duplicate on disk-1w damaged: corrupt media: volume disk-1w-00001, offset 70, work item app-a"
-            ]
+            catalog.record(repair),
+            crate::engine::catalog::Recorded::Repaired
         );
+        assert_eq!(damaged_links(&catalog, &chain, job_started), [want]);
+        // A repair from before the Job started is the copy the Job read.
+        let later = job_started.map(|t| t + chrono::TimeDelta::hours(5));
+        assert!(damaged_links(&catalog, &chain, later).is_empty());
         assert_eq!(
             with_damaged("restored from original", &damaged),
             format!("restored from original; {}", damaged[0])
