@@ -405,7 +405,8 @@ pub async fn reconcile_restore(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Act
                 // Read from the API server, not the watch: the worker marked its damaged copy
                 // before it exited, but that change may reach the watch after the Job's.
                 let fresh = chain_entries(&ctx, &ns, &st.chain).await?;
-                let started = job.metadata.creation_timestamp.as_ref().map(|t| t.0);
+                let started = (job.metadata.creation_timestamp.as_ref())
+                    .and_then(|t| chrono::DateTime::from_timestamp(t.0.as_second(), 0));
                 let damaged = damaged_links(&fresh, &st.chain, started);
                 ctx.metrics.finished("restore", "Failed", job_seconds(&job));
                 if !damaged.is_empty() && st.damaged.len() < MAX_DAMAGED_COPIES {
