@@ -352,6 +352,20 @@ async fn chain_entries(ctx: &Context, ns: &str, chain: &[RestoredFrom]) -> Resul
     Ok(catalog)
 }
 
+/// The catalog entries of `trails`, listed from the API server (not the watch).
+async fn trail_entries(ctx: &Context, ns: &str, trails: &[String]) -> Result<Catalog> {
+    let api: Api<CatalogEntry> = Api::namespaced(ctx.client.clone(), ns);
+    let selector = format!("{LABEL_TRAIL} in ({})", trails.join(","));
+    let list = api
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await?;
+    let mut catalog = Catalog::default();
+    for e in list.items {
+        catalog.entries.insert(e.name_any(), Arc::new(e));
+    }
+    Ok(catalog)
+}
+
 /// `reason`, then the damaged copies passed over.
 fn with_damaged(reason: &str, damaged: &[String]) -> String {
     std::iter::once(reason)
@@ -655,7 +669,20 @@ pub async fn reconcile_policy(p: Arc<DuplicationPolicy>, ctx: Arc<Context>) -> R
             return Ok(Action::requeue(until(next)));
         }
     }
-    let tasks = plan_ctx.plan_duplication(&p);
+    let mut tasks = plan_ctx.plan_duplication(&p);
+    if !tasks.is_empty() {
+        // The watch may not show the last run's commits yet: plan again on the target trails'
+        // entries as the API server has them, so no copy is ever run twice.
+        let mut fresh = catalog.clone();
+        fresh
+            .entries
+            .extend(trail_entries(&ctx, &ns, &p.spec.targets).await?.entries);
+        tasks = PlanContext {
+            catalog: &fresh,
+            ..plan_ctx
+        }
+        .plan_duplication(&p);
+    }
     if run_now {
         st.last_run_now = token;
     }
