@@ -392,6 +392,34 @@ scenario_damaged_copy() {
   check "damage: restored app-a is byte-identical" same_tree $QS same-app-a-damaged app-a restore-target/app-a-damaged
 }
 
+# ---- scenario: forged_copy
+# Whoever controls a bucket can hand a worker a stream the catalog did not record: here the
+# catalog's digest of app-b's copy on vault-7y no longer matches its intact blocks, as with a
+# same-length forged stream with valid CRCs. A restore allowed only that copy fails and leaves
+# nothing in its target; with Auto another copy is read into a clean target.
+scenario_forged_copy() {
+  local entry zeros
+  entry="$(k -n $QS get catalogentries -l mimeo.dev/trail=vault-7y,mimeo.dev/work-item=app-b \
+    --sort-by=.spec.backupTime -o 'jsonpath={.items[-1:].metadata.name}')"
+  zeros="$(printf '0%.0s' $(seq 64))"
+  # No repair copy meanwhile: the forged copy must stay the only one the first restore may read.
+  k -n $QS patch duplicationpolicy all-to-vault --type merge -p '{"spec":{"suspend":true}}' >/dev/null
+  k -n $QS patch catalogentry "$entry" --type merge -p "{\"spec\":{\"digest\":\"sha256:$zeros\"}}" >/dev/null
+  restore_to app-b-forged app-b "{trail: vault-7y}"
+  check "forged: the restore from the forged copy Failed" until_eq 180 Failed restore_field app-b-forged '{.status.phase}'
+  check "forged: its reason names the digest" bash -c \
+    "$BIN/kubectl -n $QS get restore app-b-forged -o jsonpath='{.status.reason}' | grep -q digest"
+  check "forged: nothing was left in its target" in_pod $QS forged-left restore-target:/t \
+    '[ -z "$(ls -A /t/app-b-forged 2>/dev/null)" ] && echo empty'
+  restore_to app-b-after-forged app-b
+  check "forged: with Auto the restore Succeeded from another copy" \
+    until_eq 180 Succeeded restore_field app-b-after-forged '{.status.phase}'
+  check "forged: restored app-b is byte-identical" same_tree $QS same-app-b-forged app-b restore-target/app-b-after-forged
+  k -n $QS patch duplicationpolicy all-to-vault --type merge -p '{"spec":{"suspend":false}}' >/dev/null
+  check "forged: the policy repairs the copy once resumed" wait_for 120 bash -c \
+    "[[ -n \$($BIN/kubectl -n $QS get catalogentry $entry -o jsonpath='{.spec.replaces}') ]]"
+}
+
 # ---- scenario: expiry
 # volumes_with_data: volumes of the `short` trail that still hold segments on S3 (the files of
 # s3s-fs, or a MinIO listing by mc in a cluster).
@@ -816,7 +844,7 @@ scenario_rbac() {
   check "secrets: the S3 secret key and the encryption keys appear in no log, event, status, Job or catalog entry" test "$leaks" = 0
 }
 
-ALL=(install quickstart restore encryption damaged_copy expiry rescan invalid kill s3_outage apiserver_restart api_faults rbac)
+ALL=(install quickstart restore encryption damaged_copy forged_copy expiry rescan invalid kill s3_outage apiserver_restart api_faults rbac)
 # Scenarios build on the resources of install and quickstart: those always run first.
 WANT=(install quickstart "${@//-/_}")
 [[ $# -gt 0 ]] || WANT=("${ALL[@]}")
