@@ -396,6 +396,52 @@ mod tests {
     }
 
     #[test]
+    fn a_commit_never_revives_an_entry_but_a_newer_copy_repairs_a_missing_one() {
+        let mut c = Catalog::default();
+        let first = entry("a", &[("vault-00001", 60)]);
+        assert_eq!(c.record(first.clone()), Recorded::New);
+        // A retried worker commits the same entry again: nothing changes.
+        assert_eq!(c.record(first.clone()), Recorded::Known);
+        c.set_state(
+            "vault.a",
+            EntryState::Missing,
+            "corrupt media: volume vault-00001",
+        );
+        assert_eq!(c.record(first.clone()), Recorded::Known);
+        assert_eq!(Catalog::state(&c.entries["vault.a"]), EntryState::Missing);
+        // A newer copy on other extents is a repair: Valid, and it keeps the damaged extents.
+        let mut repair = entry("a", &[("vault-00002", 60)]);
+        repair.created_at = first.created_at + TimeDelta::seconds(1);
+        assert_eq!(c.record(repair.clone()), Recorded::Repaired);
+        let e = &c.entries["vault.a"];
+        assert_eq!(Catalog::state(e), EntryState::Valid);
+        assert_eq!(e.spec.extents, repair.extents);
+        assert_eq!(e.spec.replaces[0].extents, first.extents);
+        assert!(e.spec.replaces[0].damage.contains("vault-00001"));
+        let held: Vec<&str> = e.spec.held_volumes().collect();
+        assert_eq!(held, ["vault-00002", "vault-00001"]);
+        // An Expired entry stays Expired, whatever is committed.
+        c.set_state("vault.a", EntryState::Expired, "retention");
+        let mut late = entry("a", &[("vault-00003", 60)]);
+        late.created_at = repair.created_at + TimeDelta::seconds(1);
+        assert_eq!(c.record(late), Recorded::Known);
+        assert_eq!(Catalog::state(&c.entries["vault.a"]), EntryState::Expired);
+    }
+
+    #[test]
+    fn a_rescan_keeps_the_newest_copy_of_an_entry() {
+        let old = entry("a", &[("vault-00001", 60)]);
+        let mut new = entry("a", &[("vault-00002", 60)]);
+        new.created_at = old.created_at + TimeDelta::seconds(1);
+        for order in [[old.clone(), new.clone()], [new.clone(), old.clone()]] {
+            let got = newest_copies(order.into_iter());
+            assert_eq!(got.len(), 1);
+            assert_eq!(got[0].extents, new.extents);
+            assert_eq!(got[0].replaces[0].extents, old.extents);
+        }
+    }
+
+    #[test]
     fn volumes_from_the_catalog() {
         let mut c = Catalog::default();
         c.import(entry("a", &[("vault-00001", 60), ("vault-00002", 10)]));

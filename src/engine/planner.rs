@@ -917,6 +917,31 @@ spec: {mediaClassName: tape, retention: 1d}
     }
 
     #[test]
+    fn missing_copies_hold_their_volumes_until_they_expire() {
+        let set = yaml(RESOURCES);
+        let m = media(&set);
+        let mut catalog = Catalog::default();
+        // Two copies on tapes (1d retention): one fresh and damaged, one old and damaged.
+        for (id, age) in [("fresh", 0), ("old", 3)] {
+            let mut e = entry("tapes", Role::Duplicate, "w", id, age, None);
+            e.extents[0].volume = format!("tapes-{id}");
+            catalog.import(e);
+            catalog.set_state(&format!("tapes.{id}"), EntryState::Missing, "damaged");
+        }
+        let ctx = now_ctx(&set, &m, &catalog);
+        // Damage frees nothing.
+        assert_eq!(
+            ctx.volumes_in_use("tapes", &[]),
+            ["tapes-fresh", "tapes-old"]
+        );
+        // Retention expires a Missing copy like any other, and then its volume goes.
+        let plan = ctx.plan_expiry().of_trail(&catalog, "tapes");
+        let names: Vec<&str> = plan.expire.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["tapes.old"]);
+        assert_eq!(ctx.volumes_in_use("tapes", &plan.expire), ["tapes-fresh"]);
+    }
+
+    #[test]
     fn expired_copies_are_not_made_again_missing_ones_are() {
         let text = format!(
             "{RESOURCES}---\napiVersion: mimeo.dev/v1alpha1\nkind: DuplicationPolicy\nmetadata: {{name: p}}\nspec: {{sourceTrails: [nightly], targets: [tapes]}}\n"
