@@ -713,10 +713,28 @@ scenario_s3_outage() {
     "$BIN/kubectl -n $FAULTS get events --field-selector involvedObject.name=faults,type=Warning | grep -q WorkerRetrying"
   check "s3 outage: the trail's Ready condition says the worker retries" wait_for 30 bash -c \
     "$BIN/kubectl -n $FAULTS get backuptrail faults -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].reason}' | grep -q WorkerRetrying"
+  # A restore from the copy on S3 while the server is down: unreachable is not damaged.
+  k -n $FAULTS apply -f - >/dev/null <<EOF
+apiVersion: mimeo.dev/v1alpha1
+kind: Restore
+metadata: {name: during-outage}
+spec: {workItem: big, backupTrail: faults, source: Original, target: {pvc: {claimName: restored, path: during-outage}}}
+EOF
+  check "s3 outage: the restore's worker fails while the server is down" wait_for 120 bash -c \
+    "$BIN/kubectl -n $FAULTS get pods -l mimeo.dev/run-kind=restore -o jsonpath='{.items[*].status.phase}' | grep -q Failed"
+  check "s3 outage: no copy is marked Missing" test "$(missing_entries $FAULTS)" = 0
   s3_start
   check "s3 outage: after the server returns the backup completes" until_eq 240 3 \
     valid_entries $FAULTS mimeo.dev/trail=faults
   check "s3 outage: one Job for the run (retried in place)" test "$(job_count $FAULTS $sel)" = $((before + 1))
+  check "s3 outage: the restore completes once the server is back" until_eq 240 Succeeded \
+    jp restore/during-outage $FAULTS '{.status.phase}'
+  check "s3 outage: the restored data is byte-identical" same_tree $FAULTS same-during-outage big restored/during-outage
+  check "s3 outage: still no copy marked Missing" test "$(missing_entries $FAULTS)" = 0
+}
+# missing_entries NS: how many CatalogEntries are Missing.
+missing_entries() {
+  k -n "$1" get catalogentries -o jsonpath='{range .items[*]}{.status.state}{"\n"}{end}' | grep -c '^Missing$' || true
 }
 
 # ---- scenario: the API server restarted during a worker run (builds on kill's trail)

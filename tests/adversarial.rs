@@ -119,6 +119,56 @@ fn unreachable_filesystem_media_are_not_damaged_and_free_nothing() {
 }
 
 #[test]
+fn a_restore_passes_over_unreachable_media_without_marking_them() {
+    let env = Env::new();
+    backed_up(&env);
+    let valid = env.entry_names(None, "Valid");
+    // The vault, which Auto prefers, is an empty mount point now.
+    let vault = env.path("media/vault");
+    fs::rename(&vault, env.path("media/vault-away")).unwrap();
+    fs::create_dir(&vault).unwrap();
+    let target = env.path("restore/a");
+    let file = env.yaml("r.yaml", &restore("r", "a", "Auto", &target));
+    let r = env
+        .apply(&[&file])
+        .expect_ok("the restore reads the original");
+    assert_eq!(
+        env.get_one("restore", "r")["status"]["restoredFrom"]["role"],
+        "Original",
+        "{r}"
+    );
+    assert!(
+        r.all().contains("not readable"),
+        "the pass-over is not said: {r}"
+    );
+    assert_same_tree(&env.path("data/a"), &target);
+    assert_eq!(
+        env.entry_names(None, "Valid"),
+        valid,
+        "an unreachable copy was marked"
+    );
+}
+
+#[test]
+fn a_restore_target_that_is_a_symlink_is_refused() {
+    let env = Env::new();
+    backed_up(&env);
+    let elsewhere = env.path("elsewhere");
+    fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, env.path("target-link")).unwrap();
+    let file = env.yaml(
+        "r.yaml",
+        &restore("r", "a", "Auto", &env.path("target-link")),
+    );
+    let r = env.apply(&[&file]).expect_fail("a symlinked target");
+    assert!(r.all().contains("not a directory"), "{r}");
+    assert!(
+        files_below(&elsewhere).is_empty(),
+        "written through the link: {r}"
+    );
+}
+
+#[test]
 fn unreachable_s3_media_are_not_damaged() {
     let env = Env::new();
     backed_up(&env);
