@@ -1,6 +1,8 @@
 //! The executor: runs one task. A worker pod deserialises a task and calls [`execute`]; the
 //! local mode calls the very same function in-process.
 
+mod sink;
+
 use crate::engine::task::{Task, TaskOutcome};
 use crate::engine::{backup, catalog, duplicate, expire, restore};
 use crate::error::Result;
@@ -51,12 +53,12 @@ pub async fn run_in_pod(task: &Task, namespace: &str) -> Result<TaskOutcome> {
                 && let (bad, true) = restore::unreadable_links(&t.links, &err)
             {
                 let names: Vec<String> = bad.iter().map(|l| l.entry.object_name()).collect();
-                crate::operator::mark_missing(namespace, &names, &err.to_string()).await?;
+                sink::mark_missing(namespace, &names, &err.to_string()).await?;
             }
             return Err(err);
         }
     };
-    crate::operator::publish_entries(namespace, &outcome.entries).await?;
+    sink::publish_entries(namespace, &outcome.entries).await?;
     for n in &outcome.notes {
         tracing::warn!("{}: {n}", describe(task));
     }
