@@ -351,8 +351,9 @@ impl Local {
 
     /// Imports committed manifests from every readable trail: recovers the commits of a run
     /// that was killed after writing its manifest, and rebuilds a lost catalog. What the
-    /// catalog knows keeps its state ([`Catalog::record`]). Returns one line per trail that
-    /// was not read (media away or not answering): its entries are kept as they are.
+    /// catalog knows keeps its state ([`Catalog::record`]). Trails whose media are away are
+    /// not read; returns one line per trail whose manifests could not be read: its entries
+    /// are kept as they are.
     pub async fn import_manifests(
         &mut self,
         set: &ResourceSet,
@@ -367,9 +368,6 @@ impl Local {
                 .filter(|e| e.spec.trail == *t)
                 .count();
             let Some(spec) = readable_media(set, media, t) else {
-                unread.push(format!(
-                    "trail/{t}: media away or not resolved, not read; its {kept} entries are kept as they are"
-                ));
                 continue;
             };
             let task = RescanTask {
@@ -949,7 +947,16 @@ impl Local {
         let (media, mut failures) = resolve_media(&set);
         let mut catalog = self.state.load_catalog()?;
         let before = catalog.entries.len();
-        let unread = self.import_manifests(&set, &media, &mut catalog).await?;
+        let mut unread: Vec<String> = set
+            .trail_names()
+            .into_iter()
+            .filter(|t| readable_media(&set, &media, t).is_none())
+            .map(|t| {
+                let kept = catalog.entries.values().filter(|e| e.spec.trail == t).count();
+                format!("trail/{t}: media away or not resolved, not read; its {kept} entries are kept as they are")
+            })
+            .collect();
+        unread.extend(self.import_manifests(&set, &media, &mut catalog).await?);
         for line in &unread {
             println!("{line}");
         }
