@@ -26,18 +26,20 @@ const PUT_CHUNK: usize = 8 << 20;
 /// the target, and the next copy starts clean. The target must be absent or empty: a restore
 /// never removes what is in its way.
 pub async fn run_restore(task: &RestoreTask) -> Result<TaskOutcome> {
-    let (stage, s3_target): (Option<Staging>, Option<Arc<dyn ObjectStore>>) = match &task.target {
+    let (stage, s3_target): (Option<Staging>, Option<S3Out>) = match &task.target {
         DataSpec::S3(t) => (None, Some(empty_prefix(t.open().await?, &t.prefix).await?)),
         DataSpec::Path(p) => (Some(Staging::new(Path::new(p))?), None),
     };
-    let result = restore_links(task, stage.as_ref(), s3_target.clone()).await;
+    let result = restore_links(task, stage.as_ref(), s3_target.as_ref()).await;
     match (result, stage, s3_target) {
         (Ok(outcome), Some(stage), _) => stage.commit().map(|()| outcome),
         (Ok(outcome), None, _) => Ok(outcome),
-        (Err(e), _, Some(store)) => {
-            // The prefix was empty: what is there now is this restore's, and unverified.
-            for o in store.list("").await.unwrap_or_default() {
-                let _ = store.delete(&o.key).await;
+        (Err(e), _, Some(out)) => {
+            // What this restore wrote is unverified: removed (only that: others may write
+            // beside it).
+            let written = std::mem::take(&mut *out.written.lock().expect("not poisoned"));
+            for key in written {
+                let _ = out.store.delete(&key).await;
             }
             Err(e)
         }
@@ -45,13 +47,17 @@ pub async fn run_restore(task: &RestoreTask) -> Result<TaskOutcome> {
     }
 }
 
-/// An S3 restore target's store, if nothing is under its prefix yet: objects written there
-/// can only be verified after the fact, so a failed restore removes them all, and must find
-/// nothing of the user's to remove.
-async fn empty_prefix<S: ObjectStore + 'static>(
-    store: S,
-    prefix: &str,
-) -> Result<Arc<dyn ObjectStore>> {
+/// An S3 restore target and the keys this restore wrote there.
+#[derive(Clone)]
+struct S3Out {
+    store: Arc<dyn ObjectStore>,
+    written: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// An S3 restore target, if nothing is under its prefix yet: objects written there can only
+/// be verified after the fact, so a failed restore removes what it wrote, and the prefix must
+/// hold nothing of the user's that a restore could replace.
+async fn empty_prefix<S: ObjectStore + 'static>(store: S, prefix: &str) -> Result<S3Out> {
     if let Some(o) = store.list("").await?.first() {
         return Err(Error::Refused {
             entry: format!("s3 prefix {prefix:?}"),
@@ -61,7 +67,10 @@ async fn empty_prefix<S: ObjectStore + 'static>(
             ),
         });
     }
-    Ok(Arc::new(store))
+    Ok(S3Out {
+        store: Arc::new(store),
+        written: Default::default(),
+    })
 }
 
 /// Reads and extracts every link of the chain, in order, into the staging directory or the
@@ -69,7 +78,7 @@ async fn empty_prefix<S: ObjectStore + 'static>(
 async fn restore_links(
     task: &RestoreTask,
     stage: Option<&Staging>,
-    s3_target: Option<Arc<dyn ObjectStore>>,
+    s3_target: Option<&S3Out>,
 ) -> Result<TaskOutcome> {
     let started = Instant::now();
     let mut outcome = TaskOutcome::default();
@@ -77,13 +86,13 @@ async fn restore_links(
     for link in &task.links {
         let reader = open_link(link).await?;
         let staged = stage.map(|s| s.dir.clone());
-        let s3 = s3_target.clone();
+        let s3 = s3_target.cloned();
         let handle = tokio::runtime::Handle::current();
         let report = blocking(move || {
             let mut reader = reader;
             let r = match (staged, s3) {
                 (Some(dir), _) => extract_archive(&mut reader, &dir),
-                (None, Some(store)) => extract_to_store(&mut reader, store, handle),
+                (None, Some(out)) => extract_to_store(&mut reader, out, handle),
                 (None, None) => unreachable!("a path or an S3 target"),
             };
             // A media error explains a broken stream better than the archive error it caused.
@@ -210,9 +219,10 @@ async fn open_link(link: &RestoreLink) -> Result<ChannelReader> {
 
 fn extract_to_store(
     reader: &mut ChannelReader,
-    store: Arc<dyn ObjectStore>,
+    out: S3Out,
     handle: tokio::runtime::Handle,
 ) -> Result<ExtractReport> {
+    let store = out.store;
     let del_store = store.clone();
     let del_handle = handle.clone();
     extract_archive_to(
@@ -224,6 +234,10 @@ fn extract_to_store(
                 store.delete(path).await?;
                 store.create(path).await
             })?;
+            out.written
+                .lock()
+                .expect("not poisoned")
+                .push(path.to_string());
             let mut buf = vec![0u8; PUT_CHUNK];
             loop {
                 let n = read_full(body, &mut buf).map_err(|e| Error::io(path, e))?;
