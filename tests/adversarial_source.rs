@@ -72,11 +72,17 @@ fn mentions(lines: &[String], path: &str, what: &str) -> bool {
         .any(|l| l.starts_with(&format!("{path}: ")) && l.contains(what))
 }
 
-#[test]
-fn a_file_that_shrinks_while_read_is_restored_as_read_and_reported() {
+/// A temp dir holding an empty source tree `src`.
+fn source_dir() -> (tempfile::TempDir, std::path::PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     fs::create_dir(&src).unwrap();
+    (tmp, src)
+}
+
+#[test]
+fn a_file_that_shrinks_while_read_is_restored_as_read_and_reported() {
+    let (tmp, src) = source_dir();
     let original = pseudo_random_bytes(8 * MIB, 1);
     fs::write(src.join("big.bin"), &original).unwrap();
     let victim = src.join("big.bin");
@@ -113,9 +119,7 @@ fn a_file_that_shrinks_while_read_is_restored_as_read_and_reported() {
 
 #[test]
 fn a_file_that_changes_or_grows_while_read_is_reported() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    fs::create_dir(&src).unwrap();
+    let (_tmp, src) = source_dir();
     let original = pseudo_random_bytes(4 * MIB, 2);
     fs::write(src.join("a-changes.bin"), &original).unwrap();
     fs::write(src.join("b-grows.bin"), &original).unwrap();
@@ -147,9 +151,7 @@ fn a_file_that_changes_or_grows_while_read_is_reported() {
 
 #[test]
 fn a_file_that_vanishes_before_it_is_read_is_reported() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    fs::create_dir(&src).unwrap();
+    let (tmp, src) = source_dir();
     fs::write(src.join("a.bin"), pseudo_random_bytes(4 * MIB, 3)).unwrap();
     fs::write(src.join("b.txt"), b"gone before its turn").unwrap();
     let gone = src.join("b.txt");
@@ -331,9 +333,7 @@ fn listing(stream: &[u8]) -> Vec<Vec<u8>> {
 
 #[test]
 fn a_tree_deeper_than_path_max_is_backed_up() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    fs::create_dir(&src).unwrap();
+    let (_tmp, src) = source_dir();
     fs::write(src.join("a.txt"), b"shallow").unwrap();
     let name = "d".repeat(200);
     let depth = deep_tree(&src, &name, 25, b"deep down");
@@ -458,9 +458,7 @@ fn sparse_file(path: &Path, size: u64, islands: &[(u64, &[u8])]) {
 
 #[test]
 fn sparse_files_keep_their_holes_on_the_media_and_when_restored() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    fs::create_dir(&src).unwrap();
+    let (tmp, src) = source_dir();
     let big = 200 * MIB as u64;
     let island = pseudo_random_bytes(64 * 1024, 5);
     // Data at the start, in the middle and at the end; more extents than one header holds.
