@@ -15,6 +15,8 @@
 #               one Job, and the operator's watches resume (needs kill's trail: run `kill` too)
 #   rbac        kubectl auth can-i matrix for the worker and the operator; restricted pods;
 #               the S3 secret appears in no log, event, status or catalog entry
+#   changing    a PVC source file grows and a FIFO sits in the tree during a worker's backup:
+#               the entry's spec.notes, the trail's status.lastRunNotes and an Event say so
 # Usage: bash e2e/tools.sh && bash e2e/scenarios.sh [SCENARIO...]   (MIMEO_E2E_KEEP=1 keeps the
 # work dir). MIMEO_BIN picks the mimeo binary (default target/debug/mimeo, built if missing).
 #
@@ -131,10 +133,10 @@ job_output() {
   pod_logs "$ns" "$pod"
   [[ "$(jp job/"$name" "$ns" '{.status.succeeded}')" == 1 ]]
 }
-# in_pod NS NAME "CLAIM:PATH[:ro] ..." SCRIPT: runs SCRIPT with sh -e in a Job of the tools
+# start_pod NS NAME "CLAIM:PATH[:ro] ..." SCRIPT: starts SCRIPT with sh -e in a Job of the tools
 # image (busybox) with those PVCs mounted, as uid 65532 under the restricted level, so the same
-# check runs on the local node and in a cluster. Prints the pod's output; fails if the Job does.
-in_pod() {
+# check runs on the local node and in a cluster.
+start_pod() {
   local ns=$1 name=$2 mounts=$3 script=$4 m claim path ro mnt="" vols="" i=0
   for m in $mounts; do
     IFS=: read -r claim path ro <<<"$m"
@@ -165,7 +167,11 @@ $(sed 's/^/          /' <<<"$script")
 $mnt      volumes:
 $vols
 EOF
-  job_output "$ns" "$name"
+}
+# in_pod NS NAME MOUNTS SCRIPT: start_pod, then prints the pod's output; fails if the Job does.
+in_pod() {
+  start_pod "$@"
+  job_output "$1" "$2"
 }
 # same_tree NS NAME CLAIM[/DIR] CLAIM[/DIR]: the two trees are byte-identical (diff -r in a pod).
 same_tree() {
@@ -862,7 +868,50 @@ scenario_rbac() {
   check "secrets: the S3 secret key and the encryption keys appear in no log, event, status, Job or catalog entry" test "$leaks" = 0
 }
 
-ALL=(install quickstart restore encryption damaged_copy forged_copy expiry rescan invalid kill s3_outage apiserver_restart api_faults rbac)
+# ---- scenario: a PVC source that changes while a worker pod backs it up
+# A file grows all through the backup and a FIFO sits in the tree: the copy is not a clean
+# snapshot, and the catalog entry, the trail's status and an Event say so.
+grower_ready() {
+  local pod
+  pod="$(k -n $QS get pods -l job-name=grower -o jsonpath='{.items[0].metadata.name}')" && pod_logs $QS "$pod" | grep -q filled
+}
+scenario_changing() {
+  k -n $QS apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: live}
+spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+EOF
+  start_pod $QS grower live:/d 'head -c 33554432 /dev/urandom > /d/growing
+mkfifo /d/fifo
+echo filled
+end=$(( $(date +%s) + 240 ))
+while [ ! -e /d/stop ] && [ "$(date +%s)" -lt "$end" ]; do echo more >> /d/growing; done'
+  check "changing: a pod keeps appending to a 32 MiB file in PVC live" wait_for 120 grower_ready
+  k -n $QS apply -f - >/dev/null <<EOF
+apiVersion: mimeo.dev/v1alpha1
+kind: BackupTrail
+metadata: {name: live}
+spec:
+  mediaClassName: minio-tapes
+  retention: 1d
+  workItems: [{name: live, source: {pvc: {claimName: live}}}]
+EOF
+  check "changing: the backup is committed" until_eq 180 1 valid_entries $QS mimeo.dev/trail=live
+  local notes
+  notes="$(k -n $QS get catalogentries -l mimeo.dev/trail=live -o jsonpath='{.items[0].spec.notes}')"
+  check "changing: the entry notes the file that grew while read ($notes)" grep -q 'growing: grew while being read' <<<"$notes"
+  check "changing: the entry notes the FIFO it skipped" grep -q 'skipped fifo' <<<"$notes"
+  check "changing: the trail's status.lastRunNotes names work item and file" wait_for 60 bash -c \
+    "$BIN/kubectl -n $QS get backuptrail live -o jsonpath='{.status.lastRunNotes}' | grep -q 'live: growing: grew'"
+  check "changing: its Ready condition points at the notes" bash -c \
+    "$BIN/kubectl -n $QS get backuptrail live -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].message}' | grep -q lastRunNotes"
+  check "changing: a Warning Event says so" wait_for 30 bash -c \
+    "$BIN/kubectl -n $QS get events --field-selector involvedObject.name=live,type=Warning -o jsonpath='{.items[*].note}{.items[*].message}' | grep -q lastRunNotes"
+  in_pod $QS grower-stop live:/d 'touch /d/stop' >/dev/null || true
+}
+
+ALL=(install quickstart restore encryption damaged_copy forged_copy expiry rescan invalid kill s3_outage apiserver_restart api_faults rbac changing)
 # Scenarios build on the resources of install and quickstart: those always run first.
 WANT=(install quickstart "${@//-/_}")
 [[ $# -gt 0 ]] || WANT=("${ALL[@]}")

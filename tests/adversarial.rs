@@ -558,6 +558,98 @@ fn a_copy_that_fails_its_digest_leaves_nothing_in_the_target() {
     assert_same_tree(&env.path("data/a"), &auto);
 }
 
+/// Sets what the catalog says `item`'s copy on `trail` holds in files: a stream that claims
+/// more is then as forged as one whose holes were widened on the media.
+fn forge_file_bytes(env: &Env, trail: &str, item: &str, file_bytes: u64) {
+    let entries = env.entries();
+    let mut e = entry(&entries, trail, item).clone();
+    let name = e["metadata"]["name"].as_str().unwrap().to_owned();
+    e["spec"]["fileBytes"] = file_bytes.into();
+    fs::write(
+        env.state().join(format!("catalog/{name}.json")),
+        serde_json::to_vec(&e).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_stream_claiming_more_than_the_catalog_recorded_writes_nothing() {
+    let env = Env::new();
+    backed_up(&env);
+    // Backup and copy record what the files hold, the copy the same as its source.
+    let entries = env.entries();
+    let tree_bytes: u64 = files_below(&env.path("data/b"))
+        .iter()
+        .map(|f| fs::metadata(f).unwrap().len())
+        .sum();
+    for trail in ["nightly", "vault-7y"] {
+        assert_eq!(
+            entry(&entries, trail, "b")["spec"]["fileBytes"],
+            tree_bytes,
+            "{trail}"
+        );
+    }
+    forge_file_bytes(&env, "vault-7y", "b", tree_bytes - 1);
+    let target = env.path("restore/b");
+    let file = env.yaml("r.yaml", &restore("b", "b", "Duplicate", &target));
+    let r = env
+        .apply(&[&file])
+        .expect_fail("the stream claims more than its catalog entry");
+    assert!(r.all().contains("this restore allows"), "{r}");
+    let left: Vec<_> = fs::read_dir(&target)
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "data of a refused stream landed: {left:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A copy that is not a clean snapshot says so
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn what_a_backup_skipped_is_in_its_entry_and_the_trails_status() {
+    let env = Env::new();
+    make_sample_tree(&env.path("data/a"));
+    let fifo = env.path("data/a/pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let file = env.yaml(
+        "base.yaml",
+        &[
+            media_class("disk", &env.path("media/disk"), "4Mi", "64Ki", true),
+            backup_trail("nightly", "disk", 1, &[("a", env.path("data/a"))]),
+        ]
+        .join("---\n"),
+    );
+    let r = env.apply(&[&file]).expect_ok("a backup with a FIFO in it");
+    assert!(r.all().contains("a: skipped pipe"), "not in the output: {r}");
+    let entries = env.entries();
+    let notes = &entry(&entries, "nightly", "a")["spec"]["notes"];
+    assert!(
+        notes.to_string().contains("skipped pipe"),
+        "entry notes: {notes}"
+    );
+    let trail = env.get_one("backuptrails", "nightly");
+    let st = &trail["status"];
+    assert!(
+        st["lastRunNotes"].to_string().contains("a: skipped pipe"),
+        "{st}"
+    );
+    let ready = st["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap();
+    assert!(
+        ready["message"].as_str().unwrap().contains("lastRunNotes"),
+        "{ready}"
+    );
+}
+
 /// Objects under `prefix` of bucket `bucket` on `server`, by key.
 async fn objects(server: &common::s3server::S3Server, bucket: &str, prefix: &str) -> Vec<String> {
     let out = server

@@ -14,6 +14,37 @@ pub const LABEL_ROLE: &str = "mimeo.dev/role";
 /// Label carrying the instance id.
 pub const LABEL_INSTANCE: &str = "mimeo.dev/instance";
 
+/// Notes kept on one resource, and the longest one kept whole: an object must stay far below
+/// etcd's size limit however many files changed. The rest are counted; workers log them all.
+pub const MAX_NOTES: usize = 20;
+const MAX_NOTE_LEN: usize = 1024;
+
+/// `notes` cut to [`MAX_NOTES`] (the last one saying how many more there were), each cut to
+/// a kilobyte.
+pub fn capped_notes(notes: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut kept = Vec::new();
+    let mut more = 0usize;
+    for mut n in notes {
+        if kept.len() == MAX_NOTES {
+            more += 1;
+            continue;
+        }
+        if n.len() > MAX_NOTE_LEN {
+            let mut end = MAX_NOTE_LEN;
+            while !n.is_char_boundary(end) {
+                end -= 1;
+            }
+            n.truncate(end);
+            n.push('…');
+        }
+        kept.push(n);
+    }
+    if more > 0 {
+        kept.push(format!("… and {more} more (in the worker's log)"));
+    }
+    kept
+}
+
 /// Where one instance lives on one trail.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
@@ -59,6 +90,15 @@ pub struct CatalogEntrySpec {
     pub replaces: Vec<ReplacedCopy>,
     /// Length of the logical stream.
     pub bytes: u64,
+    /// Bytes of the regular files in the stream, holes of sparse files included: the most a
+    /// restore of this copy may write, so a forged stream cannot claim more. Absent on copies
+    /// recorded before it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_bytes: Option<u64>,
+    /// What the backup skipped or saw change while reading it (as GNU tar warns "file changed
+    /// as we read it"), at most [`MAX_NOTES`]: a copy that is not a clean snapshot says so.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// `sha256:<hex>` of the logical stream.
     pub digest: String,
     /// When this copy was written.
@@ -157,5 +197,23 @@ impl CatalogEntrySpec {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_are_capped_in_number_and_length_and_say_how_many_more() {
+        let few = capped_notes(["a".to_owned(), "b".to_owned()]);
+        assert_eq!(few, ["a", "b"]);
+        let many = capped_notes((0..MAX_NOTES + 5).map(|i| format!("n{i}")));
+        assert_eq!(many.len(), MAX_NOTES + 1);
+        assert_eq!(many[MAX_NOTES - 1], format!("n{}", MAX_NOTES - 1));
+        assert_eq!(many[MAX_NOTES], "… and 5 more (in the worker's log)");
+        let long = capped_notes(["é".repeat(MAX_NOTE_LEN)]);
+        assert!(long[0].len() <= MAX_NOTE_LEN + '…'.len_utf8(), "{}", long[0].len());
+        assert!(long[0].ends_with('…'));
     }
 }

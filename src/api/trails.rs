@@ -134,6 +134,10 @@ pub struct TrailStatus {
     /// End of the last backup (BackupTrail) or copy (DuplicationTrail).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<DateTime<Utc>>,
+    /// What the last backup skipped or saw change while reading, `work item: note` (each
+    /// CatalogEntry's `spec.notes`); empty for a clean run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_run_notes: Vec<String>,
     /// Spec generation whose once-per-generation backup has run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run_generation: Option<i64>,

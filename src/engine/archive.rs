@@ -384,13 +384,15 @@ pub fn extract_archive_with<R: Read>(
 /// targets), which must consume exactly `size` bytes. Deletions are reported through
 /// `delete(path)`, meaning the path and everything below it. Directories are implied by file
 /// paths; symlinks and hard links are listed in [`ExtractReport::skipped`]. Unsafe paths are
-/// refused exactly as by [`extract_archive`].
+/// refused exactly as by [`extract_archive`], and sizes bounded by `max_bytes` as by
+/// [`ExtractOptions::max_bytes`].
 pub fn extract_archive_to<R: Read>(
     input: R,
     sink: &mut dyn FnMut(&str, u64, &mut dyn Read) -> Result<()>,
     delete: &mut dyn FnMut(&str) -> Result<()>,
+    max_bytes: Option<u64>,
 ) -> Result<ExtractReport> {
-    drive(input, &mut SinkTarget { sink, delete }, None)
+    drive(input, &mut SinkTarget { sink, delete }, max_bytes)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2292,6 +2294,7 @@ mod tests {
                 deleted.push(path.to_owned());
                 Ok(())
             },
+            None,
         )
         .unwrap();
         assert_eq!(files, ["docs/a.txt", "docs/new.txt"]);
@@ -2527,6 +2530,7 @@ mod tests {
                 Ok(())
             },
             &mut |path| panic!("unexpected deletion of {path}"),
+            None,
         )
         .unwrap();
         let want: BTreeMap<String, Vec<u8>> = objects[..3]
@@ -2593,6 +2597,7 @@ mod tests {
                         .map_err(|e| Error::io("f", e))
                 },
                 &mut |_| Ok(()),
+                None,
             );
             assert!(read.is_err(), "a failed stream read back cleanly: {read:?}");
         }

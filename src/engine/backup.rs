@@ -17,7 +17,7 @@ use super::catalog::{EntryBuilder, already_committed, commit_manifest};
 use super::mux::{StreamJob, write_interleaved};
 use super::pipe::{ChannelWriter, blocking};
 use super::task::{BackupTask, DataSpec, TaskOutcome};
-use crate::api::Role;
+use crate::api::{Role, capped_notes};
 use crate::error::{Error, Result};
 use crate::media::store::ObjectStore;
 use crate::media::trail::{TrailWriter, index_key};
@@ -88,15 +88,17 @@ pub async fn run_backup(task: &BackupTask) -> Result<TaskOutcome> {
         if task.incremental {
             save_index(media.store.as_ref(), &task.trail, &w.instance_id, &summary).await?;
         }
-        outcome.notes.extend(item_notes(&item.work_item, &summary));
+        outcome
+            .notes
+            .extend(item_notes(&summary).map(|n| format!("{}: {n}", item.work_item)));
         outcome.bytes_read += summary.file_bytes;
         outcome.bytes_written += w.bytes;
-        outcome.entries.push(builder.build(
+        outcome.entries.push(builder.backup(
             w,
-            &task.trail,
             task.backup_time,
             item.parent.clone(),
-            None,
+            summary.file_bytes,
+            capped_notes(item_notes(&summary)),
         ));
     }
     if !outcome.failed.is_empty() && outcome.entries.is_empty() {
@@ -163,19 +165,9 @@ async fn produce(
 
 /// What a user must hear about one item's stream: every entry that was skipped and every file
 /// that changed while it was read (as GNU tar says "file changed as we read it").
-fn item_notes<'a>(
-    work_item: &'a str,
-    summary: &'a ArchiveSummary,
-) -> impl Iterator<Item = String> + 'a {
-    let skipped = summary
-        .skipped
-        .iter()
-        .map(move |s| format!("{work_item}: skipped {s}"));
-    let changed = summary
-        .warnings
-        .iter()
-        .map(move |w| format!("{work_item}: {w}"));
-    skipped.chain(changed)
+fn item_notes(summary: &ArchiveSummary) -> impl Iterator<Item = String> + '_ {
+    let skipped = summary.skipped.iter().map(|s| format!("skipped {s}"));
+    skipped.chain(summary.warnings.iter().cloned())
 }
 
 async fn save_index(
@@ -249,13 +241,13 @@ mod tests {
             ],
             ..ArchiveSummary::default()
         };
-        let notes: Vec<_> = item_notes("web", &summary).collect();
+        let notes: Vec<_> = item_notes(&summary).collect();
         assert_eq!(
             notes,
             [
-                "web: skipped sock: socket not archived",
-                "web: db: shrank by 10 bytes while being read; restores get the 5 bytes read",
-                "web: log: grew while being read; its first 3 bytes were archived",
+                "skipped sock: socket not archived",
+                "db: shrank by 10 bytes while being read; restores get the 5 bytes read",
+                "log: grew while being read; its first 3 bytes were archived",
             ]
         );
     }

@@ -167,31 +167,71 @@ pub struct EntryBuilder<'a> {
 }
 
 impl EntryBuilder<'_> {
-    /// Record for `w`, which is a copy of `of` (or an original when `of` is the backup data).
-    pub fn build(
+    /// Record of a freshly backed-up instance `w`, made at `backup_time`. `file_bytes` and
+    /// `notes` describe what its stream holds ([`CatalogEntrySpec::file_bytes`],
+    /// [`CatalogEntrySpec::notes`]).
+    pub fn backup(
         &self,
         w: WrittenInstance,
-        backup_trail: &str,
         backup_time: DateTime<Utc>,
         parent: Option<String>,
-        copy_of: Option<String>,
+        file_bytes: u64,
+        notes: Vec<String>,
     ) -> CatalogEntrySpec {
         CatalogEntrySpec {
             work_item: w.work_item,
             instance_id: w.instance_id,
             backup_time,
-            backup_trail: backup_trail.into(),
+            backup_trail: self.trail.into(),
             trail: self.trail.into(),
             role: self.role,
-            copy_of,
+            copy_of: None,
             parent,
             extents: w.extents,
             replaces: Vec::new(),
             bytes: w.bytes,
+            file_bytes: Some(file_bytes),
+            notes,
             digest: w.digest,
             created_at: Utc::now(),
             expires_at: backup_time + TimeDelta::seconds(self.retention_secs),
         }
+    }
+
+    /// Record of a copy of `src` whose blocks are at `extents`: the stream, and so what is
+    /// known about its content, is the source's.
+    pub fn copy(&self, src: &CatalogEntrySpec, extents: Vec<Extent>) -> CatalogEntrySpec {
+        CatalogEntrySpec {
+            trail: self.trail.into(),
+            role: self.role,
+            copy_of: Some(src.object_name()),
+            extents,
+            replaces: Vec::new(),
+            created_at: Utc::now(),
+            expires_at: src.backup_time + TimeDelta::seconds(self.retention_secs),
+            ..src.clone()
+        }
+    }
+}
+
+/// The notes of a run's entries, `work item: note`, capped as one resource's notes are.
+pub fn run_notes<'a>(entries: impl IntoIterator<Item = &'a CatalogEntrySpec>) -> Vec<String> {
+    capped_notes(
+        entries
+            .into_iter()
+            .flat_map(|e| e.notes.iter().map(|n| format!("{}: {n}", e.work_item))),
+    )
+}
+
+/// A finished backup's condition message, pointing at its notes when it has some: a run that
+/// did not take a clean snapshot must not read like one.
+pub fn backup_done(msg: String, notes: &[String]) -> String {
+    match notes.len() {
+        0 => msg,
+        _ => format!(
+            "{msg}; some files were skipped or changed while read, see status.lastRunNotes (first: {})",
+            notes[0]
+        ),
     }
 }
 
@@ -388,6 +428,8 @@ mod tests {
                 })
                 .collect(),
             replaces: Vec::new(),
+            file_bytes: None,
+            notes: Vec::new(),
             bytes: volumes.iter().map(|v| v.1).sum(),
             digest: "sha256:x".into(),
             created_at: t,

@@ -96,13 +96,7 @@ pub async fn run_copy(task: &CopyTask) -> Result<TaskOutcome> {
         }
         outcome.bytes_read += read;
         outcome.bytes_written += w.bytes;
-        outcome.entries.push(builder.build(
-            w,
-            &src.backup_trail,
-            src.backup_time,
-            src.parent.clone(),
-            Some(src.object_name()),
-        ));
+        outcome.entries.push(builder.copy(src, w.extents));
     }
     commit_manifest(
         target.store.as_ref(),
@@ -169,19 +163,16 @@ pub async fn run_media_copy(task: &MediaCopyTask) -> Result<TaskOutcome> {
             outcome.bytes_written += obj.size;
         }
     }
-    let retention = chrono::TimeDelta::seconds(task.retention_secs);
+    // Volumes keep their names, so each block is where it was on the source.
+    let builder = EntryBuilder {
+        trail: &task.trail,
+        role: Role::Duplicate,
+        retention_secs: task.retention_secs,
+    };
     outcome.entries = task
         .entries
         .iter()
-        .map(|e| {
-            let mut c = e.clone();
-            c.trail = task.trail.clone();
-            c.role = Role::Duplicate;
-            c.copy_of = Some(e.object_name());
-            c.created_at = chrono::Utc::now();
-            c.expires_at = e.backup_time + retention;
-            c
-        })
+        .map(|e| builder.copy(e, e.extents.clone()))
         .collect();
     commit_manifest(
         dst.store.as_ref(),

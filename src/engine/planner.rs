@@ -664,6 +664,8 @@ spec: {mediaClassName: tape, retention: 1d}
                 length: 10,
             }],
             replaces: Vec::new(),
+            file_bytes: None,
+            notes: Vec::new(),
             bytes: 10,
             digest: "sha256:x".into(),
             created_at: t,

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use super::archive::{ExtractReport, extract_archive, extract_archive_to};
+use super::archive::{ExtractOptions, ExtractReport, extract_archive_to, extract_archive_with};
 use super::pipe::{ChannelReader, blocking};
 use super::task::{DataSpec, RestoreLink, RestoreTask, TaskOutcome, VerifyTask};
 use crate::error::{Error, Result};
@@ -88,11 +88,20 @@ async fn restore_links(
         let staged = stage.map(|s| s.dir.clone());
         let s3 = s3_target.cloned();
         let handle = tokio::runtime::Handle::current();
+        // The catalog says how much the stream's files hold: a forged stream gets no more.
+        let max_bytes = link.entry.file_bytes;
         let report = blocking(move || {
             let mut reader = reader;
             let r = match (staged, s3) {
-                (Some(dir), _) => extract_archive(&mut reader, &dir),
-                (None, Some(out)) => extract_to_store(&mut reader, out, handle),
+                (Some(dir), _) => extract_archive_with(
+                    &mut reader,
+                    &dir,
+                    ExtractOptions {
+                        keep_setid: false,
+                        max_bytes,
+                    },
+                ),
+                (None, Some(out)) => extract_to_store(&mut reader, out, handle, max_bytes),
                 (None, None) => unreachable!("a path or an S3 target"),
             };
             // A media error explains a broken stream better than the archive error it caused.
@@ -221,6 +230,7 @@ fn extract_to_store(
     reader: &mut ChannelReader,
     out: S3Out,
     handle: tokio::runtime::Handle,
+    max_bytes: Option<u64>,
 ) -> Result<ExtractReport> {
     let store = out.store;
     let del_store = store.clone();
@@ -249,6 +259,7 @@ fn extract_to_store(
             handle.block_on(w.finish()).map(|_| ())
         },
         &mut |path| del_handle.block_on(del_store.delete(path)),
+        max_bytes,
     )
 }
 

@@ -12,7 +12,7 @@ use tracing::{info, warn};
 use super::progress::Progress;
 use super::state::StateDir;
 use crate::api::*;
-use crate::engine::catalog::{Catalog, Recorded, run_rescan};
+use crate::engine::catalog::{Catalog, Recorded, backup_done, run_notes, run_rescan};
 use crate::engine::planner::{Breaker, PlanContext, apply_breaker};
 use crate::engine::restore::unreadable_links;
 use crate::engine::task::*;
@@ -494,13 +494,17 @@ impl Local {
                         o.seconds
                     );
                     st.last_run = Some(Utc::now());
+                    st.last_run_notes = run_notes(&o.entries);
                     st.last_run_generation = generation;
                     st.last_run_now = token;
                     set_trail_condition(
                         st,
                         true,
                         "BackupSucceeded",
-                        &format!("{} instances written", o.entries.len()),
+                        &backup_done(
+                            format!("{} instances written", o.entries.len()),
+                            &st.last_run_notes,
+                        ),
                         generation,
                     );
                 }

@@ -21,7 +21,7 @@ use super::context::{Context, media_mount};
 use super::jobs::{PvcMount, WorkerRun, build, owned_by_job, run_name};
 use super::metrics::{ErrorLabels, ResourceLabels};
 use crate::api::*;
-use crate::engine::catalog::Catalog;
+use crate::engine::catalog::{Catalog, backup_done, run_notes};
 use crate::engine::planner::{Breaker, PlanContext, apply_breaker};
 use crate::engine::task::*;
 use crate::error::{Error, Result};
@@ -957,6 +957,21 @@ pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<
             JobState::Succeeded => (true, "BackupSucceeded", format!("backup run {run} done")),
             JobState::Failed(m) => (false, "BackupFailed", m),
         };
+        // What this run's worker recorded, as the API server has it (the watch may lag).
+        let started = job
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref())
+            .and_then(|t| chrono::DateTime::from_timestamp(t.0.as_second(), 0));
+        let recorded = trail_entries(&ctx, &ns, std::slice::from_ref(&name)).await?;
+        st.last_run_notes = run_notes(
+            recorded
+                .entries
+                .values()
+                .map(|e| &e.spec)
+                .filter(|e| started.is_none_or(|s| e.created_at >= s)),
+        );
+        let msg = backup_done(msg, &st.last_run_notes);
         st.last_run = Some(Utc::now());
         st.last_run_generation = generation;
         st.last_run_now = token;
@@ -966,7 +981,8 @@ pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<
             &mut st.conditions,
             Condition::new("Ready", ok, reason, msg.clone()),
         );
-        event(&recorder, t.as_ref(), !ok, reason, msg).await;
+        let warn = !ok || !st.last_run_notes.is_empty();
+        event(&recorder, t.as_ref(), warn, reason, msg).await;
         write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
         return Ok(Action::await_change());
     }
