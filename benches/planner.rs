@@ -104,6 +104,8 @@ fn entry(
         extents,
         replaces: Vec::new(),
         bytes: 64 << 20,
+        file_bytes: Some(64 << 20),
+        notes: Vec::new(),
         digest: format!("sha256:{day:064x}"),
         created_at: backup_time,
         expires_at: backup_time + TimeDelta::days(90),

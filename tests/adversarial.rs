@@ -625,7 +625,10 @@ fn what_a_backup_skipped_is_in_its_entry_and_the_trails_status() {
         .join("---\n"),
     );
     let r = env.apply(&[&file]).expect_ok("a backup with a FIFO in it");
-    assert!(r.all().contains("a: skipped pipe"), "not in the output: {r}");
+    assert!(
+        r.all().contains("a: skipped pipe"),
+        "not in the output: {r}"
+    );
     let entries = env.entries();
     let notes = &entry(&entries, "nightly", "a")["spec"]["notes"];
     assert!(
@@ -721,4 +724,80 @@ spec:
         Vec::<String>::new(),
         "{r}"
     );
+}
+
+#[tokio::test]
+async fn a_restore_killed_while_it_writes_to_s3_leaves_its_prefix_empty() {
+    let server = common::s3server::S3Server::start();
+    server.create_bucket("restores").await;
+    let env = Env::new();
+    for i in 0..24 {
+        random_file(&env.path(&format!("data/big/f{i:02}")), 2 << 20, i);
+    }
+    let base = env.yaml(
+        "base.yaml",
+        &[
+            media_class("disk", &env.path("media/disk"), "64Mi", "1Mi", true),
+            backup_trail("nightly", "disk", 1, &[("big", env.path("data/big"))]),
+        ]
+        .join("---\n"),
+    );
+    env.apply(&[&base]).expect_ok("backup");
+    let file = env.yaml(
+        "r.yaml",
+        &format!(
+            "{}{API}
+kind: Restore
+metadata: {{name: big}}
+spec:
+  workItem: big
+  target: {{s3: {{endpoint: \"{}\", bucket: restores, prefix: killed, region: us-east-1, forcePathStyle: true, credentialsSecretRef: {{name: s3-creds}}}}}}
+",
+            server.secret_yaml(),
+            server.endpoint
+        ),
+    );
+    let before = server.data_files();
+    let mut child = env
+        .command(&["apply", "-f", file.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once the data of a few files reached the server.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while server.data_files().len() < before.len() + 4 {
+        assert!(std::time::Instant::now() < deadline, "no data reached S3");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the restore finished before it could be killed"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        objects(&server, "restores", "killed/").await,
+        Vec::<String>::new(),
+        "a killed restore left unverified objects"
+    );
+    // The prefix is still usable: the next restore fills it, byte for byte.
+    env.apply(&[&file]).expect_ok("the restore again");
+    let restored = objects(&server, "restores", "killed/").await;
+    assert_eq!(restored.len(), 24);
+    for key in restored {
+        let got = server
+            .client()
+            .get_object()
+            .bucket("restores")
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
+        let got = got.body.collect().await.unwrap().into_bytes();
+        let source = env
+            .path("data/big")
+            .join(key.strip_prefix("killed/").unwrap());
+        assert_eq!(got.as_ref(), fs::read(&source).unwrap(), "{key}");
+    }
 }

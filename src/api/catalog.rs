@@ -213,7 +213,11 @@ mod tests {
         assert_eq!(many[MAX_NOTES - 1], format!("n{}", MAX_NOTES - 1));
         assert_eq!(many[MAX_NOTES], "… and 5 more (in the worker's log)");
         let long = capped_notes(["é".repeat(MAX_NOTE_LEN)]);
-        assert!(long[0].len() <= MAX_NOTE_LEN + '…'.len_utf8(), "{}", long[0].len());
+        assert!(
+            long[0].len() <= MAX_NOTE_LEN + '…'.len_utf8(),
+            "{}",
+            long[0].len()
+        );
         assert!(long[0].ends_with('…'));
     }
 }

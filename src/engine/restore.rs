@@ -2,6 +2,7 @@
 //! links are read (every block checked, digest verified) and extracted in order into the
 //! target, never outside it.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use super::archive::{ExtractOptions, ExtractReport, extract_archive_to, extract_
 use super::pipe::{ChannelReader, blocking};
 use super::task::{DataSpec, RestoreLink, RestoreTask, TaskOutcome, VerifyTask};
 use crate::error::{Error, Result};
-use crate::media::store::ObjectStore;
+use crate::media::store::{ObjectStore, ObjectWriter};
 use crate::media::trail::read_instance;
 
 /// Bytes per part when a restored file is written to an S3 target.
@@ -22,9 +23,9 @@ const PUT_CHUNK: usize = 8 << 20;
 /// Runs a restore task. A directory target is built in a staging directory inside it (same
 /// filesystem) and moved into place only once every link of the chain was read whole, each
 /// block checked and each stream's digest matched, and nothing was refused; an S3 target's
-/// objects are removed again if any check fails. So a forged or damaged copy leaves nothing in
-/// the target, and the next copy starts clean. The target must be absent or empty: a restore
-/// never removes what is in its way.
+/// objects are uploaded as they are read but made visible only then (see [`S3Out`]). So a
+/// forged or damaged copy leaves nothing in the target, and the next copy starts clean. The
+/// target must be absent or empty: a restore never removes what is in its way.
 pub async fn run_restore(task: &RestoreTask) -> Result<TaskOutcome> {
     let (stage, s3_target): (Option<Staging>, Option<S3Out>) = match &task.target {
         DataSpec::S3(t) => (None, Some(empty_prefix(t.open().await?, &t.prefix).await?)),
@@ -33,30 +34,138 @@ pub async fn run_restore(task: &RestoreTask) -> Result<TaskOutcome> {
     let result = restore_links(task, stage.as_ref(), s3_target.as_ref()).await;
     match (result, stage, s3_target) {
         (Ok(outcome), Some(stage), _) => stage.commit().map(|()| outcome),
-        (Ok(outcome), None, _) => Ok(outcome),
+        (Ok(outcome), None, Some(out)) => out.commit().await.map(|()| outcome),
         (Err(e), _, Some(out)) => {
-            // What this restore wrote is unverified: removed (only that: others may write
-            // beside it).
-            let written = std::mem::take(&mut *out.written.lock().expect("not poisoned"));
-            for key in written {
-                let _ = out.store.delete(&key).await;
-            }
+            out.abort().await;
             Err(e)
         }
-        (Err(e), _, None) => Err(e),
+        (r, _, _) => r,
     }
 }
 
-/// An S3 restore target and the keys this restore wrote there.
+/// An S3 restore target. Each file is uploaded as it is read, but finished (made visible) only
+/// once every link was verified: an unfinished multipart upload is invisible, so a forged or
+/// damaged copy, or a killed restore, leaves nothing under the prefix. Small files wait in
+/// memory, within [`PENDING_BYTES`]; larger ones, and small ones past it, are sealed (sent as
+/// their last part) to wait on the server.
 #[derive(Clone)]
 struct S3Out {
     store: Arc<dyn ObjectStore>,
-    written: Arc<std::sync::Mutex<Vec<String>>>,
+    pending: Arc<std::sync::Mutex<Pending>>,
 }
 
-/// An S3 restore target, if nothing is under its prefix yet: objects written there can only
-/// be verified after the fact, so a failed restore removes what it wrote, and the prefix must
-/// hold nothing of the user's that a restore could replace.
+/// Files written to an S3 target and not yet finished.
+#[derive(Default)]
+struct Pending {
+    writers: BTreeMap<String, Box<dyn ObjectWriter>>,
+    /// Files whose data is still in memory, and how much of it (pages, at least).
+    unsealed: Vec<String>,
+    buffered: u64,
+}
+
+/// A file at least this large is sealed as soon as it is written.
+const SEAL_AT: u64 = 1 << 20;
+/// What unsealed small files may hold in memory together.
+const PENDING_BYTES: u64 = 64 << 20;
+/// How many small files may wait unsealed (each holds its own buffer).
+const PENDING_FILES: usize = 4096;
+
+impl S3Out {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().expect("not poisoned")
+    }
+
+    /// Writes one file (replacing a pending one at `path`, as a later link of a chain does).
+    /// Runs on a blocking thread.
+    fn write(
+        &self,
+        handle: &tokio::runtime::Handle,
+        path: &str,
+        body: &mut dyn Read,
+    ) -> Result<()> {
+        self.discard(handle, |key| key == path);
+        let mut w = handle.block_on(self.store.create(path))?;
+        let mut buf = vec![0u8; PUT_CHUNK];
+        let mut size = 0u64;
+        loop {
+            let n = read_full(body, &mut buf).map_err(|e| Error::io(path, e))?;
+            if n == 0 {
+                break;
+            }
+            size += n as u64;
+            handle.block_on(w.write(bytes::Bytes::copy_from_slice(&buf[..n])))?;
+        }
+        if size >= SEAL_AT {
+            handle.block_on(w.seal())?;
+        }
+        let mut p = self.pending();
+        p.writers.insert(path.to_owned(), w);
+        if size > 0 && size < SEAL_AT {
+            p.unsealed.push(path.to_owned());
+            p.buffered += size.max(4096);
+        }
+        if p.buffered > PENDING_BYTES || p.unsealed.len() > PENDING_FILES {
+            let Pending {
+                writers,
+                unsealed,
+                buffered,
+            } = &mut *p;
+            for key in unsealed.drain(..) {
+                if let Some(w) = writers.get_mut(&key) {
+                    handle.block_on(w.seal())?;
+                }
+            }
+            *buffered = 0;
+        }
+        Ok(())
+    }
+
+    /// Drops the pending files whose key `gone` matches (a deletion recorded by an
+    /// incremental, or a file written again).
+    fn discard(&self, handle: &tokio::runtime::Handle, gone: impl Fn(&str) -> bool) {
+        let dropped: Vec<Box<dyn ObjectWriter>> = {
+            let mut p = self.pending();
+            let keys: Vec<String> = p.writers.keys().filter(|k| gone(k)).cloned().collect();
+            p.unsealed.retain(|k| !gone(k));
+            keys.iter().filter_map(|k| p.writers.remove(k)).collect()
+        };
+        for w in dropped {
+            let _ = handle.block_on(w.abort());
+        }
+    }
+
+    /// Makes every verified file visible. If one cannot be, those already finished are removed
+    /// again and the rest abandoned: the target is left as it was.
+    async fn commit(self) -> Result<()> {
+        let writers = std::mem::take(&mut self.pending().writers);
+        let mut finished: Vec<String> = Vec::new();
+        let mut rest = writers.into_iter();
+        for (key, w) in rest.by_ref() {
+            if let Err(e) = w.finish().await {
+                for (_, w) in rest {
+                    let _ = w.abort().await;
+                }
+                for key in finished {
+                    let _ = self.store.delete(&key).await;
+                }
+                return Err(e);
+            }
+            finished.push(key);
+        }
+        Ok(())
+    }
+
+    /// Abandons every pending file: nothing of them becomes visible.
+    async fn abort(self) {
+        let writers = std::mem::take(&mut self.pending().writers);
+        for (_, w) in writers {
+            let _ = w.abort().await;
+        }
+    }
+}
+
+/// An S3 restore target, if nothing is under its prefix yet: the prefix must hold nothing of
+/// the user's that a restore could replace.
 async fn empty_prefix<S: ObjectStore + 'static>(store: S, prefix: &str) -> Result<S3Out> {
     if let Some(o) = store.list("").await?.first() {
         return Err(Error::Refused {
@@ -69,7 +178,7 @@ async fn empty_prefix<S: ObjectStore + 'static>(store: S, prefix: &str) -> Resul
     }
     Ok(S3Out {
         store: Arc::new(store),
-        written: Default::default(),
+        pending: Default::default(),
     })
 }
 
@@ -232,33 +341,15 @@ fn extract_to_store(
     handle: tokio::runtime::Handle,
     max_bytes: Option<u64>,
 ) -> Result<ExtractReport> {
-    let store = out.store;
-    let del_store = store.clone();
-    let del_handle = handle.clone();
+    // The bodies are read here, outside `block_on`: they block on the media reader's channel.
     extract_archive_to(
         reader,
-        &mut |path, _size, body: &mut dyn Read| {
-            // The body is read here, outside `block_on`: it blocks on the media reader's channel.
-            // The target is this restore's own prefix: a later chain link replaces.
-            let mut w = handle.block_on(async {
-                store.delete(path).await?;
-                store.create(path).await
-            })?;
-            out.written
-                .lock()
-                .expect("not poisoned")
-                .push(path.to_string());
-            let mut buf = vec![0u8; PUT_CHUNK];
-            loop {
-                let n = read_full(body, &mut buf).map_err(|e| Error::io(path, e))?;
-                if n == 0 {
-                    break;
-                }
-                handle.block_on(w.write(bytes::Bytes::copy_from_slice(&buf[..n])))?;
-            }
-            handle.block_on(w.finish()).map(|_| ())
+        &mut |path, _size, body: &mut dyn Read| out.write(&handle, path, body),
+        &mut |path| {
+            let below = format!("{path}/");
+            out.discard(&handle, |key| key == path || key.starts_with(&below));
+            Ok(())
         },
-        &mut |path| del_handle.block_on(del_store.delete(path)),
         max_bytes,
     )
 }

@@ -998,6 +998,29 @@ impl ObjectWriter for S3Writer {
         Ok(())
     }
 
+    /// Uploads the buffer as the last part, however short (a multipart upload stays invisible
+    /// until completed), and frees it.
+    async fn seal(&mut self) -> Result<()> {
+        self.refuse_if_failed()?;
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let sent = async {
+            self.upload_part().await?;
+            while !self.inflight.is_empty() {
+                self.reap_part().await?;
+            }
+            Ok(())
+        }
+        .await;
+        // The part was split off the buffer's allocation: drop the rest of it too.
+        self.buf = BytesMut::new();
+        if sent.is_err() {
+            self.fail().await;
+        }
+        sent
+    }
+
     async fn finish(mut self: Box<Self>) -> Result<u64> {
         self.refuse_if_failed()?;
         let result = match self.upload_id.clone() {

@@ -63,6 +63,13 @@ pub trait ObjectWriter: Send {
     /// Appends bytes. Implementations buffer a few parts (S3) or one OS buffer (files).
     async fn write(&mut self, data: Bytes) -> Result<()>;
 
+    /// Sends what is still buffered, so the writer can wait for [`ObjectWriter::finish`]
+    /// without holding its data in memory; the object stays invisible until then. No write may
+    /// follow. The default does nothing, for writers that buffer nothing in memory.
+    async fn seal(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// Makes the object durable and visible under its key, write-once; returns its size.
     async fn finish(self: Box<Self>) -> Result<u64>;
 
