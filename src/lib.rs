@@ -3,6 +3,7 @@
 //! Data flows one way: resources → planner → task → executor → engine → media → catalog.
 
 pub mod api;
+pub mod beneath;
 pub mod demo;
 pub mod engine;
 pub mod error;

@@ -7,16 +7,16 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Seek, SeekFrom, Write};
-use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::Path;
 
 use common::cli::{Env, backup_trail, media_class};
 use common::tree::{assert_same_tree, pseudo_random_bytes};
+use mimeo::beneath::Dir;
 use mimeo::engine::archive::{
     ArchiveSummary, ExtractOptions, ExtractReport, extract_archive, extract_archive_with,
     write_dir_archive,
@@ -286,40 +286,25 @@ fn a_users_own_mimeo_directory_round_trips() {
 /// path from the root would exceed PATH_MAX), with `leaf` in the deepest; returns the depth of
 /// `leaf`'s path in bytes.
 fn deep_tree(root: &Path, name: &str, levels: usize, leaf: &[u8]) -> usize {
-    let c_name = CString::new(name).unwrap();
-    let mut dir = fs::File::open(root).unwrap();
+    let mut dir = Dir::open(root).unwrap();
     for _ in 0..levels {
-        // SAFETY: a valid directory descriptor and a NUL-terminated name.
-        let rc = unsafe { libc::mkdirat(dir.as_raw_fd(), c_name.as_ptr(), 0o755) };
-        assert_eq!(rc, 0, "{}", io::Error::last_os_error());
-        // SAFETY: as above; the new descriptor is owned by the File.
-        let fd = unsafe {
-            libc::openat(
-                dir.as_raw_fd(),
-                c_name.as_ptr(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            )
-        };
-        assert!(fd >= 0, "{}", io::Error::last_os_error());
-        // SAFETY: `fd` was just opened and is owned by nothing else.
-        dir = unsafe { fs::File::from_raw_fd(fd) };
+        dir = dir.open_or_create_dir(OsStr::new(name)).unwrap();
     }
-    let c_leaf = CString::new("leaf").unwrap();
-    // SAFETY: as above.
-    let fd = unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            c_leaf.as_ptr(),
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
-            0o644,
-        )
-    };
-    assert!(fd >= 0, "{}", io::Error::last_os_error());
-    // SAFETY: `fd` was just opened and is owned by nothing else.
-    unsafe { fs::File::from_raw_fd(fd) }
-        .write_all(leaf)
-        .unwrap();
+    let mut file = dir.create_file(OsStr::new("leaf"), 0o644).unwrap();
+    file.write_all(leaf).unwrap();
     (name.len() + 1) * levels + "leaf".len()
+}
+
+/// The content of the `leaf` that [`deep_tree`] made below `root`.
+fn deep_leaf(root: &Path, name: &str, levels: usize) -> Vec<u8> {
+    let mut dir = Dir::open(root).unwrap();
+    for _ in 0..levels {
+        dir = dir.open_dir(OsStr::new(name)).unwrap();
+    }
+    let mut data = Vec::new();
+    let mut file = dir.open_file(OsStr::new("leaf")).unwrap();
+    io::Read::read_to_end(&mut file, &mut data).unwrap();
+    data
 }
 
 fn listing(stream: &[u8]) -> Vec<Vec<u8>> {
@@ -332,7 +317,7 @@ fn listing(stream: &[u8]) -> Vec<Vec<u8>> {
 }
 
 #[test]
-fn a_tree_deeper_than_path_max_is_backed_up() {
+fn a_tree_deeper_than_path_max_is_backed_up_and_restored() {
     let (_tmp, src) = source_dir();
     fs::write(src.join("a.txt"), b"shallow").unwrap();
     let name = "d".repeat(200);
@@ -351,6 +336,13 @@ fn a_tree_deeper_than_path_max_is_backed_up() {
         "deep leaf not in the stream"
     );
     assert!(entries.contains(&b"z.txt".to_vec()));
+
+    // And restored: the extractor creates each directory beneath its parent's handle too.
+    let dst = src.parent().unwrap().join("dst");
+    let report = restore(&stream, &dst);
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    assert_eq!(deep_leaf(&dst, &name, 25), b"deep down");
+    assert_eq!(fs::read(dst.join("z.txt")).unwrap(), b"after the deep tree");
 }
 
 #[test]

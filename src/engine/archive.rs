@@ -29,17 +29,18 @@
 //! - Extraction clears setuid and setgid bits unless [`ExtractOptions::keep_setid`] asks.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ffi::{CStr, CString, OsStr, OsString};
-use std::fs::{self, File, Metadata, OpenOptions, Permissions};
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File, Metadata, Permissions};
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tar::{Builder, EntryType, Header};
 
+use crate::beneath::{Dir, is_gone};
 use crate::error::{Error, Result};
 
 /// The control entry listing an incremental stream's deletions; always the first entry.
@@ -165,7 +166,7 @@ pub fn write_dir_archive<W: Write>(
     out: W,
 ) -> Result<ArchiveSummary> {
     let mut summary = ArchiveSummary::default();
-    let top = DirHandle::open_root(root).map_err(|e| Error::io(root, e))?;
+    let top = Dir::open(root).map_err(|e| Error::io(root, e))?;
     let plan = walk(root, &top, &mut summary.skipped)?;
     let include = select(&plan, previous);
     summary.index.entries = plan
@@ -333,15 +334,15 @@ where
 }
 
 /// Extracts into `target` (created if missing), applying the stream's recorded deletions first.
-/// Never writes outside `target`: entries with `..` or absolute paths, entries whose parent path
-/// crosses a symlink (checked with `lstat` as it goes, never followed), hard links to such or to
-/// refused paths, and device/FIFO entries are refused and reported. Existing entries at a path are
-/// replaced (never written into), so an incremental chain restores link after link over one
-/// target. Directory modes and times are applied after their content. The input is read to its
-/// end so a writer on the other side of a pipe finishes cleanly.
-///
-/// Checks are made entry by entry; they do not guard against another process rearranging the
-/// target while the restore runs.
+/// Never writes outside `target`: every entry is reached beneath the target's handle one name
+/// at a time, never through a symlink (see [`crate::beneath`]), so neither a symlink planted
+/// in the target, before or during the restore, nor a tree deeper than PATH_MAX sends a write
+/// elsewhere. Entries with `..` or absolute paths, entries whose parent path crosses a symlink,
+/// hard links to such or to refused paths, and device/FIFO entries are refused and reported.
+/// Existing entries at a path are replaced (never written into), so an incremental chain
+/// restores link after link over one target. Directory modes and times are applied after their
+/// content. The input is read to its end so a writer on the other side of a pipe finishes
+/// cleanly.
 ///
 /// Uses the default [`ExtractOptions`]: set-id bits are cleared, sizes are not bounded.
 pub fn extract_archive<R: Read>(input: R, target: &Path) -> Result<ExtractReport> {
@@ -370,6 +371,8 @@ pub fn extract_archive_with<R: Read>(
     fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
     let mut dest = DirTarget {
         root: target,
+        top: Dir::open(target).map_err(|e| Error::io(target, e))?,
+        chain: Vec::new(),
         // SAFETY: geteuid has no preconditions and cannot fail.
         as_root: unsafe { libc::geteuid() } == 0,
         keep_setid: options.keep_setid,
@@ -479,7 +482,7 @@ impl Planned {
 
 /// One directory of the walk in progress: its handle and its names not yet visited.
 struct Level {
-    dir: DirHandle,
+    dir: Dir,
     path: Vec<u8>,
     names: std::vec::IntoIter<OsString>,
 }
@@ -488,7 +491,7 @@ struct Level {
 /// directory is opened beneath its parent's handle and listed through its own, so the walk
 /// needs no path longer than one name and never passes through a symlink; the depth of the tree
 /// is bounded only by the number of open files allowed (one per level).
-fn walk(root: &Path, top: &DirHandle, skipped: &mut Vec<String>) -> Result<Vec<Planned>> {
+fn walk(root: &Path, top: &Dir, skipped: &mut Vec<String>) -> Result<Vec<Planned>> {
     let names = top.names().map_err(|e| Error::io(root, e))?;
     let mut stack = vec![Level {
         dir: top.try_clone().map_err(|e| Error::io(root, e))?,
@@ -573,11 +576,11 @@ fn walk(root: &Path, top: &DirHandle, skipped: &mut Vec<String>) -> Result<Vec<P
 /// of the current entry, each opened beneath its parent and checked to be the one the walk saw.
 struct OpenDirs {
     /// Plan index of each open directory (`None` for the root) and its handle.
-    chain: Vec<(Option<usize>, DirHandle)>,
+    chain: Vec<(Option<usize>, Dir)>,
 }
 
 impl OpenDirs {
-    fn new(root: DirHandle) -> Self {
+    fn new(root: Dir) -> Self {
         OpenDirs {
             chain: vec![(None, root)],
         }
@@ -585,7 +588,7 @@ impl OpenDirs {
 
     /// The open directory holding `entry`; `None` when that directory could not be opened.
     /// Entries come in walk order, so directories left behind are closed on the way.
-    fn parent_of(&mut self, plan: &[Planned], entry: &Planned) -> Option<&DirHandle> {
+    fn parent_of(&mut self, plan: &[Planned], entry: &Planned) -> Option<&Dir> {
         let parent = entry.parent();
         let path_of = |at: &Option<usize>| at.map_or(&[][..], |i| plan[i].path.as_slice());
         while let Some((at, _)) = self.chain.last() {
@@ -601,145 +604,6 @@ impl OpenDirs {
         let (at, dir) = self.chain.last()?;
         (path_of(at) == parent).then_some(dir)
     }
-}
-
-/// A directory of the source tree, held open: everything in it is reached through this handle
-/// (`openat` and friends on one name, never a path from the root), so neither PATH_MAX nor a
-/// parent renamed or swapped for a symlink while the backup runs changes what is read.
-struct DirHandle(File);
-
-impl DirHandle {
-    /// The root of a walk. A root that is itself a symlink is followed: the user named it.
-    fn open_root(path: &Path) -> io::Result<Self> {
-        let path = c_name(path.as_os_str())?;
-        open_at(libc::AT_FDCWD, &path, libc::O_RDONLY | libc::O_DIRECTORY).map(DirHandle)
-    }
-
-    /// A subdirectory, never through a symlink.
-    fn open_dir(&self, name: &OsStr) -> io::Result<Self> {
-        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
-        open_at(self.0.as_raw_fd(), &c_name(name)?, flags).map(DirHandle)
-    }
-
-    /// A regular file, for reading. O_NOFOLLOW: a file swapped for a symlink is not followed;
-    /// O_NONBLOCK: one swapped for a FIFO does not hang the backup (no effect on regular files).
-    fn open_file(&self, name: &OsStr) -> io::Result<File> {
-        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK;
-        open_at(self.0.as_raw_fd(), &c_name(name)?, flags)
-    }
-
-    /// The metadata of the entry itself (a symlink's own), through an `O_PATH` handle, which
-    /// opens nothing (no FIFO blocks, no device wakes up).
-    fn stat(&self, name: &OsStr) -> io::Result<Metadata> {
-        let flags = libc::O_PATH | libc::O_NOFOLLOW;
-        open_at(self.0.as_raw_fd(), &c_name(name)?, flags)?.metadata()
-    }
-
-    /// The subdirectory `name` if it is still the directory `id` (`(dev, ino)`) the walk saw;
-    /// `None` when it is gone or was replaced (by a symlink, a file or another directory).
-    fn open_same_dir(&self, name: &OsStr, id: (u64, u64)) -> io::Result<Option<Self>> {
-        match self.open_dir(name) {
-            Ok(dir) => {
-                let meta = dir.0.metadata()?;
-                Ok(((meta.dev(), meta.ino()) == id).then_some(dir))
-            }
-            Err(e) if is_gone(&e) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    fn try_clone(&self) -> io::Result<Self> {
-        self.0.try_clone().map(DirHandle)
-    }
-
-    /// The target of the symlink `name`, as bytes.
-    fn read_link(&self, name: &OsStr) -> io::Result<Vec<u8>> {
-        let name = c_name(name)?;
-        let mut buf = vec![0u8; 256];
-        loop {
-            // SAFETY: `name` is NUL-terminated and `buf` is valid for `buf.len()` bytes of writes,
-            // both alive for the duration of the call.
-            let n = unsafe {
-                libc::readlinkat(
-                    self.0.as_raw_fd(),
-                    name.as_ptr(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                )
-            };
-            let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
-            if n < buf.len() {
-                buf.truncate(n);
-                return Ok(buf);
-            }
-            // Possibly cut short: try again with more room.
-            buf.resize(buf.len() * 2, 0);
-        }
-    }
-
-    /// The names in this directory (without `.` and `..`), sorted by bytes.
-    fn names(&self) -> io::Result<Vec<OsString>> {
-        // A descriptor of its own: the stream takes it over and moves its offset.
-        let fd = open_at(self.0.as_raw_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY)?;
-        let fd = fd.into_raw_fd();
-        // SAFETY: `fd` is an open directory descriptor, owned from here on by the stream.
-        let stream = unsafe { libc::fdopendir(fd) };
-        if stream.is_null() {
-            let e = io::Error::last_os_error();
-            // SAFETY: the stream did not take `fd`, which is still open and owned here.
-            unsafe { libc::close(fd) };
-            return Err(e);
-        }
-        let mut names = Vec::new();
-        let result = loop {
-            // SAFETY: errno is thread-local; cleared so that the end of the stream is told apart
-            // from an error.
-            unsafe { *libc::__errno_location() = 0 };
-            // SAFETY: `stream` is an open directory stream.
-            let entry = unsafe { libc::readdir(stream) };
-            if entry.is_null() {
-                let e = io::Error::last_os_error();
-                break if e.raw_os_error() == Some(0) {
-                    Ok(())
-                } else {
-                    Err(e)
-                };
-            }
-            // SAFETY: `entry` points at a valid dirent whose name is NUL-terminated; it is copied
-            // before the next readdir call invalidates it.
-            let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) }.to_bytes();
-            if name != b"." && name != b".." {
-                names.push(OsString::from_vec(name.to_vec()));
-            }
-        };
-        // SAFETY: `stream` is open and closed exactly once, closing `fd` with it.
-        unsafe { libc::closedir(stream) };
-        result?;
-        names.sort();
-        Ok(names)
-    }
-}
-
-fn c_name(name: &OsStr) -> io::Result<CString> {
-    CString::new(name.as_bytes()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
-}
-
-/// `openat(2)` with `O_CLOEXEC`.
-fn open_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<File> {
-    // SAFETY: `name` is NUL-terminated and alive for the duration of the call.
-    let fd = unsafe { libc::openat(dir, name.as_ptr(), flags | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just opened and is owned by nothing else.
-    Ok(unsafe { File::from_raw_fd(fd) })
-}
-
-/// Whether an error means the entry is no longer what the walk saw: gone, or replaced by a
-/// symlink (`O_NOFOLLOW`) or by something that is not a directory.
-fn is_gone(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::NotFound
-        || matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR))
 }
 
 fn special_name(meta: &Metadata) -> &'static str {
@@ -827,7 +691,7 @@ fn append_bare<W: Write>(
 /// actually read: restored, it is exactly what the backup saw, never zeros that no one wrote.
 fn append_file<W: Write>(
     builder: &mut Builder<W>,
-    dir: &DirHandle,
+    dir: &Dir,
     planned: &Planned,
     abs: &Path,
     summary: &mut ArchiveSummary,
@@ -1576,7 +1440,8 @@ fn apply_deletions<R: Read, D: Destination>(
 
 /// The state of a path's parent directories.
 enum Parents {
-    Ready,
+    /// All there: the directory holding the entry.
+    Ready(Dir),
     /// One is missing (and was not to be created).
     Missing,
     /// One is a symlink or not a directory: why nothing may be written below it.
@@ -1585,86 +1450,157 @@ enum Parents {
 
 struct DirTarget<'a> {
     root: &'a Path,
+    /// The target, held open: every entry is reached beneath it one name at a time, so neither
+    /// the depth of the tree nor a directory swapped for a symlink sends a write elsewhere.
+    top: Dir,
+    /// The directories opened last beneath `top`, outermost first, with their keys: entries in
+    /// stream order share them. Emptied whenever a directory is removed.
+    chain: Vec<(String, Dir)>,
     /// Root restores re-apply owners; unprivileged ones must lift read-only directory modes.
     as_root: bool,
     /// See [`ExtractOptions::keep_setid`].
     keep_setid: bool,
     /// Directories whose mode and time are applied once their content is in.
     deferred: Vec<(String, EntryMeta)>,
-    /// The regular file written last, still open, so a truncation marker cuts that very file.
-    last_file: Option<(String, File, EntryMeta)>,
+    /// The regular file written last, still open with its directory, so a truncation marker
+    /// cuts that very file.
+    last_file: Option<(String, Dir, File, EntryMeta)>,
     buf: Vec<u8>,
 }
 
+/// The last component of the key `rel`, as a name.
+fn leaf(rel: &str) -> OsString {
+    let name = rel.rsplit_once('/').map_or(rel, |(_, name)| name);
+    OsString::from_vec(key_path(name))
+}
+
 impl DirTarget<'_> {
-    /// Where the entry with key `rel` goes.
+    /// Where the entry with key `rel` goes (for messages: nothing is opened by this path).
     fn path_of(&self, rel: &str) -> PathBuf {
         self.root.join(OsStr::from_bytes(&key_path(rel)))
     }
 
-    /// Checks each parent of `rel` with `lstat` (never following a link), creating missing ones
-    /// when `create` is set.
-    fn parents(&self, rel: &str, create: bool) -> Result<Parents> {
-        let mut path = self.root.to_path_buf();
-        let mut prefix_len = 0;
-        let Some((parents, _)) = rel.rsplit_once('/') else {
-            return Ok(Parents::Ready);
+    /// The directory holding `rel`, opened beneath the target one name at a time, never
+    /// through a symlink; missing ones are made when `create` is set.
+    fn parents(&mut self, rel: &str, create: bool) -> Result<Parents> {
+        let parent = rel.rsplit_once('/').map_or("", |(parent, _)| parent);
+        let leads_to = |key: &str| {
+            parent == key
+                || (parent.starts_with(key) && parent.as_bytes().get(key.len()) == Some(&b'/'))
         };
-        for name in parents.split('/') {
-            path.push(OsStr::from_bytes(&key_path(name)));
-            prefix_len += name.len() + usize::from(prefix_len > 0);
-            let prefix = shown(&rel[..prefix_len]);
-            match fs::symlink_metadata(&path) {
-                Ok(meta) if meta.is_dir() => {}
-                Ok(meta) if meta.file_type().is_symlink() => {
-                    return Ok(Parents::Blocked(format!(
-                        "{prefix} is a symbolic link; nothing is written through one"
-                    )));
-                }
-                Ok(_) => return Ok(Parents::Blocked(format!("{prefix} is not a directory"))),
-                Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
-                    fs::create_dir(&path).map_err(|e| Error::io(&path, e))?;
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Parents::Missing),
-                Err(e) => return Err(Error::io(path, e)),
+        while self.chain.last().is_some_and(|(key, _)| !leads_to(key)) {
+            self.chain.pop();
+        }
+        let done = self.chain.last().map_or(0, |(key, _)| key.len() + 1);
+        if done <= parent.len() && !parent.is_empty() {
+            for name in parent[done..].split('/') {
+                let key_len = self.chain.last().map_or(0, |(key, _)| key.len() + 1) + name.len();
+                let key = &parent[..key_len];
+                let dir = self.chain.last().map_or(&self.top, |(_, dir)| dir);
+                let os = OsString::from_vec(key_path(name));
+                let opened = match dir.open_dir(&os) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                        match dir.create_dir(&os, 0o700) {
+                            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                                return Err(Error::io(self.path_of(key), e));
+                            }
+                            _ => dir.open_dir(&os),
+                        }
+                    }
+                    opened => opened,
+                };
+                let opened = match opened {
+                    Ok(opened) => opened,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Parents::Missing),
+                    Err(e) if is_gone(&e) => {
+                        let symlink = dir.stat(&os).is_ok_and(|m| m.file_type().is_symlink());
+                        let why = if symlink {
+                            "is a symbolic link; nothing is written through one"
+                        } else {
+                            "is not a directory"
+                        };
+                        return Ok(Parents::Blocked(format!("{} {why}", shown(key))));
+                    }
+                    Err(e) => return Err(Error::io(self.path_of(key), e)),
+                };
+                self.chain.push((key.to_owned(), opened));
             }
         }
-        Ok(Parents::Ready)
+        let dir = self.chain.last().map_or(&self.top, |(_, dir)| dir);
+        let dir = dir
+            .try_clone()
+            .map_err(|e| Error::io(self.path_of(parent), e))?;
+        Ok(Parents::Ready(dir))
     }
 
-    /// Lets an unprivileged restore write into a directory an earlier link of the chain restored
-    /// read-only; that directory's own entry re-applies its real mode at the end.
-    fn make_writable(&self, dir: &Path, meta: &Metadata) -> Result<()> {
-        if self.as_root || meta.mode() & 0o700 == 0o700 {
-            return Ok(());
-        }
-        let mode = (meta.mode() | 0o700) & 0o7777;
-        fs::set_permissions(dir, Permissions::from_mode(mode)).map_err(|e| Error::io(dir, e))
+    /// The mode that lets an unprivileged restore write into a directory an earlier link of
+    /// the chain restored read-only (that directory's own entry re-applies its real mode at
+    /// the end); `None` when nothing needs lifting.
+    fn lifted(&self, meta: &Metadata) -> Option<u32> {
+        (!self.as_root && meta.mode() & 0o700 != 0o700).then(|| (meta.mode() | 0o700) & 0o7777)
     }
 
-    fn make_parent_writable(&self, rel: &str) -> Result<()> {
-        let Some((parent, _)) = rel.rsplit_once('/') else {
+    fn make_parent_writable(&self, rel: &str, parent: &Dir) -> Result<()> {
+        if !rel.contains('/') {
             return Ok(()); // the target root is left as its owner made it
-        };
-        if self.as_root {
-            return Ok(());
         }
-        let dir = self.path_of(parent);
-        let meta = fs::symlink_metadata(&dir).map_err(|e| Error::io(&dir, e))?;
-        self.make_writable(&dir, &meta)
+        let at = || self.path_of(rel.rsplit_once('/').map_or("", |(p, _)| p));
+        let meta = parent.metadata().map_err(|e| Error::io(at(), e))?;
+        match self.lifted(&meta) {
+            Some(mode) => parent.set_mode(mode).map_err(|e| Error::io(at(), e)),
+            None => Ok(()),
+        }
     }
 
-    fn put_dir(&mut self, rel: &str, path: &Path, meta: EntryMeta) -> Result<()> {
-        match fs::symlink_metadata(path) {
-            Ok(existing) if existing.is_dir() => self.make_writable(path, &existing)?,
-            found => {
-                if found.is_ok() {
-                    fs::remove_file(path).map_err(|e| Error::io(path, e))?;
+    /// Removes whatever is at `name` (never following a symlink), so that a new entry replaces
+    /// it instead of writing into it (and into any other name of its inode).
+    fn clear(&mut self, parent: &Dir, name: &OsStr, path: &Path) -> Result<()> {
+        match parent.stat_if_any(name).map_err(|e| Error::io(path, e))? {
+            Some(meta) if meta.is_dir() => {
+                self.chain.clear();
+                self.remove_tree(parent, name, &meta, path)
+            }
+            Some(_) => parent.remove_file(name).map_err(|e| Error::io(path, e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Removes the directory `name` and everything in it, read-only directories an
+    /// unprivileged restore wrote earlier included.
+    fn remove_tree(&self, parent: &Dir, name: &OsStr, meta: &Metadata, path: &Path) -> Result<()> {
+        let dir = parent.open_dir(name).map_err(|e| Error::io(path, e))?;
+        if meta.mode() & 0o700 != 0o700 {
+            let mode = (meta.mode() | 0o700) & 0o7777;
+            dir.set_mode(mode).map_err(|e| Error::io(path, e))?;
+        }
+        for child in dir.names().map_err(|e| Error::io(path, e))? {
+            let child_path = path.join(&child);
+            let child_meta = dir.stat(&child).map_err(|e| Error::io(&child_path, e))?;
+            if child_meta.is_dir() {
+                self.remove_tree(&dir, &child, &child_meta, &child_path)?;
+            } else {
+                dir.remove_file(&child)
+                    .map_err(|e| Error::io(&child_path, e))?;
+            }
+        }
+        parent.remove_dir(name).map_err(|e| Error::io(path, e))
+    }
+
+    fn put_dir(&mut self, rel: &str, parent: &Dir, path: &Path, meta: EntryMeta) -> Result<()> {
+        let name = leaf(rel);
+        let io_err = |e| Error::io(path, e);
+        match parent.stat_if_any(&name).map_err(io_err)? {
+            Some(existing) if existing.is_dir() => {
+                if let Some(mode) = self.lifted(&existing) {
+                    let dir = parent.open_dir(&name).map_err(io_err)?;
+                    dir.set_mode(mode).map_err(io_err)?;
                 }
-                fs::DirBuilder::new()
-                    .mode(0o700)
-                    .create(path)
-                    .map_err(|e| Error::io(path, e))?;
+            }
+            found => {
+                if found.is_some() {
+                    parent.remove_file(&name).map_err(io_err)?;
+                }
+                parent.create_dir(&name, 0o700).map_err(io_err)?;
             }
         }
         self.deferred.push((rel.to_owned(), meta));
@@ -1674,18 +1610,16 @@ impl DirTarget<'_> {
     fn put_file<R: Read>(
         &mut self,
         rel: &str,
+        parent: Dir,
         path: &Path,
         entry: &mut tar::Entry<'_, R>,
         meta: &EntryMeta,
         report: &mut ExtractReport,
     ) -> Result<u64> {
-        clear(path)?;
-        // create_new: O_EXCL never follows a symlink at the final component.
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
+        let name = leaf(rel);
+        self.clear(&parent, &name, path)?;
+        let file = parent
+            .create_file(&name, 0o600)
             .map_err(|e| Error::io(path, e))?;
         let sparse = entry.header().entry_type() == EntryType::GNUSparse;
         let written = self.copy_data(entry, &file, sparse, path)?;
@@ -1702,8 +1636,10 @@ impl DirTarget<'_> {
         // After chown, which clears set-id bits.
         file.set_permissions(Permissions::from_mode(mode))
             .map_err(|e| Error::io(path, e))?;
-        set_mtime(path, meta.mtime, meta.nsec)?;
-        self.last_file = Some((rel.to_owned(), file, *meta));
+        parent
+            .set_mtime(&name, meta.mtime, meta.nsec)
+            .map_err(|e| Error::io(path, e))?;
+        self.last_file = Some((rel.to_owned(), parent, file, *meta));
         Ok(written)
     }
 
@@ -1740,20 +1676,33 @@ impl DirTarget<'_> {
         Ok(written)
     }
 
-    fn put_symlink(&self, rel: &str, path: &Path, target: &[u8], meta: &EntryMeta) -> Result<()> {
+    fn put_symlink(
+        &mut self,
+        rel: &str,
+        parent: &Dir,
+        path: &Path,
+        target: &[u8],
+        meta: &EntryMeta,
+    ) -> Result<()> {
         if target.is_empty() {
             return Err(refusal(rel, "symbolic link without a target"));
         }
-        clear(path)?;
-        std::os::unix::fs::symlink(OsStr::from_bytes(target), path)
-            .map_err(|e| Error::io(path, e))?;
-        self.chown_nofollow(path, meta)?;
-        set_mtime(path, meta.mtime, meta.nsec)
+        let name = leaf(rel);
+        self.clear(parent, &name, path)?;
+        let io_err = |e| Error::io(path, e);
+        parent
+            .symlink(OsStr::from_bytes(target), &name)
+            .map_err(io_err)?;
+        self.chown_nofollow(parent, &name, meta).map_err(io_err)?;
+        parent
+            .set_mtime(&name, meta.mtime, meta.nsec)
+            .map_err(io_err)
     }
 
     fn put_hard_link(
-        &self,
+        &mut self,
         rel: &str,
+        parent: &Dir,
         path: &Path,
         raw_target: &[u8],
         refused: &HashSet<String>,
@@ -1773,65 +1722,61 @@ impl DirTarget<'_> {
                 format!("hard link target {target} was refused"),
             ));
         }
-        match self.parents(&target, false)? {
-            Parents::Ready => {}
-            Parents::Missing => {
-                return Err(refusal(
-                    rel,
-                    format!("hard link target {target} does not exist"),
-                ));
-            }
+        let missing = || refusal(rel, format!("hard link target {target} does not exist"));
+        let target_dir = match self.parents(&target, false)? {
+            Parents::Ready(dir) => dir,
+            Parents::Missing => return Err(missing()),
             Parents::Blocked(why) => {
                 return Err(refusal(rel, format!("hard link target {target}: {why}")));
             }
-        }
-        let target_path = self.path_of(&target);
-        match fs::symlink_metadata(&target_path) {
-            Ok(meta) if meta.is_file() => {}
-            Ok(_) => {
+        };
+        let target_name = leaf(&target);
+        let found = target_dir
+            .stat_if_any(&target_name)
+            .map_err(|e| Error::io(self.path_of(&target), e))?;
+        match found {
+            Some(meta) if meta.is_file() => {}
+            Some(_) => {
                 return Err(refusal(
                     rel,
                     format!("hard link target {target} is not a regular file"),
                 ));
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(refusal(
-                    rel,
-                    format!("hard link target {target} does not exist"),
-                ));
-            }
-            Err(e) => return Err(Error::io(target_path, e)),
+            None => return Err(missing()),
         }
-        clear(path)?;
+        let name = leaf(rel);
+        self.clear(parent, &name, path)?;
         // linkat without AT_SYMLINK_FOLLOW: links the checked file itself.
-        fs::hard_link(&target_path, path).map_err(|e| Error::io(path, e))
+        target_dir
+            .hard_link(&target_name, parent, &name)
+            .map_err(|e| Error::io(path, e))
     }
 
-    fn chown_nofollow(&self, path: &Path, meta: &EntryMeta) -> Result<()> {
+    fn chown_nofollow(&self, parent: &Dir, name: &OsStr, meta: &EntryMeta) -> io::Result<()> {
         if !self.as_root {
             return Ok(());
         }
         let (uid, gid) = (u32::try_from(meta.uid).ok(), u32::try_from(meta.gid).ok());
-        std::os::unix::fs::lchown(path, uid, gid).map_err(|e| Error::io(path, e))
+        parent.lchown(name, uid, gid)
     }
 }
 
 impl Destination for DirTarget<'_> {
     fn delete(&mut self, rel: &str) -> Result<bool> {
-        match self.parents(rel, false)? {
-            Parents::Ready => {}
+        let parent = match self.parents(rel, false)? {
+            Parents::Ready(dir) => dir,
             Parents::Missing => return Ok(false),
             Parents::Blocked(why) => return Err(refusal(rel, why)),
-        }
+        };
         let path = self.path_of(rel);
-        match fs::symlink_metadata(&path) {
-            Ok(_) => {
-                self.make_parent_writable(rel)?;
-                clear(&path)?;
+        let name = leaf(rel);
+        match parent.stat_if_any(&name).map_err(|e| Error::io(&path, e))? {
+            Some(_) => {
+                self.make_parent_writable(rel, &parent)?;
+                self.clear(&parent, &name, &path)?;
                 Ok(true)
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::io(path, e)),
+            None => Ok(false),
         }
     }
 
@@ -1844,23 +1789,25 @@ impl Destination for DirTarget<'_> {
         report: &mut ExtractReport,
     ) -> Result<()> {
         let meta = EntryMeta::read(entry)?;
-        match self.parents(rel, true)? {
-            Parents::Ready => {}
+        let parent = match self.parents(rel, true)? {
+            Parents::Ready(dir) => dir,
             Parents::Missing => unreachable!("missing parents are created"),
             Parents::Blocked(why) => return Err(refusal(rel, why)),
-        }
-        self.make_parent_writable(rel)?;
+        };
+        self.make_parent_writable(rel, &parent)?;
         let path = self.path_of(rel);
         match kind {
-            EntryKind::Dir => self.put_dir(rel, &path, meta)?,
-            EntryKind::File => report.bytes += self.put_file(rel, &path, entry, &meta, report)?,
+            EntryKind::Dir => self.put_dir(rel, &parent, &path, meta)?,
+            EntryKind::File => {
+                report.bytes += self.put_file(rel, parent, &path, entry, &meta, report)?;
+            }
             EntryKind::Symlink => {
                 let target = entry.link_name_bytes().unwrap_or_default().into_owned();
-                self.put_symlink(rel, &path, &target, &meta)?;
+                self.put_symlink(rel, &parent, &path, &target, &meta)?;
             }
             EntryKind::HardLink => {
                 let target = entry.link_name_bytes().unwrap_or_default().into_owned();
-                self.put_hard_link(rel, &path, &target, refused)?;
+                self.put_hard_link(rel, &parent, &path, &target, refused)?;
             }
         }
         report.entries += 1;
@@ -1868,7 +1815,7 @@ impl Destination for DirTarget<'_> {
     }
 
     fn truncate(&mut self, rel: &str, size: u64) -> Result<bool> {
-        let Some((last, file, meta)) = self.last_file.take().filter(|(last, ..)| last == rel)
+        let Some((last, dir, file, meta)) = self.last_file.take().filter(|(last, ..)| last == rel)
         else {
             return Err(refusal(
                 rel,
@@ -1877,7 +1824,8 @@ impl Destination for DirTarget<'_> {
         };
         let path = self.path_of(&last);
         file.set_len(size).map_err(|e| Error::io(&path, e))?;
-        set_mtime(&path, meta.mtime, meta.nsec)?;
+        dir.set_mtime(&leaf(&last), meta.mtime, meta.nsec)
+            .map_err(|e| Error::io(&path, e))?;
         Ok(true)
     }
 
@@ -1886,21 +1834,23 @@ impl Destination for DirTarget<'_> {
         // Children before parents (the reverse of stream order), so that a parent made
         // read-only or unsearchable does not stop its children from being finished.
         for (rel, meta) in std::mem::take(&mut self.deferred).into_iter().rev() {
-            if !matches!(self.parents(&rel, false)?, Parents::Ready) {
+            let Parents::Ready(parent) = self.parents(&rel, false)? else {
                 continue;
-            }
+            };
             let path = self.path_of(&rel);
-            match fs::symlink_metadata(&path) {
-                Ok(found) if found.is_dir() => {}
-                // Replaced by a later entry, which wins.
-                Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            let name = leaf(&rel);
+            let dir = match parent.open_dir(&name) {
+                Ok(dir) => dir,
+                // Removed, or replaced by a later entry, which wins.
+                Err(e) if is_gone(&e) => continue,
                 Err(e) => return Err(Error::io(path, e)),
-            }
-            self.chown_nofollow(&path, &meta)?;
-            fs::set_permissions(&path, Permissions::from_mode(meta.mode))
-                .map_err(|e| Error::io(&path, e))?;
-            set_mtime(&path, meta.mtime, meta.nsec)?;
+            };
+            let io_err = |e| Error::io(&path, e);
+            self.chown_nofollow(&parent, &name, &meta).map_err(io_err)?;
+            dir.set_mode(meta.mode).map_err(io_err)?;
+            parent
+                .set_mtime(&name, meta.mtime, meta.nsec)
+                .map_err(io_err)?;
         }
         Ok(())
     }
@@ -1918,68 +1868,6 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(n)
-}
-
-/// Removes whatever is at `path` (not following a symlink), so that a new entry replaces it
-/// instead of writing into it (and into any other name of its inode).
-fn clear(path: &Path) -> Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => remove_tree(path, &meta),
-        Ok(_) => fs::remove_file(path).map_err(|e| Error::io(path, e)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(path, e)),
-    }
-}
-
-/// Like `fs::remove_dir_all`, but also empties read-only directories an unprivileged restore
-/// wrote earlier.
-fn remove_tree(dir: &Path, meta: &Metadata) -> Result<()> {
-    if meta.mode() & 0o700 != 0o700 {
-        let mode = (meta.mode() | 0o700) & 0o7777;
-        fs::set_permissions(dir, Permissions::from_mode(mode)).map_err(|e| Error::io(dir, e))?;
-    }
-    for child in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        let child = child.map_err(|e| Error::io(dir, e))?.path();
-        let child_meta = fs::symlink_metadata(&child).map_err(|e| Error::io(&child, e))?;
-        if child_meta.is_dir() {
-            remove_tree(&child, &child_meta)?;
-        } else {
-            fs::remove_file(&child).map_err(|e| Error::io(&child, e))?;
-        }
-    }
-    fs::remove_dir(dir).map_err(|e| Error::io(dir, e))
-}
-
-/// Sets the modification time of `path` itself (a symlink's own time, not its target's),
-/// leaving the access time alone.
-fn set_mtime(path: &Path, sec: i64, nsec: u32) -> Result<()> {
-    let c_path = CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| Error::io(path, io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-    let times = [
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-        libc::timespec {
-            tv_sec: sec as libc::time_t,
-            tv_nsec: nsec.min(999_999_999) as libc::c_long,
-        },
-    ];
-    // SAFETY: `c_path` is a NUL-terminated string and `times` two valid timespecs, both alive for
-    // the duration of the call.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c_path.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(Error::io(path, io::Error::last_os_error()))
-    }
 }
 
 struct SinkTarget<'s> {
@@ -2066,6 +1954,7 @@ mod tests {
     use super::*;
     use filetime::{FileTime, set_symlink_file_times};
     use sha2::{Digest, Sha256};
+    use std::ffi::CString;
     use std::fs::File;
     use std::io::{Cursor, Seek, SeekFrom};
     use std::os::unix::fs::symlink;

@@ -1,19 +1,23 @@
 //! Filesystem backend: objects are files under a root directory. A streaming write goes to a
 //! hidden temporary file that is fsynced and then linked into place without replacing anything,
-//! so a killed writer never leaves a partial object under its real name.
+//! so a killed writer never leaves a partial object under its real name. Every object is reached
+//! beneath the root's handle one name at a time, never through a symlink ([`crate::beneath`]):
+//! a `trail/volume -> elsewhere` planted before or during a run can neither receive media nor
+//! pass for it.
 
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::Range;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use tempfile::NamedTempFile;
 
 use super::store::{ObjectInfo, ObjectStore, ObjectWriter};
+use crate::beneath::{Dir, is_gone};
 use crate::error::{Error, Result};
 
 /// Temporary files start with this; listings skip them.
@@ -25,17 +29,23 @@ pub struct FsStore {
     root: PathBuf,
 }
 
+/// Where an object is: its directory, held open, and its name there.
+struct Place {
+    dir: Dir,
+    name: OsString,
+}
+
 impl FsStore {
     /// A store rooted at `root` (created on first write).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         FsStore { root: root.into() }
     }
 
-    /// The path of `key` beneath the root, checked component by component: no empty, `.` or
-    /// `..` component, and no symlink anywhere between the root and the object, so a planted
-    /// `trail/volume -> elsewhere` can neither receive media nor pass for it. With `create`,
-    /// missing directories are made (owner only).
-    fn path(&self, key: &str, create: bool) -> Result<PathBuf> {
+    /// The directory of `key` and its name there, reached from the root one component at a
+    /// time: no empty, `.` or `..` component, and no symlink anywhere between the root and the
+    /// object. With `create`, missing directories are made (owner only); without, `None` when
+    /// one is missing (nothing below it exists).
+    fn place(&self, key: &str, create: bool) -> Result<Option<Place>> {
         let parts: Vec<&str> = key.split('/').collect();
         if parts
             .iter()
@@ -47,45 +57,45 @@ impl FsStore {
         if create {
             std::fs::create_dir_all(&self.root).map_err(|e| self.err(key, e))?;
         }
-        let mut path = self.root.clone();
+        let mut dir = match Dir::open(&self.root) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => return Ok(None),
+            opened => opened.map_err(|e| self.err(key, e))?,
+        };
         for (i, c) in dirs.iter().enumerate() {
-            path.push(c);
-            match std::fs::symlink_metadata(&path) {
-                Ok(m) if m.is_dir() => {}
-                // Nothing below a missing directory can be a symlink.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => {
-                    path.extend(&dirs[i + 1..]);
-                    path.push(name);
-                    return Ok(path);
-                }
-                Ok(_) => {
-                    return Err(self.refuse(
-                        key,
-                        &format!("{} is not a directory (a symlink?)", path.display()),
-                    ));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
-                    match std::fs::DirBuilder::new().mode(0o700).create(&path) {
-                        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                            return Err(self.err(key, e));
-                        }
-                        _ => {}
-                    }
-                    // Raced with someone who put something else there: look again.
-                    if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-                        return Err(
-                            self.refuse(key, &format!("{} is not a directory", path.display()))
-                        );
-                    }
+            let opened = if create {
+                dir.open_or_create_dir(OsStr::new(c))
+            } else {
+                dir.open_dir(OsStr::new(c))
+            };
+            dir = match opened {
+                Ok(next) => next,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => return Ok(None),
+                Err(e) if is_gone(&e) => {
+                    let path = self.root.join(dirs[..=i].join("/"));
+                    let why = format!("{} is not a directory (a symlink?)", path.display());
+                    return Err(self.refuse(key, &why));
                 }
                 Err(e) => return Err(self.err(key, e)),
-            }
+            };
         }
-        path.push(name);
-        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
-            return Err(self.refuse(key, &format!("{} is a symlink", path.display())));
+        let name = OsString::from(name);
+        if dir
+            .stat_if_any(&name)
+            .map_err(|e| self.err(key, e))?
+            .is_some_and(|m| m.file_type().is_symlink())
+        {
+            let why = format!("{} is a symlink", self.root.join(key).display());
+            return Err(self.refuse(key, &why));
         }
-        Ok(path)
+        Ok(Some(Place { dir, name }))
+    }
+
+    /// [`Self::place`] of an object that must exist.
+    fn existing(&self, key: &str) -> Result<Place> {
+        self.place(key, false)?.ok_or_else(|| Error::NotFound {
+            store: self.describe(),
+            key: key.into(),
+        })
     }
 
     fn refuse(&self, key: &str, why: &str) -> Error {
@@ -112,67 +122,102 @@ impl FsStore {
         }
     }
 
-    fn temp_in(&self, key: &str) -> Result<NamedTempFile> {
-        let path = self.path(key, true)?;
-        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
-            .tempfile_in(&dir)
-            .map_err(|e| self.err(key, e))
+    /// A new temporary file beside where `key` goes.
+    fn temp_for(&self, key: &str) -> Result<TempFile> {
+        let Place { dir, name } = self.place(key, true)?.expect("created");
+        for _ in 0..16 {
+            let temp = OsString::from(format!("{TEMP_PREFIX}{:016x}", fastrand::u64(..)));
+            match dir.create_file(&temp, 0o600) {
+                Ok(file) => {
+                    return Ok(TempFile {
+                        dir,
+                        temp,
+                        name,
+                        file: Some(file),
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(self.err(key, e)),
+            }
+        }
+        Err(self.err(key, std::io::Error::other("no free temporary name")))
+    }
+}
+
+/// A temporary file beside its object's name, removed when dropped unless linked into place.
+struct TempFile {
+    dir: Dir,
+    temp: OsString,
+    name: OsString,
+    file: Option<File>,
+}
+
+impl TempFile {
+    fn file(&mut self) -> &mut File {
+        self.file.as_mut().expect("open until committed")
     }
 
-    /// Syncs and links the temp file to `key`, failing if `key` exists.
-    fn commit(&self, key: &str, tmp: NamedTempFile) -> Result<()> {
-        tmp.as_file().sync_all().map_err(|e| self.err(key, e))?;
-        let path = self.path(key, false)?;
-        tmp.persist_noclobber(&path).map_err(|e| {
-            if e.error.kind() == std::io::ErrorKind::AlreadyExists {
-                Error::AlreadyExists {
-                    store: self.describe(),
+    /// Syncs the file and links it to the object's name, failing if that name exists, then
+    /// syncs the directory.
+    fn commit(mut self, store: &FsStore, key: &str) -> Result<()> {
+        let file = self.file.take().expect("open until committed");
+        file.sync_all().map_err(|e| store.err(key, e))?;
+        drop(file);
+        match self.dir.hard_link(&self.temp, &self.dir, &self.name) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::AlreadyExists {
+                    store: store.describe(),
                     key: key.into(),
-                }
-            } else {
-                self.err(key, e.error)
+                });
             }
-        })?;
-        if let Some(dir) = path.parent()
-            && let Ok(d) = std::fs::File::open(dir)
-        {
-            let _ = d.sync_all();
+            linked => linked.map_err(|e| store.err(key, e))?,
         }
+        let _ = self.dir.remove_file(&self.temp);
+        self.temp.clear();
+        let _ = self.dir.sync();
         Ok(())
     }
 }
 
-fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectInfo>) -> std::io::Result<()> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.temp.is_empty() {
+            let _ = self.dir.remove_file(&self.temp);
+        }
+    }
+}
+
+/// Lists the objects under `dir` (whose key is `dir_key`, empty for the root) that start with
+/// `prefix`, through directory handles.
+fn walk(dir: &Dir, dir_key: &str, prefix: &str, out: &mut Vec<ObjectInfo>) -> std::io::Result<()> {
+    for name in dir.names()? {
+        let name = name.to_string_lossy().into_owned();
         if name.starts_with(TEMP_PREFIX) {
             continue;
         }
-        let path = entry.path();
-        let key = path
-            .strip_prefix(root)
-            .unwrap_or(&path)
-            .to_string_lossy()
-            .into_owned();
-        let ft = entry.file_type()?;
-        if ft.is_dir() {
+        let key = if dir_key.is_empty() {
+            name.clone()
+        } else {
+            format!("{dir_key}/{name}")
+        };
+        let meta = match dir.stat(OsStr::new(&name)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            found => found?,
+        };
+        if meta.is_dir() {
             // Only descend where the prefix can still match.
-            let dir_key = format!("{key}/");
-            if dir_key.starts_with(prefix) || prefix.starts_with(&dir_key) {
-                walk(root, &path, prefix, out)?;
+            let sub = format!("{key}/");
+            if sub.starts_with(prefix) || prefix.starts_with(&sub) {
+                match dir.open_dir(OsStr::new(&name)) {
+                    Ok(child) => walk(&child, &key, prefix, out)?,
+                    Err(e) if is_gone(&e) => {}
+                    Err(e) => return Err(e),
+                }
             }
-        } else if ft.is_file() && key.starts_with(prefix) {
+        } else if meta.is_file() && key.starts_with(prefix) {
             out.push(ObjectInfo {
                 key,
-                size: entry.metadata()?.len(),
+                size: meta.len(),
             });
         }
     }
@@ -180,22 +225,23 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectInfo>) -> std
 }
 
 /// Removes temporary files older than `before` under `dir`, recursively.
-fn purge_temps(dir: &Path, before: SystemTime, removed: &mut usize) -> std::io::Result<()> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let entry = entry?;
-        let ft = entry.file_type()?;
-        if ft.is_dir() {
-            purge_temps(&entry.path(), before, removed)?;
-        } else if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
-            && entry.metadata()?.modified()? < before
-        {
-            std::fs::remove_file(entry.path())?;
-            *removed += 1;
+fn purge_temps(dir: &Dir, before: SystemTime, removed: &mut usize) -> std::io::Result<()> {
+    for name in dir.names()? {
+        let meta = match dir.stat(&name) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            found => found?,
+        };
+        if meta.is_dir() {
+            match dir.open_dir(&name) {
+                Ok(child) => purge_temps(&child, before, removed)?,
+                Err(e) if is_gone(&e) => {}
+                Err(e) => return Err(e),
+            }
+        } else if name.to_string_lossy().starts_with(TEMP_PREFIX) && meta.modified()? < before {
+            match dir.remove_file(&name) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => *removed += 1,
+            }
         }
     }
     Ok(())
@@ -211,26 +257,34 @@ impl ObjectStore for FsStore {
         let this = self.clone();
         let key = key.to_string();
         tokio::task::spawn_blocking(move || {
-            let mut tmp = this.temp_in(&key)?;
-            tmp.write_all(&data).map_err(|e| this.err(&key, e))?;
-            this.commit(&key, tmp)
+            let mut tmp = this.temp_for(&key)?;
+            tmp.file().write_all(&data).map_err(|e| this.err(&key, e))?;
+            tmp.commit(&this, &key)
         })
         .await
         .map_err(|e| Error::Other(e.to_string()))?
     }
 
     async fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
-        if std::fs::symlink_metadata(self.path(key, false)?).is_ok() {
+        if let Some(place) = self.place(key, false)?
+            && place
+                .dir
+                .stat_if_any(&place.name)
+                .map_err(|e| self.err(key, e))?
+                .is_some()
+        {
             return Err(Error::AlreadyExists {
                 store: self.describe(),
                 key: key.into(),
             });
         }
-        let tmp = self.temp_in(key)?;
+        let mut tmp = self.temp_for(key)?;
+        let file = std::io::BufWriter::with_capacity(1 << 20, tmp.file.take().expect("open"));
         Ok(Box::new(FsWriter {
             store: self.clone(),
             key: key.into(),
-            file: std::io::BufWriter::with_capacity(1 << 20, tmp),
+            tmp,
+            file,
             size: 0,
         }))
     }
@@ -239,14 +293,16 @@ impl ObjectStore for FsStore {
         let this = self.clone();
         let key = key.to_string();
         tokio::task::spawn_blocking(move || {
-            let mut f = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(this.path(&key, false)?)
+            let place = this.existing(&key)?;
+            let mut f = place
+                .dir
+                .open_file(&place.name)
                 .map_err(|e| this.err(&key, e))?;
+            let size = f.metadata().map_err(|e| this.err(&key, e))?.len();
             f.seek(SeekFrom::Start(range.start))
                 .map_err(|e| this.err(&key, e))?;
-            let mut buf = Vec::with_capacity(range.end.saturating_sub(range.start) as usize);
+            let len = range.end.min(size).saturating_sub(range.start);
+            let mut buf = Vec::with_capacity(len as usize);
             f.take(range.end.saturating_sub(range.start))
                 .read_to_end(&mut buf)
                 .map_err(|e| this.err(&key, e))?;
@@ -257,19 +313,15 @@ impl ObjectStore for FsStore {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes> {
-        let path = self.path(key, false)?;
-        tokio::fs::read(&path)
-            .await
-            .map(Bytes::from)
-            .map_err(|e| self.err(key, e))
+        self.get_range(key, 0..u64::MAX).await
     }
 
     async fn head(&self, key: &str) -> Result<Option<u64>> {
-        match tokio::fs::symlink_metadata(self.path(key, false)?).await {
-            Ok(m) => Ok(Some(m.len())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.err(key, e)),
-        }
+        let Some(place) = self.place(key, false)? else {
+            return Ok(None);
+        };
+        let found = place.dir.stat_if_any(&place.name);
+        Ok(found.map_err(|e| self.err(key, e))?.map(|m| m.len()))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
@@ -277,7 +329,11 @@ impl ObjectStore for FsStore {
         let prefix = prefix.to_string();
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
-            walk(&this.root, &this.root, &prefix, &mut out).map_err(|e| this.err(&prefix, e))?;
+            let root = match Dir::open(&this.root) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+                opened => opened.map_err(|e| this.err(&prefix, e))?,
+            };
+            walk(&root, "", &prefix, &mut out).map_err(|e| this.err(&prefix, e))?;
             out.sort_by(|a, b| a.key.cmp(&b.key));
             Ok(out)
         })
@@ -286,7 +342,10 @@ impl ObjectStore for FsStore {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        match tokio::fs::remove_file(self.path(key, false)?).await {
+        let Some(place) = self.place(key, false)? else {
+            return Ok(());
+        };
+        match place.dir.remove_file(&place.name) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(self.err(key, e)),
             _ => Ok(()),
         }
@@ -297,11 +356,25 @@ impl ObjectStore for FsStore {
         let prefix = prefix.to_string();
         tokio::task::spawn_blocking(move || {
             let dir = match prefix.trim_end_matches('/') {
-                "" => this.root.clone(),
-                p => this.path(p, false)?,
+                "" => Dir::open(&this.root)
+                    .map(Some)
+                    .or_else(|e| match e.kind() {
+                        std::io::ErrorKind::NotFound => Ok(None),
+                        _ => Err(this.err(&prefix, e)),
+                    })?,
+                p => match this.place(p, false)? {
+                    Some(Place { dir, name }) => match dir.open_dir(&name) {
+                        Ok(sub) => Some(sub),
+                        Err(e) if is_gone(&e) => None,
+                        Err(e) => return Err(this.err(&prefix, e)),
+                    },
+                    None => None,
+                },
             };
             let mut removed = 0;
-            purge_temps(&dir, before.into(), &mut removed).map_err(|e| this.err(&prefix, e))?;
+            if let Some(dir) = dir {
+                purge_temps(&dir, before.into(), &mut removed).map_err(|e| this.err(&prefix, e))?;
+            }
             Ok(removed)
         })
         .await
@@ -321,7 +394,8 @@ impl ObjectStore for FsStore {
 struct FsWriter {
     store: FsStore,
     key: String,
-    file: std::io::BufWriter<NamedTempFile>,
+    tmp: TempFile,
+    file: std::io::BufWriter<File>,
     size: u64,
 }
 
@@ -341,14 +415,16 @@ impl ObjectWriter for FsWriter {
         let FsWriter {
             store,
             key,
+            mut tmp,
             file,
             size,
         } = *self;
         tokio::task::spawn_blocking(move || {
-            let tmp = file
+            let file = file
                 .into_inner()
                 .map_err(|e| store.err(&key, e.into_error()))?;
-            store.commit(&key, tmp)?;
+            tmp.file = Some(file);
+            tmp.commit(&store, &key)?;
             Ok(size)
         })
         .await
@@ -356,7 +432,7 @@ impl ObjectWriter for FsWriter {
     }
 
     async fn abort(self: Box<Self>) -> Result<()> {
-        // Dropping the NamedTempFile removes it.
+        // Dropping the TempFile removes it.
         Ok(())
     }
 }
@@ -364,6 +440,63 @@ impl ObjectWriter for FsWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    /// A directory of the media tree swapped for a symlink to elsewhere, over and over while
+    /// objects are written and read beneath it: nothing lands outside the root and nothing
+    /// outside is read; some operations met the symlink (and were refused), so the swaps hit
+    /// running operations.
+    #[tokio::test]
+    async fn a_directory_swapped_for_a_symlink_mid_run_never_leads_outside() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (root, outside) = (tmp.path().join("media"), tmp.path().join("outside"));
+        std::fs::create_dir_all(root.join("trail")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret"), b"not media").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("swap")).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let swaps = Arc::new(AtomicUsize::new(0));
+        let swapper = std::thread::spawn({
+            let (stop, swaps) = (stop.clone(), swaps.clone());
+            let (a, b) = (root.join("trail"), root.join("swap"));
+            move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let flags = rustix::fs::RenameFlags::EXCHANGE;
+                    rustix::fs::renameat_with(rustix::fs::CWD, &a, rustix::fs::CWD, &b, flags)
+                        .unwrap();
+                    swaps.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        let s = FsStore::new(&root);
+        let (mut written, mut refused) = (0, 0);
+        for i in 0..2000 {
+            match s
+                .put(&format!("trail/obj-{i}"), Bytes::from_static(b"media"))
+                .await
+            {
+                Ok(()) => written += 1,
+                Err(Error::Store { message, .. }) if message.contains("refused") => refused += 1,
+                Err(e) => panic!("{e}"),
+            }
+            if let Ok(data) = s.get("trail/secret").await {
+                panic!("read from outside the media root: {data:?}");
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        swapper.join().unwrap();
+        let outside_names: Vec<_> = std::fs::read_dir(&outside)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(outside_names, ["secret"], "written outside the media root");
+        let swaps = swaps.load(Ordering::Relaxed);
+        assert!(
+            written > 0 && refused > 0,
+            "{written} written, {refused} refused, {swaps} swaps"
+        );
+    }
 
     #[tokio::test]
     async fn write_once_atomic_and_purge() {
