@@ -27,6 +27,14 @@ impl Dir {
         Ok(Dir(File::from(fd)))
     }
 
+    /// The directory at `path` itself: `ELOOP` or `ENOTDIR` when a symlink or a file is there
+    /// (symlinks in the components before it are followed).
+    pub fn open_exact(path: &Path) -> io::Result<Self> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::open(path, flags, Mode::empty())?;
+        Ok(Dir(File::from(fd)))
+    }
+
     /// The subdirectory `name`, never through a symlink (`ELOOP` or `ENOTDIR` when it is one).
     pub fn open_dir(&self, name: &OsStr) -> io::Result<Self> {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW;
@@ -125,6 +133,41 @@ impl Dir {
     /// Removes the empty subdirectory `name`.
     pub fn remove_dir(&self, name: &OsStr) -> io::Result<()> {
         Ok(rustix::fs::unlinkat(&self.0, name, AtFlags::REMOVEDIR)?)
+    }
+
+    /// Removes the entry `name`, and everything in it when it is a directory. Directories
+    /// made read-only (by a restore, say) are emptied too: their owner may lift the mode.
+    pub fn remove_all(&self, name: &OsStr) -> io::Result<()> {
+        let meta = self.stat(name)?;
+        if !meta.is_dir() {
+            return self.remove_file(name);
+        }
+        let dir = self.open_dir(name)?;
+        if meta.mode() & 0o700 != 0o700 {
+            dir.set_mode((meta.mode() | 0o700) & 0o7777)?;
+        }
+        for child in dir.names()? {
+            dir.remove_all(&child)?;
+        }
+        self.remove_dir(name)
+    }
+
+    /// Moves the entry `from` of this directory to `to` in `to_dir`, never replacing what is
+    /// there (`AlreadyExists`). On a filesystem without `RENAME_NOREPLACE` (NFS), the name is
+    /// checked to be free just before a plain rename.
+    pub fn rename(&self, from: &OsStr, to_dir: &Dir, to: &OsStr) -> io::Result<()> {
+        check_name(from)?;
+        check_name(to)?;
+        let flags = rustix::fs::RenameFlags::NOREPLACE;
+        match rustix::fs::renameat_with(&self.0, from, &to_dir.0, to, flags) {
+            Err(rustix::io::Errno::INVAL) => {
+                if to_dir.stat_if_any(to)?.is_some() {
+                    return Err(io::ErrorKind::AlreadyExists.into());
+                }
+                Ok(rustix::fs::renameat(&self.0, from, &to_dir.0, to)?)
+            }
+            renamed => Ok(renamed?),
+        }
     }
 
     /// Gives the file `from` of this directory the further name `to` in `to_dir`, failing with

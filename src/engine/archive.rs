@@ -369,9 +369,21 @@ pub fn extract_archive_with<R: Read>(
     options: ExtractOptions,
 ) -> Result<ExtractReport> {
     fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
+    let top = Dir::open(target).map_err(|e| Error::io(target, e))?;
+    extract_archive_into(input, top, target, options)
+}
+
+/// [`extract_archive_with`] into a directory already open (`shown` names it in messages), for
+/// a caller that opened it without following a symlink.
+pub fn extract_archive_into<R: Read>(
+    input: R,
+    top: Dir,
+    shown: &Path,
+    options: ExtractOptions,
+) -> Result<ExtractReport> {
     let mut dest = DirTarget {
-        root: target,
-        top: Dir::open(target).map_err(|e| Error::io(target, e))?,
+        root: shown,
+        top,
         chain: Vec::new(),
         // SAFETY: geteuid has no preconditions and cannot fail.
         as_root: unsafe { libc::geteuid() } == 0,
@@ -1558,32 +1570,11 @@ impl DirTarget<'_> {
         match parent.stat_if_any(name).map_err(|e| Error::io(path, e))? {
             Some(meta) if meta.is_dir() => {
                 self.chain.clear();
-                self.remove_tree(parent, name, &meta, path)
+                parent.remove_all(name).map_err(|e| Error::io(path, e))
             }
             Some(_) => parent.remove_file(name).map_err(|e| Error::io(path, e)),
             None => Ok(()),
         }
-    }
-
-    /// Removes the directory `name` and everything in it, read-only directories an
-    /// unprivileged restore wrote earlier included.
-    fn remove_tree(&self, parent: &Dir, name: &OsStr, meta: &Metadata, path: &Path) -> Result<()> {
-        let dir = parent.open_dir(name).map_err(|e| Error::io(path, e))?;
-        if meta.mode() & 0o700 != 0o700 {
-            let mode = (meta.mode() | 0o700) & 0o7777;
-            dir.set_mode(mode).map_err(|e| Error::io(path, e))?;
-        }
-        for child in dir.names().map_err(|e| Error::io(path, e))? {
-            let child_path = path.join(&child);
-            let child_meta = dir.stat(&child).map_err(|e| Error::io(&child_path, e))?;
-            if child_meta.is_dir() {
-                self.remove_tree(&dir, &child, &child_meta, &child_path)?;
-            } else {
-                dir.remove_file(&child)
-                    .map_err(|e| Error::io(&child_path, e))?;
-            }
-        }
-        parent.remove_dir(name).map_err(|e| Error::io(path, e))
     }
 
     fn put_dir(&mut self, rel: &str, parent: &Dir, path: &Path, meta: EntryMeta) -> Result<()> {

@@ -3,6 +3,7 @@
 //! target, never outside it.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,9 +11,10 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use super::archive::{ExtractOptions, ExtractReport, extract_archive_to, extract_archive_with};
+use super::archive::{ExtractOptions, ExtractReport, extract_archive_into, extract_archive_to};
 use super::pipe::{ChannelReader, blocking};
 use super::task::{DataSpec, RestoreLink, RestoreTask, TaskOutcome, VerifyTask};
+use crate::beneath::{Dir, is_gone};
 use crate::error::{Error, Result};
 use crate::media::store::{ObjectStore, ObjectWriter};
 use crate::media::trail::read_instance;
@@ -194,7 +196,13 @@ async fn restore_links(
     let mut refused = Vec::new();
     for link in &task.links {
         let reader = open_link(link).await?;
-        let staged = stage.map(|s| s.dir.clone());
+        let staged = match stage {
+            Some(s) => Some((
+                s.dir.try_clone().map_err(|e| Error::io(s.path(), e))?,
+                s.path(),
+            )),
+            None => None,
+        };
         let s3 = s3_target.cloned();
         let handle = tokio::runtime::Handle::current();
         // The catalog says how much the stream's files hold: a forged stream gets no more.
@@ -202,9 +210,10 @@ async fn restore_links(
         let report = blocking(move || {
             let mut reader = reader;
             let r = match (staged, s3) {
-                (Some(dir), _) => extract_archive_with(
+                (Some((dir, path)), _) => extract_archive_into(
                     &mut reader,
-                    &dir,
+                    dir,
+                    &path,
                     ExtractOptions {
                         keep_setid: false,
                         max_bytes,
@@ -238,10 +247,14 @@ async fn restore_links(
 
 /// A restore's staging directory, `.mimeo-restore-RANDOM` inside the target (so on its
 /// filesystem, and writable wherever the target is, a volume's root included): removed unless
-/// committed; a killed restore's is removed by the next restore to that target.
+/// committed; a killed restore's is removed by the next restore to that target. The target is
+/// held open from the check that it is an empty directory (not a symlink) to the last rename
+/// into it, so swapping it for a symlink meanwhile sends nothing elsewhere.
 struct Staging {
-    dir: PathBuf,
-    target: PathBuf,
+    target: Dir,
+    target_path: PathBuf,
+    dir: Dir,
+    name: OsString,
 }
 
 const STAGING_PREFIX: &str = ".mimeo-restore-";
@@ -250,47 +263,56 @@ const STAGING_PREFIX: &str = ".mimeo-restore-";
 const IGNORED_IN_TARGET: &str = "lost+found";
 
 impl Staging {
-    fn new(target: &Path) -> Result<Staging> {
-        std::fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
-        let meta = std::fs::symlink_metadata(target).map_err(|e| Error::io(target, e))?;
-        if !meta.is_dir() {
-            return Err(Error::Refused {
-                entry: target.display().to_string(),
-                reason: "the restore target is not a directory (a symlink or a file)".into(),
-            });
-        }
-        for e in std::fs::read_dir(target).map_err(|e| Error::io(target, e))? {
-            let e = e.map_err(|e| Error::io(target, e))?;
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with(STAGING_PREFIX) && e.file_type().is_ok_and(|t| t.is_dir()) {
-                std::fs::remove_dir_all(e.path()).map_err(|err| Error::io(e.path(), err))?;
-            } else if name != IGNORED_IN_TARGET {
+    fn new(target_path: &Path) -> Result<Staging> {
+        let io_err = |e| Error::io(target_path, e);
+        std::fs::create_dir_all(target_path).map_err(io_err)?;
+        let target = match Dir::open_exact(target_path) {
+            Err(e) if is_gone(&e) => {
                 return Err(Error::Refused {
-                    entry: target.display().to_string(),
+                    entry: target_path.display().to_string(),
+                    reason: "the restore target is not a directory (a symlink or a file)".into(),
+                });
+            }
+            opened => opened.map_err(io_err)?,
+        };
+        for name in target.names().map_err(io_err)? {
+            let shown = name.to_string_lossy();
+            let is_dir = target.stat(&name).is_ok_and(|m| m.is_dir());
+            if shown.starts_with(STAGING_PREFIX) && is_dir {
+                target.remove_all(&name).map_err(io_err)?;
+            } else if shown != IGNORED_IN_TARGET {
+                return Err(Error::Refused {
+                    entry: target_path.display().to_string(),
                     reason: format!(
-                        "the target directory is not empty (it holds {name:?}): restore into a new or empty directory; nothing in a target is ever removed"
+                        "the target directory is not empty (it holds {shown:?}): restore into a new or empty directory; nothing in a target is ever removed"
                     ),
                 });
             }
         }
-        let dir = tempfile::Builder::new()
-            .prefix(STAGING_PREFIX)
-            .tempdir_in(target)
-            .map_err(|e| Error::io(target, e))?
-            .keep();
+        let name = OsString::from(format!("{STAGING_PREFIX}{:016x}", fastrand::u64(..)));
+        target.create_dir(&name, 0o700).map_err(io_err)?;
+        let dir = target.open_dir(&name).map_err(io_err)?;
         Ok(Staging {
+            target,
+            target_path: target_path.to_path_buf(),
             dir,
-            target: target.to_path_buf(),
+            name,
         })
     }
 
-    /// Moves the verified tree into place, entry by entry (renames on one filesystem).
+    /// The staging directory as people read it.
+    fn path(&self) -> PathBuf {
+        self.target_path.join(&self.name)
+    }
+
+    /// Moves the verified tree into place, entry by entry (renames on one filesystem, never
+    /// replacing anything).
     fn commit(self) -> Result<()> {
-        for e in std::fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))? {
-            let e = e.map_err(|e| Error::io(&self.dir, e))?;
-            let to = self.target.join(e.file_name());
-            std::fs::rename(e.path(), &to).map_err(|err| Error::io(&to, err))?;
+        let io_err = |e| Error::io(self.path(), e);
+        for name in self.dir.names().map_err(io_err)? {
+            self.dir
+                .rename(&name, &self.target, &name)
+                .map_err(|e| Error::io(self.target_path.join(&name), e))?;
         }
         // The staging directory's own mode and time were the target's to have.
         Ok(())
@@ -299,7 +321,7 @@ impl Staging {
 
 impl Drop for Staging {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = self.target.remove_all(&self.name);
     }
 }
 
