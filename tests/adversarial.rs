@@ -106,6 +106,16 @@ fn unreachable_filesystem_media_are_not_damaged_and_free_nothing() {
         valid,
         "a copy became Missing"
     );
+    // Nor does a catalog rebuilt from media that are not there lose anything; it says so.
+    let r = env
+        .run(&["rescan"])
+        .expect_fail("rescan with the media gone");
+    assert!(r.stdout.contains("hold no manifest at all"), "{r}");
+    assert_eq!(
+        env.entry_names(None, "Valid"),
+        valid,
+        "rescan dropped or marked entries"
+    );
     // The next apply, media still away, frees nothing; with the media back, nothing either.
     env.apply(&[&base]);
     fs::remove_dir(&media).unwrap();
@@ -206,6 +216,34 @@ spec: {{mediaClassName: dead, retention: 7y}}
     let r = env.run(&["verify", "gone-7y"]).expect_fail("verify");
     assert!(r.stdout.contains("NOT READ"), "{r}");
     assert_eq!(env.entry_names(Some("gone-7y"), "Valid").len(), 1, "{r}");
+    // rescan cannot read its manifests: it says so and keeps the entry.
+    let r = env.run(&["rescan"]).expect_fail("rescan");
+    assert!(
+        r.stdout.contains("trail/gone-7y: manifests not read"),
+        "{r}"
+    );
+    assert_eq!(env.entry_names(Some("gone-7y"), "Valid").len(), 1, "{r}");
+    // A restore asked for that copy alone fails naming the unreachable server and marks
+    // nothing; with Auto it reads another copy.
+    let target = env.path("restore/only-gone");
+    let only = env.yaml("r1.yaml", &restore("r1", "a", "{trail: gone-7y}", &target));
+    let r = env
+        .apply(&[&only])
+        .expect_fail("a restore from an unreachable server");
+    assert!(
+        r.all().contains("127.0.0.1:9"),
+        "the server is not named: {r}"
+    );
+    assert_eq!(env.entry_names(Some("gone-7y"), "Valid").len(), 1, "{r}");
+    let target = env.path("restore/auto");
+    let auto = env.yaml("r2.yaml", &restore("r2", "a", "Auto", &target));
+    // (The apply as a whole still fails: the dead trail cannot be swept.)
+    let r = env.apply(&[&auto]);
+    let status = &env.get_one("restore", "r2")["status"];
+    assert_eq!(status["phase"], "Succeeded", "{r}");
+    assert_ne!(status["restoredFrom"]["trail"], "gone-7y", "{r}");
+    assert_same_tree(&env.path("data/a"), &target);
+    assert_eq!(env.entry_names(Some("gone-7y"), "Valid").len(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------

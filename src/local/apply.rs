@@ -375,6 +375,12 @@ impl Local {
                 media: spec.clone(),
             };
             match run_rescan(&task).await {
+                // Media that hold nothing while the catalog knows copies on them are an
+                // unmounted filesystem or an emptied bucket far more often than a trail whose
+                // every copy vanished: said, and nothing changed.
+                Ok(outcome) if outcome.entries.is_empty() && kept > 0 => unread.push(format!(
+                    "trail/{t}: its media hold no manifest at all (not mounted?); its {kept} entries are kept as they are"
+                )),
                 Ok(outcome) => {
                     for n in &outcome.notes {
                         info!("trail/{t}: {n}");
