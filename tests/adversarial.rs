@@ -361,6 +361,43 @@ fn manifests_on_hostile_media_cannot_name_files_outside_the_state() {
 }
 
 #[test]
+fn relative_paths_are_refused_naming_the_field() {
+    // A relative media path would move with the directory a command runs from: the media
+    // would look empty (unreachable) from anywhere else.
+    let env = Env::new();
+    let cases = [
+        (
+            media_class("disk", Path::new("media/disk"), "4Mi", "64Ki", true),
+            "spec.backend.filesystem.path",
+        ),
+        (
+            format!(
+                "{}---\n{}",
+                media_class("disk", &env.path("media/disk"), "4Mi", "64Ki", true),
+                backup_trail("nightly", "disk", 1, &[("a", Path::new("data/a"))])
+            ),
+            "spec.workItems[0].source.path",
+        ),
+        (
+            restore("r", "a", "Auto", Path::new("restore/a")),
+            "spec.target.path",
+        ),
+    ];
+    for (yaml, field) in cases {
+        let file = env.yaml("relative.yaml", &yaml);
+        let r = env.apply(&[&file]).expect_fail(field);
+        assert!(
+            r.stderr.contains(field) && r.stderr.contains("must be an absolute path"),
+            "{field}: {r}"
+        );
+    }
+    assert!(
+        !env.path("media").exists() && env.entries().is_empty(),
+        "something was written"
+    );
+}
+
+#[test]
 fn restore_targets_never_overlap_media_or_state() {
     let env = Env::new();
     backed_up(&env);

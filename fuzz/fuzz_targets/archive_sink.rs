@@ -4,7 +4,8 @@
 //! Beside "never panics" and "never allocates without bound": every path handed to the sink or
 //! to `delete` is canonical and relative (no empty, `.` or `..` component, no leading `/`, no
 //! NUL), a sink never gets more bytes than the entry's size,
-//! and a successful report counts exactly what the sink received. Header checksums are fixed
+//! a successful report counts exactly what the sink received, and never more than the bound a
+//! restore passes (the catalog's `fileBytes`; here 1 MiB). Header checksums are fixed
 //! up first (`fix_tar_checksums`) so mutations reach Mimeo's code.
 
 #![no_main]
@@ -13,6 +14,9 @@ use std::io::{self, Read};
 
 use libfuzzer_sys::fuzz_target;
 use mimeo::engine::archive::extract_archive_to;
+
+/// What the stream's files may add up to.
+const MAX_BYTES: u64 = 1 << 20;
 
 fuzz_target!(
     init: mimeo_fuzz::write_seeds(mimeo_fuzz::archive_seeds),
@@ -34,9 +38,11 @@ fuzz_target!(
             assert_safe(path);
             Ok(())
         };
-        if let Ok(report) = extract_archive_to(stream.as_slice(), &mut sink, &mut delete) {
+        let bound = Some(MAX_BYTES);
+        if let Ok(report) = extract_archive_to(stream.as_slice(), &mut sink, &mut delete, bound) {
             assert_eq!(report.entries, files);
             assert_eq!(report.bytes, bytes);
+            assert!(bytes <= MAX_BYTES, "{bytes} bytes written past the bound");
         }
     }
 );
