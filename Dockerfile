@@ -31,13 +31,22 @@ RUN --mount=type=cache,id=mimeo-cargo-registry,target=/usr/local/cargo/registry,
 # HTTPS to S3 and the API server), no shell, no package manager; its Debian 12 glibc matches the
 # builder's. TLS is rustls, so no OpenSSL. (Static musl on scratch would need certificates copied
 # in and musl's slower allocator on the data path, for a few MB saved.)
-FROM ${RUNTIME_IMAGE}
+FROM ${RUNTIME_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="mimeo" \
       org.opencontainers.image.description="Kubernetes operator for logical duplication of backup data (operator and worker)" \
       org.opencontainers.image.licenses="Apache-2.0"
-COPY --from=builder /out/usr/local/bin/mimeo /usr/local/bin/mimeo
 # 65532 is `nonroot` in distroless; numeric so that runAsNonRoot can verify it.
 USER 65532:65532
 WORKDIR /tmp
 ENTRYPOINT ["/usr/local/bin/mimeo"]
 CMD ["operator"]
+
+# `--target prebuilt`: the same image around dist/mimeo from the build context, a binary built
+# on a host with the runtime image's glibc (e2e/image.sh, for test runs that cannot afford a
+# second release build; docs/image.md). The builder stage is not built then.
+FROM runtime AS prebuilt
+COPY dist/mimeo /usr/local/bin/mimeo
+
+# The default: the binary built above.
+FROM runtime
+COPY --from=builder /out/usr/local/bin/mimeo /usr/local/bin/mimeo

@@ -3,8 +3,9 @@
 # s3s-fs, which the tests start on loopback), then checks formatting and lints, then runs every
 # test. One build serves clippy and the tests' dependencies (shared target/). Then the
 # end-to-end suite: a real control plane, kubectl and helm built from Go modules (e2e/tools.sh,
-# cached), the node agent running worker pods with the mimeo binary the tests just built, the
-# smoke checks and the scenarios (e2e/README.md). In between: cargo deny (licences, bans,
+# cached), the image built from the Dockerfile around the binary the tests just built (buildah,
+# e2e/image.sh), the node agent running worker pods with that binary, the smoke checks and the
+# scenarios (e2e/README.md). In between: cargo deny (licences, bans,
 # sources, advisories) and the fuzz targets for MIMEO_FUZZ_SECONDS (30) each. MIMEO_SKIP_FUZZ=1 skips the
 # fuzzing (its cold build takes about 15 minutes); MIMEO_SKIP_E2E=1 stops before the e2e suite.
 set -euo pipefail
@@ -37,6 +38,8 @@ if [[ -n "${MIMEO_SKIP_E2E:-}" ]]; then
 fi
 echo "== e2e tools (control plane, node agent, kubectl, helm from Go modules)"
 bash e2e/tools.sh
+echo "== container image (the Dockerfile with buildah, bases from Debian packages; docs/image.md)"
+MIMEO_BIN="$PWD/target/debug/mimeo" bash e2e/image.sh
 echo "== e2e smoke"
 bash e2e/smoke.sh
 echo "== e2e scenarios"
