@@ -284,7 +284,9 @@ impl Catalog {
     /// this, so they agree on what a commit does.
     pub fn record(&mut self, mut spec: CatalogEntrySpec) -> Recorded {
         let name = spec.object_name();
-        if let Some(old) = self.entries.get(&name) {
+        // An entry without a status was created by a writer stopped between writing its spec
+        // and its state (a worker killed there): nothing decided it yet, so it is decided now.
+        if let Some(old) = self.entries.get(&name).filter(|old| old.status.is_some()) {
             let repair = Self::state(old) == EntryState::Missing
                 && old.spec.extents != spec.extents
                 && spec.created_at > old.spec.created_at;
@@ -468,6 +470,19 @@ mod tests {
         late.created_at = repair.created_at + TimeDelta::seconds(1);
         assert_eq!(c.record(late), Recorded::Known);
         assert_eq!(Catalog::state(&c.entries["vault.a"]), EntryState::Expired);
+    }
+
+    /// A worker killed between writing an entry's spec and its state leaves an entry without a
+    /// status (the e2e `kill` scenario met it); the retried worker decides it, it is not Known.
+    #[test]
+    fn an_entry_whose_writer_stopped_before_its_state_is_decided_again() {
+        let mut c = Catalog::default();
+        let spec = entry("a", &[("vault-00001", 60)]);
+        assert_eq!(c.record(spec.clone()), Recorded::New);
+        Arc::make_mut(c.entries.get_mut("vault.a").unwrap()).status = None;
+        assert_eq!(c.record(spec), Recorded::New);
+        assert_eq!(Catalog::state(&c.entries["vault.a"]), EntryState::Valid);
+        assert!(c.entries["vault.a"].status.is_some());
     }
 
     #[test]
