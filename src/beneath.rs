@@ -59,7 +59,7 @@ impl Dir {
     pub fn create_dir(&self, name: &OsStr, mode: u32) -> io::Result<()> {
         Ok(rustix::fs::mkdirat(
             &self.0,
-            name,
+            single(name)?,
             Mode::from_bits_truncate(mode),
         )?)
     }
@@ -109,7 +109,7 @@ impl Dir {
 
     /// The target of the symlink `name`, as bytes.
     pub fn read_link(&self, name: &OsStr) -> io::Result<Vec<u8>> {
-        Ok(rustix::fs::readlinkat(&self.0, name, Vec::new())?.into_bytes())
+        Ok(rustix::fs::readlinkat(&self.0, single(name)?, Vec::new())?.into_bytes())
     }
 
     /// The names in this directory (without `.` and `..`), sorted by bytes.
@@ -127,12 +127,20 @@ impl Dir {
 
     /// Removes the file (or symlink) `name`.
     pub fn remove_file(&self, name: &OsStr) -> io::Result<()> {
-        Ok(rustix::fs::unlinkat(&self.0, name, AtFlags::empty())?)
+        Ok(rustix::fs::unlinkat(
+            &self.0,
+            single(name)?,
+            AtFlags::empty(),
+        )?)
     }
 
     /// Removes the empty subdirectory `name`.
     pub fn remove_dir(&self, name: &OsStr) -> io::Result<()> {
-        Ok(rustix::fs::unlinkat(&self.0, name, AtFlags::REMOVEDIR)?)
+        Ok(rustix::fs::unlinkat(
+            &self.0,
+            single(name)?,
+            AtFlags::REMOVEDIR,
+        )?)
     }
 
     /// Removes the entry `name`, and everything in it when it is a directory. Directories
@@ -156,8 +164,7 @@ impl Dir {
     /// there (`AlreadyExists`). On a filesystem without `RENAME_NOREPLACE` (NFS), the name is
     /// checked to be free just before a plain rename.
     pub fn rename(&self, from: &OsStr, to_dir: &Dir, to: &OsStr) -> io::Result<()> {
-        check_name(from)?;
-        check_name(to)?;
+        let (from, to) = (single(from)?, single(to)?);
         let flags = rustix::fs::RenameFlags::NOREPLACE;
         match rustix::fs::renameat_with(&self.0, from, &to_dir.0, to, flags) {
             Err(rustix::io::Errno::INVAL) => {
@@ -176,16 +183,16 @@ impl Dir {
     pub fn hard_link(&self, from: &OsStr, to_dir: &Dir, to: &OsStr) -> io::Result<()> {
         Ok(rustix::fs::linkat(
             &self.0,
-            from,
+            single(from)?,
             &to_dir.0,
-            to,
+            single(to)?,
             AtFlags::empty(),
         )?)
     }
 
     /// Makes the symlink `name` pointing at `target`.
     pub fn symlink(&self, target: &OsStr, name: &OsStr) -> io::Result<()> {
-        Ok(rustix::fs::symlinkat(target, &self.0, name)?)
+        Ok(rustix::fs::symlinkat(target, &self.0, single(name)?)?)
     }
 
     /// Sets the modification time of the entry `name` itself (a symlink's own time, not its
@@ -203,7 +210,7 @@ impl Dir {
         };
         Ok(rustix::fs::utimensat(
             &self.0,
-            name,
+            single(name)?,
             &times,
             AtFlags::SYMLINK_NOFOLLOW,
         )?)
@@ -213,7 +220,7 @@ impl Dir {
     pub fn lchown(&self, name: &OsStr, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
         Ok(rustix::fs::chownat(
             &self.0,
-            name,
+            single(name)?,
             uid.map(rustix::fs::Uid::from_raw),
             gid.map(rustix::fs::Gid::from_raw),
             AtFlags::SYMLINK_NOFOLLOW,
@@ -235,8 +242,7 @@ impl Dir {
     }
 
     fn open_at(&self, name: &OsStr, flags: OFlags, mode: Mode) -> io::Result<File> {
-        check_name(name)?;
-        let fd = rustix::fs::openat(&self.0, name, flags | OFlags::CLOEXEC, mode)?;
+        let fd = rustix::fs::openat(&self.0, single(name)?, flags | OFlags::CLOEXEC, mode)?;
         Ok(File::from(fd))
     }
 }
@@ -248,9 +254,10 @@ pub fn is_gone(e: &io::Error) -> bool {
         || matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR))
 }
 
-/// One name, never a path: a `/` would walk past the checks of the directories in between, and
-/// `..` would leave the chain.
-fn check_name(name: &OsStr) -> io::Result<()> {
+/// `name` if it is one name, never a path: a `/` would walk past the checks of the
+/// directories in between, and `..` would leave the chain. Every call here that takes a name
+/// goes through this.
+fn single(name: &OsStr) -> io::Result<&OsStr> {
     let bytes = name.as_bytes();
     if bytes.is_empty() || bytes.contains(&b'/') || bytes == b".." {
         return Err(io::Error::new(
@@ -258,7 +265,7 @@ fn check_name(name: &OsStr) -> io::Result<()> {
             format!("{} is not a single name", name.to_string_lossy()),
         ));
     }
-    Ok(())
+    Ok(name)
 }
 
 #[cfg(test)]
@@ -282,13 +289,11 @@ mod tests {
         for bad in ["..", "link/secret", ""] {
             let e = dir.open_file(OsStr::new(bad)).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad}");
+            let e = dir.remove_file(OsStr::new(bad)).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad}");
         }
-        assert!(
-            dir.stat(OsStr::new("link"))
-                .unwrap()
-                .file_type()
-                .is_symlink()
-        );
+        let is_symlink = |name: &str| dir.stat(OsStr::new(name)).unwrap().file_type().is_symlink();
+        assert!(is_symlink("link"));
         assert_eq!(
             dir.read_link(OsStr::new("link")).unwrap(),
             outside.path().as_os_str().as_bytes()
@@ -296,12 +301,7 @@ mod tests {
         // A hard link of a symlink links the symlink, not its target.
         dir.hard_link(OsStr::new("file"), &dir, OsStr::new("file2"))
             .unwrap();
-        assert!(
-            dir.stat(OsStr::new("file2"))
-                .unwrap()
-                .file_type()
-                .is_symlink()
-        );
+        assert!(is_symlink("file2"));
         assert_eq!(
             dir.names().unwrap(),
             ["file", "file2", "link"].map(OsString::from)
