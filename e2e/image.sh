@@ -51,15 +51,28 @@ base_image() {
 
 # The runtime base, what distroless/cc gives: glibc, libgcc_s and CA certificates; packages
 # extracted only (no shell, no package manager, no maintainer scripts), so the certificate
-# bundle is the host's, made by its ca-certificates package.
+# bundle is the host's, made by its ca-certificates package, copied in (the extract variant
+# runs no hooks). The tag holds a hash of the recipe and of that bundle: a base made another
+# way is never reused.
+RUNTIME_RECIPE=(--variant=extract --include=libc6,libgcc-s1,ca-certificates)
+RUNTIME_BASE="$RUNTIME_BASE-$( { printf '%s\n' "${RUNTIME_RECIPE[@]}"; cat /etc/ssl/certs/ca-certificates.crt; } | sha256sum | cut -c1-12)"
 if ! image_exists "$RUNTIME_BASE"; then
   phase "making $RUNTIME_BASE with mmdebstrap"
-  mmdebstrap --quiet --variant=extract --include=libc6,libgcc-s1,ca-certificates \
-    --customize-hook='mkdir -p "$1/etc/ssl/certs" "$1/tmp" && chmod 1777 "$1/tmp" && cp /etc/ssl/certs/ca-certificates.crt "$1/etc/ssl/certs/"' \
-    "$SUITE" "$CACHE/runtime-base.tar"
-  base_image "$RUNTIME_BASE" "$CACHE/runtime-base.tar"
+  mmdebstrap --quiet "${RUNTIME_RECIPE[@]}" "$SUITE" "$CACHE/runtime-base.tar"
+  ctr="$(buildah from scratch)"
+  buildah add "$ctr" "$CACHE/runtime-base.tar" / >/dev/null
+  buildah copy "$ctr" /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt >/dev/null
+  buildah commit -q "$ctr" "$RUNTIME_BASE" >/dev/null
+  buildah rm "$ctr" >/dev/null
   rm -f "$CACHE/runtime-base.tar"
 fi
+# The image must trust what the host trusts (HTTPS to S3 and the API server): checked, not assumed.
+ctr="$(buildah from "$RUNTIME_BASE")"
+if ! cmp -s "$(buildah mount "$ctr")/etc/ssl/certs/ca-certificates.crt" /etc/ssl/certs/ca-certificates.crt; then
+  echo "image.sh: $RUNTIME_BASE lacks this host's CA bundle" >&2
+  exit 1
+fi
+buildah umount "$ctr" >/dev/null && buildah rm "$ctr" >/dev/null
 
 args=(--build-arg "RUNTIME_IMAGE=$RUNTIME_BASE")
 if ((FULL)); then
@@ -98,5 +111,5 @@ version="$(buildah run --network none --user "$user" "$ctr" -- /usr/local/bin/mi
 buildah rm "$ctr" >/dev/null
 echo "image.sh: $IMAGE runs as $user: $version"
 rm -f "$CACHE/mimeo-image.tar"
-buildah push -q "$IMAGE" "oci-archive:$CACHE/mimeo-image.tar:${IMAGE#localhost/}"
+buildah push -q "$IMAGE" "oci-archive:$CACHE/mimeo-image.tar:$IMAGE"
 phase "done: $IMAGE, $(du -h "$CACHE/mimeo-image.tar" | cut -f1) as $CACHE/mimeo-image.tar"

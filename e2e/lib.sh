@@ -67,6 +67,7 @@ cleanup() {
   trap '' INT TERM # a second Ctrl-C must not cut the cleanup short
   local i
   for ((i = ${#E2E_PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${E2E_PIDS[i]%%:*}"; done
+  stop_node
   if [[ $rc -ne 0 ]]; then
     local f
     for f in "${E2E_LOGS[@]}"; do
@@ -86,9 +87,14 @@ on_signal() { if [[ "$BASHPID" != "$$" ]]; then kill -"$1" "$$"; fi; exit "$2"; 
 trap 'on_signal INT 130' INT
 trap 'on_signal TERM 143' TERM
 
-# start_controlplane: starts mimeo-controlplane in $DATA and exports KUBECONFIG; sets CP_PID.
+# shellcheck source=e2e/node.sh
+source "$E2E/node.sh"
+
+# start_controlplane [FLAGS]: starts mimeo-controlplane in $DATA and exports KUBECONFIG; sets
+# CP_PID and CP_FLAGS (kept for a restart).
 start_controlplane() {
   mkdir -p "$DATA"
+  CP_FLAGS=("$@")
   "$BIN/mimeo-controlplane" --data-dir "$DATA" --port 0 "$@" >"$DATA/controlplane.out" 2>&1 &
   CP_PID=$!
   E2E_PIDS+=("$CP_PID:controlplane")
@@ -103,13 +109,21 @@ start_controlplane() {
   export KUBECONFIG="$DATA/admin.kubeconfig"
 }
 
+# start_cluster: the control plane on the node's address with a scheduler, and the real node
+# (e2e/node.sh) with its add-ons.
+start_cluster() {
+  node_network
+  start_controlplane --address "$NODE_IP" --scheduler --node "$NODE_NAME" "$@"
+  start_node "$WORK/node"
+}
+
 # restart_controlplane: stops the control plane (etcd, kube-apiserver, kube-controller-manager)
-# and starts it again on the same data and port; clients reconnect to the same address.
+# and starts it again on the same data, address and port; clients reconnect to the same address.
 restart_controlplane() {
   local port
-  port="$(sed -n 's#.*server: https://127.0.0.1:\([0-9]*\).*#\1#p' "$KUBECONFIG" | sed -n 1p)"
+  port="$(sed -n 's#.*server: https://.*:\([0-9]*\)$#\1#p' "$KUBECONFIG" | sed -n 1p)"
   stop_pid "$CP_PID" 30
-  start_controlplane --port "$port" --etcd-unsafe-no-fsync=false
+  start_controlplane "${CP_FLAGS[@]}" --port "$port" --etcd-unsafe-no-fsync=false
 }
 
 k() { "$BIN/kubectl" "$@"; }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# End-to-end scenarios: Mimeo installed with the real helm into a real control plane, worker
-# pods run by the node agent as local processes, a real S3 server (s3s-fs) on loopback.
+# End-to-end scenarios: Mimeo's image installed with the real helm into a real cluster: the
+# control plane and a real node (kubelet, containerd, runc, CNI bridge, kube-proxy, CoreDNS,
+# local-path-provisioner; e2e/node.sh), MinIO from examples/kind/minio as the S3 server.
 #   install     helm install charts/mimeo -> operator Ready, CRDs Established
 #   quickstart  examples/kind (S3 endpoint pointed at loopback): 4 PVC work items, 4 streams;
 #               2 items duplicated to a PVC trail, all 4 to an S3 trail; catalog roles/extents
@@ -18,90 +19,83 @@
 #   changing    a PVC source file grows and a FIFO sits in the tree during a worker's backup:
 #               the entry's spec.notes, the trail's status.lastRunNotes and an Event say so
 # Usage: bash e2e/tools.sh && bash e2e/scenarios.sh [SCENARIO...]   (MIMEO_E2E_KEEP=1 keeps the
-# work dir). MIMEO_BIN picks the mimeo binary (default target/debug/mimeo, built if missing).
+# work dir).
 #
-# Two places to run: by default everything is local (control plane, node agent, s3s-fs). With
-# MIMEO_E2E_KUBECONFIG=FILE the same scenarios run against that cluster (kind): MinIO from
-# examples/kind/minio in namespace e2e-minio, the operator image MIMEO_E2E_IMAGE (default
-# mimeo:dev, already loaded into the nodes). Data is seeded and compared by busybox Jobs in both
-# places; only the S3 server's files and the operator's process are looked at differently.
+# Two places to run: by default on this machine (e2e/lib.sh start_cluster; needs root, the tools
+# of e2e/tools.sh and the images of e2e/image.sh and e2e/addon-images.sh). With
+# MIMEO_E2E_KUBECONFIG=FILE the same scenarios run against that cluster (kind): the operator
+# image MIMEO_E2E_IMAGE (default mimeo:dev, already loaded into the nodes). MinIO from
+# examples/kind/minio in namespace e2e-minio in both. Data is seeded and compared by busybox
+# Jobs in both places; only MinIO's files, the operator's process and the API server's restart
+# are looked at or done differently.
 set -euo pipefail
 NAME=scenarios
 # shellcheck source=e2e/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-CLUSTER=local
+CLUSTER=node
 [[ -n "${MIMEO_E2E_KUBECONFIG:-}" ]] && CLUSTER=external
-TOOLS_IMAGE="${MIMEO_E2E_TOOLS_IMAGE:-busybox:1.37}"
 
-if [[ $CLUSTER == local ]]; then
-  require_tools mimeo-controlplane mimeo-node-agent kubectl helm
-  MIMEO_BIN="${MIMEO_BIN:-$ROOT/target/debug/mimeo}"
-  if [[ ! -x "$MIMEO_BIN" ]]; then
-    say "building $MIMEO_BIN"
-    (cd "$ROOT" && cargo build --bin mimeo)
-  fi
-  S3S_FS="$(command -v s3s-fs || echo "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs")"
-  [[ -x "$S3S_FS" ]] || { say "s3s-fs missing: run scripts/install-test-tools.sh"; exit 1; }
+if [[ $CLUSTER == node ]]; then
+  require_tools mimeo-controlplane kubelet kube-proxy kubectl helm
+  # The images were built by e2e/image.sh (Mimeo, from the Dockerfile) and e2e/addon-images.sh.
+  IMAGE=localhost/mimeo:dev
+  TOOLS_IMAGE=localhost/e2e-tools:dev
+  for f in "$E2E/.cache/mimeo-image.tar" "$E2E/.cache/images/minio_e2e.tar"; do
+    [[ -f $f ]] || { say "$f missing: run bash e2e/image.sh and bash e2e/addon-images.sh"; exit 1; }
+  done
 else
   require_tools kubectl helm
   export KUBECONFIG="$MIMEO_E2E_KUBECONFIG"
   IMAGE="${MIMEO_E2E_IMAGE:-mimeo:dev}"
+  TOOLS_IMAGE="${MIMEO_E2E_TOOLS_IMAGE:-busybox:1.37}"
 fi
 
-NODE="$WORK/node"           # the agent's root: PV directories under $NODE/pv/NS/CLAIM
-S3_DATA="$WORK/s3"          # s3s-fs serves each directory here as a bucket
-E2E_LOGS+=("$WORK/agent.log" "$WORK/s3.log")
 # The keys of examples/kind/minio/credentials.yaml, so the example Secret is applied as is.
 S3_KEY=mimeo-demo
 S3_SECRET=mimeo-demo-not-a-secret
 QS=e2e-quickstart           # namespaces: one per group of scenarios, all `restricted`
 FAULTS=e2e-faults
 SYSTEM=mimeo-system
-MINIO=e2e-minio             # external clusters only
+MINIO=e2e-minio
+S3_ENDPOINT="http://minio.$MINIO.svc:9000"
 
-# ---- infrastructure: the S3 server and what runs pods
-S3_PORT="$(free_port)"
-if [[ $CLUSTER == local ]]; then
+# images: the examples' image names, and the suite's own tools image, for this cluster's.
+images() {
+  if [[ $CLUSTER == node ]]; then
+    sed -e "s#image: busybox:1.37#image: $TOOLS_IMAGE#" \
+      -e "s#image: quay.io/minio/minio:.*#image: localhost/minio:e2e#" \
+      -e "s#image: quay.io/minio/mc:.*#image: localhost/mc:e2e#"
+  else cat; fi
+}
+
+# ---- infrastructure: the cluster and MinIO (examples/kind/minio)
+if [[ $CLUSTER == node ]]; then
   # The apiserver-restart scenario restarts it on its data: etcd must not lose acknowledged writes.
-  start_controlplane --etcd-unsafe-no-fsync=false
-  ok "control plane ready in $((SECONDS - T0))s"
-  # s3_start / s3_stop: the S3 server up or down, its data kept.
-  s3_start() {
-    mkdir -p "$S3_DATA"
-    "$S3S_FS" --host 127.0.0.1 --port "$S3_PORT" --access-key "$S3_KEY" --secret-key "$S3_SECRET" \
-      "$S3_DATA" >>"$WORK/s3.log" 2>&1 &
-    S3_PID=$!
-    E2E_PIDS+=("$S3_PID:s3s-fs")
-    wait_for 30 bash -c "exec 3<>/dev/tcp/127.0.0.1/$S3_PORT"
-  }
-  s3_stop() { stop_pid "$S3_PID" 5; }
-  s3_start
-  mkdir -p "$S3_DATA/mimeo-tapes" "$S3_DATA/mimeo-vault"
-  S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
-  ok "s3s-fs on $S3_ENDPOINT"
-  "$BIN/mimeo-node-agent" --kubeconfig "$KUBECONFIG" --node e2e-node --root "$NODE" \
-    --image-binary "mimeo=$MIMEO_BIN" >"$WORK/agent.log" 2>&1 &
-  E2E_PIDS+=("$!:node-agent")
-  check "node e2e-node Ready" wait_for 60 k wait node/e2e-node --for=condition=Ready --timeout=1s
+  start_cluster --etcd-unsafe-no-fsync=false
+  ok "control plane and node $NODE_NAME ready in $((SECONDS - T0))s"
 else
   for ns in $QS $FAULTS $MINIO $SYSTEM; do
     if k get namespace "$ns" >/dev/null 2>&1; then
       say "namespace $ns exists: delete it (and helm uninstall -n $SYSTEM mimeo) first"; exit 1
     fi
   done
-  k create namespace $MINIO >/dev/null
-  k kustomize "$ROOT/examples/kind/minio" | sed "s/namespace: mimeo-demo/namespace: $MINIO/" | k apply -f - >/dev/null
-  s3_start() {
-    k -n $MINIO scale deploy/minio --replicas=1 >/dev/null
-    k -n $MINIO rollout status deploy/minio --timeout=300s >/dev/null
-  }
-  s3_stop() {
-    k -n $MINIO scale deploy/minio --replicas=0 >/dev/null
-    k -n $MINIO wait pod -l app.kubernetes.io/name=minio --for=delete --timeout=120s >/dev/null
-  }
-  check "MinIO running" s3_start
-  check "MinIO buckets created" k -n $MINIO wait job/minio-buckets --for=condition=complete --timeout=300s
-  S3_ENDPOINT="http://minio.$MINIO.svc:9000"
+fi
+k create namespace $MINIO >/dev/null
+k kustomize "$ROOT/examples/kind/minio" | sed "s/namespace: mimeo-demo/namespace: $MINIO/" | images | k apply -f - >/dev/null
+s3_start() {
+  k -n $MINIO scale deploy/minio --replicas=1 >/dev/null
+  k -n $MINIO rollout status deploy/minio --timeout=300s >/dev/null
+}
+s3_stop() {
+  k -n $MINIO scale deploy/minio --replicas=0 >/dev/null
+  k -n $MINIO wait pod -l app.kubernetes.io/name=minio --for=delete --timeout=120s >/dev/null
+}
+check "MinIO running" s3_start
+check "MinIO buckets created" k -n $MINIO wait job/minio-buckets --for=condition=complete --timeout=300s
+# On the node, MinIO's volume is a directory here: its objects can be looked at directly.
+S3_DATA=""
+if [[ $CLUSTER == node ]]; then
+  S3_DATA="$(k get pv "$(k -n $MINIO get pvc minio-data -o jsonpath='{.spec.volumeName}')" -o jsonpath='{.spec.hostPath.path}')"
 fi
 
 for ns in $QS $FAULTS; do
@@ -112,19 +106,20 @@ done
 
 # jp KIND/NAME NS JSONPATH: one field of one object.
 jp() { k -n "$2" get "$1" -o "jsonpath=$3" 2>/dev/null; }
-# count NS SELECTOR [JSONPATH-FILTER]: CatalogEntries matching a label selector (Valid only).
+# valid_entries NS SELECTOR: how many CatalogEntries matching a label selector are Valid; fails
+# (prints nothing) when kubectl does, so an API error never reads as 0.
 valid_entries() {
-  k -n "$1" get catalogentries -l "$2" -o jsonpath='{range .items[?(@.status.state=="Valid")]}{.metadata.name}{"\n"}{end}' | grep -c . || true
+  local names
+  names="$(k -n "$1" get catalogentries -l "$2" -o jsonpath='{range .items[?(@.status.state=="Valid")]}{.metadata.name}{"\n"}{end}')" || return 1
+  grep -c . <<<"$names" || true
 }
-# kustomize DIR NS: the example rendered for namespace NS, S3 on loopback.
+# render DIR NS: the example rendered for namespace NS, with this cluster's images.
 render() {
   k kustomize "$ROOT/$1" | sed -e "s#http://minio.mimeo-demo.svc:9000#$S3_ENDPOINT#" \
-    -e "s/namespace: mimeo-demo/namespace: $2/"
+    -e "s/namespace: mimeo-demo/namespace: $2/" | images
 }
-# pod_logs NS POD: a pod's output (the node agent's log files, or kubectl logs in a cluster).
-pod_logs() {
-  if [[ $CLUSTER == local ]]; then cat "$NODE/logs/$1_$2_"*.log 2>/dev/null; else k -n "$1" logs "$2" --all-containers 2>/dev/null; fi
-}
+# pod_logs NS POD: a pod's output.
+pod_logs() { k -n "$1" logs "$2" --all-containers 2>/dev/null; }
 # job_output NS NAME: waits for a Job to finish, prints its pod's output, fails if the Job did.
 job_output() {
   local ns=$1 name=$2 pod
@@ -184,23 +179,21 @@ run_now() { k -n "$2" annotate "$1" --overwrite "mimeo.dev/run-now=$(date +%s%N)
 # ---- scenario: install
 scenario_install() {
   METRICS_PORT="$(free_port)"
-  # Local pods share the host's network: the operator listens on a free port. In a cluster it
-  # keeps the chart's port, forwarded here.
-  local where=(--set image.repository=mimeo --set metrics.port="$METRICS_PORT")
-  [[ $CLUSTER == local ]] || where=(--set "image.repository=${IMAGE%:*}" --set "image.tag=${IMAGE##*:}")
+  local where=(--set "image.repository=${IMAGE%:*}" --set "image.tag=${IMAGE##*:}")
   check "helm install charts/mimeo (operator Available)" \
     "$BIN/helm" install mimeo "$ROOT/charts/mimeo" -n "$SYSTEM" --create-namespace "${where[@]}" \
       --set "workerNamespaces={$QS,$FAULTS}" --set worker.backoffLimit=4 \
       --set expiredEntryRetentionSeconds=15 --wait --timeout 180s
   check "CRDs Established" k wait crd --all --for=condition=Established --timeout=30s
   check "six Mimeo CRDs" test "$(k get crd -o name | grep -c '\.mimeo\.dev$')" = 6
-  if [[ $CLUSTER == local ]]; then
-    check "the operator process runs as uid 65532" bash -c "ps -eo uid=,args= | grep -E '^ *65532 .*mimeo operator' | grep -qv grep"
-  else
-    k -n "$SYSTEM" port-forward svc/mimeo-operator-metrics "$METRICS_PORT:8080" >"$WORK/port-forward.log" 2>&1 &
-    E2E_PIDS+=("$!:port-forward")
-    check "the operator pod runs as uid 65532" test \
-      "$(k -n "$SYSTEM" get pod -l app.kubernetes.io/component=operator -o jsonpath='{.items[0].spec.securityContext.runAsUser}')" = 65532
+  k -n "$SYSTEM" port-forward svc/mimeo-operator-metrics "$METRICS_PORT:8080" >"$WORK/port-forward.log" 2>&1 &
+  E2E_PIDS+=("$!:port-forward")
+  check "the operator pod asks for uid 65532" test \
+    "$(k -n "$SYSTEM" get pod -l app.kubernetes.io/component=operator -o jsonpath='{.items[0].spec.securityContext.runAsUser}')" = 65532
+  if [[ $CLUSTER == node ]]; then
+    # What runs, not what was asked for: the container's process as the node's kernel sees it.
+    check "the operator's process runs as uid 65532, gid 65532" bash -c \
+      "ps -eo uid=,gid=,args= | grep -v grep | grep -qE '^ *65532 +65532 +/usr/local/bin/mimeo operator'"
   fi
   check "operator /readyz answers ok" wait_for 30 curl -fsS "http://127.0.0.1:$METRICS_PORT/readyz"
   check "the operator holds its Lease" bash -c \
@@ -345,7 +338,7 @@ EOF
     "$BIN/kubectl -n $QS get jobs -o jsonpath='{range .items[*]}{.spec.template.spec.containers[0].env[*].valueFrom.secretKeyRef.name}{\"\\n\"}{end}' | grep -q sealed-key"
   check "spec.encryption is immutable" bash -c \
     "$BIN/kubectl -n $QS patch mediaclass sealed-vault --type merge -p '{\"spec\":{\"encryption\":null}}' 2>&1 | grep -q 'spec.encryption is immutable'"
-  if [[ $CLUSTER == local ]]; then
+  if [[ $CLUSTER == node ]]; then
     check "no plaintext on the encrypted media ($(plaintext_on sealed) files), some on vault-7y ($(plaintext_on vault-7y))" \
       test "$(plaintext_on sealed)" = 0 -a "$(plaintext_on vault-7y)" -gt 0
   fi
@@ -427,10 +420,10 @@ scenario_forged_copy() {
 }
 
 # ---- scenario: expiry
-# volumes_with_data: volumes of the `short` trail that still hold segments on S3 (the files of
-# s3s-fs, or a MinIO listing by mc in a cluster).
+# volumes_with_data: volumes of the `short` trail that still hold segments on S3 (MinIO's files
+# on the node: an object is a directory of its key, or a MinIO listing by mc in a cluster).
 volumes_with_data() {
-  if [[ $CLUSTER == local ]]; then
+  if [[ $CLUSTER == node ]]; then
     find "$S3_DATA/mimeo-vault/short" -name '*.seg' -printf '%h\n' 2>/dev/null | sort -u | wc -l
     return
   fi
@@ -751,7 +744,7 @@ scenario_apiserver_restart() {
   run_now backuptrail/faults $FAULTS
   check "api restart: backup pod running" wait_for 60 bash -c \
     "$BIN/kubectl -n $FAULTS get pods -l $sel -o jsonpath='{.items[*].status.phase}' | grep -q Running"
-  if [[ $CLUSTER == local ]]; then
+  if [[ $CLUSTER == node ]]; then
     restart_controlplane
     ok "api restart: etcd, kube-apiserver and kube-controller-manager restarted"
   else
@@ -832,7 +825,12 @@ EOF
 can() { k auth can-i "$@" 2>/dev/null || true; }
 # all_logs: everything the operator, the workers and the node wrote.
 all_logs() {
-  if [[ $CLUSTER == local ]]; then cat "$NODE"/logs/*.log "$WORK/agent.log"; return; fi
+  if [[ $CLUSTER == node ]]; then
+    # Every container's output the kubelet kept (pods of finished Jobs too), and the node's own.
+    find "$NODE_DIR/pod-logs" -name '*.log' -exec cat {} +
+    cat "$NODE_DIR/kubelet.log" "$NODE_DIR/containerd.log"
+    return
+  fi
   local ns pod
   for ns in $SYSTEM $QS $FAULTS; do
     for pod in $(k -n $ns get pods -o jsonpath='{.items[*].metadata.name}'); do pod_logs $ns "$pod"; done

@@ -192,7 +192,7 @@ struct S3Leftovers {
 }
 
 impl S3Leftovers {
-    /// Checks the server after a re-run: an upload whose marker (`.uploads/KEY@HEX(ID)`)
+    /// Checks the server after a re-run: an upload whose marker (`.uploads/KEY@DIGEST(ID)`)
     /// exists should have been aborted, and no open upload may hold a part.
     fn check(&mut self, server: &S3Server, trial: usize) {
         let names = server.data_file_names();
@@ -201,7 +201,7 @@ impl S3Leftovers {
             .filter_map(|n| n.strip_prefix(".upload-")?.strip_suffix(".json"))
             .collect();
         for id in &open {
-            let marker = format!("@{}", hex_of(id));
+            let marker = format!("@{}", marker_digest(id));
             assert!(
                 !names.iter().any(|n| n.ends_with(&marker)),
                 "trial {trial}: upload {id} has a marker but was not aborted"
@@ -223,8 +223,14 @@ impl S3Leftovers {
     }
 }
 
-fn hex_of(text: &str) -> String {
-    text.bytes().map(|b| format!("{b:02x}")).collect()
+/// The suffix of an upload's marker: 16 hex digits of the SHA-256 of its id.
+fn marker_digest(upload_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(upload_id)
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Runs `TRIALS` killed-and-rerun trials of the apply of `files` after `prepare`, each killed

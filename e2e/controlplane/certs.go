@@ -123,7 +123,7 @@ func issueClient(p pki, name, cn string, orgs ...string) error {
 // ensurePKI creates the CA, the API server's serving certificate, the service-account
 // signing key, client certificates for the admin and the controller-manager, and a
 // static admin bearer token.
-func ensurePKI(p pki) error {
+func ensurePKI(p pki, addr net.IP) error {
 	if err := os.MkdirAll(p.dir, 0o700); err != nil {
 		return err
 	}
@@ -157,7 +157,7 @@ func ensurePKI(p pki) error {
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		DNSNames: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
 			"kubernetes.default.svc.cluster.local"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1"), net.ParseIP(serviceIP)},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1"), net.ParseIP(serviceIP), addr},
 	}); err != nil {
 		return fmt.Errorf("serving cert: %w", err)
 	}
@@ -165,6 +165,15 @@ func ensurePKI(p pki) error {
 		return err
 	}
 	if err := issueClient(p, "controller-manager", "system:kube-controller-manager"); err != nil {
+		return err
+	}
+	if err := issueClient(p, "scheduler", "system:kube-scheduler"); err != nil {
+		return err
+	}
+	if err := issueClient(p, "kube-proxy", "system:kube-proxy"); err != nil {
+		return err
+	}
+	if err := issueClient(p, "apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters"); err != nil {
 		return err
 	}
 	if !exists(p.SAKey()) || !exists(p.SAPub()) {

@@ -4,7 +4,7 @@
 //
 //	mimeo-controlplane --data-dir DIR --port N
 //
-// It also writes DIR/env (KUBECONFIG=..., MIMEO_E2E_APISERVER=https://127.0.0.1:N) and
+// It also writes DIR/env (KUBECONFIG=..., MIMEO_E2E_APISERVER=https://ADDRESS:N) and
 // DIR/controlplane.pid. It writes DIR/admin.kubeconfig once the API server's /readyz answers ok and the
 // controller-manager has created the default ServiceAccount, then prints "ready" on
 // stdout. Component logs go to DIR/*.log. SIGTERM or SIGINT stops everything in order
@@ -15,6 +15,7 @@
 //
 //	mimeo-controlplane kube-apiserver [kube-apiserver flags]
 //	mimeo-controlplane kube-controller-manager [kube-controller-manager flags]
+//	mimeo-controlplane kube-scheduler [kube-scheduler flags]
 package main
 
 import (
@@ -44,6 +45,7 @@ import (
 	_ "k8s.io/component-base/metrics/prometheus/version"
 	apiserverapp "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	cmapp "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	schedapp "k8s.io/kubernetes/cmd/kube-scheduler/app"
 )
 
 const (
@@ -68,6 +70,10 @@ func main() {
 			cmd := cmapp.NewControllerManagerCommand()
 			cmd.SetArgs(os.Args[2:])
 			os.Exit(cli.Run(cmd))
+		case "kube-scheduler":
+			cmd := schedapp.NewSchedulerCommand()
+			cmd.SetArgs(os.Args[2:])
+			os.Exit(cli.Run(cmd))
 		}
 	}
 	os.Exit(run())
@@ -80,14 +86,16 @@ func logf(format string, args ...any) {
 func run() int {
 	fs := flag.NewFlagSet("mimeo-controlplane", flag.ExitOnError)
 	dataDir := fs.String("data-dir", "", "directory for etcd data, certificates, kubeconfigs and logs (required)")
-	port := fs.Int("port", 6443, "kube-apiserver secure port on 127.0.0.1 (0: pick a free one)")
+	port := fs.Int("port", 6443, "kube-apiserver secure port (0: pick a free one)")
+	address := fs.String("address", "127.0.0.1", "the API server's address: it listens there, and advertises it as the kubernetes Service's endpoint when it is not a loopback address (a node's pods reach it there)")
 	etcdPort := fs.Int("etcd-port", 0, "etcd client port on 127.0.0.1 (0: pick a free one)")
 	noFsync := fs.Bool("etcd-unsafe-no-fsync", true, "skip etcd's fsync: fast on a busy disk, but writes acknowledged just before a shutdown can be lost (pass false when the control plane is restarted on its data)")
 	readyTimeout := fs.Duration("ready-timeout", 5*time.Minute, "give up if not ready within this time")
 	var apiArgs, cmArgs, nodes multiFlag
 	fs.Var(&apiArgs, "apiserver-arg", "extra kube-apiserver flag, e.g. --apiserver-arg=--v=2 (repeatable)")
 	fs.Var(&cmArgs, "controller-manager-arg", "extra kube-controller-manager flag (repeatable)")
-	fs.Var(&nodes, "node", "also write DIR/node-NAME.kubeconfig for user system:node:NAME (repeatable)")
+	fs.Var(&nodes, "node", "also write DIR/node-NAME.kubeconfig for user system:node:NAME (repeatable), and DIR/kube-proxy.kubeconfig")
+	scheduler := fs.Bool("scheduler", false, "also run kube-scheduler (for real kubelets; the node agent schedules its own pods)")
 	_ = fs.Parse(os.Args[1:])
 	if *dataDir == "" || fs.NArg() != 0 {
 		fmt.Fprintln(os.Stderr, "usage: mimeo-controlplane --data-dir DIR [--port N] [flags]")
@@ -109,8 +117,13 @@ func run() int {
 			return 1
 		}
 	}
-	cp := &controlPlane{dir: dir, pki: pki{dir: filepath.Join(dir, "pki")}, port: *port, noFsync: *noFsync,
-		apiArgs: apiArgs, cmArgs: cmArgs, nodes: nodes}
+	addr := net.ParseIP(*address)
+	if addr == nil {
+		logf("--address %q is not an IP address", *address)
+		return 2
+	}
+	cp := &controlPlane{dir: dir, pki: pki{dir: filepath.Join(dir, "pki")}, addr: addr, port: *port, noFsync: *noFsync,
+		apiArgs: apiArgs, cmArgs: cmArgs, nodes: nodes, scheduler: *scheduler}
 	if *etcdPort != 0 {
 		cp.etcdPort = *etcdPort
 	}
@@ -125,6 +138,7 @@ func run() int {
 type controlPlane struct {
 	dir      string
 	pki      pki
+	addr     net.IP
 	port     int
 	etcdPort int
 	noFsync  bool
@@ -135,6 +149,8 @@ type controlPlane struct {
 	etcd      *embed.Etcd
 	apiserver *child
 	cm        *child
+	sched     *child // with --scheduler only
+	scheduler bool
 }
 
 type child struct {
@@ -144,11 +160,13 @@ type child struct {
 	err  error
 }
 
-func (cp *controlPlane) server() string { return fmt.Sprintf("https://127.0.0.1:%d", cp.port) }
+func (cp *controlPlane) server() string {
+	return "https://" + net.JoinHostPort(cp.addr.String(), strconv.Itoa(cp.port))
+}
 
 func (cp *controlPlane) serve(sigs <-chan os.Signal, readyTimeout time.Duration) int {
 	start := time.Now()
-	if err := ensurePKI(cp.pki); err != nil {
+	if err := ensurePKI(cp.pki, cp.addr); err != nil {
 		logf("certificates: %v", err)
 		return 1
 	}
@@ -187,6 +205,16 @@ func (cp *controlPlane) serve(sigs <-chan os.Signal, readyTimeout time.Duration)
 		logf("start kube-controller-manager: %v", err)
 		return 1
 	}
+	if cp.scheduler {
+		if err := writeKubeconfig(cp.pki, filepath.Join(cp.dir, "scheduler.kubeconfig"), cp.server(), "scheduler"); err != nil {
+			logf("kubeconfig: %v", err)
+			return 1
+		}
+		if cp.sched, err = cp.startChild("kube-scheduler", cp.schedulerFlags()); err != nil {
+			logf("start kube-scheduler: %v", err)
+			return 1
+		}
+	}
 	saURL := cp.server() + "/api/v1/namespaces/default/serviceaccounts/default"
 	if code, ok := cp.waitFor(sigs, deadline, func() bool { return get(client, saURL) == 200 }); !ok {
 		logf("kube-controller-manager did not create the default ServiceAccount; see %s",
@@ -206,6 +234,12 @@ func (cp *controlPlane) serve(sigs <-chan os.Signal, readyTimeout time.Duration)
 			return 1
 		}
 	}
+	if len(cp.nodes) > 0 {
+		if err := writeKubeconfig(cp.pki, filepath.Join(cp.dir, "kube-proxy.kubeconfig"), cp.server(), "kube-proxy"); err != nil {
+			logf("kubeconfig: %v", err)
+			return 1
+		}
+	}
 	if err := writeKubeconfig(cp.pki, filepath.Join(cp.dir, "admin.kubeconfig"), cp.server(), "admin"); err != nil {
 		logf("kubeconfig: %v", err)
 		return 1
@@ -217,8 +251,12 @@ func (cp *controlPlane) serve(sigs <-chan os.Signal, readyTimeout time.Duration)
 	logf("ready after %s; KUBECONFIG=%s", since(start), filepath.Join(cp.dir, "admin.kubeconfig"))
 	fmt.Println("ready")
 
-	cmRestarts := 0
+	restarts := map[string]int{}
 	for {
+		var schedDone <-chan struct{} // nil (never ready) without a scheduler
+		if cp.sched != nil {
+			schedDone = cp.sched.done
+		}
 		select {
 		case s := <-sigs:
 			logf("got %v, shutting down", s)
@@ -230,19 +268,32 @@ func (cp *controlPlane) serve(sigs <-chan os.Signal, readyTimeout time.Duration)
 			logf("kube-apiserver exited unexpectedly (%v); see %s", cp.apiserver.err, cp.logPath("kube-apiserver"))
 			return 1
 		case <-cp.cm.done:
-			cmRestarts++
-			logf("kube-controller-manager exited unexpectedly (%v); see %s", cp.cm.err, cp.logPath("kube-controller-manager"))
-			if cmRestarts > 5 {
+			if !cp.restart(&cp.cm, "kube-controller-manager", cp.cmFlags(), restarts) {
 				return 1
 			}
-			time.Sleep(time.Second)
-			if cp.cm, err = cp.startChild("kube-controller-manager", cp.cmFlags()); err != nil {
-				logf("restart kube-controller-manager: %v", err)
+		case <-schedDone:
+			if !cp.restart(&cp.sched, "kube-scheduler", cp.schedulerFlags(), restarts) {
 				return 1
 			}
-			logf("kube-controller-manager restarted (%d)", cmRestarts)
 		}
 	}
+}
+
+// restart starts a controller again after it died, up to 5 times each.
+func (cp *controlPlane) restart(c **child, name string, flags []string, restarts map[string]int) bool {
+	restarts[name]++
+	logf("%s exited unexpectedly (%v); see %s", name, (*c).err, cp.logPath(name))
+	if restarts[name] > 5 {
+		return false
+	}
+	time.Sleep(time.Second)
+	var err error
+	if *c, err = cp.startChild(name, flags); err != nil {
+		logf("restart %s: %v", name, err)
+		return false
+	}
+	logf("%s restarted (%d)", name, restarts[name])
+	return true
 }
 
 // waitFor polls cond until it holds, a signal arrives, the deadline passes, or a child dies.
@@ -335,10 +386,16 @@ func (cp *controlPlane) startEtcd() error {
 
 func (cp *controlPlane) apiserverFlags() []string {
 	p := cp.pki
+	// A loopback address cannot be an endpoint of the kubernetes Service: without a node
+	// nothing needs one.
+	reconciler := "lease"
+	if cp.addr.IsLoopback() {
+		reconciler = "none"
+	}
 	args := []string{
 		"--etcd-servers=" + fmt.Sprintf("http://127.0.0.1:%d", cp.etcdPort),
-		"--bind-address=127.0.0.1",
-		"--advertise-address=127.0.0.1",
+		"--bind-address=" + cp.addr.String(),
+		"--advertise-address=" + cp.addr.String(),
 		"--secure-port=" + strconv.Itoa(cp.port),
 		"--cert-dir=" + p.dir,
 		"--tls-cert-file=" + p.ServingCert(),
@@ -350,7 +407,11 @@ func (cp *controlPlane) apiserverFlags() []string {
 		"--service-account-key-file=" + p.SAPub(),
 		"--service-account-signing-key-file=" + p.SAKey(),
 		"--authorization-mode=Node,RBAC",
-		"--endpoint-reconciler-type=none",
+		"--endpoint-reconciler-type=" + reconciler,
+		// Logs, exec and port-forward: the API server calls the kubelet as a node admin.
+		"--kubelet-client-certificate=" + p.clientCert("apiserver-kubelet-client"),
+		"--kubelet-client-key=" + p.clientKey("apiserver-kubelet-client"),
+		"--kubelet-preferred-address-types=InternalIP,Hostname",
 		// Added to the default-on set (NamespaceLifecycle, LimitRanger, ServiceAccount,
 		// PodSecurity, ResourceQuota, DefaultStorageClass, the webhook and policy plugins, ...).
 		"--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,PodSecurity,LimitRanger,ResourceQuota,NodeRestriction",
@@ -376,6 +437,17 @@ func (cp *controlPlane) cmFlags() []string {
 		"--profiling=false",
 	}
 	return append(args, cp.cmArgs...)
+}
+
+func (cp *controlPlane) schedulerFlags() []string {
+	return []string{
+		"--kubeconfig=" + filepath.Join(cp.dir, "scheduler.kubeconfig"),
+		"--authentication-kubeconfig=" + filepath.Join(cp.dir, "scheduler.kubeconfig"),
+		"--authorization-kubeconfig=" + filepath.Join(cp.dir, "scheduler.kubeconfig"),
+		"--leader-elect=false",
+		"--secure-port=0",
+		"--profiling=false",
+	}
 }
 
 func (cp *controlPlane) startChild(name string, args []string) (*child, error) {
@@ -428,6 +500,7 @@ func (c *child) stop(grace time.Duration) {
 }
 
 func (cp *controlPlane) shutdown() {
+	cp.sched.stop(10 * time.Second)
 	cp.cm.stop(10 * time.Second)
 	cp.apiserver.stop(30 * time.Second)
 	if cp.etcd != nil {

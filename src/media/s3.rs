@@ -35,6 +35,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
@@ -471,7 +472,7 @@ impl S3Store {
                 .put_object()
                 .bucket(&self.bucket)
                 .key(self.full_key(marker))
-                .body(ByteStream::from_static(b""));
+                .body(ByteStream::from(upload_id.as_bytes().to_vec()));
             async move {
                 request
                     .send()
@@ -528,27 +529,28 @@ impl S3Store {
     }
 }
 
-/// Where an open multipart upload of `key` is recorded: `.uploads/KEY@HEX(UPLOAD ID)`, written
-/// when the upload starts and removed when it ends. A writer killed in between leaves it, and
-/// the trail's next session aborts the upload it names, on servers without
-/// ListMultipartUploads too (s3s-fs, some S3-compatible stores). With an empty `upload_id`:
-/// the prefix of the markers of keys under `key`.
+/// Where an open multipart upload of `key` is recorded: `.uploads/KEY@DIGEST`, holding the
+/// upload id, written when the upload starts and removed when it ends. A writer killed in
+/// between leaves it, and the trail's next session aborts the upload it names, on servers
+/// without ListMultipartUploads too (s3s-fs, some S3-compatible stores). DIGEST (16 hex digits
+/// of the id's SHA-256) tells uploads of one key apart; the id itself stays out of the key,
+/// since servers that store keys as files refuse a name longer than 255 bytes (MinIO's ids
+/// are about 130 bytes). With an empty `upload_id`: the prefix of the markers of keys under
+/// `key`.
 fn upload_marker(key: &str, upload_id: &str) -> String {
     match upload_id {
         "" => format!("{UPLOADS}/{key}"),
-        id => format!("{UPLOADS}/{key}@{}", hex::encode(id)),
+        id => format!("{UPLOADS}/{key}@{}", &hex::encode(Sha256::digest(id))[..16]),
     }
 }
 
 /// Root of the upload markers under a store's prefix.
 const UPLOADS: &str = ".uploads";
 
-/// `(key, upload id)` of an upload marker.
-fn parse_upload_marker(marker: &str) -> Option<(String, String)> {
+/// The key an upload marker is for.
+fn upload_marker_key(marker: &str) -> Option<&str> {
     let rest = marker.strip_prefix(UPLOADS)?.strip_prefix('/')?;
-    let (key, id) = rest.rsplit_once('@')?;
-    let id = String::from_utf8(hex::decode(id).ok()?).ok()?;
-    Some((key.to_owned(), id))
+    Some(rest.rsplit_once('@')?.0)
 }
 
 /// `"/a/b/"` → `"a/b/"`, `""` → `""`: the form that is simply prepended to keys.
@@ -683,17 +685,22 @@ impl ObjectStore for S3Store {
     async fn purge_incomplete(&self, prefix: &str, before: DateTime<Utc>) -> Result<usize> {
         let mut removed = 0;
         for (marker, modified) in self.list_timed(&upload_marker(prefix, "")).await? {
-            let Some((key, id)) = parse_upload_marker(&marker.key) else {
+            let Some(key) = upload_marker_key(&marker.key) else {
                 continue;
             };
             if modified > before.timestamp() {
                 continue;
             }
+            // Empty: removed since the listing, by the writer that ended its upload.
+            let id = match String::from_utf8(self.get(&marker.key).await?.to_vec()) {
+                Ok(id) if !id.is_empty() => id,
+                _ => continue,
+            };
             // A writer killed between completing an upload and removing its marker: the
             // object is there (keys are written once), and some servers refuse to abort a
             // completed upload (s3s-fs: AccessDenied).
-            let completed = self.head(&key).await?.is_some();
-            if !completed && let Err(e) = self.abort_upload(&key, &id).await {
+            let completed = self.head(key).await?.is_some();
+            if !completed && let Err(e) = self.abort_upload(key, &id).await {
                 tracing::warn!(key, error = %e, "interrupted upload not aborted");
                 continue;
             }
@@ -1076,5 +1083,23 @@ impl Drop for S3Writer {
             let key = std::mem::take(&mut self.key);
             runtime.spawn(async move { store.abandon_upload(&key, &id).await });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upload_marker_fits_a_file_name_and_names_its_key() {
+        // A MinIO upload id: base64 of a UUID pair and more, about 130 bytes.
+        let id = "ZjQ5NjQtNDNjNi00ODFhLTgxMTgtNzBhNzg1M2YzMGE2LjcxMzBmOWFiLWI2OTUtNDEzMS1iNzc4LTRmMTNiOThkNmU4M3gxNzk2NTg3NjQ1NjU0MDg4ODQw";
+        let key = "vault-7y/vault-7y-00001/00000.seg";
+        let marker = upload_marker(key, id);
+        let last = marker.rsplit('/').next().unwrap();
+        assert!(last.len() <= 64, "{last} ({} bytes)", last.len());
+        assert_eq!(upload_marker_key(&marker), Some(key));
+        assert!(marker.starts_with(&upload_marker("vault-7y/", "")));
+        assert_ne!(marker, upload_marker(key, "another upload"));
     }
 }
