@@ -601,8 +601,25 @@ EOF
 }
 
 # ---- scenario: operator killed during a duplication, worker killed during a backup
+# kill_worker_midway: SIGKILLs the newest worker process on the node once it has read 32 MiB
+# (/proc/PID/io), and prints how much it had read; fails if none showed up within 60 s.
+kill_worker_midway() {
+  local pid="" read=0 end=$((SECONDS + 60))
+  until [[ -n $pid ]]; do
+    ((SECONDS < end)) || return 1
+    pid="$(pgrep -n -u 65532 -f '/usr/local/bin/mimeo worker --task')" || true
+  done
+  while read="$(awk '$1 == "rchar:" {print $2}' "/proc/$pid/io" 2>/dev/null)" && ((read < 33554432)); do :; done
+  kill -KILL "$pid" 2>/dev/null || return 1
+  echo "$read"
+}
 operator_pod() { k -n "$SYSTEM" get pod -l app.kubernetes.io/component=operator -o jsonpath='{.items[?(@.status.phase=="Running")].metadata.name}'; }
-job_count() { k -n "$1" get jobs -l "$2" -o name | grep -c . || true; }
+# job_count NS SELECTOR: how many Jobs match; fails (prints nothing) when kubectl does.
+job_count() {
+  local names
+  names="$(k -n "$1" get jobs -l "$2" -o name)" || return 1
+  grep -c . <<<"$names" || true
+}
 scenario_kill() {
   k -n $FAULTS apply -f "$ROOT/examples/kind/minio/credentials.yaml" >/dev/null
   k -n $FAULTS apply -f - >/dev/null <<EOF
@@ -662,11 +679,16 @@ metadata: {name: to-disk}
 spec: {sourceTrails: [faults], targets: [faults-disk]}
 EOF
   local sel="mimeo.dev/run-kind=copy"
-  check "kill: the duplication Job starts" wait_for 60 bash -c \
-    "$BIN/kubectl -n $FAULTS get pods -l $sel -o jsonpath='{.items[*].status.phase}' | grep -q Running"
-  local old_pod entries_during
+  # The operator is killed as soon as the run's Job exists: a copy of 192 MiB takes seconds
+  # on this node, and the run must be unfinished when its operator dies.
+  check "kill: the duplication Job is created" wait_for 60 bash -c \
+    "[[ -n \$($BIN/kubectl -n $FAULTS get jobs -l $sel -o name) ]]"
+  local old_pod entries_during job
   old_pod="$(operator_pod)"
   k -n "$SYSTEM" delete pod "$old_pod" --grace-period=0 --force >/dev/null 2>&1
+  job="$(k -n $FAULTS get jobs -l $sel -o jsonpath='{.items[0].metadata.name}')"
+  check "kill: the operator died while its copy Job $job was unfinished" \
+    test -z "$(jp job/"$job" $FAULTS '{.status.succeeded}{.status.failed}')"
   entries_during="$(valid_entries $FAULTS mimeo.dev/trail=faults-disk)"
   check "kill: no Valid entry while the copy is unwritten ($entries_during)" test "$entries_during" = 0
   check "kill: a new operator pod is Ready" wait_for 120 bash -c \
@@ -675,17 +697,32 @@ EOF
   check "kill: still exactly one duplication Job" test "$(job_count $FAULTS $sel)" = 1
   check "kill: the policy counted one run" until_eq 30 1 jp duplicationpolicy/to-disk $FAULTS '{.status.runs}'
 
-  # A worker pod killed mid-backup: the Job's next pod resumes, one entry per instance.
+  # A worker pod killed mid-backup: the Job's next pod resumes, one entry per instance. New data
+  # first, so the backup has 192 MiB to write and a restore of the first instance would differ.
+  check "kill: 192 MiB of new random data in PVC big" in_pod $FAULTS refill-big big:/big \
+    'for i in 1 2 3 4; do head -c 50331648 /dev/urandom > /big/blob-$i; done'
   run_now backuptrail/faults $FAULTS
   sel="mimeo.dev/run-kind=backup"
-  check "kill: second backup's pod running" wait_for 60 bash -c \
-    "$BIN/kubectl -n $FAULTS get pods -l $sel -o jsonpath='{.items[*].status.phase}' | grep -q Running"
-  local pod
-  pod="$(k -n $FAULTS get pods -l $sel -o jsonpath='{.items[?(@.status.phase=="Running")].metadata.name}')"
-  sleep 1
-  k -n $FAULTS delete pod "$pod" --grace-period=0 --force >/dev/null 2>&1
+  local pod read
+  if [[ $CLUSTER == node ]]; then
+    # The worker's process, SIGKILLed on the node once it has read 32 MiB of the 192: a backup
+    # takes about a second here, less than a pod's status takes to say Running.
+    read="$(kill_worker_midway)"
+    check "kill: the backup's worker process was SIGKILLed after reading $((read / 1048576)) MiB" test -n "$read"
+    pod="$(k -n $FAULTS get pods -l $sel --sort-by=.metadata.creationTimestamp -o jsonpath='{.items[-1:].metadata.name}')"
+  else
+    check "kill: second backup's pod running" wait_for 60 bash -c \
+      "$BIN/kubectl -n $FAULTS get pods -l $sel -o jsonpath='{.items[*].status.phase}' | grep -q Running"
+    pod="$(k -n $FAULTS get pods -l $sel -o jsonpath='{.items[?(@.status.phase=="Running")].metadata.name}')"
+    k -n $FAULTS delete pod "$pod" --grace-period=0 --force >/dev/null 2>&1
+  fi
+  job="$(k -n $FAULTS get pod "$pod" -o jsonpath='{.metadata.labels.job-name}')"
   check "kill: the backup completes after its worker was killed" until_eq 180 2 \
     valid_entries $FAULTS mimeo.dev/trail=faults
+  # The kill hit a running worker: the Job counts that pod failed, and another pod finished.
+  check "kill: Job $job counts the killed pod $pod as failed" test "$(jp job/"$job" $FAULTS '{.status.failed}')" -ge 1
+  check "kill: a replacement worker pod of $job succeeded" wait_for 60 bash -c \
+    "$BIN/kubectl -n $FAULTS get pods -l job-name=$job -o jsonpath='{range .items[?(@.status.phase==\"Succeeded\")]}{.metadata.name}{\"\\n\"}{end}' | grep -v '^$pod\$' | grep -q ."
   check "kill: the second backup ran in one Job" test "$(job_count $FAULTS $sel)" = 2
   k -n $FAULTS apply -f - >/dev/null <<EOF
 apiVersion: mimeo.dev/v1alpha1

@@ -16,8 +16,7 @@ set -euo pipefail
 NAME=smoke
 # shellcheck source=e2e/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-require_tools mimeo-controlplane mimeo-node-agent kubectl helm
-E2E_LOGS=("$WORK/agent.log" "${E2E_LOGS[@]}")
+require_tools mimeo-controlplane kubelet kube-proxy kubectl helm
 
 # ---- start the control plane
 start_controlplane
@@ -181,9 +180,9 @@ done
 [[ -z "$missing" ]] && ok "controller-manager started job, garbage-collector, serviceaccount(-token), namespace, ttl-after-finished, ..." \
   || fail "controllers not started:$missing"
 
-# ---- the node agent: pods really run
-# shellcheck source=e2e/agent-smoke.sh
-source "$E2E/agent-smoke.sh"
+# ---- a real node: pods really run, under the kubelet's rules
+# shellcheck source=e2e/node-smoke.sh
+source "$E2E/node-smoke.sh"
 
 # ---- memory, then stop
 rss_total=0
@@ -196,7 +195,10 @@ done
 echo "smoke: control plane RSS $((rss_total / 1024)) MiB:$rss_line"
 
 t_stop=$SECONDS
-stop_pid "$AGENT_PID" 20
+for ((i = ${#E2E_PIDS[@]} - 1; i >= 0; i--)); do
+  [[ ${E2E_PIDS[i]%%:*} == "$CP_PID" ]] || stop_pid "${E2E_PIDS[i]%%:*}" 20
+done
+stop_node
 stop_pid "$CP_PID"
 E2E_PIDS=()
 grep -q 'mimeo-controlplane: stopped' "$DATA/controlplane.out" && ok "control plane stopped cleanly on SIGTERM in $((SECONDS - t_stop))s" \

@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Builds the end-to-end tools into e2e/bin/ from Go modules (no binary downloads):
-#   mimeo-controlplane  etcd (embedded) + kube-apiserver + kube-controller-manager  (e2e/controlplane)
-#   mimeo-node-agent    Node, scheduler, hostPath provisioner, pods as local processes (e2e/controlplane/nodeagent)
+#   mimeo-controlplane  etcd (embedded) + kube-apiserver + kube-controller-manager + kube-scheduler (e2e/controlplane)
 #   kubectl, kubelet, kube-proxy  k8s.io/kubernetes/cmd/..., the API server's version (e2e/controlplane's go.mod)
 #   helm                helm.sh/helm/v3/cmd/helm@$HELM_VERSION
 #   coredns             github.com/coredns/coredns@$COREDNS_VERSION   (cluster DNS, as a pod)
@@ -76,15 +75,6 @@ T0=$SECONDS
 CP_STAMP="$(stamp_of controlplane "$(cp_inputs)" "$K8S_LDFLAGS")"
 build mimeo-controlplane "$CP_STAMP" \
   bash -c 'cd "$1" && go build -ldflags "$2" -o "$3" .' _ "$CP" "$K8S_LDFLAGS" "$BIN/mimeo-controlplane"
-
-# The node agent: a second main package of the same module (client-go), same version ldflags
-# (the Node's kubeletVersion).
-agent_inputs() {
-  (cd "$CP" && cat go.mod go.sum nodeagent/*.go | sha256sum | cut -d' ' -f1)
-}
-AGENT_STAMP="$(stamp_of node-agent "$(agent_inputs)" "$K8S_LDFLAGS")"
-build mimeo-node-agent "$AGENT_STAMP" \
-  bash -c 'cd "$1" && go build -ldflags "$2" -o "$3" ./nodeagent' _ "$CP" "$K8S_LDFLAGS" "$BIN/mimeo-node-agent"
 
 # kubectl, kubelet and kube-proxy: `tool` lines of the control plane's go.mod, so they are exactly
 # the API server's version.

@@ -2,10 +2,12 @@
 # The whole test suite, on a fresh machine too: installs what the tests need (a real S3 server,
 # s3s-fs, which the tests start on loopback), then checks formatting and lints, then runs every
 # test. One build serves clippy and the tests' dependencies (shared target/). Then the
-# end-to-end suite: a real control plane, kubectl and helm built from Go modules (e2e/tools.sh,
-# cached), the image built from the Dockerfile around the binary the tests just built (buildah,
-# e2e/image.sh), the node agent running worker pods with that binary, the smoke checks and the
-# scenarios (e2e/README.md). In between: cargo deny (licences, bans,
+# end-to-end suite: a real control plane and a real node (kubelet, kube-proxy, containerd, runc,
+# CNI), kubectl, helm, CoreDNS, local-path-provisioner and MinIO built from Go modules or
+# installed from Debian's packages (e2e/tools.sh, cached), the image built from the Dockerfile
+# around the binary the tests just built (buildah, e2e/image.sh) and the add-ons' images
+# (e2e/addon-images.sh), imported into containerd; the smoke checks and the scenarios
+# (e2e/README.md). In between: cargo deny (licences, bans,
 # sources, advisories) and the fuzz targets for MIMEO_FUZZ_SECONDS (30) each. MIMEO_SKIP_FUZZ=1 skips the
 # fuzzing (its cold build takes about 15 minutes); MIMEO_SKIP_E2E=1 stops before the e2e suite.
 set -euo pipefail
@@ -36,11 +38,12 @@ if [[ -n "${MIMEO_SKIP_E2E:-}" ]]; then
     echo "== e2e skipped (MIMEO_SKIP_E2E)"
     exit 0
 fi
-echo "== e2e tools (control plane, node agent, kubectl, helm from Go modules)"
+echo "== e2e tools (control plane, kubelet, kube-proxy, kubectl, helm, add-ons from Go modules; containerd, runc, CNI from Debian)"
 bash e2e/tools.sh
-echo "== container image (the Dockerfile with buildah, bases from Debian packages; docs/image.md)"
+echo "== container images (the Dockerfile with buildah, bases from Debian packages; docs/image.md)"
 MIMEO_BIN="$PWD/target/debug/mimeo" bash e2e/image.sh
+bash e2e/addon-images.sh
 echo "== e2e smoke"
 bash e2e/smoke.sh
 echo "== e2e scenarios"
-MIMEO_BIN="$PWD/target/debug/mimeo" bash e2e/scenarios.sh
+bash e2e/scenarios.sh
