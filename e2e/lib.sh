@@ -117,11 +117,13 @@ start_cluster() {
   start_node "$WORK/node"
 }
 
-# restart_controlplane: stops the control plane (etcd, kube-apiserver, kube-controller-manager)
-# and starts it again on the same data, address and port; clients reconnect to the same address.
+# restart_controlplane: kills kube-apiserver (SIGKILL, as a crash or an OOM kill would: clients
+# meet refused connections at once, not a graceful drain), lets the supervisor stop the rest
+# (etcd cleanly), and starts the control plane again on the same data, address and port.
 restart_controlplane() {
   local port
   port="$(sed -n 's#.*server: https://.*:\([0-9]*\)$#\1#p' "$KUBECONFIG" | sed -n 1p)"
+  pkill -KILL -P "$CP_PID" -f ' kube-apiserver ' || true
   stop_pid "$CP_PID" 30
   start_controlplane "${CP_FLAGS[@]}" --port "$port" --etcd-unsafe-no-fsync=false
 }

@@ -171,7 +171,11 @@ in_pod() {
 # same_tree NS NAME CLAIM[/DIR] CLAIM[/DIR]: the two trees are byte-identical (diff -r in a pod).
 same_tree() {
   local a=${3%%/*} b=${4%%/*}
-  in_pod "$1" "$2" "$a:/a:ro $b:/b:ro" "diff -r /a/${3#"$a"} /b/${4#"$b"} && echo identical"
+  if [[ $a == "$b" ]]; then # one claim, mounted once
+    in_pod "$1" "$2" "$a:/a:ro" "diff -r /a/${3#"$a"} /a/${4#"$b"} && echo identical"
+  else
+    in_pod "$1" "$2" "$a:/a:ro $b:/b:ro" "diff -r /a/${3#"$a"} /b/${4#"$b"} && echo identical"
+  fi
 }
 # run_now KIND/NAME NS: asks for a run now.
 run_now() { k -n "$2" annotate "$1" --overwrite "mimeo.dev/run-now=$(date +%s%N)" >/dev/null; }
@@ -601,17 +605,42 @@ EOF
 }
 
 # ---- scenario: operator killed during a duplication, worker killed during a backup
-# kill_worker_midway: SIGKILLs the newest worker process on the node once it has read 32 MiB
-# (/proc/PID/io), and prints how much it had read; fails if none showed up within 60 s.
-kill_worker_midway() {
+# worker_midway: waits for the newest worker process on the node to have read 32 MiB
+# (/proc/PID/io) and prints "PID BYTES"; fails if none showed up within 60 s.
+worker_midway() {
   local pid="" read=0 end=$((SECONDS + 60))
   until [[ -n $pid ]]; do
     ((SECONDS < end)) || return 1
     pid="$(pgrep -n -u 65532 -f '/usr/local/bin/mimeo worker --task')" || true
   done
   while read="$(awk '$1 == "rchar:" {print $2}' "/proc/$pid/io" 2>/dev/null)" && ((read < 33554432)); do :; done
-  kill -KILL "$pid" 2>/dev/null || return 1
-  echo "$read"
+  [[ -n $read ]] && echo "$pid $read"
+}
+# kill_worker_midway: SIGKILLs that worker then, and prints how much it had read.
+kill_worker_midway() {
+  local pid read
+  read -r pid read <<<"$(worker_midway)" && kill -KILL "$pid" 2>/dev/null && echo "$read"
+}
+# refill NAME: 192 MiB of new random data in PVC big of the faults namespace.
+refill() {
+  in_pod $FAULTS "$1" big:/big 'for i in 1 2 3 4; do head -c 50331648 /dev/urandom > /big/blob-$i; done'
+}
+# restore_instance NAME INSTANCE PATH: a Restore of that instance of work item big into PVC
+# restored at PATH, checked Succeeded and byte-identical to PVC big.
+restore_instance() {
+  k -n $FAULTS apply -f - >/dev/null <<EOF
+apiVersion: mimeo.dev/v1alpha1
+kind: Restore
+metadata: {name: $1}
+spec: {workItem: big, backupTrail: faults, instance: "$2", target: {pvc: {claimName: restored, path: $3}}}
+EOF
+  check "$1: the instance $2 restores" until_eq 120 Succeeded jp "restore/$1" $FAULTS '{.status.phase}'
+  check "$1: restored data is byte-identical to PVC big" same_tree $FAULTS "same-$1" big "restored/$3"
+}
+# newest_instance: the newest instance of the faults trail.
+newest_instance() {
+  k -n $FAULTS get catalogentries -l mimeo.dev/trail=faults --sort-by=.spec.backupTime \
+    -o 'jsonpath={.items[-1:].spec.instanceId}'
 }
 operator_pod() { k -n "$SYSTEM" get pod -l app.kubernetes.io/component=operator -o jsonpath='{.items[?(@.status.phase=="Running")].metadata.name}'; }
 # job_count NS SELECTOR: how many Jobs match; fails (prints nothing) when kubectl does.
@@ -699,8 +728,7 @@ EOF
 
   # A worker pod killed mid-backup: the Job's next pod resumes, one entry per instance. New data
   # first, so the backup has 192 MiB to write and a restore of the first instance would differ.
-  check "kill: 192 MiB of new random data in PVC big" in_pod $FAULTS refill-big big:/big \
-    'for i in 1 2 3 4; do head -c 50331648 /dev/urandom > /big/blob-$i; done'
+  check "kill: 192 MiB of new random data in PVC big" refill refill-kill
   run_now backuptrail/faults $FAULTS
   sel="mimeo.dev/run-kind=backup"
   local pod read
@@ -737,11 +765,21 @@ EOF
 
 # ---- scenario: S3 server stopped during a worker run
 scenario_s3_outage() {
-  local sel="mimeo.dev/run-kind=backup" before
+  local sel="mimeo.dev/run-kind=backup" before midway
   before="$(job_count $FAULTS $sel)"
+  check "s3 outage: 192 MiB of new random data in PVC big" refill refill-outage
   run_now backuptrail/faults $FAULTS
-  check "s3 outage: backup pod running" wait_for 60 bash -c \
-    "$BIN/kubectl -n $FAULTS get pods -l $sel -o jsonpath='{.items[*].status.phase}' | grep -q Running"
+  if [[ $CLUSTER == node ]]; then
+    # Once the worker has read 32 MiB: MinIO scaled to zero (so the kubelet will not restart
+    # it) and its process SIGKILLed on the node at once, not drained.
+    midway="$(worker_midway)"
+    k -n $MINIO scale deploy/minio --replicas=0 >/dev/null
+    pkill -KILL -f 'minio server /data' || true
+    check "s3 outage: MinIO killed while the worker had read $((${midway#* } / 1048576)) MiB" test -n "$midway"
+  else
+    check "s3 outage: backup pod running" wait_for 60 bash -c \
+      "$BIN/kubectl -n $FAULTS get pods -l $sel -o jsonpath='{.items[*].status.phase}' | grep -q Running"
+  fi
   s3_stop
   check "s3 outage: the worker pod fails" wait_for 120 bash -c \
     "$BIN/kubectl -n $FAULTS get pods -l $sel -o jsonpath='{.items[*].status.phase}' | grep -q Failed"
@@ -765,7 +803,10 @@ EOF
   check "s3 outage: one Job for the run (retried in place)" test "$(job_count $FAULTS $sel)" = $((before + 1))
   check "s3 outage: the restore completes once the server is back" until_eq 240 Succeeded \
     jp restore/during-outage $FAULTS '{.status.phase}'
-  check "s3 outage: the restored data is byte-identical" same_tree $FAULTS same-during-outage big restored/during-outage
+  # It read the newest Valid instance then, the one the kill scenario restored to restored/big.
+  check "s3 outage: the restored data is byte-identical to that instance" \
+    same_tree $FAULTS same-during-outage restored/big restored/during-outage
+  restore_instance after-outage "$(newest_instance)" after-outage
   check "s3 outage: still no copy marked Missing" test "$(missing_entries $FAULTS)" = 0
 }
 # missing_entries NS: how many CatalogEntries are Missing.
@@ -775,16 +816,22 @@ missing_entries() {
 
 # ---- scenario: the API server restarted during a worker run (builds on kill's trail)
 scenario_apiserver_restart() {
-  local sel="mimeo.dev/run-kind=backup" before n
+  local sel="mimeo.dev/run-kind=backup" before n pod
   before="$(job_count $FAULTS $sel)"
   n="$(valid_entries $FAULTS mimeo.dev/trail=faults)"
+  # New data, so the instance taken through the outage differs from every earlier one.
+  check "api restart: 192 MiB of new random data in PVC big" refill refill-api
   run_now backuptrail/faults $FAULTS
-  check "api restart: backup pod running" wait_for 60 bash -c \
-    "$BIN/kubectl -n $FAULTS get pods -l $sel -o jsonpath='{.items[*].status.phase}' | grep -q Running"
   if [[ $CLUSTER == node ]]; then
+    # The API server is SIGKILLed the moment the worker's process exists (a backup takes about
+    # a second here): everything the worker says to the API server meets the outage.
+    check "api restart: the backup's worker process started" wait_for 60 \
+      pgrep -u 65532 -f '/usr/local/bin/mimeo worker --task'
     restart_controlplane
-    ok "api restart: etcd, kube-apiserver and kube-controller-manager restarted"
+    ok "api restart: kube-apiserver killed while the worker ran; the control plane started again"
   else
+    check "api restart: backup pod running" wait_for 60 bash -c \
+      "$BIN/kubectl -n $FAULTS get pods -l $sel -o jsonpath='{.items[*].status.phase}' | grep -q Running"
     # On kind: the kube-apiserver container is stopped on the node; the kubelet starts it again
     # (deleting its mirror pod would not). MIMEO_E2E_APISERVER_RESTART overrides the command.
     local node="${MIMEO_E2E_KIND_NODE:-kind-control-plane}"
@@ -797,6 +844,12 @@ scenario_apiserver_restart() {
   check "api restart: one Job for the run" test "$(job_count $FAULTS $sel)" = $((before + 1))
   check "api restart: the trail reports the run" wait_for 60 bash -c \
     "$BIN/kubectl -n $FAULTS get backuptrail faults -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].reason}' | grep -q BackupSucceeded"
+  pod="$(k -n $FAULTS get pods -l $sel --sort-by=.metadata.creationTimestamp -o jsonpath='{.items[-1:].metadata.name}')"
+  if [[ $CLUSTER == node ]]; then
+    check "api restart: the worker $pod retried its API calls through the outage" bash -c \
+      "$BIN/kubectl -n $FAULTS logs $pod | grep -q 'transient failure, retrying'"
+  fi
+  restore_instance after-api-restart "$(newest_instance)" api-restart
   # The operator's watches resumed: a run asked for after the restart happens too.
   run_now backuptrail/faults $FAULTS
   check "api restart: a run asked for afterwards completes" until_eq 240 $((n + 2)) \
