@@ -342,3 +342,47 @@ async fn put_carries_a_crc32c_checksum() {
     assert_eq!(crc32c::crc32c(b"abc"), 0x364b_3fb7);
     assert_eq!(head.checksum_crc32_c(), Some("Nks/tw=="));
 }
+
+/// Markers are media other writers can touch: one from before upload ids moved into the body
+/// (`KEY@HEX(ID)`, empty) still gets its upload aborted, and one far larger than any id is
+/// passed over, not read into memory.
+#[tokio::test]
+async fn purge_reads_older_markers_and_skips_oversized_ones() {
+    let server = S3Server::start();
+    let store = store(&server, "").await;
+    let client = server.client();
+    let upload = client
+        .create_multipart_upload()
+        .bucket(BUCKET)
+        .key("trail/old.seg")
+        .send()
+        .await
+        .unwrap();
+    let id = upload.upload_id().unwrap();
+    let legacy = format!(".uploads/trail/old.seg@{}", hex::encode(id));
+    store.put(&legacy, Bytes::new()).await.unwrap();
+    let oversized = ".uploads/trail/big.seg@0123456789abcdef";
+    store
+        .put(oversized, Bytes::from(vec![b'x'; 64 * 1024]))
+        .await
+        .unwrap();
+    assert!(pending_uploads(&server) > 0);
+
+    let later = chrono::Utc::now() + chrono::Duration::seconds(5);
+    store.purge_incomplete("trail/", later).await.unwrap();
+    assert_eq!(
+        pending_uploads(&server),
+        0,
+        "the older marker's upload is aborted"
+    );
+    assert_eq!(
+        store.head(&legacy).await.unwrap(),
+        None,
+        "and its marker removed"
+    );
+    assert_eq!(
+        store.head(oversized).await.unwrap(),
+        Some(64 * 1024),
+        "left alone"
+    );
+}

@@ -498,6 +498,25 @@ impl S3Store {
         self.remove_upload_marker(key, upload_id).await
     }
 
+    /// The upload id a marker records: its body, or for a marker written before ids moved
+    /// into the body (empty, `KEY@HEX(ID)`) its name. `None` for a marker removed since the
+    /// listing (by the writer that ended its upload), or one no Mimeo wrote: larger than any id
+    /// (never read into memory), or not text.
+    async fn marker_upload_id(&self, marker: &ObjectInfo) -> Result<Option<String>> {
+        if marker.size > MAX_UPLOAD_ID {
+            tracing::warn!(marker = %marker.key, size = marker.size, "not an upload marker: too large");
+            return Ok(None);
+        }
+        let body = self.get(&marker.key).await?;
+        if !body.is_empty() {
+            return Ok(String::from_utf8(body.to_vec()).ok());
+        }
+        let legacy = (marker.key.rsplit_once('@'))
+            .filter(|(_, hex_id)| hex_id.len() > 16)
+            .and_then(|(_, hex_id)| hex::decode(hex_id).ok());
+        Ok(legacy.and_then(|id| String::from_utf8(id).ok()))
+    }
+
     async fn remove_upload_marker(&self, key: &str, upload_id: &str) -> Result<()> {
         if !self.track_uploads {
             return Ok(());
@@ -546,6 +565,9 @@ fn upload_marker(key: &str, upload_id: &str) -> String {
 
 /// Root of the upload markers under a store's prefix.
 const UPLOADS: &str = ".uploads";
+
+/// The largest upload id a marker may hold (S3's are under 200 bytes, MinIO's about 130).
+const MAX_UPLOAD_ID: u64 = 1024;
 
 /// The key an upload marker is for.
 fn upload_marker_key(marker: &str) -> Option<&str> {
@@ -691,10 +713,8 @@ impl ObjectStore for S3Store {
             if modified > before.timestamp() {
                 continue;
             }
-            // Empty: removed since the listing, by the writer that ended its upload.
-            let id = match String::from_utf8(self.get(&marker.key).await?.to_vec()) {
-                Ok(id) if !id.is_empty() => id,
-                _ => continue,
+            let Some(id) = self.marker_upload_id(&marker).await? else {
+                continue;
             };
             // A writer killed between completing an upload and removing its marker: the
             // object is there (keys are written once), and some servers refuse to abort a
