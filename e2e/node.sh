@@ -29,6 +29,8 @@ node_network() {
   ip link set "$NODE_BRIDGE" up
   # Pod traffic to Services crosses the bridge: iptables must see it (kube-proxy's DNAT).
   modprobe br_netfilter 2>/dev/null || true
+  # The host's values, put back by stop_node: forwarding stays as the machine had it.
+  NODE_SYSCTLS="$(sysctl -e net.bridge.bridge-nf-call-iptables net.ipv4.ip_forward | tr -d ' ')"
   sysctl -qw net.bridge.bridge-nf-call-iptables=1 net.ipv4.ip_forward=1
 }
 
@@ -169,4 +171,5 @@ stop_node() {
   done
   ip link del "$NODE_BRIDGE" 2>/dev/null || true
   rm -rf "$NODE_RUN"
+  [[ -z "${NODE_SYSCTLS:-}" ]] || sysctl -qw $NODE_SYSCTLS || true
 }
