@@ -13,6 +13,7 @@
 # Idempotent and cached: a binary is rebuilt only when its inputs (sources, go.mod, go.sum,
 # versions, flags) change; Go's own build cache (GOCACHE) makes a rebuild incremental.
 # Usage: bash e2e/tools.sh            (prints how long each build took)
+#        bash e2e/tools.sh minio      (only the named tools, no packages: the Rust tests' MinIO)
 #        MIMEO_E2E_FORCE=1 bash e2e/tools.sh   (ignore the stamps, still uses GOCACHE)
 set -euo pipefail
 
@@ -28,9 +29,10 @@ MC_VERSION="${MC_VERSION:-v0.0.0-20250313080218-cf909e1063a9}"
 K8S_VERSION="$(awk '$1 == "k8s.io/kubernetes" { print $2; exit }' "$CP/go.mod")"
 K8S_MINOR="$(echo "$K8S_VERSION" | cut -d. -f2)"
 
+ONLY=" $* "
 command -v go >/dev/null || { echo "tools.sh: go is not installed (Go >= 1.24 needed)" >&2; exit 1; }
 mkdir -p "$BIN"
-if ! command -v containerd >/dev/null || ! command -v runc >/dev/null || [[ ! -x /usr/lib/cni/bridge ]] ||
+if [[ -z "$*" ]] && ! command -v containerd >/dev/null || ! command -v runc >/dev/null || [[ ! -x /usr/lib/cni/bridge ]] ||
   ! command -v iptables >/dev/null || ! command -v conntrack >/dev/null; then
   echo "tools.sh: installing containerd, runc, the CNI plugins, iptables and conntrack from Debian's packages"
   apt-get update -qq
@@ -49,6 +51,7 @@ stamp_of() { # inputs... -> hash
 build() {
   local name="$1" stamp="$2"; shift 2
   local sfile="$BIN/.$name.stamp"
+  [[ "$ONLY" == "  " || "$ONLY" == *" $name "* ]] || return 0
   if [[ -z "${MIMEO_E2E_FORCE:-}" && -x "$BIN/$name" && -f "$sfile" && "$(cat "$sfile")" == "$stamp" ]]; then
     echo "tools.sh: $name up to date (0s)"
     return 0
@@ -104,5 +107,6 @@ build mc "$(stamp_of static-mc "$MC_VERSION")" \
   env GOBIN="$BIN" CGO_ENABLED=0 go install -ldflags "-s -w" "github.com/minio/mc@$MC_VERSION"
 
 echo "tools.sh: all tools ready in $((SECONDS - T0))s: $(ls "$BIN" | tr '\n' ' ')"
+[[ "$ONLY" == "  " ]] || exit 0
 "$BIN/kubectl" version --client 2>/dev/null
 "$BIN/helm" version --short

@@ -747,7 +747,7 @@ async fn objects(server: &common::s3server::S3Server, bucket: &str, prefix: &str
 #[tokio::test]
 async fn an_s3_restore_target_is_never_overwritten_and_keeps_nothing_unverified() {
     let server = common::s3server::S3Server::start();
-    server.create_bucket("restores").await;
+    server.create_bucket("restores");
     let env = Env::new();
     backed_up(&env);
     let s3_restore = |name: &str, source: &str, prefix: &str| {
@@ -804,7 +804,7 @@ spec:
 #[tokio::test]
 async fn a_restore_killed_while_it_writes_to_s3_leaves_its_prefix_empty() {
     let server = common::s3server::S3Server::start();
-    server.create_bucket("restores").await;
+    server.create_bucket("restores");
     let env = Env::new();
     for i in 0..24 {
         random_file(&env.path(&format!("data/big/f{i:02}")), 2 << 20, i);

@@ -513,8 +513,8 @@ fn sequential_duplicate_is_contiguous_and_original_interleaved() {
 async fn s3_round_trip() {
     let started = Instant::now();
     let server = S3Server::start();
-    server.create_bucket("mimeo-primary").await;
-    server.create_bucket("mimeo-vault").await;
+    server.create_bucket("mimeo-primary");
+    server.create_bucket("mimeo-vault");
     let env = Env::new();
     let items = split_tree(&system_tree(), &env.path("src"), 2);
     for (_, dir) in &items {
@@ -580,7 +580,7 @@ async fn s3_round_trip() {
 #[tokio::test(flavor = "multi_thread")]
 async fn mixed_media() {
     let server = S3Server::start();
-    server.create_bucket("mimeo-offsite").await;
+    server.create_bucket("mimeo-offsite");
     let env = Env::new();
     let mut items: Vec<(String, String)> = Vec::new();
     for i in 0..3u64 {
@@ -881,7 +881,7 @@ fn distribute_and_n_targets() {
 #[tokio::test(flavor = "multi_thread")]
 async fn restore_falls_back_when_duplicate_media_are_offline() {
     let server = S3Server::start();
-    server.create_bucket("mimeo-offsite").await;
+    server.create_bucket("mimeo-offsite");
     let env = Env::new();
     let dir = env.path("src/m0");
     make_sample_tree(&dir);

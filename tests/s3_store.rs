@@ -1,4 +1,4 @@
-//! `S3Store` against a real S3 server (`s3s-fs` on loopback).
+//! `S3Store` against a real S3 server (`s3s-fs` on loopback; MinIO where a test says so).
 
 mod common;
 
@@ -15,7 +15,7 @@ const BUCKET: &str = "mimeo-test";
 const MIB: usize = 1024 * 1024;
 
 async fn store(server: &S3Server, prefix: &str) -> S3Store {
-    server.create_bucket(BUCKET).await;
+    server.create_bucket(BUCKET);
     connect(server.config(BUCKET, prefix)).await
 }
 
@@ -384,5 +384,50 @@ async fn purge_reads_older_markers_and_skips_oversized_ones() {
         store.head(oversized).await.unwrap(),
         Some(64 * 1024),
         "left alone"
+    );
+}
+
+/// MinIO lists multipart uploads, but takes the listing's prefix as one exact key: the purge
+/// must still find an upload under the trail that no marker records (a writer killed between
+/// starting it and writing its marker), and leave alone uploads of other trails, of other
+/// prefixes, and those started after `before`.
+#[tokio::test(flavor = "multi_thread")]
+async fn purge_finds_unmarked_uploads_under_the_prefix_on_minio() {
+    let server = S3Server::minio();
+    let store = store(&server, "site-a").await;
+    let client = server.client();
+    let start = |key: &'static str| {
+        let client = client.clone();
+        async move {
+            client
+                .create_multipart_upload()
+                .bucket(BUCKET)
+                .key(key)
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    start("site-a/trail/vol-1/00000.seg").await;
+    start("site-a/trail/vol-2/00003.seg").await;
+    start("site-a/other/vol-1/00000.seg").await;
+    start("site-b/trail/vol-1/00000.seg").await;
+    let open = || server.open_uploads(BUCKET, "");
+    assert_eq!(open().len(), 4);
+
+    let earlier = chrono::Utc::now() - chrono::Duration::seconds(60);
+    assert_eq!(store.purge_incomplete("trail/", earlier).await.unwrap(), 0);
+    assert_eq!(open().len(), 4, "uploads started after `before` stay");
+
+    let later = chrono::Utc::now() + chrono::Duration::seconds(5);
+    assert_eq!(store.purge_incomplete("trail/", later).await.unwrap(), 2);
+    let mut left: Vec<String> = open().into_iter().map(|(key, _)| key).collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "site-a/other/vol-1/00000.seg",
+            "site-b/trail/vol-1/00000.seg"
+        ]
     );
 }

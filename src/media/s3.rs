@@ -411,7 +411,11 @@ impl S3Store {
         Ok(objects)
     }
     /// Aborts the uploads ListMultipartUploads shows under `prefix`, started before `before`.
+    ///
+    /// The whole bucket is listed and filtered here: MinIO takes the listing's prefix as one
+    /// exact key (a trail's prefix lists nothing there), and a bucket holds few open uploads.
     async fn purge_listed_uploads(&self, prefix: &str, before: DateTime<Utc>) -> Result<usize> {
+        let prefix = self.full_key(prefix);
         let mut removed = 0;
         let mut key_marker: Option<String> = None;
         let mut id_marker: Option<String> = None;
@@ -420,7 +424,6 @@ impl S3Store {
                 .client
                 .list_multipart_uploads()
                 .bucket(&self.bucket)
-                .prefix(self.full_key(prefix))
                 .set_key_marker(key_marker.take())
                 .set_upload_id_marker(id_marker.take())
                 .send()
@@ -432,7 +435,7 @@ impl S3Store {
                     if failure.is_not_implemented() {
                         return Ok(removed); // the markers are all there is
                     }
-                    return Err(self.error("ListMultipartUploads", prefix, failure));
+                    return Err(self.error("ListMultipartUploads", &prefix, failure));
                 }
             };
             for u in page.uploads() {
@@ -440,7 +443,7 @@ impl S3Store {
                 let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
                     continue;
                 };
-                if started <= before.timestamp() {
+                if key.starts_with(&prefix) && started <= before.timestamp() {
                     self.client
                         .abort_multipart_upload()
                         .bucket(&self.bucket)

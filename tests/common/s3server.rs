@@ -1,7 +1,10 @@
-//! A real S3 server for tests: `s3s-fs` on loopback, with a fresh data directory, killed on drop.
+//! A real S3 server for tests on loopback, with a fresh data directory, killed on drop:
+//! `s3s-fs` (small and fast, for most tests) or MinIO (the server users name; it lists
+//! multipart uploads, so the sweep of orphaned uploads meets a real listing).
 //!
-//! The binary is found via `MIMEO_S3S_FS`, then `PATH`, then `$HOME/.cargo/bin/s3s-fs`;
-//! `scripts/install-test-tools.sh` installs it.
+//! `s3s-fs` is found via `MIMEO_S3S_FS`, then `PATH`, then `$HOME/.cargo/bin/s3s-fs`; MinIO via
+//! `MIMEO_MINIO`, then `e2e/bin/minio`. `scripts/install-test-tools.sh` installs both (MinIO is
+//! built from its Go module by `e2e/tools.sh`; AGPL, a test server only).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -11,8 +14,16 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use mimeo::media::s3::{S3Config, S3Credentials};
 
-/// A running `s3s-fs`; dropping it kills the server and removes its data.
+/// Which S3 server runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    S3sFs,
+    Minio,
+}
+
+/// A running S3 server; dropping it kills the server and removes its data.
 pub struct S3Server {
+    pub flavor: Flavor,
     pub endpoint: String,
     pub access_key: String,
     pub secret_key: String,
@@ -22,28 +33,56 @@ pub struct S3Server {
 }
 
 impl S3Server {
-    /// Starts a server on a free loopback port and waits until it accepts connections.
+    /// Starts `s3s-fs` on a free loopback port and waits until it accepts connections.
     pub fn start() -> S3Server {
-        let binary = find_binary();
-        let dir = tempfile::tempdir().expect("create temp dir for s3s-fs");
+        S3Server::launch(Flavor::S3sFs)
+    }
+
+    /// Starts MinIO (one drive) on a free loopback port and waits until it is ready.
+    pub fn minio() -> S3Server {
+        S3Server::launch(Flavor::Minio)
+    }
+
+    fn launch(flavor: Flavor) -> S3Server {
+        let dir = tempfile::tempdir().expect("create temp dir for the S3 server");
         let data = dir.path().join("data");
-        std::fs::create_dir(&data).expect("create s3s-fs data dir");
+        std::fs::create_dir(&data).expect("create the S3 server's data dir");
         let (access_key, secret_key) = ("mimeo-test".to_owned(), "mimeo-test-secret".to_owned());
         // The free port can be taken between probing and binding; try a few.
         for _ in 0..5 {
             let port = free_port();
             let log = std::fs::File::create(dir.path().join("server.log")).expect("create log");
-            let mut child = Command::new(&binary)
-                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--access-key", &access_key, "--secret-key", &secret_key])
-                .arg(&data)
+            let mut command = match flavor {
+                Flavor::S3sFs => {
+                    let mut c = Command::new(find_s3s_fs());
+                    c.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                        .args(["--access-key", &access_key, "--secret-key", &secret_key])
+                        .arg(&data);
+                    c
+                }
+                Flavor::Minio => {
+                    let mut c = Command::new(find_minio());
+                    c.arg("server")
+                        .arg(&data)
+                        .args(["--address", &format!("127.0.0.1:{port}"), "--quiet"])
+                        .arg("--certs-dir")
+                        .arg(dir.path().join("certs"))
+                        .env("MINIO_ROOT_USER", &access_key)
+                        .env("MINIO_ROOT_PASSWORD", &secret_key)
+                        .env("MINIO_BROWSER", "off")
+                        .env("MINIO_UPDATE", "off");
+                    c
+                }
+            };
+            let mut child = command
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("clone log handle"))
                 .stderr(log)
                 .spawn()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()));
-            if wait_ready(&mut child, SocketAddr::from(([127, 0, 0, 1], port))) {
+                .unwrap_or_else(|e| panic!("cannot run the {flavor:?} server: {e}"));
+            if wait_ready(&mut child, flavor, SocketAddr::from(([127, 0, 0, 1], port))) {
                 return S3Server {
+                    flavor,
                     endpoint: format!("http://127.0.0.1:{port}"),
                     access_key,
                     secret_key,
@@ -55,7 +94,7 @@ impl S3Server {
             let _ = child.wait();
         }
         let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
-        panic!("s3s-fs did not start; its output:\n{log}");
+        panic!("{flavor:?} did not start; its output:\n{log}");
     }
 
     /// The Secret `s3-creds` with this server's keys, as YAML for `mimeo apply`.
@@ -74,6 +113,7 @@ stringData:
     }
 
     /// Every file the server keeps (objects and its own bookkeeping), below its data dir.
+    /// Only `s3s-fs` keeps one file per object; MinIO's layout is its own.
     pub fn data_files(&self) -> Vec<PathBuf> {
         super::cli::files_below(&self.dir.path().join("data"))
     }
@@ -106,13 +146,70 @@ stringData:
     }
 
     /// Creates a bucket (names need at least 3 characters).
-    pub async fn create_bucket(&self, name: &str) {
-        self.client()
-            .create_bucket()
-            .bucket(name)
-            .send()
-            .await
+    pub fn create_bucket(&self, name: &str) {
+        blocking(self.client().create_bucket().bucket(name).send())
             .unwrap_or_else(|e| panic!("create bucket {name}: {e:?}"));
+    }
+
+    /// The keys of the objects under `prefix` in `bucket`, listed by the server.
+    pub fn object_keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let client = self.client();
+        blocking(async move {
+            let mut keys = Vec::new();
+            let mut pages = client
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.unwrap_or_else(|e| panic!("list {bucket}/{prefix}: {e:?}"));
+                keys.extend(
+                    page.contents()
+                        .iter()
+                        .filter_map(|o| o.key().map(String::from)),
+                );
+            }
+            keys
+        })
+    }
+
+    /// The multipart uploads open under `prefix` in `bucket`: (key, upload id). MinIO lists
+    /// the uploads of one exact key or of the whole bucket, so the bucket is listed and
+    /// filtered here. `s3s-fs` cannot list them (see [`S3Server::data_file_names`]).
+    pub fn open_uploads(&self, bucket: &str, prefix: &str) -> Vec<(String, String)> {
+        assert_eq!(
+            self.flavor,
+            Flavor::Minio,
+            "s3s-fs lacks ListMultipartUploads"
+        );
+        let client = self.client();
+        blocking(async move {
+            let mut open = Vec::new();
+            let (mut key_marker, mut id_marker) = (None, None);
+            loop {
+                let page = client
+                    .list_multipart_uploads()
+                    .bucket(bucket)
+                    .set_key_marker(key_marker.take())
+                    .set_upload_id_marker(id_marker.take())
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("list uploads in {bucket}: {e:?}"));
+                for u in page.uploads() {
+                    if let (Some(key), Some(id)) = (u.key(), u.upload_id())
+                        && key.starts_with(prefix)
+                    {
+                        open.push((key.to_owned(), id.to_owned()));
+                    }
+                }
+                if page.is_truncated() != Some(true) {
+                    return open;
+                }
+                key_marker = page.next_key_marker().map(String::from);
+                id_marker = page.next_upload_id_marker().map(String::from);
+            }
+        })
     }
 
     /// A store configuration for `bucket` and `prefix` on this server.
@@ -131,7 +228,7 @@ stringData:
         }
     }
 
-    /// The server's root directory (buckets are its subdirectories).
+    /// The server's root directory (with `s3s-fs`, buckets are its subdirectories).
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -147,12 +244,49 @@ impl Drop for S3Server {
                 std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
-            eprintln!("--- last lines of the s3s-fs log\n{}", tail.join("\n"));
+            eprintln!(
+                "--- last lines of the {:?} log\n{}",
+                self.flavor,
+                tail.join("\n")
+            );
         }
     }
 }
 
-fn find_binary() -> PathBuf {
+/// Runs `future` to its end on a runtime of its own, on a thread of its own: callable from
+/// plain tests and from inside a test's runtime alike.
+fn blocking<F: std::future::Future + Send>(future: F) -> F::Output
+where
+    F::Output: Send,
+{
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime for the test's S3 calls")
+                    .block_on(future)
+            })
+            .join()
+            .expect("the S3 call's thread")
+    })
+}
+
+fn find_minio() -> PathBuf {
+    let path = std::env::var_os("MIMEO_MINIO").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/bin/minio"),
+        PathBuf::from,
+    );
+    assert!(
+        path.is_file(),
+        "MinIO not found at {} (MIMEO_MINIO, e2e/bin/minio); run scripts/install-test-tools.sh",
+        path.display()
+    );
+    path
+}
+
+fn find_s3s_fs() -> PathBuf {
     if let Some(path) = std::env::var_os("MIMEO_S3S_FS") {
         return PathBuf::from(path);
     }
@@ -180,17 +314,33 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Waits until `addr` accepts connections; false if the server exited (port taken) or is slow.
-fn wait_ready(child: &mut Child, addr: SocketAddr) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(20);
+/// Waits until the server at `addr` serves requests (MinIO: its readiness check answers 200);
+/// false if the server exited (port taken) or is slow.
+fn wait_ready(child: &mut Child, flavor: Flavor, addr: SocketAddr) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if matches!(child.try_wait(), Ok(Some(_))) {
             return false;
         }
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return true;
+        if let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            match flavor {
+                Flavor::S3sFs => return true,
+                Flavor::Minio if minio_ready(&mut stream, addr) => return true,
+                Flavor::Minio => {}
+            }
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     false
+}
+
+/// Asks MinIO's readiness endpoint over `stream`; true on `200`.
+fn minio_ready(stream: &mut TcpStream, addr: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = format!("GET /minio/health/ready HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let mut answer = [0u8; 12];
+    stream.write_all(request.as_bytes()).is_ok()
+        && stream.read_exact(&mut answer).is_ok()
+        && answer.ends_with(b" 200")
 }
