@@ -15,6 +15,8 @@ FROM ${RUST_IMAGE} AS builder
 # keeps symbol names, so panics still name functions (about 27 MB). --build-arg KEEP_DEBUG=1
 # keeps everything.
 ARG KEEP_DEBUG=0
+# Cargo features, e.g. `--build-arg CARGO_FEATURES=chaos` for the e2e api_faults scenario.
+ARG CARGO_FEATURES=""
 WORKDIR /src
 # The whole crate (filtered by .dockerignore): src/ embeds files from examples/ (the demo), and
 # Cargo.toml may name benches, tests or examples that must exist for the manifest to load.
@@ -22,7 +24,7 @@ COPY . .
 RUN --mount=type=cache,id=mimeo-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,id=mimeo-cargo-git,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,id=mimeo-target,target=/src/target,sharing=locked \
-    cargo build --release --locked --bin mimeo \
+    cargo build --release --locked --bin mimeo ${CARGO_FEATURES:+--features "$CARGO_FEATURES"} \
  && install -D -m 0755 target/release/mimeo /out/usr/local/bin/mimeo \
  && if [ "$KEEP_DEBUG" != 1 ]; then strip --strip-debug /out/usr/local/bin/mimeo; fi \
  && /out/usr/local/bin/mimeo --version

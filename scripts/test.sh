@@ -21,10 +21,12 @@ scripts/install-test-tools.sh
 
 echo "== cargo fmt --check"
 cargo fmt --check
-echo "== cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets -- -D warnings
-echo "== cargo test"
-cargo test --all-targets
+# The chaos feature (API fault injection) is on in the test build: the e2e image is made from
+# this build's binary, and its api_faults scenario needs the injector.
+echo "== cargo clippy --all-targets --features chaos -- -D warnings"
+cargo clippy --all-targets --features chaos -- -D warnings
+echo "== cargo test --features chaos"
+cargo test --all-targets --features chaos
 echo "== cargo deny check licenses bans sources"
 cargo deny check licenses bans sources
 echo "== cargo deny check advisories (GitHub, or the RustSec snapshot in deny/)"

@@ -12,9 +12,18 @@ use mimeo::api::*;
 use mimeo::local::get::{Output, get};
 use mimeo::local::{Local, read_inputs};
 
+/// What `mimeo` and `mimeo local` exit with, for scripts (shown by `--help`).
+const EXIT_CODES: &str = "Exit codes:
+  0  everything succeeded
+  1  an operation failed (each failure is listed on stderr), or a transient error stopped the
+     command (media or API server unreachable): running it again may succeed
+  2  the command line is wrong
+  3  a permanent error stopped the command (invalid input, damaged media, a refused target):
+     running it again will not help until the cause is fixed";
+
 /// Logical duplication of backup data.
 #[derive(Parser)]
-#[command(name = "mimeo", version, about)]
+#[command(name = "mimeo", version, about, after_help = EXIT_CODES)]
 struct Cli {
     /// Log as JSON lines.
     #[arg(long, global = true)]
@@ -28,9 +37,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// The embedded default: reconcile YAML resources without a cluster.
+    #[command(after_help = EXIT_CODES)]
     Local {
-        /// State directory (resources, status, catalog).
-        #[arg(long, default_value = ".mimeo")]
+        /// State directory (resources, status, catalog); before or after the verb.
+        #[arg(long, global = true, default_value = ".mimeo")]
         state: PathBuf,
         #[command(subcommand)]
         command: LocalCommand,
@@ -286,6 +296,7 @@ async fn run(cli: Cli) -> mimeo::Result<ExitCode> {
             match command {
                 LocalCommand::Apply { files } => {
                     let inputs = read_inputs(&files)?;
+                    let _lock = local.state.lock()?;
                     Ok(report(local.apply(inputs).await?))
                 }
                 LocalCommand::Get {
@@ -306,8 +317,14 @@ async fn run(cli: Cli) -> mimeo::Result<ExitCode> {
                     );
                     Ok(ExitCode::SUCCESS)
                 }
-                LocalCommand::Rescan => Ok(report(local.rescan().await?)),
-                LocalCommand::Verify { trail } => Ok(report(local.verify(trail.as_deref()).await?)),
+                LocalCommand::Rescan => {
+                    let _lock = local.state.lock()?;
+                    Ok(report(local.rescan().await?))
+                }
+                LocalCommand::Verify { trail } => {
+                    let _lock = local.state.lock()?;
+                    Ok(report(local.verify(trail.as_deref()).await?))
+                }
             }
         }
     }
@@ -355,6 +372,26 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn help_lists_the_exit_codes_and_state_follows_the_verb() {
+        for args in [vec!["mimeo", "--help"], vec!["mimeo", "local", "--help"]] {
+            let Err(help) = Cli::try_parse_from(&args) else {
+                panic!("{args:?} printed no help");
+            };
+            let help = help.to_string();
+            assert!(
+                help.contains("Exit codes:") && help.contains("  3  a permanent error"),
+                "{args:?}: {help}"
+            );
+        }
+        let cli = Cli::try_parse_from(["mimeo", "local", "get", "restores", "--state", "/tmp/s"])
+            .unwrap();
+        let Command::Local { state, .. } = cli.command else {
+            panic!("not local");
+        };
+        assert_eq!(state, PathBuf::from("/tmp/s"));
+    }
 
     #[test]
     fn structured_worker_settings_parse_as_json() {

@@ -201,7 +201,7 @@ spec: {{mediaClassName: dead, retention: 7y}}
     );
     // Its trail cannot be swept: the apply fails, and stores the resources.
     let r = env.apply(&[&dead]);
-    assert!(r.stdout.contains("mediaclass/dead configured"), "{r}");
+    assert!(r.stdout.contains("mediaclass/dead created"), "{r}");
     // A catalog entry that claims a copy on it.
     let entries = env.entries();
     let mut fake = entry(&entries, "vault-7y", "a").clone();

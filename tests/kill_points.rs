@@ -153,13 +153,26 @@ impl<'a> World<'a> {
     }
 
     /// What a run leaves in the catalog, without names and times: (trail, role, work item,
-    /// state, bytes, digest) per entry.
-    fn catalog(&self) -> BTreeSet<(String, String, String, String, u64, String)> {
-        self.env
-            .entries()
+    /// state, bytes, digest) per entry, one row per entry (a second backup of an item is a
+    /// second row), sorted. Checks on the way that every duplicate is of an instance the
+    /// catalog holds an original of (by instance id).
+    fn catalog(&self) -> Vec<(String, String, String, String, u64, String)> {
+        let entries = self.env.entries();
+        let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+        let originals: BTreeSet<String> = entries
+            .iter()
+            .filter(|e| e["spec"]["role"] == "Original")
+            .map(|e| s(&e["spec"]["instanceId"]))
+            .collect();
+        for e in entries.iter().filter(|e| e["spec"]["role"] == "Duplicate") {
+            assert!(
+                originals.contains(&s(&e["spec"]["instanceId"])),
+                "a duplicate of no original: {e}"
+            );
+        }
+        let mut rows: Vec<_> = entries
             .iter()
             .map(|e| {
-                let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
                 (
                     s(&e["spec"]["trail"]),
                     s(&e["spec"]["role"]),
@@ -169,7 +182,9 @@ impl<'a> World<'a> {
                     s(&e["spec"]["digest"]),
                 )
             })
-            .collect()
+            .collect();
+        rows.sort();
+        rows
     }
 
     /// Every Valid copy reads back and matches its digest; nothing temporary is left; on S3,
@@ -303,6 +318,9 @@ fn trials(
     let seed = 0x6b11_u64 ^ what.len() as u64;
     let mut rng = fastrand::Rng::with_seed(seed);
     let (mut killed, mut mid_write) = (0, 0);
+    // Kills after the backup's entries were saved, before its end was (the run is still
+    // recorded as started): the re-run must find that commit, not back everything up again.
+    let mut after_commit = 0;
     let started = Instant::now();
     for trial in 1..=TRIALS {
         let w = World::new(media);
@@ -314,6 +332,10 @@ fn trials(
             killed += 1;
             if w.wrote_to(class) {
                 mid_write += 1;
+            }
+            let run_open = w.env.state().join("runs/nightly.json").exists();
+            if run_open && !w.env.entry_names(Some("nightly"), "Valid").is_empty() {
+                after_commit += 1;
             }
         }
         if let Media::S3(
@@ -343,7 +365,7 @@ fn trials(
         }
     }
     eprintln!(
-        "KILL POINTS: {what}: {TRIALS} trials (seed {seed:#x}), {killed} killed mid-run ({mid_write} after writing to the media), uninterrupted run {:.2}s, all {TRIALS} re-runs equal to it, {:.0}s",
+        "KILL POINTS: {what}: {TRIALS} trials (seed {seed:#x}), {killed} killed mid-run ({mid_write} after writing to the media, {after_commit} after the backup's commit and before its end was saved), uninterrupted run {:.2}s, all {TRIALS} re-runs equal to it, {:.0}s",
         took.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );

@@ -446,10 +446,22 @@ fn damaged_segment(damage: Damage) {
     ] {
         assert!(out.contains(w), "verify output lacks {w:?}: {r}");
     }
+    assert!(
+        out.contains("verify: 0 ok, 1 damaged, 0 not read, 0 skipped"),
+        "{r}"
+    );
     assert!(env.entry_names(None, "Valid").is_empty());
     assert_eq!(env.entry_names(None, "Missing"), [entry]);
     // Nothing Valid is left to verify.
     env.run(&["verify"]).expect_ok("second verify");
+    // A trail that does not exist is an error, not "nothing to verify".
+    let r = env
+        .run(&["verify", "dialy"])
+        .expect_fail("verify of a typo");
+    assert!(
+        r.stderr.contains("no trail \"dialy\"") && r.stderr.contains("daily"),
+        "{r}"
+    );
 }
 
 #[test]
@@ -482,11 +494,145 @@ fn damaged_duplicate_falls_back_to_the_original() {
     assert_eq!(st["restoredFrom"]["role"], "Original", "{st}");
     let reason = st["reason"].as_str().unwrap();
     assert!(reason.contains("duplicate on vault-7y damaged"), "{st}");
+    // The copy passed over is listed, with where the damage is.
+    let damaged = st["damaged"].as_array().expect("status.damaged");
+    assert_eq!(damaged.len(), 1, "{st}");
+    for w in [
+        "duplicate on vault-7y damaged",
+        "vault-7y-00001",
+        "offset",
+        "ledger",
+    ] {
+        assert!(damaged[0].as_str().unwrap().contains(w), "{w}: {st}");
+    }
     assert_eq!(env.entry_names(Some("vault-7y"), "Missing").len(), 1);
     assert_eq!(
         fs::read(env.path("out/big.bin")).unwrap(),
         fs::read(src.join("big.bin")).unwrap()
     );
+}
+
+/// The operator's limit holds in local mode too: a restore passes over at most four damaged
+/// copies, then fails, naming each, rather than read every trail there is.
+#[test]
+fn a_restore_passes_over_at_most_four_damaged_copies() {
+    let env = Env::new();
+    let src = env.path("data/ledger");
+    random_file(&src.join("big.bin"), 1 << 20, 11);
+    let mut docs = vec![
+        media_class("disk", &env.path("media/disk"), "64Mi", "64Ki", true),
+        backup_trail("daily", "disk", 1, &[("ledger", &src)]),
+    ];
+    for v in 1..=5 {
+        let media = format!("vault{v}");
+        docs.push(media_class(
+            &media,
+            &env.path(&format!("media/{media}")),
+            "64Mi",
+            "64Ki",
+            true,
+        ));
+        docs.push(duplication_trail(
+            &format!("copy{v}"),
+            &media,
+            "7y",
+            "Sequential",
+        ));
+        docs.push(duplication_policy(
+            &format!("to-copy{v}"),
+            "daily",
+            &format!("copy{v}"),
+        ));
+    }
+    let base = env.yaml("base.yaml", &docs.join("---\n"));
+    env.apply(&[&base]).expect_ok("backup and five copies");
+    assert_eq!(env.entry_names(None, "Valid").len(), 6);
+    for v in 1..=5 {
+        let seg = &segments_below(&env.path(&format!("media/vault{v}")))[0];
+        let mut b = fs::read(seg).unwrap();
+        let at = b.len() / 2;
+        b[at] ^= 1;
+        fs::write(seg, b).unwrap();
+    }
+    let rst = env.yaml(
+        "r.yaml",
+        &restore("r", "ledger", "Duplicate", &env.path("out")),
+    );
+    let r = env.apply(&[&rst]).expect_fail("five damaged duplicates");
+    let st = restore_status(&env, "r");
+    assert_eq!(st["phase"], "Failed", "{st}\n{r}");
+    assert_eq!(st["damaged"].as_array().map(Vec::len), Some(4), "{st}");
+    assert_eq!(r.stdout.matches("reading the next copy").count(), 4, "{r}");
+    // The fifth damaged copy was read (and marked) too: that read is what failed the restore.
+    assert_eq!(env.entry_names(None, "Missing").len(), 5, "{st}");
+    assert!(!env.path("out/big.bin").exists(), "nothing restored");
+}
+
+/// Schedules and run-now tokens follow the operator's rules: a scheduled BackupTrail backs up
+/// at its first occurrence after creation (not at once), and a new `mimeo.dev/run-now` token
+/// runs a backup, or a policy's run, once.
+#[test]
+fn schedules_and_run_now_tokens_follow_the_operators_rules() {
+    let env = Env::new();
+    let src = env.path("data/app");
+    random_file(&src.join("a.bin"), 100_000, 5);
+    let daily = |yaml: String, token: Option<&str>| {
+        let mut yaml = yaml.replacen(
+            "  retention: 30d\n",
+            "  retention: 30d\n  schedule: \"0 2 * * *\"\n",
+            1,
+        );
+        if !yaml.contains("schedule:") {
+            yaml += "  schedule: \"0 2 * * *\"\n";
+        }
+        match token {
+            Some(t) => yaml.replacen(
+                "metadata:\n",
+                &format!("metadata:\n  annotations: {{mimeo.dev/run-now: {t}}}\n"),
+                1,
+            ),
+            None => yaml,
+        }
+    };
+    let media = [
+        media_class("disk", &env.path("media/disk"), "64Mi", "64Ki", true),
+        media_class("vault", &env.path("media/vault"), "64Mi", "64Ki", true),
+        duplication_trail("copies", "vault", "7y", "Sequential"),
+    ]
+    .join("---\n");
+    let file = |name: &str, trail: Option<&str>, policy: Option<&str>| {
+        let trail = daily(backup_trail("daily", "disk", 1, &[("app", &src)]), trail);
+        let policy = daily(duplication_policy("to-vault", "daily", "copies"), policy);
+        env.yaml(name, &[media.clone(), trail, policy].join("---\n"))
+    };
+
+    let r = env
+        .apply(&[&file("1.yaml", None, None)])
+        .expect_ok("scheduled");
+    assert!(
+        r.stdout.contains("backuptrail/daily: next backup at"),
+        "{r}"
+    );
+    assert!(env.entries().is_empty(), "nothing is due yet: {r}");
+    let policy = env.get_one("duplicationpolicies", "to-vault");
+    assert!(policy["status"]["nextRun"].is_string(), "{policy}");
+
+    env.apply(&[&file("2.yaml", Some("t1"), None)])
+        .expect_ok("run now");
+    assert_eq!(env.entry_names(Some("daily"), "Valid").len(), 1);
+    assert!(
+        env.entry_names(Some("copies"), "Valid").is_empty(),
+        "the policy waits for 02:00"
+    );
+    env.apply(&[&file("3.yaml", Some("t1"), None)])
+        .expect_ok("same token");
+    assert_eq!(env.entries().len(), 1, "a token runs once");
+
+    env.apply(&[&file("4.yaml", Some("t1"), Some("p1"))])
+        .expect_ok("policy run now");
+    assert_eq!(env.entry_names(Some("copies"), "Valid").len(), 1);
+    let policy = env.get_one("duplicationpolicies", "to-vault");
+    assert_eq!(policy["status"]["lastRunNow"], "p1", "{policy}");
 }
 
 #[test]
@@ -850,10 +996,159 @@ fn full_target_filesystem_is_reported_and_the_catalog_stays_consistent() {
     assert!(text.contains("nightly/nightly-0000"), "{text}");
     // What the catalog holds Valid reads back; what did not fit is not Valid.
     assert!(text.contains("VERIFY=0"), "{text}");
-    let entries: Vec<Value> = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
-    let valid = entries
+    let list: Value = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
+    let valid = list["items"]
+        .as_array()
+        .expect("a List")
         .iter()
         .filter(|e| e["status"]["state"] == "Valid")
         .count();
     assert!(valid < items.len(), "everything fit: {text}");
+}
+
+/// `apply` says what it did, as kubectl does: `created`, `unchanged`, `configured`.
+#[test]
+fn apply_says_created_unchanged_or_configured() {
+    let env = Env::new();
+    let class = |capacity: &str| media_class("disk", &env.path("media"), capacity, "64Ki", true);
+    let a = env.yaml("a.yaml", &class("8Mi"));
+    let r = env.apply(&[&a]).expect_ok("first");
+    assert!(r.stdout.contains("mediaclass/disk created"), "{r}");
+    let r = env.apply(&[&a]).expect_ok("again");
+    assert!(r.stdout.contains("mediaclass/disk unchanged"), "{r}");
+    let b = env.yaml("b.yaml", &class("16Mi"));
+    let r = env.apply(&[&b]).expect_ok("changed");
+    assert!(r.stdout.contains("mediaclass/disk configured"), "{r}");
+}
+
+/// `get` prints as kubectl does: one object by name, a `List` otherwise, which `apply -f` (a
+/// file or `-`, standard input) takes back unchanged; `-o name`; label selectors with `,`,
+/// `!=` and `!key`, and a clear error for one it cannot read.
+#[test]
+fn get_prints_objects_and_lists_that_apply_takes_back() {
+    let env = Env::new();
+    let src = env.path("data/app");
+    random_file(&src.join("a.bin"), 50_000, 3);
+    let base = env.yaml(
+        "base.yaml",
+        &[
+            media_class("disk", &env.path("media"), "8Mi", "64Ki", true),
+            backup_trail("daily", "disk", 1, &[("app", &src)]),
+            restore("r1", "app", "Auto", &env.path("out1")),
+            restore("r2", "app", "Auto", &env.path("out2")).replacen(
+                "metadata:\n",
+                "metadata:\n  labels: {team: blue}\n",
+                1,
+            ),
+        ]
+        .join("---\n"),
+    );
+    env.apply(&[&base]).expect_ok("backup and restores");
+
+    let one: Value = serde_json::from_str(
+        &env.run(&["get", "restore", "r1", "-o", "json"])
+            .expect_ok("get one")
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(one["kind"], "Restore");
+    assert_eq!(one["metadata"]["name"], "r1");
+    let list = env
+        .run(&["get", "restores", "-o", "json"])
+        .expect_ok("get list")
+        .stdout;
+    let v: Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(
+        (v["kind"].as_str(), v["items"].as_array().map(Vec::len)),
+        (Some("List"), Some(2))
+    );
+
+    // The List goes back in, through a file and through standard input: nothing changes.
+    let file = env.yaml("list.json", &list);
+    let r = env.apply(&[&file]).expect_ok("apply the List");
+    assert!(
+        r.stdout.contains("restore/r1 unchanged") && r.stdout.contains("restore/r2 unchanged"),
+        "{r}"
+    );
+    let mut child = env
+        .command(&["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(list.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("restore/r2 unchanged"));
+    assert_eq!(
+        env.get_one("restores", "r1")["status"]["phase"],
+        "Succeeded"
+    );
+
+    let names = |selector: &str| {
+        env.run(&["get", "rst", "-o", "name", "-l", selector])
+            .expect_ok("get -l")
+            .stdout
+    };
+    assert_eq!(names("team=blue"), "restore.mimeo.dev/r2\n");
+    assert_eq!(names("team!=blue"), "restore.mimeo.dev/r1\n");
+    assert_eq!(names("!team"), "restore.mimeo.dev/r1\n");
+    assert_eq!(names("team,team=blue"), "restore.mimeo.dev/r2\n");
+    assert_eq!(names("team=red"), "");
+    let r = env
+        .run(&["get", "rst", "-l", "team in (blue)"])
+        .expect_fail("set-based selector");
+    assert!(r.stderr.contains("not supported"), "{r}");
+}
+
+/// Two applies on one state directory at once do not interleave: the second waits for the
+/// first (and says so), then finds the backup done. `--state` may follow the verb.
+#[test]
+fn concurrent_applies_wait_for_each_other() {
+    let env = Env::new();
+    let src = env.path("data/big");
+    random_file(&src.join("big.bin"), 96 << 20, 9);
+    let file = env.yaml(
+        "base.yaml",
+        &[
+            media_class("disk", &env.path("media"), "1Gi", "1Mi", true),
+            backup_trail("daily", "disk", 1, &[("big", &src)]),
+        ]
+        .join("---\n"),
+    );
+    let first = env
+        .command(&["apply", "-f", &file.display().to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let state = env.state().display().to_string();
+    let second = std::process::Command::new(bin())
+        .args([
+            "local",
+            "apply",
+            "-f",
+            &file.display().to_string(),
+            "--state",
+            &state,
+        ])
+        .output()
+        .unwrap();
+    let first = first.wait_with_output().unwrap();
+    assert!(first.status.success(), "{first:?}");
+    assert!(second.status.success(), "{second:?}");
+    let waited = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        waited.contains("waiting for another mimeo"),
+        "the second did not wait: {waited}"
+    );
+    assert_eq!(env.entries().len(), 1, "one backup, not two");
+    env.run(&["verify"]).expect_ok("verify");
 }

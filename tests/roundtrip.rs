@@ -99,7 +99,8 @@ impl Env {
             "get {kind} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout).expect("get prints a JSON list")
+        let list: Value = serde_json::from_slice(&out.stdout).expect("get prints JSON");
+        list["items"].as_array().expect("get prints a List").clone()
     }
 
     fn get_one(&self, kind: &str, name: &str) -> Value {

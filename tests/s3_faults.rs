@@ -202,6 +202,12 @@ fn faults_are_retried_and_nothing_is_lost(server: S3Server) {
         total >= MIN_FAULTS,
         "only {total} faults injected: {faults:?}"
     );
+    for kind in Fault::kinds() {
+        assert!(
+            faults.keys().any(|(fault, _)| *fault == kind),
+            "no {kind:?} was injected: {faults:?}"
+        );
+    }
     for kind in [
         "ranged read",
         "upload part",

@@ -48,6 +48,8 @@ struct World {
     generation: BTreeMap<&'static str, u64>,
     /// Restores done so far.
     restores: usize,
+    /// When the last apply started: its expiry sweep ran after this.
+    applied_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl World {
@@ -57,6 +59,7 @@ impl World {
             backups: 0,
             generation: ITEMS.iter().map(|i| (*i, 0)).collect(),
             restores: 0,
+            applied_at: chrono::Utc::now(),
         }
     }
 
@@ -86,8 +89,9 @@ impl World {
         .join("---\n")
     }
 
-    fn apply(&self, name: &str, yaml: &str) {
+    fn apply(&mut self, name: &str, yaml: &str) {
         let file = self.env.yaml(name, yaml);
+        self.applied_at = chrono::Utc::now();
         self.env.apply(&[&file]).expect_ok(name);
     }
 
@@ -109,22 +113,26 @@ impl World {
                     }
                 }
                 self.backups += 1;
-                self.apply("base.yaml", &self.base());
+                let base = self.base();
+                self.apply("base.yaml", &base);
             }
             Op::Duplicate => {
                 let policy = duplication_policy("copy-all", "nightly", "copies");
-                self.apply("dup.yaml", &format!("{}---\n{policy}", self.base()));
+                let yaml = format!("{}---\n{policy}", self.base());
+                self.apply("dup.yaml", &yaml);
             }
             Op::Expire => {
                 std::thread::sleep(Duration::from_millis(3100));
-                self.apply("base.yaml", &self.base());
+                let base = self.base();
+                self.apply("base.yaml", &base);
             }
             Op::Restore { item } => {
                 let item = ITEMS[*item];
                 self.restores += 1;
                 let out = self.env.path(&format!("out/{}", self.restores));
                 let name = format!("r{}", self.restores);
-                self.apply(&format!("{name}.yaml"), &restore(&name, item, "Auto", &out));
+                let yaml = restore(&name, item, "Auto", &out);
+                self.apply(&format!("{name}.yaml"), &yaml);
                 let r = self.env.get_one("restores", &name);
                 assert_eq!(r["status"]["phase"], "Succeeded", "{r:#}");
                 assert_same_tree(&self.source(item), &out);
@@ -175,6 +183,22 @@ impl World {
                     catalog.contains_key(&("nightly".into(), "Original".into(), instance.clone())),
                     "{ops:?}: copy of an unknown instance {instance}"
                 );
+            }
+        }
+        // Expiry: the last apply's sweep expired every copy whose retention had passed when it
+        // started, and only copies past their retention are Expired.
+        let now = chrono::Utc::now();
+        for e in self.env.entries() {
+            let expires: chrono::DateTime<chrono::Utc> =
+                e["spec"]["expiresAt"].as_str().unwrap().parse().unwrap();
+            let name = &e["metadata"]["name"];
+            match e["status"]["state"].as_str().unwrap() {
+                "Expired" => assert!(expires <= now, "{ops:?}: {name} expired early"),
+                "Valid" => assert!(
+                    expires > self.applied_at,
+                    "{ops:?}: {name} is past its retention ({expires}) and still Valid"
+                ),
+                _ => {}
             }
         }
         // A catalog rebuilt from the media alone agrees on what is Valid.

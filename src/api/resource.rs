@@ -318,6 +318,20 @@ pub fn parse_documents(text: &str, source_name: &str) -> Result<Vec<Resource>> {
         if value.is_null() {
             continue;
         }
+        // A `List` (what `get -o json` prints for several objects) stands for its items.
+        if value.get("kind").and_then(|k| k.as_str()) == Some("List") {
+            let items = value
+                .get("items")
+                .and_then(|i| i.as_sequence())
+                .ok_or_else(|| Error::Parse {
+                    source_name: source_name.to_string(),
+                    message: "a List needs a list of items".into(),
+                })?;
+            for item in items {
+                out.push(Resource::from_yaml(item.clone(), source_name)?);
+            }
+            continue;
+        }
         out.push(Resource::from_yaml(value, source_name)?);
     }
     Ok(out)

@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use kube::ResourceExt;
 use tracing::{info, warn};
 
 use super::progress::Progress;
-use super::state::StateDir;
+use super::state::{StartedRun, StateDir};
 use crate::api::*;
 use crate::engine::catalog::{Catalog, Recorded, backup_done, run_notes, run_rescan};
 use crate::engine::planner::{Breaker, PlanContext, apply_breaker};
@@ -19,6 +19,9 @@ use crate::engine::task::*;
 use crate::error::{Error, Result};
 use crate::media::s3::S3Credentials;
 use crate::media::trail::scan_trail;
+use crate::reconcile::backup::{self, BackupDue};
+use crate::reconcile::policy::{self, PolicyDue};
+use crate::reconcile::restore::{reads_next_copy, starting, with_damaged};
 use crate::worker;
 
 /// A resource read from a file, kept with the file's name for error messages.
@@ -30,11 +33,14 @@ pub struct Input {
     pub resource: Resource,
 }
 
-/// Reads `-f` paths: files, or directories of `*.yaml`/`*.yml` (sorted).
+/// Reads `-f` paths: files, directories of `*.yaml`/`*.yml` (sorted), or `-` for standard
+/// input.
 pub fn read_inputs(paths: &[PathBuf]) -> Result<Vec<Input>> {
     let mut files = Vec::new();
     for p in paths {
-        if p.is_dir() {
+        if p.as_os_str() == "-" {
+            files.push(p.clone());
+        } else if p.is_dir() {
             let mut found: Vec<PathBuf> = std::fs::read_dir(p)
                 .map_err(|e| Error::io(p, e))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
@@ -48,7 +54,11 @@ pub fn read_inputs(paths: &[PathBuf]) -> Result<Vec<Input>> {
     }
     let mut out = Vec::new();
     for f in files {
-        let text = std::fs::read_to_string(&f).map_err(|e| Error::io(&f, e))?;
+        let text = if f.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin()).map_err(|e| Error::io(&f, e))?
+        } else {
+            std::fs::read_to_string(&f).map_err(|e| Error::io(&f, e))?
+        };
         for r in parse_documents(&text, &f.display().to_string())? {
             if r.kind() == "CatalogEntry" {
                 return Err(Error::Invalid {
@@ -87,14 +97,26 @@ pub fn read_inputs(paths: &[PathBuf]) -> Result<Vec<Input>> {
 }
 
 /// Merges `new` into `set`: a changed spec bumps `metadata.generation` (and resets a Restore);
-/// an unchanged one keeps generation and status.
-fn merge(set: &mut ResourceSet, new: Resource) {
+/// an unchanged one keeps generation and status. Returns what kubectl would say: `created`,
+/// `configured` or `unchanged`.
+fn merge(set: &mut ResourceSet, new: Resource) -> &'static str {
     fn bump<K: kube::Resource + Clone>(
         old: Option<&K>,
         new: &mut K,
         same: bool,
         keep_status: impl FnOnce(&K, &mut K),
-    ) {
+    ) -> &'static str {
+        let verdict = match old {
+            None => "created",
+            Some(o)
+                if same
+                    && o.meta().annotations == new.meta().annotations
+                    && o.meta().labels == new.meta().labels =>
+            {
+                "unchanged"
+            }
+            Some(_) => "configured",
+        };
         let gen_old = old.and_then(|o| o.meta().generation).unwrap_or(0);
         new.meta_mut().generation = Some(if same && old.is_some() {
             gen_old
@@ -111,18 +133,20 @@ fn merge(set: &mut ResourceSet, new: Resource) {
         if let Some(o) = old {
             keep_status(o, new);
         }
+        verdict
     }
     macro_rules! merge_kind {
         ($map:expr, $x:expr, $keep_on_change:expr) => {{
             let mut x = $x;
             let old = $map.get(&x.name_any()).cloned();
             let same = old.as_ref().is_some_and(|o| o.spec == x.spec);
-            bump(old.as_ref(), &mut x, same, |o, n| {
+            let verdict = bump(old.as_ref(), &mut x, same, |o, n| {
                 if same || $keep_on_change {
                     n.status = o.status.clone();
                 }
             });
             $map.insert(x.name_any(), x);
+            verdict
         }};
     }
     match new {
@@ -131,7 +155,19 @@ fn merge(set: &mut ResourceSet, new: Resource) {
         Resource::DuplicationTrail(x) => merge_kind!(set.duplication_trails, x, true),
         Resource::DuplicationPolicy(x) => merge_kind!(set.policies, x, true),
         Resource::Restore(x) => merge_kind!(set.restores, x, false),
-        other => set.insert(other),
+        Resource::Secret(x) => {
+            let verdict = match set.secrets.get(&x.name_any()) {
+                None => "created",
+                Some(old) if *old == x => "unchanged",
+                Some(_) => "configured",
+            };
+            set.secrets.insert(x.name_any(), x);
+            verdict
+        }
+        other => {
+            set.insert(other);
+            "configured"
+        }
     }
 }
 
@@ -272,6 +308,9 @@ pub struct Local {
     pub state: StateDir,
     progress: Progress,
     failures: Vec<String>,
+    /// Trails whose backup run ended in this reconcile: their started runs are forgotten once
+    /// the trails' status is saved.
+    ended_runs: Vec<String>,
 }
 
 /// Result of one `apply`.
@@ -288,6 +327,7 @@ impl Local {
             state: StateDir::new(state.into()),
             progress: Progress::new(),
             failures: Vec::new(),
+            ended_runs: Vec::new(),
         }
     }
 
@@ -296,9 +336,10 @@ impl Local {
     pub async fn apply(&mut self, inputs: Vec<Input>) -> Result<ApplyReport> {
         let old = self.state.load_resources()?;
         let mut set = old.clone();
-        for i in &inputs {
-            merge(&mut set, i.resource.clone());
-        }
+        let verdicts: Vec<&str> = inputs
+            .iter()
+            .map(|i| merge(&mut set, i.resource.clone()))
+            .collect();
         for Input {
             source,
             resource: r,
@@ -316,9 +357,9 @@ impl Local {
         }
         check_immutable(&old, &inputs)?;
         self.state.save_resources(&set)?;
-        for i in &inputs {
+        for (i, verdict) in inputs.iter().zip(verdicts) {
             println!(
-                "{}/{} configured",
+                "{}/{} {verdict}",
                 i.resource.kind().to_lowercase(),
                 i.resource.name()
             );
@@ -344,6 +385,9 @@ impl Local {
         self.run_expiry(&mut set, &media, &mut catalog).await?;
         self.update_status(&mut set, &media, &catalog).await?;
         self.state.save_resources(&set)?;
+        for trail in std::mem::take(&mut self.ended_runs) {
+            self.state.clear_run(&trail)?;
+        }
         Ok(ApplyReport {
             failures: std::mem::take(&mut self.failures),
         })
@@ -451,21 +495,46 @@ impl Local {
             let trail = set.backup_trails[&name].clone();
             let status = trail.status.clone().unwrap_or_default();
             let generation = trail.metadata.generation;
-            let token = trail.annotations().get(RUN_NOW_ANNOTATION).cloned();
-            let due = status.last_run_generation != generation
-                || (token.is_some() && token != status.last_run_now);
-            if !due || trail.spec.work_items.is_empty() {
-                continue;
-            }
             let what = format!("backuptrail/{name}");
+            let run = match backup::due(&trail, &status, Utc::now()) {
+                Ok(BackupDue::Now(run)) if !trail.spec.work_items.is_empty() => run,
+                Ok(BackupDue::At(at)) => {
+                    println!(
+                        "{what}: next backup at {at} (schedule {:?})",
+                        trail.spec.schedule.as_deref().unwrap_or_default()
+                    );
+                    continue;
+                }
+                Ok(_) => continue,
+                Err(e) => {
+                    eprintln!("{what}: {e}");
+                    self.failures.push(format!("{what}: {e}"));
+                    continue;
+                }
+            };
+            // A run started before (killed, or failed) runs again as itself.
+            let started = self.state.started_run(&name, &run)?;
             let ctx = PlanContext {
                 set,
                 media,
                 catalog,
-                now: Utc::now(),
+                now: started.as_ref().map_or_else(Utc::now, |s| s.backup_time),
             };
             let task = match ctx.plan_backup(&trail, &|l| resolve_location(set, l)) {
-                Ok(t) => t,
+                Ok(mut t) => {
+                    match started {
+                        Some(s) => t.session = s.session,
+                        None => self.state.save_run(
+                            &name,
+                            &StartedRun {
+                                run,
+                                session: t.session.clone(),
+                                backup_time: t.backup_time,
+                            },
+                        )?,
+                    }
+                    t
+                }
                 Err(e) => {
                     eprintln!("{what}: {e}");
                     self.failures.push(format!("{what}: {e}"));
@@ -499,10 +568,9 @@ impl Local {
                         o.bytes_written,
                         o.seconds
                     );
-                    st.last_run = Some(Utc::now());
                     st.last_run_notes = run_notes(&o.entries);
-                    st.last_run_generation = generation;
-                    st.last_run_now = token;
+                    backup::ran(&trail, st, Utc::now());
+                    self.ended_runs.push(name.clone());
                     set_trail_condition(
                         st,
                         true,
@@ -535,10 +603,27 @@ impl Local {
             let names: Vec<String> = set.policies.keys().cloned().collect();
             for name in names {
                 let policy = set.policies[&name].clone();
-                if policy.spec.suspend || !self.schedule_due(set.policies.get_mut(&name).unwrap()) {
-                    continue;
-                }
+                let what = format!("duplicationpolicy/{name}");
                 let now = Utc::now();
+                let status = policy.status.clone().unwrap_or_default();
+                let token = match policy::due(&policy, &status, now) {
+                    Ok(PolicyDue::Now { token }) => token,
+                    Ok(PolicyDue::At(next)) => {
+                        set.policies
+                            .get_mut(&name)
+                            .unwrap()
+                            .status
+                            .get_or_insert_default()
+                            .next_run = Some(next);
+                        continue;
+                    }
+                    Ok(PolicyDue::Suspended) => continue,
+                    Err(e) => {
+                        eprintln!("{what}: {e}");
+                        self.failures.push(format!("{what}: {e}"));
+                        continue;
+                    }
+                };
                 let tasks = PlanContext {
                     set,
                     media,
@@ -546,10 +631,18 @@ impl Local {
                     now,
                 }
                 .plan_duplication(&policy);
+                if token.is_some() {
+                    // A run-now token is consumed by the plan, even one with nothing to copy.
+                    set.policies
+                        .get_mut(&name)
+                        .unwrap()
+                        .status
+                        .get_or_insert_default()
+                        .last_run_now = token;
+                }
                 if tasks.is_empty() {
                     continue;
                 }
-                let what = format!("duplicationpolicy/{name}");
                 let mut summary = RunSummary {
                     start: now,
                     end: None,
@@ -605,31 +698,6 @@ impl Local {
             }
         }
         Ok(())
-    }
-
-    /// Policies without a schedule run whenever there is something new; scheduled ones when
-    /// their next run time has come (the first call only computes it).
-    fn schedule_due(&self, policy: &mut DuplicationPolicy) -> bool {
-        let Some(expr) = policy.spec.schedule.clone() else {
-            return true;
-        };
-        let Ok(cron) = crate::api::validate::parse_cron(&expr) else {
-            return false;
-        };
-        let now = Utc::now();
-        let st = policy.status.get_or_insert_default();
-        let next = |from: DateTime<Utc>| cron.find_next_occurrence(&from, false).ok();
-        match st.next_run {
-            Some(t) if t <= now => {
-                st.next_run = next(now);
-                true
-            }
-            Some(_) => false,
-            None => {
-                st.next_run = next(now);
-                false
-            }
-        }
     }
 
     async fn run_restores(
@@ -741,15 +809,10 @@ impl Local {
         catalog: &mut Catalog,
         st: &mut RestoreStatus,
     ) -> Result<std::result::Result<TaskOutcome, (&'static str, String)>> {
-        let mut damaged: Vec<String> = Vec::new();
-        let with_damage = |reason: String, damaged: &[String]| {
-            if damaged.is_empty() {
-                reason
-            } else {
-                format!("{reason}; {}", damaged.join("; "))
-            }
-        };
-        // The catalog as this restore sees it: also without the copies it could not decrypt.
+        // Copies passed over that are not damaged but could not be read here (a wrong key,
+        // media away): not marked, and not counted against the damaged-copy limit.
+        let mut unreadable: Vec<String> = Vec::new();
+        // The catalog as this restore sees it: also without the copies it could not read.
         let mut view = catalog.clone();
         loop {
             let ctx = PlanContext {
@@ -758,22 +821,18 @@ impl Local {
                 catalog: &view,
                 now: Utc::now(),
             };
+            let passed_over = [st.damaged.as_slice(), &unreadable].concat();
             let plan = match ctx.plan_restore(restore) {
                 Ok(p) => p,
-                Err(reason) => return Ok(Err(("NoCopyAvailable", with_damage(reason, &damaged)))),
+                Err(reason) => {
+                    return Ok(Err((
+                        "NoCopyAvailable",
+                        with_damaged(&reason, &passed_over),
+                    )));
+                }
             };
-            st.chain = plan
-                .links
-                .iter()
-                .map(|l| RestoredFrom {
-                    trail: l.entry.trail.clone(),
-                    role: l.entry.role,
-                    volumes: l.entry.volumes(),
-                    instance_id: l.entry.instance_id.clone(),
-                })
-                .collect();
-            st.restored_from = st.chain.last().cloned();
-            st.reason = with_damage(plan.reasons.last().cloned().unwrap_or_default(), &damaged);
+            starting(st, &plan);
+            st.reason = with_damaged(&st.reason, &unreadable);
             let links = plan.links.clone();
             let task = Task::Restore(RestoreTask {
                 restore: restore.name_any(),
@@ -785,25 +844,33 @@ impl Local {
                 Err(e) => e,
             };
             let (bad, is_damage) = unreadable_links(&links, &err);
+            let mut damaged = Vec::new();
+            for l in &bad {
+                let entry = l.entry.object_name();
+                view.set_state(&entry, EntryState::Missing, err.to_string());
+                let copy = format!("{} on {}", l.entry.role_word(), l.entry.trail);
+                if is_damage {
+                    catalog.set_state(&entry, EntryState::Missing, err.to_string());
+                    self.state.save_entry(&catalog.entries[&entry])?;
+                    damaged.push(format!("{copy} damaged: {err}"));
+                } else {
+                    unreadable.push(format!("{copy} not readable: {err}"));
+                }
+            }
+            if is_damage && !reads_next_copy(st, &damaged) {
+                let passed_over = [st.damaged.as_slice(), &damaged].concat();
+                return Ok(Err((
+                    err.reason(),
+                    with_damaged(&err.to_string(), &passed_over),
+                )));
+            }
             if bad.is_empty() {
                 return Ok(Err((err.reason(), err.to_string())));
             }
-            for l in bad {
-                let entry = l.entry.object_name();
-                view.set_state(&entry, EntryState::Missing, err.to_string());
-                let what = if is_damage {
-                    catalog.set_state(&entry, EntryState::Missing, err.to_string());
-                    self.state.save_entry(&catalog.entries[&entry])?;
-                    "damaged"
-                } else {
-                    "not readable"
-                };
-                damaged.push(format!(
-                    "{} on {} {what}: {err}",
-                    l.entry.role_word(),
-                    l.entry.trail
-                ));
+            if !damaged.is_empty() {
+                println!("{what}: {}; reading the next copy", damaged.join("; "));
             }
+            st.damaged.extend(damaged);
         }
     }
 
@@ -995,6 +1062,14 @@ impl Local {
     /// copies that could not be read for another reason (a wrong key) are only reported.
     pub async fn verify(&mut self, trail: Option<&str>) -> Result<ApplyReport> {
         let set = self.state.load_resources()?;
+        if let Some(t) = trail
+            && set.trail(t).is_none()
+        {
+            return Err(Error::Other(format!(
+                "no trail {t:?} here (trails: {})",
+                set.trail_names().join(", ")
+            )));
+        }
         let (media, _) = resolve_media(&set);
         let mut catalog = self.state.load_catalog()?;
         let mut failures = Vec::new();
@@ -1003,8 +1078,12 @@ impl Local {
             .filter(|e| trail.is_none_or(|t| e.trail == t))
             .cloned()
             .collect();
+        let (mut ok, mut damaged, mut unread, mut away) = (0, 0, 0, 0);
         for e in entries {
+            let name = e.object_name();
             let Some(m) = readable_media(&set, &media, &e.trail) else {
+                println!("catalogentry/{name}: SKIPPED: its media are away");
+                away += 1;
                 continue;
             };
             let task = Task::Verify(VerifyTask {
@@ -1013,10 +1092,13 @@ impl Local {
                     media: m.clone(),
                 }],
             });
-            let name = e.object_name();
             match worker::execute(&task).await {
-                Ok(_) => println!("catalogentry/{name}: ok ({} bytes, {})", e.bytes, e.digest),
+                Ok(_) => {
+                    ok += 1;
+                    println!("catalogentry/{name}: ok ({} bytes, {})", e.bytes, e.digest);
+                }
                 Err(err @ Error::Corrupt { .. }) => {
+                    damaged += 1;
                     println!("catalogentry/{name}: DAMAGED: {err}");
                     catalog.set_state(&name, EntryState::Missing, err.to_string());
                     self.state.save_entry(&catalog.entries[&name])?;
@@ -1024,11 +1106,15 @@ impl Local {
                 }
                 // Not damage (a wrong key, an unreachable store): the copy stays Valid.
                 Err(err) => {
+                    unread += 1;
                     println!("catalogentry/{name}: NOT READ: {err}");
                     failures.push(format!("catalogentry/{name}: {err}"));
                 }
             }
         }
+        println!(
+            "verify: {ok} ok, {damaged} damaged, {unread} not read, {away} skipped (media away)"
+        );
         Ok(ApplyReport { failures })
     }
 }

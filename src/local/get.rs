@@ -8,15 +8,68 @@ use super::state::StateDir;
 use crate::api::*;
 use crate::error::{Error, Result};
 
-/// Output format.
+/// Output format, as kubectl's `-o`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
     /// A table.
     Table,
-    /// YAML documents.
+    /// YAML: the object asked for by name, else a `List` of them.
     Yaml,
-    /// A JSON list.
+    /// JSON: the object asked for by name, else a `List` of them (`apply -f` takes it back).
     Json,
+    /// `KIND.mimeo.dev/NAME`, one per line.
+    Name,
+}
+
+/// One requirement of an equality-based label selector, as kubectl takes them.
+#[derive(Debug, PartialEq, Eq)]
+enum Requirement {
+    Equals(String, String),
+    Differs(String, String),
+    Exists(String),
+    Absent(String),
+}
+
+/// Parses `a=b,c!=d,e,!f`; refuses what it does not understand instead of matching nothing.
+fn parse_selector(selector: &str) -> Result<Vec<Requirement>> {
+    let bad = |why: &str| Error::Other(format!("label selector {selector:?}: {why}"));
+    let key = |k: &str| {
+        let k = k.trim();
+        if k.is_empty() || k.contains(|c: char| c.is_whitespace() || "!=(),".contains(c)) {
+            Err(bad(&format!("{k:?} is not a label key")))
+        } else {
+            Ok(k.to_owned())
+        }
+    };
+    selector
+        .split(',')
+        .map(|term| {
+            let term = term.trim();
+            if term.contains(" in ") || term.contains(" notin ") || term.contains('(') {
+                return Err(bad("set-based requirements (in, notin) are not supported"));
+            }
+            if let Some((k, v)) = term.split_once("!=") {
+                Ok(Requirement::Differs(key(k)?, v.trim().to_owned()))
+            } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
+                Ok(Requirement::Equals(key(k)?, v.trim().to_owned()))
+            } else if let Some(k) = term.strip_prefix('!') {
+                Ok(Requirement::Absent(key(k)?))
+            } else {
+                Ok(Requirement::Exists(key(term)?))
+            }
+        })
+        .collect()
+}
+
+/// Whether an object's labels meet every requirement (`!=` also matches an absent label).
+fn selected(object: &Value, requirements: &[Requirement]) -> bool {
+    let labels = &object["metadata"]["labels"];
+    requirements.iter().all(|r| match r {
+        Requirement::Equals(k, v) => labels[k] == v.as_str(),
+        Requirement::Differs(k, v) => labels[k] != v.as_str(),
+        Requirement::Exists(k) => labels.get(k).is_some(),
+        Requirement::Absent(k) => labels.get(k).is_none(),
+    })
 }
 
 /// Canonical kind for a name, plural or short name (`bt`, `backuptrails`, `BackupTrail`).
@@ -163,18 +216,37 @@ pub fn get(
         }
     }
     if let Some(sel) = selector {
-        let (k, want) = sel
-            .split_once('=')
-            .ok_or_else(|| Error::Other(format!("selector {sel:?} must be key=value")))?;
-        values.retain(|v| v["metadata"]["labels"][k] == want);
+        let requirements = parse_selector(sel)?;
+        values.retain(|v| selected(v, &requirements));
     }
+    // One object asked for by name is printed as itself; anything else as a List.
+    let document = match name {
+        Some(n) => values.first().cloned().ok_or_else(|| {
+            Error::Other(format!(
+                "{} {n:?} does not match the selector",
+                canonical.to_lowercase()
+            ))
+        })?,
+        None => serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": values,
+            "metadata": {"resourceVersion": ""},
+        }),
+    };
     Ok(match output {
-        Output::Json => serde_json::to_string_pretty(&values).expect("json"),
-        Output::Yaml => values
+        Output::Json => serde_json::to_string_pretty(&document).expect("json") + "\n",
+        Output::Yaml => serde_yaml::to_string(&document).expect("yaml"),
+        Output::Name => values
             .iter()
-            .map(|v| serde_yaml::to_string(v).expect("yaml"))
-            .collect::<Vec<_>>()
-            .join("---\n"),
+            .map(|v| {
+                format!(
+                    "{}.mimeo.dev/{}\n",
+                    canonical.to_lowercase(),
+                    cell(v, "metadata.name")
+                )
+            })
+            .collect(),
         Output::Table => {
             let cols = columns(canonical);
             let mut rows = vec![
@@ -185,13 +257,35 @@ pub fn get(
             for v in &values {
                 rows.push(
                     std::iter::once(cell(v, "metadata.name"))
-                        .chain(cols.iter().map(|c| cell(v, c.1)))
+                        .chain(cols.iter().map(|c| {
+                            match c.0 {
+                                "BYTES" => cell(v, c.1)
+                                    .parse()
+                                    .map_or_else(|_| cell(v, c.1), human_bytes),
+                                _ => cell(v, c.1),
+                            }
+                        }))
                         .collect(),
                 );
             }
             format_table(&rows)
         }
     })
+}
+
+/// A byte count as people read it: `512 B`, `1.5 KiB`, `12.0 MiB` (binary units, one decimal).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// Left-aligned columns separated by three spaces, as kubectl prints them.
@@ -216,4 +310,43 @@ pub fn format_table(rows: &[Vec<String>]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_counts_read_as_people_read_them() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(12 << 20), "12.0 MiB");
+        assert_eq!(human_bytes(3 << 40), "3.0 TiB");
+        assert_eq!(human_bytes(u64::MAX), "16.0 EiB");
+    }
+
+    #[test]
+    fn label_selectors_take_what_kubectl_takes_and_refuse_the_rest() {
+        use Requirement::*;
+        assert_eq!(
+            parse_selector("a=b, c==d,e!=f,g,!h").unwrap(),
+            [
+                Equals("a".into(), "b".into()),
+                Equals("c".into(), "d".into()),
+                Differs("e".into(), "f".into()),
+                Exists("g".into()),
+                Absent("h".into()),
+            ]
+        );
+        for bad in ["", "a=b,", "env in (x)", "=b", "!", "a b"] {
+            assert!(parse_selector(bad).is_err(), "{bad:?} accepted");
+        }
+        let object = serde_json::json!({"metadata": {"labels": {"a": "b", "g": "1"}}});
+        let yes = |s: &str| selected(&object, &parse_selector(s).unwrap());
+        assert!(yes("a=b,g"));
+        assert!(yes("a!=c,!h,x!=y"), "!= matches an absent label");
+        assert!(!yes("a=b,!g"));
+        assert!(!yes("a!=b"));
+    }
 }

@@ -11,6 +11,21 @@ use crate::api::*;
 use crate::engine::catalog::Catalog;
 use crate::error::{Error, Result};
 
+/// A backup run as it started: what makes a run killed after its commit, before its trail's
+/// status was saved, find that commit when it runs again (the same session, whose manifest is
+/// on the media, and the same backup time, hence the same instance ids) instead of backing
+/// everything up a second time. The operator keeps a Job's whole task for the same reason.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartedRun {
+    /// The run ([`crate::reconcile::backup::BackupDue::Now`]).
+    pub run: String,
+    /// Its write session.
+    pub session: String,
+    /// Its backup time.
+    pub backup_time: chrono::DateTime<chrono::Utc>,
+}
+
 /// A state directory.
 #[derive(Clone, Debug)]
 pub struct StateDir {
@@ -59,6 +74,32 @@ impl StateDir {
         StateDir { root: root.into() }
     }
 
+    /// Takes the state directory for this process until the returned file is dropped: two
+    /// runs at once would interleave their writes (one run's volumes under the other's
+    /// catalog). Waits, saying so, while another process holds it; the kernel releases it when
+    /// the holder ends, however it ends. Readers (`get`) need no lock: every file is replaced
+    /// atomically.
+    pub fn lock(&self) -> Result<std::fs::File> {
+        std::fs::create_dir_all(&self.root).map_err(|e| Error::io(&self.root, e))?;
+        let path = self.root.join(".lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => eprintln!(
+                "waiting for another mimeo that uses {}",
+                self.root.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+        }
+        file.lock().map_err(|e| Error::io(&path, e))?;
+        Ok(file)
+    }
+
     /// The directory itself.
     pub fn root(&self) -> &Path {
         &self.root
@@ -70,6 +111,40 @@ impl StateDir {
 
     fn catalog_dir(&self) -> PathBuf {
         self.root.join("catalog")
+    }
+
+    fn run_path(&self, trail: &str) -> PathBuf {
+        self.root.join("runs").join(format!("{trail}.json"))
+    }
+
+    /// Records that a backup run of `trail` starts (see [`StartedRun`]).
+    pub fn save_run(&self, trail: &str, run: &StartedRun) -> Result<()> {
+        let body = serde_json::to_vec_pretty(run).map_err(|e| Error::Other(e.to_string()))?;
+        write_atomic(&self.run_path(trail), &body)
+    }
+
+    /// The run of `trail` recorded as started, if it is `run`.
+    pub fn started_run(&self, trail: &str, run: &str) -> Result<Option<StartedRun>> {
+        let path = self.run_path(trail);
+        let body = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let started: StartedRun = serde_json::from_slice(&body).map_err(|e| Error::Parse {
+            source_name: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Ok((started.run == run).then_some(started))
+    }
+
+    /// Forgets the started run of `trail`: its end is saved in the trail's status.
+    pub fn clear_run(&self, trail: &str) -> Result<()> {
+        let path = self.run_path(trail);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&path, e)),
+            _ => Ok(()),
+        }
     }
 
     /// Loads every applied resource.

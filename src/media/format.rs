@@ -298,10 +298,24 @@ mod tests {
     }
 
     proptest! {
-        /// The parser never panics and never accepts garbage as a valid block.
+        /// The parser never panics and never accepts garbage as a valid block: not random
+        /// bytes, and not random bytes behind a well-formed start (magic, version, kind) and a
+        /// length that fits, where only the CRC stands between them and acceptance.
         #[test]
-        fn parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
-            let _ = BlockHeader::decode(&bytes);
+        fn parser_refuses_garbage(
+            bytes in proptest::collection::vec(any::<u8>(), 0..300),
+            kind in 1u8..=3,
+        ) {
+            prop_assert!(BlockHeader::decode(&bytes).is_err());
+            let mut shaped = bytes;
+            shaped.resize(shaped.len().max(HEADER_LEN), 0);
+            shaped[..4].copy_from_slice(BLOCK_MAGIC);
+            shaped[4] = FORMAT_VERSION;
+            shaped[5] = kind;
+            let payload = (shaped.len() - HEADER_LEN) as u32;
+            shaped[20..24].copy_from_slice(&payload.to_le_bytes());
+            let refused = matches!(BlockHeader::decode(&shaped), Err(BlockError::BadCrc { .. }));
+            prop_assert!(refused, "a block of garbage was not refused by its CRC");
         }
 
         #[test]

@@ -25,6 +25,9 @@ use crate::engine::catalog::{Catalog, backup_done, run_notes};
 use crate::engine::planner::{Breaker, PlanContext, apply_breaker};
 use crate::engine::task::*;
 use crate::error::{Error, Result};
+use crate::reconcile::backup::{self, BackupDue};
+use crate::reconcile::policy::{self, PolicyDue};
+use crate::reconcile::restore::{reads_next_copy, starting, with_damaged};
 
 /// How a finished or running Job looks from its status.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -299,9 +302,6 @@ fn jobs_of<'a>(
         .filter(move |j| j.namespace().as_deref() == Some(ns) && j.name_any().starts_with(prefix))
 }
 
-/// How many damaged copies one restore passes over before it gives up.
-const MAX_DAMAGED_COPIES: usize = 4;
-
 /// The worker Job of a restore's generation; after damaged copies, one more per copy.
 fn restore_job_name(restore: &str, generation: i64, damaged: usize) -> String {
     match damaged {
@@ -366,15 +366,6 @@ async fn trail_entries(ctx: &Context, ns: &str, trails: &[String]) -> Result<Cat
     Ok(catalog)
 }
 
-/// `reason`, then the damaged copies passed over.
-fn with_damaged(reason: &str, damaged: &[String]) -> String {
-    std::iter::once(reason)
-        .chain(damaged.iter().map(String::as_str))
-        .filter(|s| !s.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 /// Reconciles a Restore: choose the copy (Auto prefers an available duplicate), start one
 /// worker, follow its Job. A worker that finds its copy damaged marks it Missing and fails;
 /// the restore then starts again on the next best copy.
@@ -423,7 +414,7 @@ pub async fn reconcile_restore(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Act
                     .and_then(|t| chrono::DateTime::from_timestamp(t.0.as_second(), 0));
                 let damaged = damaged_links(&fresh, &st.chain, started);
                 ctx.metrics.finished("restore", "Failed", job_seconds(&job));
-                if !damaged.is_empty() && st.damaged.len() < MAX_DAMAGED_COPIES {
+                if reads_next_copy(&st, &damaged) {
                     let note = format!("{}; reading the next copy", damaged.join("; "));
                     tracing::info!(restore = %name, namespace = %ns, job = %job_name, "{note}");
                     event(&recorder, r.as_ref(), true, "CopyDamaged", note).await;
@@ -497,19 +488,7 @@ pub async fn reconcile_restore(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Act
             return Ok(Action::await_change());
         }
     };
-    st.chain = plan
-        .links
-        .iter()
-        .map(|l| RestoredFrom {
-            trail: l.entry.trail.clone(),
-            role: l.entry.role,
-            volumes: l.entry.volumes(),
-            instance_id: l.entry.instance_id.clone(),
-        })
-        .collect();
-    st.restored_from = st.chain.last().cloned();
-    st.reason = with_damaged(plan.reasons.last().map_or("", String::as_str), &st.damaged);
-    st.bytes = plan.links.iter().map(|l| l.entry.bytes).sum();
+    starting(&mut st, &plan);
     tracing::info!(restore = %name, namespace = %ns, job = %job_name, "restoring: {}", st.reason);
     let mut task = Task::Restore(RestoreTask {
         restore: name.clone(),
@@ -566,7 +545,8 @@ pub async fn reconcile_policy(p: Arc<DuplicationPolicy>, ctx: Arc<Context>) -> R
     let mut st = old.clone().unwrap_or_default();
     let recorder = Recorder::new(ctx.client.clone(), "mimeo-operator".into());
     st.observed_generation = generation;
-    if p.spec.suspend {
+    let due = policy::due(&p, &st, Utc::now());
+    if due == Ok(PolicyDue::Suspended) {
         set_condition(
             &mut st.conditions,
             Condition::new(
@@ -655,20 +635,15 @@ pub async fn reconcile_policy(p: Arc<DuplicationPolicy>, ctx: Arc<Context>) -> R
         write_status(&ctx, p.as_ref(), old.as_ref(), &st).await?;
         return Ok(Action::await_change());
     }
-    // A new run-now token plans a run at once, whatever the schedule; it is consumed by that
-    // plan (even one with nothing to copy).
-    let token = p.annotations().get(RUN_NOW_ANNOTATION).cloned();
-    let run_now = token.is_some() && token != st.last_run_now;
-    // Schedule: absent = run whenever there is something to copy.
-    if !run_now && let Some(expr) = &p.spec.schedule {
-        let last = st.last_run.as_ref().map(|r| r.start);
-        let next = next_occurrence(expr, last, &p.metadata, Utc::now()).map_err(Error::Other)?;
-        if next > Utc::now() {
+    let token = match due.map_err(Error::Other)? {
+        PolicyDue::At(next) => {
             st.next_run = Some(next);
             write_status(&ctx, p.as_ref(), old.as_ref(), &st).await?;
             return Ok(Action::requeue(until(next)));
         }
-    }
+        PolicyDue::Now { token } => token,
+        PolicyDue::Suspended => return Ok(Action::await_change()), // written above
+    };
     let mut tasks = plan_ctx.plan_duplication(&p);
     if !tasks.is_empty() {
         // The watch may not show the last run's commits yet: plan again on the target trails'
@@ -683,7 +658,7 @@ pub async fn reconcile_policy(p: Arc<DuplicationPolicy>, ctx: Arc<Context>) -> R
         }
         .plan_duplication(&p);
     }
-    if run_now {
+    if token.is_some() {
         st.last_run_now = token;
     }
     if tasks.is_empty() {
@@ -846,66 +821,6 @@ fn count_trail(st: &mut TrailStatus, catalog: &Catalog, trail: &str) {
     st.volumes = catalog.volumes(trail);
 }
 
-/// The first occurrence of the cron schedule `expr` after the last run, or after the object's
-/// creation when it never ran: a schedule that came due while nothing ran is due now.
-fn next_occurrence(
-    expr: &str,
-    last_run: Option<chrono::DateTime<Utc>>,
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    now: chrono::DateTime<Utc>,
-) -> std::result::Result<chrono::DateTime<Utc>, String> {
-    let cron = crate::api::validate::parse_cron(expr)?;
-    let after = last_run
-        .or_else(|| {
-            let created = meta.creation_timestamp.as_ref()?;
-            chrono::DateTime::from_timestamp(created.0.as_second(), 0)
-        })
-        .unwrap_or(now);
-    cron.find_next_occurrence(&after, false)
-        .map_err(|e| format!("field spec.schedule: {e}"))
-}
-
-/// When a BackupTrail's next backup runs, and the run's id (which names its Job).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BackupDue {
-    /// Now, as this run.
-    Now(String),
-    /// At this time (the next cron occurrence).
-    At(chrono::DateTime<Utc>),
-    /// Not until the spec or the run-now annotation changes.
-    Never,
-}
-
-/// Without a schedule a trail backs up once per spec generation; with one, at each cron
-/// occurrence after its last backup (or its creation); and in both cases once per new
-/// `mimeo.dev/run-now` token. Pure, so the rules are tested without an API server.
-pub fn backup_due(
-    t: &BackupTrail,
-    st: &TrailStatus,
-    now: chrono::DateTime<Utc>,
-) -> std::result::Result<BackupDue, String> {
-    let hash = |s: &str| crate::media::format::name_hash(s) as u16;
-    let generation = t.metadata.generation.unwrap_or(0);
-    if let Some(token) = t.annotations().get(RUN_NOW_ANNOTATION)
-        && st.last_run_now.as_ref() != Some(token)
-    {
-        return Ok(BackupDue::Now(format!("{generation}-{:x}", hash(token))));
-    }
-    let Some(expr) = &t.spec.schedule else {
-        return Ok(if st.last_run_generation == t.metadata.generation {
-            BackupDue::Never
-        } else {
-            BackupDue::Now(format!("{generation}-{:x}", hash("")))
-        });
-    };
-    let next = next_occurrence(expr, st.last_run, &t.metadata, now)?;
-    Ok(if next <= now {
-        BackupDue::Now(format!("at-{}", next.timestamp()))
-    } else {
-        BackupDue::At(next)
-    })
-}
-
 /// Reconciles a BackupTrail: one backup per spec generation or run-now token, in a worker.
 pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<Action> {
     let ns = t.namespace().unwrap_or_default();
@@ -914,7 +829,6 @@ pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<
     let old = t.status.clone();
     let mut st = old.clone().unwrap_or_default();
     let recorder = Recorder::new(ctx.client.clone(), "mimeo-operator".into());
-    let token = t.annotations().get(RUN_NOW_ANNOTATION).cloned();
     let catalog = ctx.catalog(&ns);
     count_trail(&mut st, &catalog, &name);
     st.observed_generation = generation;
@@ -931,7 +845,7 @@ pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<
         write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
         return Ok(Action::await_change());
     }
-    let due = backup_due(&t, &st, Utc::now()).map_err(Error::Other)?;
+    let due = backup::due(&t, &st, Utc::now()).map_err(Error::Other)?;
     let run = match due {
         BackupDue::Now(run) if !t.spec.work_items.is_empty() => run,
         BackupDue::Now(_) | BackupDue::Never | BackupDue::At(_) => {
@@ -972,9 +886,7 @@ pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<
                 .filter(|e| started.is_none_or(|s| e.created_at >= s)),
         );
         let msg = backup_done(msg, &st.last_run_notes);
-        st.last_run = Some(Utc::now());
-        st.last_run_generation = generation;
-        st.last_run_now = token;
+        backup::ran(&t, &mut st, Utc::now());
         let outcome = if ok { "Succeeded" } else { "Failed" };
         ctx.metrics.finished("backup", outcome, job_seconds(&job));
         set_condition(
@@ -1421,81 +1333,6 @@ mod tests {
         assert_eq!(with_damaged("", &[]), "");
         assert_eq!(restore_job_name("r", 2, 0), "mimeo-restore-r-2");
         assert_eq!(restore_job_name("r", 2, 1), "mimeo-restore-r-2-1");
-    }
-
-    fn trail(schedule: Option<&str>, generation: i64, run_now: Option<&str>) -> BackupTrail {
-        let mut t = BackupTrail::new(
-            "nightly",
-            BackupTrailSpec {
-                media_class_name: "tapes".into(),
-                retention: "30d".into(),
-                work_items: Vec::new(),
-                streams: 1,
-                incremental: false,
-                schedule: schedule.map(String::from),
-                max_expiry_percent: None,
-            },
-        );
-        t.metadata.generation = Some(generation);
-        t.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            "2026-11-26T01:30:00Z".parse().unwrap(),
-        ));
-        if let Some(tok) = run_now {
-            t.metadata.annotations =
-                Some([(RUN_NOW_ANNOTATION.to_string(), tok.to_string())].into());
-        }
-        t
-    }
-
-    #[test]
-    fn backups_run_per_generation_schedule_and_run_now_token() {
-        let at = |s: &str| s.parse::<chrono::DateTime<Utc>>().unwrap();
-        let now = at("2026-11-26T01:45:00Z");
-        let mut st = TrailStatus::default();
-        // No schedule: once per generation.
-        let due = backup_due(&trail(None, 1, None), &st, now).unwrap();
-        assert!(matches!(&due, BackupDue::Now(r) if r.starts_with("1-")));
-        st.last_run_generation = Some(1);
-        assert_eq!(
-            backup_due(&trail(None, 1, None), &st, now),
-            Ok(BackupDue::Never)
-        );
-        // A new run-now token runs once, with its own run id.
-        let due = backup_due(&trail(None, 1, Some("t1")), &st, now).unwrap();
-        let BackupDue::Now(run) = due else {
-            panic!("{due:?}")
-        };
-        assert_ne!(
-            Ok(BackupDue::Now(run.clone())),
-            backup_due(&trail(None, 1, Some("t2")), &st, now)
-        );
-        st.last_run_now = Some("t1".into());
-        assert_eq!(
-            backup_due(&trail(None, 1, Some("t1")), &st, now),
-            Ok(BackupDue::Never)
-        );
-        // A schedule: the first occurrence after creation, then after the last backup.
-        let daily = Some("0 2 * * *");
-        assert_eq!(
-            backup_due(&trail(daily, 1, None), &TrailStatus::default(), now),
-            Ok(BackupDue::At(at("2026-11-26T02:00:00Z")))
-        );
-        let later = at("2026-11-26T02:00:30Z");
-        assert_eq!(
-            backup_due(&trail(daily, 1, None), &TrailStatus::default(), later),
-            Ok(BackupDue::Now(format!(
-                "at-{}",
-                at("2026-11-26T02:00:00Z").timestamp()
-            )))
-        );
-        let done = TrailStatus {
-            last_run: Some(at("2026-11-26T02:01:00Z")),
-            ..Default::default()
-        };
-        assert_eq!(
-            backup_due(&trail(daily, 2, None), &done, later),
-            Ok(BackupDue::At(at("2026-11-27T02:00:00Z")))
-        );
     }
 
     fn set() -> ResourceSet {

@@ -1,6 +1,7 @@
 //! The Kubernetes operator: controllers that plan runs and start worker Jobs; the worker
 //! itself is the same executor the local mode runs in-process.
 
+#[cfg(feature = "chaos")]
 pub mod chaos;
 pub mod context;
 pub mod controllers;
@@ -93,9 +94,20 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
         .await
         .map_err(|e| Error::Other(format!("Kubernetes client configuration: {e}")))?;
     let builder = kube::client::ClientBuilder::try_from(config)?;
+    #[cfg(feature = "chaos")]
     let client = match chaos::ApiFaults::from_env()? {
         Some(faults) => builder.with_layer(&faults).build(),
         None => builder.build(),
+    };
+    #[cfg(not(feature = "chaos"))]
+    let client = {
+        // A chaos run against a build without the injector must not pass for want of faults.
+        if std::env::var_os("MIMEO_API_FAULTS").is_some_and(|v| !v.is_empty()) {
+            return Err(Error::Other(
+                "MIMEO_API_FAULTS is set, but this build has no fault injection (cargo feature chaos)".into(),
+            ));
+        }
+        builder.build()
     };
     let metrics = Arc::new(metrics::Metrics::default());
     // One set of watches and controllers per watched namespace (or one over all namespaces):

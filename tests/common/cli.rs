@@ -138,11 +138,16 @@ impl Env {
         }
         args.extend(["-o", "json"]);
         let r = self.run(&args).expect_ok("get");
-        serde_json::from_str::<Value>(&r.stdout)
-            .unwrap_or_else(|e| panic!("get {kind} -o json is not JSON ({e}): {}", r.stdout))
-            .as_array()
-            .expect("a JSON list")
-            .clone()
+        let v = serde_json::from_str::<Value>(&r.stdout)
+            .unwrap_or_else(|e| panic!("get {kind} -o json is not JSON ({e}): {}", r.stdout));
+        // One object by name, else a List, as kubectl prints them.
+        match name {
+            Some(_) => vec![v],
+            None => {
+                assert_eq!(v["kind"], "List", "get {kind} -o json: {v}");
+                v["items"].as_array().expect("a List's items").clone()
+            }
+        }
     }
 
     /// One resource by name, as JSON.

@@ -30,6 +30,11 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// Every fault kind, for tests that require each to have occurred.
+    pub fn kinds() -> impl Iterator<Item = Fault> {
+        Fault::ALL.into_iter().map(|(f, _)| f)
+    }
+
     const ALL: [(Fault, u32); 6] = [
         (Fault::InternalError, 20),
         (Fault::Unavailable, 20),
