@@ -9,7 +9,7 @@
 # (e2e/addon-images.sh), imported into containerd; the smoke checks and the scenarios
 # (e2e/README.md). In between: cargo deny (licences, bans,
 # sources, advisories) and the fuzz targets for MIMEO_FUZZ_SECONDS (30) each. MIMEO_SKIP_FUZZ=1 skips the
-# fuzzing (its cold build takes about 15 minutes); MIMEO_SKIP_E2E=1 stops before the e2e suite.
+# fuzzing (its cold build takes about 13 minutes); MIMEO_SKIP_E2E=1 stops before the e2e suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
