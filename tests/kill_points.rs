@@ -37,6 +37,9 @@ enum Media<'a> {
 /// The buckets of [`Media::S3`], named as the media classes that use them.
 const BUCKETS: [&str; 2] = ["disk", "copy"];
 
+/// Held by the test that runs its trials (see [`trials`]).
+static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Numbers the worlds of a test run, for their S3 prefixes.
 static WORLDS: AtomicUsize = AtomicUsize::new(0);
 
@@ -290,7 +293,8 @@ fn marker_digest(upload_id: &str) -> String {
 }
 
 /// Runs `TRIALS` killed-and-rerun trials of the apply of `files` after `prepare`, each killed
-/// at a random moment of its uninterrupted duration (measured first). Most of them must
+/// at a random moment of its uninterrupted duration (measured first, and shortened whenever a
+/// run ends before its kill), past its first tenth. Most of them must
 /// really be killed mid-run, and half of all after they had written to the media class
 /// `class`.
 fn trials(
@@ -300,20 +304,28 @@ fn trials(
     prepare: fn(&World),
     files: fn(&World) -> Vec<PathBuf>,
 ) {
-    // Two uninterrupted runs: the first run on a fresh server can be slower than the rest
-    // (MinIO), and kills timed from it would land after most runs ended.
+    // One test at a time: kills are timed from the uninterrupted runs, and another test's
+    // load coming or going between those and the trials would move every kill.
+    let _alone = ALONE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Three uninterrupted runs, and the median of their times: the first run on a fresh
+    // server can be much slower than the rest (MinIO), one run can be unusually quick, and
+    // kills timed from either would mostly land after the runs ended, or before they wrote.
     let mut s3 = S3Leftovers::default();
-    let mut took = Duration::MAX;
+    let mut times = Vec::new();
     let mut want = None;
-    for _ in 0..2 {
+    for _ in 0..3 {
         let reference = World::new(media);
         prepare(&reference);
         let fs = files(&reference);
-        took = took.min(reference.apply(&fs.iter().map(PathBuf::as_path).collect::<Vec<_>>()));
+        times.push(reference.apply(&fs.iter().map(PathBuf::as_path).collect::<Vec<_>>()));
         let catalog = reference.catalog();
         assert_eq!(*want.get_or_insert_with(|| catalog.clone()), catalog);
         reference.check_media(0, &mut s3);
     }
+    times.sort();
+    let mut took = times[1];
     let want = want.unwrap();
     let seed = 0x6b11_u64 ^ what.len() as u64;
     let mut rng = fastrand::Rng::with_seed(seed);
@@ -327,8 +339,14 @@ fn trials(
         prepare(&w);
         let fs = files(&w);
         let fs: Vec<&Path> = fs.iter().map(PathBuf::as_path).collect();
-        let at = took.mul_f64(rng.f64());
-        if w.apply_killed(&fs, at) {
+        // Past the first tenth of the run (starting the process, reading the YAML), where
+        // nothing is written yet.
+        let at = took.mul_f64(0.1 + 0.9 * rng.f64());
+        if !w.apply_killed(&fs, at) {
+            // The run ended before its kill: runs have become quicker than measured (a warm
+            // server, less load), so aim earlier from now on.
+            took = took.mul_f64(0.85);
+        } else {
             killed += 1;
             if w.wrote_to(class) {
                 mid_write += 1;
@@ -365,7 +383,8 @@ fn trials(
         }
     }
     eprintln!(
-        "KILL POINTS: {what}: {TRIALS} trials (seed {seed:#x}), {killed} killed mid-run ({mid_write} after writing to the media, {after_commit} after the backup's commit and before its end was saved), uninterrupted run {:.2}s, all {TRIALS} re-runs equal to it, {:.0}s",
+        "KILL POINTS: {what}: {TRIALS} trials (seed {seed:#x}), {killed} killed mid-run ({mid_write} after writing to the media, {after_commit} after the backup's commit and before its end was saved), uninterrupted run {:.2}s (kills aimed within {:.2}s at the end), all {TRIALS} re-runs equal to it, {:.0}s",
+        times[1].as_secs_f64(),
         took.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
