@@ -298,8 +298,7 @@ fn serve(client: TcpStream, state: &State) -> std::io::Result<()> {
                 );
                 return client.shutdown(Shutdown::Both);
             };
-            let mut rest = Vec::new();
-            up.read_to_end(&mut rest)?;
+            let rest = read_body(&mut up, method, &response)?;
             let _ = sending.join();
             let mut bytes = response.to_bytes();
             bytes.extend_from_slice(&rest);
@@ -316,6 +315,28 @@ fn serve(client: TcpStream, state: &State) -> std::io::Result<()> {
             client.shutdown(Shutdown::Both)
         }
     }
+}
+
+/// The body of `response` to a `method` request: exactly its `Content-Length` bytes when it
+/// has one, else everything up to the close. A server that answers before it has read the
+/// request (e.g. MinIO's 412 to a conditional put) then resets the connection; reading only
+/// the announced bytes relays that answer instead of the reset.
+fn read_body(up: &mut impl Read, method: &str, response: &Head) -> std::io::Result<Vec<u8>> {
+    let status = response.first.split(' ').nth(1).unwrap_or("");
+    if method == "HEAD" || status == "204" || status == "304" {
+        return Ok(Vec::new());
+    }
+    let mut body = Vec::new();
+    match response.get("content-length") {
+        Some(len) => {
+            body.resize(len.parse().expect("numeric content-length"), 0);
+            up.read_exact(&mut body)?;
+        }
+        None => {
+            up.read_to_end(&mut body)?;
+        }
+    }
+    Ok(body)
 }
 
 fn error_response(client: &mut TcpStream, status: u16, code: &str) -> std::io::Result<()> {
