@@ -435,8 +435,9 @@ async fn purge_finds_unmarked_uploads_under_the_prefix_on_minio() {
 /// A put retried after its first attempt succeeded unseen meets MinIO's 412, which MinIO sends
 /// before it has read the body and then resets the connection. Through the fault proxy (which
 /// forwards, faulting nothing here) the store must still get that answer and recognise the
-/// object as its own; a put of other bytes under the key stays refused. Straight to MinIO too. (The proxy used to read
-/// until the close, lost the 412 in the reset, and the fault test failed on a retried put.)
+/// object as its own, and refuse a put of other bytes under the key; so must a store that
+/// talks to MinIO directly. (The proxy used to read until the close, lost the 412 in the
+/// reset, and the fault test failed on a retried put.)
 #[tokio::test(flavor = "multi_thread")]
 async fn retried_put_through_the_proxy_finds_its_own_object_on_minio() {
     let server = S3Server::minio();
