@@ -227,7 +227,7 @@ fn report(entries: usize, op: &str, times: &[f64], result: usize) {
 /// the rest are not measured.
 type Op = fn(&Fixture) -> usize;
 const OPS: [(&str, Op); 4] = [
-    ("select", |fx| fx.ctx().select(fx.policy()).len()),
+    ("select", |fx| fx.ctx().select(fx.policy()).unwrap().len()),
     ("plan_restore", |fx| {
         fx.ctx()
             .plan_restore(fx.restore())
@@ -235,7 +235,7 @@ const OPS: [(&str, Op); 4] = [
     }),
     ("plan_expiry", |fx| fx.ctx().plan_expiry().expire.len()),
     ("plan_duplication", |fx| {
-        copy_items(&fx.ctx().plan_duplication(fx.policy()))
+        copy_items(&fx.ctx().plan_duplication(fx.policy()).unwrap())
     }),
 ];
 

@@ -7,7 +7,7 @@
 #               2 items duplicated to a PVC trail, all 4 to an S3 trail; catalog roles/extents
 #   restore     Auto picks a duplicate, byte-identical; vault away -> original, with the reason;
 #               nothing available -> Failed with a reason
-#   expiry      a short-retention trail: entries Expired, volumes freed
+#   expiry      a short-retention trail: entries Expired, volumes freed; a retention edit moves dates, no backup
 #   invalid     one rejected resource per CEL/OpenAPI rule, the message names the field
 #   kill        operator killed during a duplication: no second Job, run completes, no Valid
 #               entry for unwritten data; a worker pod killed mid-run resumes
@@ -509,6 +509,26 @@ EOF
   check "expiry: the 7-year trail is untouched (both backups copied)" \
     until_eq 60 8 valid_entries $QS mimeo.dev/trail=vault-7y
   k -n $QS delete duplicationpolicy d-to-short >/dev/null
+  # A retention edit moves the expiry dates of the trail's live entries and starts no backup.
+  local backups
+  backups="$(k -n $QS get jobs -o name | grep -c backup-nightly)"
+  k -n $QS patch backuptrail nightly --type merge -p '{"spec":{"retention":"45d"}}' >/dev/null
+  check "expiry: a retention edit moves every nightly entry's expiresAt to backup time + 45d" \
+    wait_for 60 retention_days_are $QS mimeo.dev/trail=nightly 45
+  check "expiry: and starts no backup" \
+    test "$(k -n $QS get jobs -o name | grep -c backup-nightly)" -le "$backups"
+}
+
+# retention_days_are NS SELECTOR DAYS: every live entry expires DAYS after its backup time.
+retention_days_are() {
+  k -n "$1" get catalogentries -l "$2" -o json | python3 -c '
+import datetime, json, sys
+days = int(sys.argv[1])
+parse = lambda s: datetime.datetime.fromisoformat(s.replace("Z", "+00:00"))
+items = [i for i in json.load(sys.stdin)["items"] if i.get("status", {}).get("state") != "Expired"]
+bad = [i["metadata"]["name"] for i in items
+       if parse(i["spec"]["expiresAt"]) - parse(i["spec"]["backupTime"]) != datetime.timedelta(days=days)]
+sys.exit(1 if bad or not items else 0)' "$3"
 }
 
 # ---- scenario: rescan (catalog lost, rebuilt from the media) and a policy's run-now

@@ -28,8 +28,10 @@ main() {
     # s3s-fs: a real S3 server on loopback for the S3 tests (tests/common/s3server.rs).
     install_crate s3s-fs 0.14.1 3 --features binary
     # MinIO: the S3 server users name, for the S3 tests that run on it too (built from its Go
-    # module into e2e/bin/, as the e2e suite's MinIO pod is; AGPL, a test server only).
-    bash "$(dirname "$0")/../e2e/tools.sh" minio
+    # module into e2e/bin/, as the e2e suite's MinIO pod is; AGPL, a test server only). The
+    # control plane and kubectl: the Rust tests that need a real API server
+    # (tests/common/controlplane.rs). The e2e suite uses the same builds.
+    bash "$(dirname "$0")/../e2e/tools.sh" minio mimeo-controlplane kubectl
     # cargo-deny: licences, bans and sources of the dependency graph (deny.toml).
     install_crate cargo-deny 0.20.2 7
 }

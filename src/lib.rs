@@ -4,6 +4,7 @@
 //! → planner → task → executor → engine → media → catalog.
 
 pub mod api;
+pub mod base;
 pub mod beneath;
 pub mod demo;
 pub mod engine;

@@ -9,6 +9,8 @@ use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
 use kube::CustomResourceExt;
 
 use mimeo::api::*;
+use mimeo::local::delete::{delete, targets_from_args, targets_from_inputs};
+use mimeo::local::describe::describe;
 use mimeo::local::get::{Output, get};
 use mimeo::local::{Local, read_inputs};
 
@@ -158,6 +160,25 @@ enum LocalCommand {
         /// Label selector `key=value`.
         #[arg(short = 'l', long)]
         selector: Option<String>,
+    },
+    /// Delete resources (`KIND NAME...`, `KIND/NAME...` or `-f FILE`). What they made stays:
+    /// catalog entries, media data, restored files.
+    Delete {
+        /// Kind and names, or KIND/NAME pairs.
+        args: Vec<String>,
+        /// File or directory of YAML whose resources are deleted (repeatable).
+        #[arg(short = 'f', long = "filename")]
+        files: Vec<PathBuf>,
+        /// Say nothing of resources that are not there.
+        #[arg(long)]
+        ignore_not_found: bool,
+    },
+    /// Show one resource in plain words: spec, status, conditions, and a trail's catalog.
+    Describe {
+        /// Kind (as for `get`).
+        kind: String,
+        /// Name.
+        name: String,
     },
     /// Rebuild the catalog from the manifests on the media.
     Rescan,
@@ -315,6 +336,32 @@ async fn run(cli: Cli) -> mimeo::Result<ExitCode> {
                             output
                         )?
                     );
+                    Ok(ExitCode::SUCCESS)
+                }
+                LocalCommand::Delete {
+                    args,
+                    files,
+                    ignore_not_found,
+                } => {
+                    let mut targets = targets_from_inputs(&read_inputs(&files)?);
+                    if !args.is_empty() || files.is_empty() {
+                        targets.extend(targets_from_args(&args)?);
+                    }
+                    let _lock = local.state.lock()?;
+                    let done = delete(&local.state, &targets, ignore_not_found)?;
+                    for line in &done.lines {
+                        println!("{line}");
+                    }
+                    for line in &done.not_found {
+                        eprintln!("{line}");
+                    }
+                    Ok(match done.not_found.is_empty() {
+                        true => ExitCode::SUCCESS,
+                        false => ExitCode::FAILURE,
+                    })
+                }
+                LocalCommand::Describe { kind, name } => {
+                    print!("{}", describe(&local.state, &kind, &name)?);
                     Ok(ExitCode::SUCCESS)
                 }
                 LocalCommand::Rescan => {

@@ -1,18 +1,22 @@
 //! The layers of DESIGN §4 hold: data flows main → {operator, local} → reconcile → worker →
-//! engine → media, with api (and the error types) at the bottom, and no module imports one
-//! above it or beside it. Every `crate::MODULE` path in `src/` is checked, not only `use` lines.
+//! engine → media, with api (and the error types) at the bottom beside media, and no module
+//! imports one above it or beside it. Every `crate::MODULE` path in `src/` is checked, not
+//! only `use` lines.
 
 use std::path::{Path, PathBuf};
 
 /// Each top-level module and its layer: a module may name only modules of a lower layer.
-const LAYERS: [(&str, u32); 13] = [
+const LAYERS: [(&str, u32); 14] = [
     ("error", 0),
     // `crate::Error` and `crate::Result`: the crate root's names for error's.
     ("Error", 0),
     ("Result", 0),
     ("beneath", 0),
+    ("base", 0),
+    // Side by side, so neither names the other: the on-media format (media's own manifest
+    // and volume types) does not follow the CRDs, and the CRDs know nothing of the media.
     ("api", 1),
-    ("media", 2),
+    ("media", 1),
     ("engine", 3),
     ("worker", 4),
     ("reconcile", 5),

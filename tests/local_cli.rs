@@ -1152,3 +1152,129 @@ fn concurrent_applies_wait_for_each_other() {
     assert_eq!(env.entries().len(), 1, "one backup, not two");
     env.run(&["verify"]).expect_ok("verify");
 }
+
+/// An edit that changes nothing a backup reads (the retention, the streams) starts no backup,
+/// and a retention edit moves the `expiresAt` of the trail's entries to backup time + the
+/// new retention (the sweep already used it); adding a work item backs up again.
+#[test]
+fn retention_edits_move_expiry_dates_and_start_no_backup() {
+    let env = Env::new();
+    let src = env.path("data/app");
+    random_file(&src.join("a.bin"), 20_000, 5);
+    let media = media_class("disk", &env.path("media"), "8Mi", "64Ki", true);
+    let trail = backup_trail("daily", "disk", 1, &[("app", &src)]);
+    let first = env.yaml("a.yaml", &format!("{media}---\n{trail}"));
+    env.apply(&[&first]).expect_ok("first backup");
+    let expiry = |env: &Env| -> Vec<(String, String)> {
+        env.entries()
+            .iter()
+            .map(|e| {
+                let backup: chrono::DateTime<chrono::Utc> =
+                    e["spec"]["backupTime"].as_str().unwrap().parse().unwrap();
+                let expires: chrono::DateTime<chrono::Utc> =
+                    e["spec"]["expiresAt"].as_str().unwrap().parse().unwrap();
+                (
+                    e["spec"]["instanceId"].as_str().unwrap().to_owned(),
+                    format!("{}d", (expires - backup).num_days()),
+                )
+            })
+            .collect()
+    };
+    let before = expiry(&env);
+    assert_eq!(before.len(), 1);
+    assert_eq!(before[0].1, "30d");
+
+    let edited = trail
+        .replace("retention: 30d", "retention: 90d")
+        .replace("streams: 1", "streams: 2");
+    let second = env.yaml("b.yaml", &format!("{media}---\n{edited}"));
+    let r = env.apply(&[&second]).expect_ok("retention edit");
+    assert!(r.stdout.contains("backuptrail/daily configured"), "{r}");
+    assert!(
+        !r.stdout.contains("backed up"),
+        "an edit of the retention backed up:\n{r}"
+    );
+    let after = expiry(&env);
+    assert_eq!(after, [(before[0].0.clone(), "90d".to_owned())]);
+
+    random_file(&env.path("data/db/b.bin"), 10_000, 6);
+    let more = edited.replace(
+        "  workItems:\n",
+        &format!(
+            "  workItems:\n    - {{name: db, source: {{path: {}}}}}\n",
+            env.path("data/db").display()
+        ),
+    );
+    let third = env.yaml("c.yaml", &format!("{media}---\n{more}"));
+    let r = env.apply(&[&third]).expect_ok("work item added");
+    assert!(r.stdout.contains("backed up 2 work items"), "{r}");
+}
+
+/// `delete` by name, by `KIND/NAME` and by file, as kubectl does; what a deleted resource made
+/// stays (the catalog, the restored files); a name that is not there is an error unless
+/// `--ignore-not-found`; a name that is a path is refused. `describe` shows a trail's catalog.
+#[test]
+fn delete_and_describe_work_like_kubectl() {
+    let env = Env::new();
+    let src = env.path("data/app");
+    random_file(&src.join("a.bin"), 20_000, 7);
+    let base = env.yaml(
+        "base.yaml",
+        &[
+            media_class("disk", &env.path("media"), "8Mi", "64Ki", true),
+            backup_trail("daily", "disk", 1, &[("app", &src)]),
+            restore("r1", "app", "Auto", &env.path("out")),
+        ]
+        .join("---\n"),
+    );
+    env.apply(&[&base]).expect_ok("backup and restore");
+    assert!(env.path("out/a.bin").exists());
+
+    let d = env
+        .run(&["describe", "bt", "daily"])
+        .expect_ok("describe")
+        .stdout;
+    assert!(d.contains("Name:         daily"), "{d}");
+    assert!(d.contains("Kind:         BackupTrail"), "{d}");
+    assert!(d.contains("retention: 30d"), "{d}");
+    assert!(
+        d.contains("Catalog:      1 entries: 1 Valid, 0 Missing, 0 Expired"),
+        "{d}"
+    );
+    let r = env.run(&["describe", "bt", "nope"]).expect_fail("unknown");
+    assert!(r.stderr.contains("\"nope\" not found"), "{r}");
+
+    let r = env
+        .run(&["delete", "restore", "r1"])
+        .expect_ok("delete by name");
+    assert_eq!(r.stdout, "restore.mimeo.dev \"r1\" deleted\n");
+    assert!(env.get("restores", None).is_empty());
+    assert!(
+        env.path("out/a.bin").exists(),
+        "a deleted restore removed its files"
+    );
+    let r = env.run(&["delete", "restore", "r1"]).expect_fail("again");
+    assert!(
+        r.stderr.contains("restore.mimeo.dev \"r1\" not found"),
+        "{r}"
+    );
+    env.run(&["delete", "restore", "r1", "--ignore-not-found"])
+        .expect_ok("ignored");
+    let r = env
+        .run(&["delete", "restore", "../../resources/BackupTrail/daily"])
+        .expect_fail("a path");
+    assert!(r.stderr.contains("daily"), "{r}");
+    assert_eq!(env.get("backuptrails", None).len(), 1);
+
+    let file = env.yaml("r2.yaml", &restore("r2", "app", "Auto", &env.path("out2")));
+    env.apply(&[&file]).expect_ok("another restore");
+    let r = env
+        .run(&["delete", "-f", file.to_str().unwrap()])
+        .expect_ok("by file");
+    assert_eq!(r.stdout, "restore.mimeo.dev \"r2\" deleted\n");
+    let r = env.run(&["delete", "bt/daily"]).expect_ok("KIND/NAME");
+    assert_eq!(r.stdout, "backuptrail.mimeo.dev \"daily\" deleted\n");
+    assert!(env.get("backuptrails", None).is_empty());
+    assert_eq!(env.entries().len(), 1, "the catalog stays");
+    env.run(&["delete"]).expect_fail("nothing named");
+}

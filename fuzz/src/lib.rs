@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use mimeo::engine::archive::{self, DELETED_ENTRY, FileIndex};
+use mimeo::base::hash::name_hash;
 use mimeo::media::format::{self, BlockHeader, BlockKind, FLAG_END};
 use tar::{Builder, EntryType, Header};
 
@@ -35,12 +36,12 @@ fn block(kind: BlockKind, flags: u16, index: u64, offset: u64, payload: &[u8]) -
     BlockHeader {
         kind,
         flags,
-        volume_id: format::name_hash("vol-000001"),
+        volume_id: name_hash("vol-000001"),
         segment: 0,
         payload_len: payload.len() as u32,
         block_index: index,
         instance: if kind == BlockKind::Data {
-            format::name_hash("instance-1")
+            name_hash("instance-1")
         } else {
             0
         },

@@ -3,11 +3,14 @@
 
 use std::collections::BTreeMap;
 
+use chrono::TimeDelta;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use serde::de::DeserializeOwned;
 
-use super::validate::{FieldError, check_dns_label, check_dns_subdomain, validate_references};
+use super::validate::{
+    self, FieldError, SelectionRules, check_dns_label, check_dns_subdomain, validate_references,
+};
 use super::*;
 use crate::error::{Error, Result};
 
@@ -352,13 +355,6 @@ impl<'a> TrailRef<'a> {
         }
     }
 
-    pub fn retention(self) -> &'a str {
-        match self {
-            TrailRef::Backup(t) => &t.spec.retention,
-            TrailRef::Duplication(t) => &t.spec.retention,
-        }
-    }
-
     pub fn max_expiry_percent(self) -> Option<u32> {
         match self {
             TrailRef::Backup(t) => t.spec.max_expiry_percent,
@@ -382,6 +378,12 @@ pub struct ResourceSet {
     pub restores: BTreeMap<String, Restore>,
     /// Secrets by name.
     pub secrets: BTreeMap<String, Secret>,
+    /// Retention of each trail (both kinds) whose `spec.retention` parses: parsed once, when
+    /// the trail is inserted. A trail with a bad retention has none, so nothing expires by it
+    /// and nothing is written to it (its controller reports the field).
+    pub retentions: BTreeMap<String, TimeDelta>,
+    /// Selection of each policy whose selection parses, likewise.
+    pub selections: BTreeMap<String, SelectionRules>,
 }
 
 impl ResourceSet {
@@ -390,12 +392,31 @@ impl ResourceSet {
         let name = r.name();
         match r {
             Resource::MediaClass(x) => _ = self.media_classes.insert(name, x),
-            Resource::BackupTrail(x) => _ = self.backup_trails.insert(name, x),
-            Resource::DuplicationTrail(x) => _ = self.duplication_trails.insert(name, x),
-            Resource::DuplicationPolicy(x) => _ = self.policies.insert(name, x),
+            Resource::BackupTrail(x) => {
+                self.typed_retention(&name, &x.spec.retention);
+                self.backup_trails.insert(name, x);
+            }
+            Resource::DuplicationTrail(x) => {
+                self.typed_retention(&name, &x.spec.retention);
+                self.duplication_trails.insert(name, x);
+            }
+            Resource::DuplicationPolicy(x) => {
+                match x.spec.selection.rules() {
+                    Ok(rules) => _ = self.selections.insert(name.clone(), rules),
+                    Err(_) => _ = self.selections.remove(&name),
+                }
+                self.policies.insert(name, x);
+            }
             Resource::Restore(x) => _ = self.restores.insert(name, x),
             Resource::Secret(x) => _ = self.secrets.insert(name, x),
             Resource::CatalogEntry(_) => {}
+        }
+    }
+
+    fn typed_retention(&mut self, trail: &str, retention: &str) {
+        match validate::parse_duration(retention) {
+            Ok(d) => _ = self.retentions.insert(trail.to_owned(), d),
+            Err(_) => _ = self.retentions.remove(trail),
         }
     }
 

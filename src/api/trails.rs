@@ -141,6 +141,10 @@ pub struct TrailStatus {
     /// Spec generation whose once-per-generation backup has run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run_generation: Option<i64>,
+    /// Fingerprint of what that backup read (media class, work items, incremental): an edit
+    /// that changes none of them (a retention, the streams) starts no backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_source: Option<String>,
     /// Value of the `mimeo.dev/run-now` annotation last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run_now: Option<String>,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 
 use super::*;
 
@@ -115,6 +115,65 @@ pub fn parse_glob(s: &str) -> Result<globset::GlobMatcher, String> {
     globset::Glob::new(s)
         .map(|g| g.compile_matcher())
         .map_err(|e| format!("{s:?} is not a glob: {e}"))
+}
+
+/// A policy's selection, parsed once by validation: what the planner matches instances with.
+/// The default selects every instance.
+#[derive(Clone, Debug, Default)]
+pub struct SelectionRules {
+    /// Work item globs to include (all when empty).
+    pub include: Vec<globset::GlobMatcher>,
+    /// Work item globs to exclude.
+    pub exclude: Vec<globset::GlobMatcher>,
+    /// Only instances backed up at least this long ago.
+    pub older_than: Option<TimeDelta>,
+    /// Only instances backed up at most this long ago.
+    pub newer_than: Option<TimeDelta>,
+    /// Only the newest instance of each work item.
+    pub latest_only: bool,
+}
+
+impl SelectionRules {
+    /// Whether an instance of `work_item` backed up at `backup_time` is selected at `now`
+    /// (before `latest_only`, which looks at all of them).
+    pub fn picks(&self, work_item: &str, backup_time: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|g| g.is_match(work_item)))
+            && !self.exclude.iter().any(|g| g.is_match(work_item))
+            && self.older_than.is_none_or(|d| backup_time <= now - d)
+            && self.newer_than.is_none_or(|d| backup_time >= now - d)
+    }
+}
+
+impl Selection {
+    /// The selection parsed, or every field that does not parse.
+    pub fn rules(&self) -> Result<SelectionRules, Vec<FieldError>> {
+        let mut c = Checker::default();
+        let globs = |c: &mut Checker, field: &str, globs: &[String]| -> Vec<_> {
+            globs
+                .iter()
+                .enumerate()
+                .filter_map(|(i, g)| c.check(format!("spec.selection.{field}[{i}]"), parse_glob(g)))
+                .collect()
+        };
+        let include = globs(&mut c, "workItems", &self.work_items);
+        let exclude = globs(&mut c, "exclude", &self.exclude);
+        let mut age = |field: &str, d: &Option<String>| {
+            d.as_deref()
+                .and_then(|d| c.check(format!("spec.selection.{field}"), parse_duration(d)))
+        };
+        let older_than = age("olderThan", &self.older_than);
+        let newer_than = age("newerThan", &self.newer_than);
+        if !c.errors.is_empty() {
+            return Err(c.errors);
+        }
+        Ok(SelectionRules {
+            include,
+            exclude,
+            older_than,
+            newer_than,
+            latest_only: self.latest_only,
+        })
+    }
 }
 
 /// Checks a DNS-1123 label (work item names become parts of object names).
@@ -430,18 +489,8 @@ impl DuplicationPolicySpec {
         if self.distribute && self.mode == DuplicationMode::Media {
             c.fail("spec.distribute", "cannot distribute with mode Media");
         }
-        let sel = &self.selection;
-        for (i, g) in sel.work_items.iter().enumerate() {
-            c.check(format!("spec.selection.workItems[{i}]"), parse_glob(g));
-        }
-        for (i, g) in sel.exclude.iter().enumerate() {
-            c.check(format!("spec.selection.exclude[{i}]"), parse_glob(g));
-        }
-        if let Some(d) = &sel.older_than {
-            c.check("spec.selection.olderThan", parse_duration(d));
-        }
-        if let Some(d) = &sel.newer_than {
-            c.check("spec.selection.newerThan", parse_duration(d));
+        if let Err(errors) = self.selection.rules() {
+            c.errors.extend(errors);
         }
         if let Some(s) = &self.schedule {
             c.check("spec.schedule", parse_cron(s));

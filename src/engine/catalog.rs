@@ -6,26 +6,19 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde::{Deserialize, Serialize};
 
 use crate::api::validate::{check_dns_label, check_dns_subdomain};
 use crate::api::*;
+use crate::engine::records::extents;
 use crate::engine::task::{RescanTask, TaskOutcome};
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::media::manifest::{
+    Manifest, ManifestEntry, read_manifests, session_manifest, write_manifest,
+};
 use crate::media::store::ObjectStore;
-use crate::media::trail::{WrittenInstance, list_manifests, manifest_key};
-
-/// One manifest: what one write session committed to one trail.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Manifest {
-    /// Session id.
-    pub session: String,
-    /// Entries, all Valid when written.
-    pub entries: Vec<CatalogEntrySpec>,
-}
+use crate::media::trail::WrittenInstance;
 
 /// Writes a session's manifest: the commit point of everything the session wrote.
 pub async fn commit_manifest(
@@ -37,14 +30,8 @@ pub async fn commit_manifest(
     if entries.is_empty() {
         return Ok(());
     }
-    let m = Manifest {
-        session: session.into(),
-        entries: entries.to_vec(),
-    };
-    let body = serde_json::to_vec_pretty(&m).map_err(|e| Error::Other(e.to_string()))?;
-    store
-        .put(&manifest_key(trail, session), Bytes::from(body))
-        .await
+    let m = Manifest::new(session, entries.iter().map(ManifestEntry::from).collect());
+    write_manifest(store, trail, &m).await
 }
 
 /// The outcome of a session that already committed to `trail` (its manifest exists): a worker
@@ -55,13 +42,11 @@ pub async fn already_committed(
     trail: &str,
     session: &str,
 ) -> Result<Option<TaskOutcome>> {
-    let key = manifest_key(trail, session);
-    if store.head(&key).await?.is_none() {
+    let Some(m) = session_manifest(store, trail, session).await? else {
         return Ok(None);
-    }
-    let m = read_manifest(store, &key).await?;
+    };
     Ok(Some(TaskOutcome {
-        entries: m.entries,
+        entries: m.entries.into_iter().map(CatalogEntrySpec::from).collect(),
         notes: vec![format!(
             "session {session} was already committed: nothing written"
         )],
@@ -83,7 +68,8 @@ pub async fn run_rescan(task: &RescanTask) -> Result<TaskOutcome> {
             .collect();
     let mut outcome = TaskOutcome::default();
     let manifests = read_manifests(media.store.as_ref(), &task.trail).await?;
-    for e in newest_copies(manifests.into_iter().flat_map(|m| m.entries)) {
+    let entries = manifests.into_iter().flat_map(|m| m.entries);
+    for e in newest_copies(entries.map(CatalogEntrySpec::from)) {
         // Whoever controls the media writes the manifests: an entry's names become file and
         // object names, so they are checked like a user's.
         let name = e.object_name();
@@ -137,25 +123,6 @@ fn newest_copies(entries: impl Iterator<Item = CatalogEntrySpec>) -> Vec<Catalog
     by_name.into_values().collect()
 }
 
-/// Reads every manifest of a trail.
-pub async fn read_manifests(store: &dyn ObjectStore, trail: &str) -> Result<Vec<Manifest>> {
-    let mut out = Vec::new();
-    for key in list_manifests(store, trail).await? {
-        out.push(read_manifest(store, &key).await?);
-    }
-    Ok(out)
-}
-
-/// Reads one manifest; an unreadable one is reported as corrupt media, naming its key.
-async fn read_manifest(store: &dyn ObjectStore, key: &str) -> Result<Manifest> {
-    serde_json::from_slice(&store.get(key).await?).map_err(|e| Error::Corrupt {
-        volume: "-".into(),
-        offset: 0,
-        work_item: "-".into(),
-        detail: format!("manifest {key} is not valid: {e}"),
-    })
-}
-
 /// Builds the catalog record of a freshly written instance.
 pub struct EntryBuilder<'a> {
     /// Trail written.
@@ -187,7 +154,7 @@ impl EntryBuilder<'_> {
             role: self.role,
             copy_of: None,
             parent,
-            extents: w.extents,
+            extents: extents(w.extents),
             replaces: Vec::new(),
             bytes: w.bytes,
             file_bytes: Some(file_bytes),
@@ -388,6 +355,17 @@ impl Catalog {
                 },
             })
             .collect()
+    }
+
+    /// Sets when an entry expires (its trail's retention changed); true if it changed.
+    pub fn set_expires_at(&mut self, name: &str, at: DateTime<Utc>) -> bool {
+        match self.entries.get_mut(name) {
+            Some(e) if e.spec.expires_at != at => {
+                Arc::make_mut(e).spec.expires_at = at;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Sets the state of an entry; returns true if it changed.

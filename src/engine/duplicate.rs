@@ -11,9 +11,11 @@ use tokio::sync::mpsc;
 
 use super::catalog::{EntryBuilder, already_committed, commit_manifest};
 use super::mux::{StreamJob, write_interleaved, write_sequential};
+use super::records::extents;
 use super::task::{CopyTask, MediaCopyTask, TaskOutcome};
 use crate::api::{Layout, Role};
 use crate::error::{Error, Result};
+use crate::media::manifest::ManifestEntry;
 use crate::media::trail::{Media, TrailWriter, read_instance, scan_trail};
 
 /// Runs a logical copy task.
@@ -42,7 +44,7 @@ pub async fn run_copy(task: &CopyTask) -> Result<TaskOutcome> {
             producer: Box::new(move |tx: mpsc::Sender<Bytes>| {
                 async move {
                     let (itx, mut irx) = mpsc::channel(4);
-                    tokio::spawn(read_instance(media, entry, itx));
+                    tokio::spawn(read_instance(media, ManifestEntry::from(&entry), itx));
                     let mut n = 0u64;
                     let mut crc = 0u32;
                     while let Some(chunk) = irx.recv().await {
@@ -96,7 +98,7 @@ pub async fn run_copy(task: &CopyTask) -> Result<TaskOutcome> {
         }
         outcome.bytes_read += read;
         outcome.bytes_written += w.bytes;
-        outcome.entries.push(builder.copy(src, w.extents));
+        outcome.entries.push(builder.copy(src, extents(w.extents)));
     }
     commit_manifest(
         target.store.as_ref(),

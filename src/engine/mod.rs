@@ -8,5 +8,6 @@ pub mod expire;
 mod mux;
 pub mod pipe;
 pub mod planner;
+pub mod records;
 pub mod restore;
 pub mod task;

@@ -3,11 +3,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 use super::catalog::{Catalog, instance_id};
 use super::task::*;
-use crate::api::validate::{parse_duration, parse_glob};
+use crate::api::validate::SelectionRules;
 use crate::api::*;
 
 /// What the planner looks at.
@@ -22,8 +22,16 @@ pub struct PlanContext<'a> {
     pub now: DateTime<Utc>,
 }
 
-fn retention_secs(retention: &str) -> i64 {
-    parse_duration(retention).map_or(0, |d| d.num_seconds())
+/// A spec value the planner needs that did not parse: validation reported the field, and the
+/// plan is refused rather than made with a stand-in (a retention of 0, a glob left out).
+fn unparsed(kind: &str, name: &str, field: &str) -> crate::Error {
+    crate::Error::Invalid {
+        source_name: "planner".into(),
+        kind: kind.into(),
+        name: name.into(),
+        field: field.into(),
+        message: "does not parse; fix the spec (its InvalidSpec condition says how)".into(),
+    }
 }
 
 impl PlanContext<'_> {
@@ -31,8 +39,10 @@ impl PlanContext<'_> {
         self.media.get(self.set.trail_media_class(trail)?)
     }
 
+    /// Retention of `trail` in seconds; none for a trail that is not defined or whose
+    /// retention does not parse.
     fn trail_retention(&self, trail: &str) -> Option<i64> {
-        Some(retention_secs(self.set.trail(trail)?.retention()))
+        self.set.retentions.get(trail).map(TimeDelta::num_seconds)
     }
 
     /// Plans a backup of every work item of a trail. `resolve` turns a work item source into a
@@ -53,6 +63,9 @@ impl PlanContext<'_> {
                     trail.spec.media_class_name
                 ))
             })?;
+        let retention_secs = self
+            .trail_retention(&name)
+            .ok_or_else(|| unparsed("BackupTrail", &name, "spec.retention"))?;
         let mut items = Vec::new();
         for w in &trail.spec.work_items {
             let parent = if trail.spec.incremental {
@@ -79,45 +92,37 @@ impl PlanContext<'_> {
             streams: trail.spec.streams,
             incremental: trail.spec.incremental,
             backup_time: self.now,
-            retention_secs: retention_secs(&trail.spec.retention),
+            retention_secs,
         })
     }
 
     /// Instances of the policy's sources that its selection picks, oldest first, one per
-    /// instance id.
-    pub fn select(&self, policy: &DuplicationPolicy) -> Vec<&CatalogEntrySpec> {
-        let sel = &policy.spec.selection;
-        let include: Vec<_> = sel
-            .work_items
-            .iter()
-            .filter_map(|g| parse_glob(g).ok())
-            .collect();
-        let exclude: Vec<_> = sel
-            .exclude
-            .iter()
-            .filter_map(|g| parse_glob(g).ok())
-            .collect();
-        let older = sel
-            .older_than
-            .as_deref()
-            .and_then(|d| parse_duration(d).ok());
-        let newer = sel
-            .newer_than
-            .as_deref()
-            .and_then(|d| parse_duration(d).ok());
+    /// instance id. A policy whose selection does not parse selects nothing: it is refused.
+    pub fn select(&self, policy: &DuplicationPolicy) -> crate::Result<Vec<&CatalogEntrySpec>> {
+        let name = kube::ResourceExt::name_any(policy);
+        let rules = self
+            .set
+            .selections
+            .get(&name)
+            .ok_or_else(|| unparsed("DuplicationPolicy", &name, "spec.selection"))?;
+        Ok(self.select_by(policy, rules))
+    }
+
+    fn select_by(
+        &self,
+        policy: &DuplicationPolicy,
+        rules: &SelectionRules,
+    ) -> Vec<&CatalogEntrySpec> {
         let mut picked: BTreeMap<&str, &CatalogEntrySpec> = BTreeMap::new();
         for e in self.catalog.valid() {
-            let ok = policy.spec.source_trails.contains(&e.trail)
-                && (include.is_empty() || include.iter().any(|g| g.is_match(&e.work_item)))
-                && !exclude.iter().any(|g| g.is_match(&e.work_item))
-                && older.is_none_or(|d| e.backup_time <= self.now - d)
-                && newer.is_none_or(|d| e.backup_time >= self.now - d);
-            if ok {
+            if policy.spec.source_trails.contains(&e.trail)
+                && rules.picks(&e.work_item, e.backup_time, self.now)
+            {
                 picked.entry(&e.instance_id).or_insert(e);
             }
         }
         let mut out: Vec<&CatalogEntrySpec> = picked.into_values().collect();
-        if sel.latest_only {
+        if rules.latest_only {
             let mut newest: BTreeMap<(&str, &str), &CatalogEntrySpec> = BTreeMap::new();
             for e in out {
                 let k = (e.backup_trail.as_str(), e.work_item.as_str());
@@ -136,7 +141,7 @@ impl PlanContext<'_> {
     /// there passed (Expired), so a retried run copies only what is missing and an expired copy
     /// is not made again; an instance whose retention on the target has already passed is not
     /// copied at all. A Missing (damaged) copy is made again.
-    pub fn plan_duplication(&self, policy: &DuplicationPolicy) -> Vec<Task> {
+    pub fn plan_duplication(&self, policy: &DuplicationPolicy) -> crate::Result<Vec<Task>> {
         let name = kube::ResourceExt::name_any(policy);
         let spec = &policy.spec;
         let session = super::catalog::session_id(self.now);
@@ -155,6 +160,13 @@ impl PlanContext<'_> {
                     .trail_retention(trail)
                     .is_some_and(|ret| e.backup_time + chrono::TimeDelta::seconds(ret) <= self.now)
         };
+        // A target whose retention does not parse refuses the run: its copies would get no
+        // expiry date to keep.
+        for t in &spec.targets {
+            if self.set.duplication_trails.contains_key(t) && self.trail_retention(t).is_none() {
+                return Err(unparsed("DuplicationTrail", t, "spec.retention"));
+            }
+        }
         let mut tasks = Vec::new();
         if spec.mode == DuplicationMode::Media {
             for src in &spec.source_trails {
@@ -186,9 +198,9 @@ impl PlanContext<'_> {
                     }
                 }
             }
-            return tasks;
+            return Ok(tasks);
         }
-        let selected = self.select(policy);
+        let selected = self.select(policy)?;
         let work_items: BTreeSet<&str> = selected.iter().map(|e| e.work_item.as_str()).collect();
         let spread: BTreeMap<&str, usize> = work_items
             .into_iter()
@@ -227,7 +239,7 @@ impl PlanContext<'_> {
                 }));
             }
         }
-        tasks
+        Ok(tasks)
     }
 
     /// Why the media of `trail` cannot be read, if so.
@@ -382,7 +394,11 @@ impl PlanContext<'_> {
                 .filter_map(|t| self.trail_retention(t))
                 .max()
                 .unwrap_or(0);
-            for e in self.select(p) {
+            // A policy whose selection does not parse holds every instance of its sources:
+            // what it would select is unknown, and expiry errs on the side of keeping.
+            let all = SelectionRules::default();
+            let rules = self.set.selections.get(name).unwrap_or(&all);
+            for e in self.select_by(p, rules) {
                 let wanted = self.now < e.backup_time + chrono::TimeDelta::seconds(keep);
                 let floor = floors.entry(e.instance_id.clone()).or_default();
                 if wanted && p.spec.min_copies > floor.0 {
@@ -887,6 +903,86 @@ spec: {mediaClassName: tape, retention: 1d}
     }
 
     #[test]
+    fn values_that_do_not_parse_are_refused_never_replaced() {
+        let doc = |kind: &str, name: &str, spec: &str| {
+            format!(
+                "---\napiVersion: mimeo.dev/v1alpha1\nkind: {kind}\nmetadata: {{name: {name}}}\nspec: {spec}\n"
+            )
+        };
+        let text = [
+            RESOURCES.to_owned(),
+            doc(
+                "DuplicationPolicy",
+                "p",
+                "{sourceTrails: [nightly], targets: [tapes]}",
+            ),
+            doc(
+                "DuplicationTrail",
+                "soon",
+                "{mediaClassName: tape, retention: 1d}",
+            ),
+            doc(
+                "DuplicationPolicy",
+                "q",
+                "{sourceTrails: [nightly], targets: [soon]}",
+            ),
+            doc(
+                "BackupTrail",
+                "weekly",
+                "{mediaClassName: disk, retention: 30d}",
+            ),
+        ]
+        .concat();
+        // What validation refuses, as a set holds it when it gets past (an object written to
+        // the API server without admission): each value is parsed when the set takes it.
+        let mut set = yaml(&text);
+        let mut p = set.policies["p"].clone();
+        // A glob that does not compile: it used to be left out, so `['[']` selected all.
+        p.spec.selection.work_items = vec!["[".into()];
+        set.insert(Resource::DuplicationPolicy(p));
+        // A retention that does not parse: it used to be 0, expiring everything at once.
+        let mut soon = set.duplication_trails["soon"].clone();
+        soon.spec.retention = "soon".into();
+        set.insert(Resource::DuplicationTrail(soon));
+        let mut weekly = set.backup_trails["weekly"].clone();
+        weekly.spec.retention = "30 days".into();
+        set.insert(Resource::BackupTrail(weekly));
+        let mut catalog = Catalog::default();
+        catalog.import(entry("nightly", Role::Original, "fin", "fin-1", 1, None));
+        catalog.import(entry("soon", Role::Duplicate, "fin", "fin-0", 40, None));
+        let m = media(&set);
+        let ctx = now_ctx(&set, &m, &catalog);
+        let field = |r: crate::Result<Vec<Task>>| match r {
+            Err(crate::Error::Invalid {
+                kind, name, field, ..
+            }) => format!("{kind}/{name} {field}"),
+            other => panic!("not refused: {other:?}"),
+        };
+        assert_eq!(
+            field(ctx.plan_duplication(&set.policies["p"])),
+            "DuplicationPolicy/p spec.selection"
+        );
+        assert_eq!(
+            field(ctx.plan_duplication(&set.policies["q"])),
+            "DuplicationTrail/soon spec.retention"
+        );
+        let backup = ctx.plan_backup(&set.backup_trails["weekly"], &|_| {
+            Ok(DataSpec::Path("/src".into()))
+        });
+        assert!(
+            matches!(&backup, Err(crate::Error::Invalid { field, .. }) if field == "spec.retention"),
+            "{backup:?}"
+        );
+        // Nothing expires by a retention that does not parse.
+        let plan = ctx.plan_expiry();
+        assert!(
+            plan.expire.iter().all(|(n, _)| n != "soon.fin-0"),
+            "{:?}",
+            plan.expire
+        );
+    }
+
+    #[test]
     fn selection_globs_latest_and_uncopied() {
         let text = format!(
             "{RESOURCES}---\napiVersion: mimeo.dev/v1alpha1\nkind: DuplicationPolicy\nmetadata: {{name: p}}\nspec: {{sourceTrails: [nightly], targets: [tapes], selection: {{workItems: ['f*'], exclude: [fax], latestOnly: true}}}}\n"
@@ -906,16 +1002,17 @@ spec: {mediaClassName: tape, retention: 1d}
         let policy = &set.policies["p"];
         let ids: Vec<&str> = ctx
             .select(policy)
+            .unwrap()
             .iter()
             .map(|e| e.instance_id.as_str())
             .collect();
         assert_eq!(ids, ["fin-2"]);
-        let tasks = ctx.plan_duplication(policy);
+        let tasks = ctx.plan_duplication(policy).unwrap();
         assert_eq!(tasks.len(), 1);
         // Once copied, nothing is planned again.
         catalog.import(entry("tapes", Role::Duplicate, "fin", "fin-2", 0, None));
         let ctx = now_ctx(&set, &m, &catalog);
-        assert!(ctx.plan_duplication(policy).is_empty());
+        assert!(ctx.plan_duplication(policy).unwrap().is_empty());
     }
 
     #[test]
@@ -960,7 +1057,7 @@ spec: {mediaClassName: tape, retention: 1d}
         catalog.set_state("tapes.missing", EntryState::Missing, "damaged");
         let m = media(&set);
         let ctx = now_ctx(&set, &m, &catalog);
-        let tasks = ctx.plan_duplication(&set.policies["p"]);
+        let tasks = ctx.plan_duplication(&set.policies["p"]).unwrap();
         let Some(Task::Copy(t)) = tasks.first() else {
             panic!("one copy task expected: {tasks:?}");
         };

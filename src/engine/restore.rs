@@ -16,6 +16,7 @@ use super::pipe::{ChannelReader, blocking};
 use super::task::{DataSpec, RestoreLink, RestoreTask, TaskOutcome, VerifyTask};
 use crate::beneath::{Dir, is_gone};
 use crate::error::{Error, Result};
+use crate::media::manifest::ManifestEntry;
 use crate::media::store::{ObjectStore, ObjectWriter};
 use crate::media::trail::read_instance;
 
@@ -353,7 +354,7 @@ pub fn unreadable_links<'a>(links: &'a [RestoreLink], err: &Error) -> (Vec<&'a R
 async fn open_link(link: &RestoreLink) -> Result<ChannelReader> {
     let media = link.media.open().await?;
     let (tx, rx) = mpsc::channel(4);
-    tokio::spawn(read_instance(media, link.entry.clone(), tx));
+    tokio::spawn(read_instance(media, ManifestEntry::from(&link.entry), tx));
     Ok(ChannelReader::new(rx))
 }
 

@@ -10,10 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::api::{Backend, CatalogEntrySpec, Layout, MediaClass};
 use crate::error::{Error, Result};
 use crate::media::crypt::{BlockKey, KEY_SECRET_ENTRY};
-use crate::media::fs::FsStore;
+use crate::media::factory::{Location, connect_s3, open_store};
 use crate::media::retry::Retrying;
 use crate::media::s3::{S3Config, S3Credentials, S3Store};
-use crate::media::store::ObjectStore;
 use crate::media::trail::Media;
 
 /// A media class resolved for execution.
@@ -67,21 +66,18 @@ impl MediaSpec {
     /// Connects to the store.
     pub async fn open(&self) -> Result<Media> {
         let b = &self.backend;
-        let store: Arc<dyn ObjectStore> = if let Some(fs) = &b.filesystem {
-            Arc::new(FsStore::new(&fs.path))
+        let location = if let Some(fs) = &b.filesystem {
+            Location::Directory(fs.path.clone().into())
         } else if let Some(s3) = &b.s3 {
-            Arc::new(Retrying::new(
-                S3Store::connect(S3Config {
-                    endpoint: s3.endpoint.clone(),
-                    bucket: s3.bucket.clone(),
-                    prefix: s3.prefix.clone().unwrap_or_default(),
-                    region: s3.region.clone(),
-                    force_path_style: s3.force_path_style.unwrap_or(false),
-                    credentials: self.credentials.clone(),
-                    track_uploads: true,
-                })
-                .await?,
-            ))
+            Location::S3(S3Config {
+                endpoint: s3.endpoint.clone(),
+                bucket: s3.bucket.clone(),
+                prefix: s3.prefix.clone().unwrap_or_default(),
+                region: s3.region.clone(),
+                force_path_style: s3.force_path_style.unwrap_or(false),
+                credentials: self.credentials.clone(),
+                track_uploads: true,
+            })
         } else {
             let path = self.mount_path.as_ref().ok_or_else(|| {
                 Error::Unsupported(format!(
@@ -90,8 +86,9 @@ impl MediaSpec {
                     self.name
                 ))
             })?;
-            Arc::new(FsStore::new(path))
+            Location::Directory(path.into())
         };
+        let store = open_store(location).await?;
         let key = match (&self.key_secret, &self.key) {
             (Some(secret), None) => {
                 return Err(Error::Other(format!(
@@ -146,7 +143,7 @@ pub struct S3Target {
 impl S3Target {
     /// Connects to the bucket, rooted at the prefix.
     pub async fn open(&self) -> Result<Retrying<S3Store>> {
-        S3Store::connect(S3Config {
+        connect_s3(S3Config {
             endpoint: self.endpoint.clone(),
             bucket: self.bucket.clone(),
             prefix: self.prefix.clone(),
@@ -156,7 +153,6 @@ impl S3Target {
             track_uploads: false,
         })
         .await
-        .map(Retrying::new)
     }
 }
 

@@ -14,6 +14,7 @@ use super::state::{StartedRun, StateDir};
 use crate::api::*;
 use crate::engine::catalog::{Catalog, Recorded, backup_done, run_notes, run_rescan};
 use crate::engine::planner::{Breaker, PlanContext, apply_breaker};
+use crate::engine::records::volume_status;
 use crate::engine::restore::unreadable_links;
 use crate::engine::task::*;
 use crate::error::{Error, Result};
@@ -22,6 +23,7 @@ use crate::media::trail::scan_trail;
 use crate::reconcile::backup::{self, BackupDue};
 use crate::reconcile::policy::{self, PolicyDue};
 use crate::reconcile::restore::{reads_next_copy, starting, with_damaged};
+use crate::reconcile::trail;
 use crate::worker;
 
 /// A resource read from a file, kept with the file's name for error messages.
@@ -136,7 +138,7 @@ fn merge(set: &mut ResourceSet, new: Resource) -> &'static str {
         verdict
     }
     macro_rules! merge_kind {
-        ($map:expr, $x:expr, $keep_on_change:expr) => {{
+        ($map:expr, $kind:path, $x:expr, $keep_on_change:expr) => {{
             let mut x = $x;
             let old = $map.get(&x.name_any()).cloned();
             let same = old.as_ref().is_some_and(|o| o.spec == x.spec);
@@ -145,16 +147,21 @@ fn merge(set: &mut ResourceSet, new: Resource) -> &'static str {
                     n.status = o.status.clone();
                 }
             });
-            $map.insert(x.name_any(), x);
+            // Through `insert`, which parses the typed values the planner takes.
+            set.insert($kind(x));
             verdict
         }};
     }
     match new {
-        Resource::MediaClass(x) => merge_kind!(set.media_classes, x, true),
-        Resource::BackupTrail(x) => merge_kind!(set.backup_trails, x, true),
-        Resource::DuplicationTrail(x) => merge_kind!(set.duplication_trails, x, true),
-        Resource::DuplicationPolicy(x) => merge_kind!(set.policies, x, true),
-        Resource::Restore(x) => merge_kind!(set.restores, x, false),
+        Resource::MediaClass(x) => merge_kind!(set.media_classes, Resource::MediaClass, x, true),
+        Resource::BackupTrail(x) => merge_kind!(set.backup_trails, Resource::BackupTrail, x, true),
+        Resource::DuplicationTrail(x) => {
+            merge_kind!(set.duplication_trails, Resource::DuplicationTrail, x, true)
+        }
+        Resource::DuplicationPolicy(x) => {
+            merge_kind!(set.policies, Resource::DuplicationPolicy, x, true)
+        }
+        Resource::Restore(x) => merge_kind!(set.restores, Resource::Restore, x, false),
         Resource::Secret(x) => {
             let verdict = match set.secrets.get(&x.name_any()) {
                 None => "created",
@@ -624,13 +631,21 @@ impl Local {
                         continue;
                     }
                 };
-                let tasks = PlanContext {
+                let planned = PlanContext {
                     set,
                     media,
                     catalog,
                     now,
                 }
                 .plan_duplication(&policy);
+                let tasks = match planned {
+                    Ok(tasks) => tasks,
+                    Err(e) => {
+                        eprintln!("{what}: {e}");
+                        self.failures.push(format!("{what}: {e}"));
+                        continue;
+                    }
+                };
                 if token.is_some() {
                     // A run-now token is consumed by the plan, even one with nothing to copy.
                     set.policies
@@ -883,6 +898,17 @@ impl Local {
         catalog: &mut Catalog,
     ) -> Result<()> {
         let trails = set.trail_names();
+        for t in &trails {
+            let Some(retention) = set.retentions.get(t) else {
+                continue;
+            };
+            let moved = trail::expiry_dates(t, *retention, catalog.entries.values().map(|e| &**e));
+            for (name, at) in moved {
+                if catalog.set_expires_at(&name, at) {
+                    self.state.save_entry(&catalog.entries[&name])?;
+                }
+            }
+        }
         let ctx = PlanContext {
             set,
             media,
@@ -961,7 +987,7 @@ impl Local {
                 Ok(m) => scan_trail(m.store.as_ref(), &t).await.unwrap_or_default(),
                 Err(_) => continue,
             };
-            let statuses: Vec<VolumeStatus> = volumes.iter().map(|v| v.status()).collect();
+            let statuses: Vec<VolumeStatus> = volumes.iter().map(volume_status).collect();
             let bytes: u64 = statuses.iter().map(|v| v.bytes_used).sum();
             let acc = per_class.entry(class).or_default();
             acc.0 += statuses.len() as u64;

@@ -172,19 +172,17 @@ fn to_values<T: Serialize + ResourceExt>(items: impl Iterator<Item = T>) -> Vec<
         .collect()
 }
 
-/// Prints resources of `kind` (optionally one `name`, optionally filtered by `label=value`).
-pub fn get(
-    state: &StateDir,
-    kind: &str,
-    name: Option<&str>,
-    selector: Option<&str>,
-    output: Output,
-) -> Result<String> {
-    let canonical = kind_of(kind).ok_or_else(|| {
+/// The canonical kind named by `kind`, or an error listing the kinds.
+pub(super) fn canonical_kind(kind: &str) -> Result<&'static str> {
+    kind_of(kind).ok_or_else(|| {
         Error::Other(format!(
             "unknown kind {kind:?}: use mediaclasses, backuptrails, duplicationtrails, duplicationpolicies, restores or catalogentries"
         ))
-    })?;
+    })
+}
+
+/// Every object of a canonical kind, as JSON with `apiVersion` and `kind`.
+pub(super) fn objects(state: &StateDir, canonical: &str) -> Result<Vec<Value>> {
     let set = state.load_resources()?;
     let mut values = match canonical {
         "MediaClass" => to_values(set.media_classes.into_values()),
@@ -206,6 +204,19 @@ pub fn get(
             o.insert("kind".into(), canonical.into());
         }
     }
+    Ok(values)
+}
+
+/// Prints resources of `kind` (optionally one `name`, optionally filtered by `label=value`).
+pub fn get(
+    state: &StateDir,
+    kind: &str,
+    name: Option<&str>,
+    selector: Option<&str>,
+    output: Output,
+) -> Result<String> {
+    let canonical = canonical_kind(kind)?;
+    let mut values = objects(state, canonical)?;
     if let Some(n) = name {
         values.retain(|v| v["metadata"]["name"] == n);
         if values.is_empty() {

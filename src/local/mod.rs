@@ -2,6 +2,8 @@
 //! the catalog in a local state directory and tasks run by the executor in-process.
 
 pub mod apply;
+pub mod delete;
+pub mod describe;
 pub mod get;
 mod progress;
 pub mod state;

@@ -7,6 +7,7 @@ use kube::ResourceExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::api::validate::check_dns_subdomain;
 use crate::api::*;
 use crate::engine::catalog::Catalog;
 use crate::error::{Error, Result};
@@ -145,6 +146,26 @@ impl StateDir {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&path, e)),
             _ => Ok(()),
         }
+    }
+
+    /// Removes the resource `name` of a canonical `kind` (`Secret` and `CatalogEntry`
+    /// included); false when there was none. A deleted BackupTrail's started run goes with it.
+    pub fn delete(&self, kind: &str, name: &str) -> Result<bool> {
+        // The name becomes a file name: only a DNS name can be one here, never a path.
+        check_dns_subdomain(name).map_err(|m| Error::Other(format!("{kind} {name:?}: {m}")))?;
+        let path = match kind {
+            "CatalogEntry" => self.catalog_dir().join(format!("{name}.json")),
+            _ => self.kind_dir(kind).join(format!("{name}.yaml")),
+        };
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(Error::io(&path, e)),
+        }
+        if kind == "BackupTrail" {
+            self.clear_run(name)?;
+        }
+        Ok(true)
     }
 
     /// Loads every applied resource.

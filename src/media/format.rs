@@ -91,13 +91,6 @@ impl std::fmt::Display for BlockError {
     }
 }
 
-/// 64-bit FNV-1a: a stable, dependency-free name hash for control data.
-pub fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 impl BlockHeader {
     /// Encodes header + payload into one buffer, computing the CRC over both.
     pub fn encode(&self, payload: &[u8]) -> Vec<u8> {
@@ -245,6 +238,7 @@ pub fn decode_trailer(t: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::base::hash::name_hash;
     use proptest::prelude::*;
 
     fn header(len: u32) -> BlockHeader {

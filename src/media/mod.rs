@@ -1,8 +1,10 @@
 //! Media: the volume format, trails of volumes, and the object stores they live on.
 
 pub mod crypt;
+pub mod factory;
 pub mod format;
 pub mod fs;
+pub mod manifest;
 pub mod retry;
 pub mod s3;
 pub mod store;

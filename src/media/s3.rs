@@ -38,8 +38,9 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 
+use crate::base::backoff::Backoff;
 use crate::error::{Error, Result};
-use crate::media::retry::{Backoff, retry_transient};
+use crate::media::retry::retry_transient;
 use crate::media::store::{ObjectInfo, ObjectStore, ObjectWriter};
 
 /// Size of one multipart part, and the most a writer buffers. S3 wants parts of at least 5 MiB

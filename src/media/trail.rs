@@ -17,8 +17,9 @@ use tokio::sync::mpsc;
 
 use super::crypt::{BlockKey, OVERHEAD, OpenError};
 use super::format::*;
+use super::manifest::{Extent, ManifestEntry};
 use super::store::ObjectStore;
-use crate::api::{CatalogEntrySpec, Extent, VolumeState, VolumeStatus};
+use crate::base::hash::name_hash;
 use crate::error::{Error, Result};
 
 /// A resolved media class: its store and geometry.
@@ -50,11 +51,6 @@ fn sealed_key(trail: &str, volume: &str) -> String {
     format!("{trail}/{volume}/sealed")
 }
 
-/// Key of a write session's manifest (the catalog records it committed).
-pub fn manifest_key(trail: &str, session: &str) -> String {
-    format!("{trail}/manifests/{session}.json")
-}
-
 /// A volume as found on the media.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VolumeInfo {
@@ -73,24 +69,26 @@ impl VolumeInfo {
     }
 
     /// Filling, Full or Scratch.
-    pub fn state(&self) -> VolumeState {
+    pub fn fill(&self) -> VolumeFill {
         if self.sealed {
-            VolumeState::Full
+            VolumeFill::Full
         } else if self.segments.is_empty() {
-            VolumeState::Scratch
+            VolumeFill::Scratch
         } else {
-            VolumeState::Filling
+            VolumeFill::Filling
         }
     }
+}
 
-    /// As shown in a trail's status.
-    pub fn status(&self) -> VolumeStatus {
-        VolumeStatus {
-            name: self.name.clone(),
-            bytes_used: self.bytes_used(),
-            state: self.state(),
-        }
-    }
+/// How far a volume is written, as the media show it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VolumeFill {
+    /// Open for writing.
+    Filling,
+    /// Sealed: reached its capacity.
+    Full,
+    /// Holds no segment: never written, or freed by expiry.
+    Scratch,
 }
 
 /// Lists a trail's volumes from the media, sorted by name. The media are the truth: no state
@@ -123,16 +121,6 @@ pub async fn scan_trail(store: &dyn ObjectStore, trail: &str) -> Result<Vec<Volu
 /// Key of the file index an incremental backup compares against.
 pub fn index_key(trail: &str, instance_id: &str) -> String {
     format!("{trail}/indexes/{instance_id}.json")
-}
-
-/// Lists the manifest keys of a trail.
-pub async fn list_manifests(store: &dyn ObjectStore, trail: &str) -> Result<Vec<String>> {
-    Ok(store
-        .list(&format!("{trail}/manifests/"))
-        .await?
-        .into_iter()
-        .map(|o| o.key)
-        .collect())
 }
 
 /// Frees a volume whose entries have all expired: its segments and seal are removed, the label
@@ -568,7 +556,7 @@ const READ_AHEAD: u64 = 16 << 20;
 
 /// Streams the logical stream of one copy into `tx`, checking every block's CRC and control data
 /// and, at the end, the length and digest. The first error is sent and ends the stream.
-pub async fn read_instance(media: Media, entry: CatalogEntrySpec, tx: mpsc::Sender<Result<Bytes>>) {
+pub async fn read_instance(media: Media, entry: ManifestEntry, tx: mpsc::Sender<Result<Bytes>>) {
     if let Err(e) = read_instance_inner(&media, &entry, &tx).await {
         let _ = tx.send(Err(e)).await;
     }
@@ -583,7 +571,7 @@ async fn volume_is_there(media: &Media, trail: &str, volume: &str) -> Result<boo
 
 async fn read_instance_inner(
     media: &Media,
-    entry: &CatalogEntrySpec,
+    entry: &ManifestEntry,
     tx: &mpsc::Sender<Result<Bytes>>,
 ) -> Result<()> {
     let instance = name_hash(&entry.instance_id);

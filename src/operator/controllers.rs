@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::context::{Context, media_mount};
+use super::expiry::{write_expired, write_expiry_dates};
 use super::jobs::{PvcMount, WorkerRun, build, owned_by_job, run_name};
 use super::metrics::{ErrorLabels, ResourceLabels};
 use crate::api::*;
@@ -28,6 +29,7 @@ use crate::error::{Error, Result};
 use crate::reconcile::backup::{self, BackupDue};
 use crate::reconcile::policy::{self, PolicyDue};
 use crate::reconcile::restore::{reads_next_copy, starting, with_damaged};
+use crate::reconcile::trail;
 
 /// How a finished or running Job looks from its status.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -585,7 +587,7 @@ pub async fn reconcile_policy(p: Arc<DuplicationPolicy>, ctx: Arc<Context>) -> R
         let states: Vec<JobState> = jobs.iter().map(|j| job_state(j)).collect();
         if jobs.is_empty() || states.contains(&JobState::Running) {
             // Not created yet (or still running): make sure every planned Job exists.
-            start_run(&ctx, &p, &set, plan_ctx.plan_duplication(&p), st.runs).await?;
+            start_run(&ctx, &p, &set, plan_ctx.plan_duplication(&p)?, st.runs).await?;
             let mut changed = false;
             for job in jobs.iter().filter(|j| job_state(j) == JobState::Running) {
                 changed |= report_retries(&recorder, p.as_ref(), &mut st.conditions, job).await;
@@ -644,7 +646,7 @@ pub async fn reconcile_policy(p: Arc<DuplicationPolicy>, ctx: Arc<Context>) -> R
         PolicyDue::Now { token } => token,
         PolicyDue::Suspended => return Ok(Action::await_change()), // written above
     };
-    let mut tasks = plan_ctx.plan_duplication(&p);
+    let mut tasks = plan_ctx.plan_duplication(&p)?;
     if !tasks.is_empty() {
         // The watch may not show the last run's commits yet: plan again on the target trails'
         // entries as the API server has them, so no copy is ever run twice.
@@ -656,7 +658,7 @@ pub async fn reconcile_policy(p: Arc<DuplicationPolicy>, ctx: Arc<Context>) -> R
             catalog: &fresh,
             ..plan_ctx
         }
-        .plan_duplication(&p);
+        .plan_duplication(&p)?;
     }
     if token.is_some() {
         st.last_run_now = token;
@@ -762,7 +764,7 @@ where
     }
     let ns = trail.meta().namespace.clone().unwrap_or_default();
     let name = trail.meta().name.clone().unwrap_or_default();
-    let run = format!("{:x}", crate::media::format::name_hash(token) as u16);
+    let run = format!("{:x}", crate::base::hash::name_hash(token) as u16);
     let job_name = run_name("rescan", &name, &run);
     if let Some(job) = jobs_of(ctx, &ns, &job_name).find(|j| j.name_any() == job_name) {
         let (ok, reason, msg) = match job_state(&job) {
@@ -983,6 +985,11 @@ where
     let set = ctx.resource_set(&ns);
     let media = ctx.media(&set);
     let now = Utc::now();
+    let api: Api<CatalogEntry> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Some(retention) = set.retentions.get(&name) {
+        let entries = catalog.entries.values().map(|e| &**e);
+        write_expiry_dates(&api, &trail::expiry_dates(&name, *retention, entries)).await?;
+    }
     let plan = PlanContext {
         set: &set,
         media: &media,
@@ -1020,13 +1027,8 @@ where
     } else {
         st.conditions.retain(|c| c.type_ != "ExpiryHeld");
     }
-    let expired = mine.expire;
-    let api: Api<CatalogEntry> = Api::namespaced(ctx.client.clone(), &ns);
-    for (entry, why) in &expired {
-        let patch = serde_json::json!({"status": {"state": "Expired", "message": why}});
-        api.patch_status(entry, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
-    }
+    let expired = write_expired(&api, catalog, &mine.expire).await?;
+    let changed_meanwhile = expired.len() < mine.expire.len();
     if !expired.is_empty() {
         // The store does not show the new states yet: the expired entries are named.
         let keep = plan.volumes_in_use(&name, &expired);
@@ -1087,6 +1089,7 @@ where
         })
         .min();
     Ok(match next {
+        _ if changed_meanwhile => Some(Duration::from_secs(1)),
         Some(t) if t > now => Some(until(t)),
         Some(_) => Some(Duration::from_secs(60)),
         None => None,

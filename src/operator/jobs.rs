@@ -125,7 +125,7 @@ pub fn run_name(kind: &str, owner: &str, run: &str) -> String {
     if full.len() <= 63 {
         return full;
     }
-    let hash = crate::media::format::name_hash(&full);
+    let hash = crate::base::hash::name_hash(&full);
     format!("{}-{:08x}", &full[..50].trim_end_matches('-'), hash as u32)
 }
 

@@ -5,6 +5,7 @@
 pub mod chaos;
 pub mod context;
 pub mod controllers;
+pub mod expiry;
 pub mod jobs;
 pub mod lease;
 pub mod metrics;

@@ -17,11 +17,11 @@ pub enum BackupDue {
     Never,
 }
 
-/// Without a schedule a trail backs up once per spec generation; with one, at each cron
-/// occurrence after its last backup (or its creation); and in both cases once per new
-/// `mimeo.dev/run-now` token.
+/// Without a schedule a trail backs up once per change of what it reads
+/// ([`source_fingerprint`]); with one, at each cron occurrence after its last backup (or its
+/// creation); and in both cases once per new `mimeo.dev/run-now` token.
 pub fn due(t: &BackupTrail, st: &TrailStatus, now: DateTime<Utc>) -> Result<BackupDue, String> {
-    let hash = |s: &str| crate::media::format::name_hash(s) as u16;
+    let hash = |s: &str| crate::base::hash::name_hash(s) as u16;
     let generation = t.metadata.generation.unwrap_or(0);
     if let Some(token) = t.annotations().get(RUN_NOW_ANNOTATION)
         && st.last_run_now.as_ref() != Some(token)
@@ -29,7 +29,12 @@ pub fn due(t: &BackupTrail, st: &TrailStatus, now: DateTime<Utc>) -> Result<Back
         return Ok(BackupDue::Now(format!("{generation}-{:x}", hash(token))));
     }
     let Some(expr) = &t.spec.schedule else {
-        return Ok(if st.last_run_generation == t.metadata.generation {
+        // Status written before the fingerprint was: the generation decides, once.
+        let backed_up = match &st.last_run_source {
+            Some(source) => *source == source_fingerprint(t),
+            None => st.last_run_generation == t.metadata.generation,
+        };
+        return Ok(if backed_up {
             BackupDue::Never
         } else {
             BackupDue::Now(format!("{generation}-{:x}", hash("")))
@@ -43,11 +48,20 @@ pub fn due(t: &BackupTrail, st: &TrailStatus, now: DateTime<Utc>) -> Result<Back
     })
 }
 
+/// What a backup of `t` reads and where it writes, as a short stable hash: the fields whose
+/// change calls for a new backup of a trail without a schedule.
+pub fn source_fingerprint(t: &BackupTrail) -> String {
+    let s = &t.spec;
+    let what = serde_json::json!([s.media_class_name, s.work_items, s.incremental]);
+    format!("{:016x}", crate::base::hash::name_hash(&what.to_string()))
+}
+
 /// Records in `st` that the run `due` allowed has ended at `now`: the generation, the
 /// run-now token and the time it answered, so that [`due`] does not run it again.
 pub fn ran(t: &BackupTrail, st: &mut TrailStatus, now: DateTime<Utc>) {
     st.last_run = Some(now);
     st.last_run_generation = t.metadata.generation;
+    st.last_run_source = Some(source_fingerprint(t));
     st.last_run_now = t.annotations().get(RUN_NOW_ANNOTATION).cloned();
 }
 
@@ -132,5 +146,31 @@ mod tests {
             Ok(BackupDue::At(at("2026-11-27T02:00:00Z")))
         );
         assert!(due(&trail(Some("daily"), 1, None), &done, later).is_err());
+    }
+
+    #[test]
+    fn only_edits_to_what_is_read_start_a_backup() {
+        let now = at("2026-11-26T01:45:00Z");
+        let mut st = TrailStatus::default();
+        ran(&trail(None, 1, None), &mut st, now);
+        // Generation 2 changes the retention and the streams: nothing new to read.
+        let mut edited = trail(None, 2, None);
+        edited.spec.retention = "90d".into();
+        edited.spec.streams = 4;
+        assert_eq!(due(&edited, &st, now), Ok(BackupDue::Never));
+        // Generation 3 adds a work item: backed up.
+        edited.metadata.generation = Some(3);
+        edited.spec.work_items.push(crate::api::WorkItem {
+            name: "db".into(),
+            source: Default::default(),
+        });
+        assert!(matches!(due(&edited, &st, now), Ok(BackupDue::Now(r)) if r.starts_with("3-")));
+        // A status written before fingerprints: the generation decides.
+        st.last_run_source = None;
+        assert_eq!(due(&trail(None, 1, None), &st, now), Ok(BackupDue::Never));
+        assert!(matches!(
+            due(&trail(None, 2, None), &st, now),
+            Ok(BackupDue::Now(_))
+        ));
     }
 }

@@ -6,3 +6,4 @@ pub mod backup;
 pub mod policy;
 pub mod restore;
 pub mod schedule;
+pub mod trail;

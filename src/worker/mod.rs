@@ -1,7 +1,7 @@
 //! The executor: runs one task. A worker pod deserialises a task and calls [`execute`]; the
 //! local mode calls the very same function in-process.
 
-mod sink;
+pub mod sink;
 
 use crate::engine::task::{Task, TaskOutcome};
 use crate::engine::{backup, catalog, duplicate, expire, restore};
@@ -53,12 +53,16 @@ pub async fn run_in_pod(task: &Task, namespace: &str) -> Result<TaskOutcome> {
                 && let (bad, true) = restore::unreadable_links(&t.links, &err)
             {
                 let names: Vec<String> = bad.iter().map(|l| l.entry.object_name()).collect();
-                sink::mark_missing(namespace, &names, &err.to_string()).await?;
+                let client = kube::Client::try_default().await?;
+                sink::mark_missing(&client, namespace, &names, &err.to_string()).await?;
             }
             return Err(err);
         }
     };
-    sink::publish_entries(namespace, &outcome.entries).await?;
+    if !outcome.entries.is_empty() {
+        let client = kube::Client::try_default().await?;
+        sink::publish_entries(&client, namespace, &outcome.entries).await?;
+    }
     for n in &outcome.notes {
         tracing::warn!("{}: {n}", describe(task));
     }

@@ -8,9 +8,9 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 
 use crate::api::*;
+use crate::base::backoff::{Backoff, retry_while};
 use crate::engine::catalog::{Catalog, Recorded};
 use crate::error::{Error, Result, kube_transient};
-use crate::media::retry::{Backoff, retry_while};
 
 /// Writes the catalog entries a worker committed as CatalogEntry objects. What a commit does
 /// is [`Catalog::record`]'s decision, the same as in local mode: a new entry is created Valid,
@@ -18,12 +18,12 @@ use crate::media::retry::{Backoff, retry_while};
 /// Missing or Expired mark stands), and a newer repair copy of a Missing entry replaces it.
 /// The status write carries the resourceVersion it was decided on, so it loses to any state
 /// written since (the decision is then made again).
-///
-pub async fn publish_entries(namespace: &str, entries: &[CatalogEntrySpec]) -> Result<()> {
-    if entries.is_empty() {
-        return Ok(());
-    }
-    let api: Api<CatalogEntry> = Api::namespaced(Client::try_default().await?, namespace);
+pub async fn publish_entries(
+    client: &Client,
+    namespace: &str,
+    entries: &[CatalogEntrySpec],
+) -> Result<()> {
+    let api: Api<CatalogEntry> = Api::namespaced(client.clone(), namespace);
     for spec in entries {
         publish_entry(&api, spec).await?;
     }
@@ -87,9 +87,13 @@ async fn publish_entry(api: &Api<CatalogEntry>, spec: &CatalogEntrySpec) -> Resu
 /// Marks catalog entries Missing with `why` (a worker that found them damaged). Only a Valid
 /// entry is marked, with the resourceVersion it was read at: an entry that expired meanwhile
 /// stays Expired.
-pub async fn mark_missing(namespace: &str, names: &[String], why: &str) -> Result<()> {
-    let client = Client::try_default().await?;
-    let api: Api<CatalogEntry> = Api::namespaced(client, namespace);
+pub async fn mark_missing(
+    client: &Client,
+    namespace: &str,
+    names: &[String],
+    why: &str,
+) -> Result<()> {
+    let api: Api<CatalogEntry> = Api::namespaced(client.clone(), namespace);
     let backoff = api_backoff();
     for name in names {
         let what = || format!("mark catalogentry/{name} Missing");

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod controlplane;
 pub mod fault_proxy;
 pub mod s3server;
 pub mod tree;
