@@ -13,7 +13,7 @@ use super::progress::Progress;
 use super::state::{StartedRun, StateDir};
 use crate::api::*;
 use crate::engine::catalog::{Catalog, Recorded, backup_done, run_notes, run_rescan};
-use crate::engine::planner::{Breaker, PlanContext, apply_breaker};
+use crate::engine::planner::{Breaker, PlanContext, RestorePlan, apply_breaker};
 use crate::engine::records::volume_status;
 use crate::engine::restore::unreadable_links;
 use crate::engine::task::*;
@@ -22,7 +22,7 @@ use crate::media::s3::S3Credentials;
 use crate::media::trail::scan_trail;
 use crate::reconcile::backup::{self, BackupDue};
 use crate::reconcile::policy::{self, PolicyDue};
-use crate::reconcile::restore::{reads_next_copy, starting, with_damaged};
+use crate::reconcile::restore::{self, LastRun, RestoreView};
 use crate::reconcile::trail;
 use crate::worker;
 
@@ -723,55 +723,108 @@ impl Local {
     ) -> Result<()> {
         let names: Vec<String> = set.restores.keys().cloned().collect();
         for name in names {
-            let restore = set.restores[&name].clone();
-            if restore
-                .status
-                .as_ref()
-                .is_some_and(|s| s.phase != RestorePhase::Pending)
-            {
-                continue;
-            }
+            let mut restore = set.restores[&name].clone();
             let what = format!("restore/{name}");
-            let mut st = RestoreStatus {
-                observed_generation: restore.metadata.generation,
-                ..Default::default()
-            };
             let target = resolve_location(set, &restore.spec.target)
                 .and_then(|t| self.clear_of_media_and_state(set, t));
-            let result = match target {
-                Ok(target) => {
-                    self.restore_best_copy(&what, &restore, target, set, media, catalog, &mut st)
-                        .await?
+            let target_problem = target.as_ref().err().map(|e| (e.reason(), e.to_string()));
+            // The catalog as this restore sees it: without the copies it could not read here.
+            let mut view = catalog.clone();
+            let mut last_run = LastRun::None;
+            loop {
+                let decision = restore::decide(
+                    &restore,
+                    &RestoreView {
+                        plan: PlanContext {
+                            set,
+                            media,
+                            catalog: &view,
+                            now: Utc::now(),
+                        },
+                        target_problem: target_problem.clone(),
+                        last_run: std::mem::replace(&mut last_run, LastRun::None),
+                    },
+                );
+                for e in &decision.events {
+                    if e.reason == "CopyDamaged" || e.reason == "CopyUnreadable" {
+                        println!("{what}: {}", e.note);
+                    }
                 }
-                Err(e) => Err((e.reason(), e.to_string())),
-            };
-            match result {
-                Ok(o) => {
-                    st.phase = RestorePhase::Succeeded;
-                    st.bytes = o.bytes_read;
-                    st.duration_seconds = Some(o.seconds);
+                restore.status = Some(decision.status);
+                let (Some(plan), Ok(target)) = (decision.run, &target) else {
+                    break;
+                };
+                last_run = self
+                    .run_restore(&what, &name, plan, target.clone(), catalog, &mut view)
+                    .await?;
+            }
+            let st = restore.status.as_ref().expect("decided");
+            match st.phase {
+                RestorePhase::Succeeded if restore.status != set.restores[&name].status => {
                     println!(
                         "{what}: restored {} bytes in {:.2}s from {}",
-                        o.bytes_read, o.seconds, st.reason
-                    );
-                    let c = Condition::new("Ready", true, "Restored", st.reason.clone());
-                    set_condition(&mut st.conditions, c);
+                        st.bytes,
+                        st.duration_seconds.unwrap_or_default(),
+                        st.reason
+                    )
                 }
-                Err((reason, msg)) => {
-                    eprintln!("{what}: failed: {msg}");
-                    self.failures.push(format!("{what}: {msg}"));
-                    st.phase = RestorePhase::Failed;
-                    st.reason = msg.clone();
-                    set_condition(
-                        &mut st.conditions,
-                        Condition::new("Ready", false, reason, msg),
-                    );
+                RestorePhase::Failed if restore.status != set.restores[&name].status => {
+                    eprintln!("{what}: failed: {}", st.reason);
+                    self.failures.push(format!("{what}: {}", st.reason));
                 }
+                _ => {}
             }
-            st.completed_at = Some(Utc::now());
-            set.restores.get_mut(&name).unwrap().status = Some(st);
+            set.restores.insert(name, restore);
         }
         Ok(())
+    }
+
+    /// Runs one restore in-process and returns how it ended. A copy found damaged is marked
+    /// Missing in the catalog (the local catalog sink, as a worker pod's marks it); a copy that
+    /// is not damaged but could not be read here (a key this class lacks, media away) is left
+    /// out of this restore's `view` only.
+    async fn run_restore(
+        &mut self,
+        what: &str,
+        name: &str,
+        plan: RestorePlan,
+        target: DataSpec,
+        catalog: &mut Catalog,
+        view: &mut Catalog,
+    ) -> Result<LastRun> {
+        let links = plan.links.clone();
+        let task = Task::Restore(RestoreTask {
+            restore: name.to_owned(),
+            links: plan.links,
+            target,
+        });
+        let err = match self.execute(what, &task).await {
+            Ok(o) => {
+                return Ok(LastRun::Succeeded {
+                    seconds: Some(o.seconds),
+                });
+            }
+            Err(e) => e,
+        };
+        let (bad, is_damage) = unreadable_links(&links, &err);
+        let (mut damaged, mut unreadable) = (Vec::new(), Vec::new());
+        for l in &bad {
+            let entry = l.entry.object_name();
+            view.set_state(&entry, EntryState::Missing, err.to_string());
+            let copy = format!("{} on {}", l.entry.role_word(), l.entry.trail);
+            if is_damage {
+                catalog.set_state(&entry, EntryState::Missing, err.to_string());
+                self.state.save_entry(&catalog.entries[&entry])?;
+                damaged.push(format!("{copy} damaged: {err}"));
+            } else {
+                unreadable.push(format!("{copy} not readable: {err}"));
+            }
+        }
+        Ok(LastRun::Failed {
+            message: err.to_string(),
+            damaged,
+            unreadable,
+        })
     }
 
     /// Refuses a restore target directory that is, contains or lies inside the state
@@ -807,86 +860,6 @@ impl Local {
             }
         }
         Ok(target)
-    }
-
-    /// Restores from the best copy of each link; a copy found damaged while reading is marked
-    /// Missing and the choice is made again, so a restore falls back to another copy. A copy
-    /// that this class's key cannot decrypt is passed over for this restore only: it is not
-    /// damaged.
-    #[allow(clippy::too_many_arguments)]
-    async fn restore_best_copy(
-        &mut self,
-        what: &str,
-        restore: &Restore,
-        target: DataSpec,
-        set: &ResourceSet,
-        media: &BTreeMap<String, MediaSpec>,
-        catalog: &mut Catalog,
-        st: &mut RestoreStatus,
-    ) -> Result<std::result::Result<TaskOutcome, (&'static str, String)>> {
-        // Copies passed over that are not damaged but could not be read here (a wrong key,
-        // media away): not marked, and not counted against the damaged-copy limit.
-        let mut unreadable: Vec<String> = Vec::new();
-        // The catalog as this restore sees it: also without the copies it could not read.
-        let mut view = catalog.clone();
-        loop {
-            let ctx = PlanContext {
-                set,
-                media,
-                catalog: &view,
-                now: Utc::now(),
-            };
-            let passed_over = [st.damaged.as_slice(), &unreadable].concat();
-            let plan = match ctx.plan_restore(restore) {
-                Ok(p) => p,
-                Err(reason) => {
-                    return Ok(Err((
-                        "NoCopyAvailable",
-                        with_damaged(&reason, &passed_over),
-                    )));
-                }
-            };
-            starting(st, &plan);
-            st.reason = with_damaged(&st.reason, &unreadable);
-            let links = plan.links.clone();
-            let task = Task::Restore(RestoreTask {
-                restore: restore.name_any(),
-                links: plan.links,
-                target: target.clone(),
-            });
-            let err = match self.execute(what, &task).await {
-                Ok(o) => return Ok(Ok(o)),
-                Err(e) => e,
-            };
-            let (bad, is_damage) = unreadable_links(&links, &err);
-            let mut damaged = Vec::new();
-            for l in &bad {
-                let entry = l.entry.object_name();
-                view.set_state(&entry, EntryState::Missing, err.to_string());
-                let copy = format!("{} on {}", l.entry.role_word(), l.entry.trail);
-                if is_damage {
-                    catalog.set_state(&entry, EntryState::Missing, err.to_string());
-                    self.state.save_entry(&catalog.entries[&entry])?;
-                    damaged.push(format!("{copy} damaged: {err}"));
-                } else {
-                    unreadable.push(format!("{copy} not readable: {err}"));
-                }
-            }
-            if is_damage && !reads_next_copy(st, &damaged) {
-                let passed_over = [st.damaged.as_slice(), &damaged].concat();
-                return Ok(Err((
-                    err.reason(),
-                    with_damaged(&err.to_string(), &passed_over),
-                )));
-            }
-            if bad.is_empty() {
-                return Ok(Err((err.reason(), err.to_string())));
-            }
-            if !damaged.is_empty() {
-                println!("{what}: {}; reading the next copy", damaged.join("; "));
-            }
-            st.damaged.extend(damaged);
-        }
     }
 
     /// Expires what retention allows (minus what `minCopies` holds, and nothing of a trail

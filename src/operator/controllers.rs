@@ -28,7 +28,7 @@ use crate::engine::task::*;
 use crate::error::{Error, Result};
 use crate::reconcile::backup::{self, BackupDue};
 use crate::reconcile::policy::{self, PolicyDue};
-use crate::reconcile::restore::{reads_next_copy, starting, with_damaged};
+use crate::reconcile::restore::{self, LastRun, RestoreView};
 use crate::reconcile::trail;
 
 /// How a finished or running Job looks from its status.
@@ -368,157 +368,106 @@ async fn trail_entries(ctx: &Context, ns: &str, trails: &[String]) -> Result<Cat
     Ok(catalog)
 }
 
-/// Reconciles a Restore: choose the copy (Auto prefers an available duplicate), start one
-/// worker, follow its Job. A worker that finds its copy damaged marks it Missing and fails;
-/// the restore then starts again on the next best copy.
+/// Reconciles a Restore: gathers the view (the Job of its current run, the chain's entries as
+/// the API server has them after a failure, the target), lets [`restore::decide`] choose, and
+/// carries the decision out: events, a worker Job for a run, the status. A worker that finds
+/// its copy damaged marks it Missing and fails; the decision then reads the next best copy.
 pub async fn reconcile_restore(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Action> {
     let ns = r.namespace().unwrap_or_default();
     let name = r.name_any();
     let generation = r.metadata.generation.unwrap_or(0);
     let old = r.status.clone();
-    let mut st = old.clone().unwrap_or_default();
-    if matches!(st.phase, RestorePhase::Succeeded | RestorePhase::Failed)
-        && st.observed_generation == Some(generation)
-    {
+    let st = old.clone().unwrap_or_default();
+    let current = st.observed_generation == Some(generation);
+    if matches!(st.phase, RestorePhase::Succeeded | RestorePhase::Failed) && current {
         return Ok(Action::await_change());
     }
     let recorder = Recorder::new(ctx.client.clone(), "mimeo-operator".into());
-    if st.observed_generation != Some(generation) {
-        st.damaged.clear();
-    }
-    let job_name = restore_job_name(&name, generation, st.damaged.len());
-    // The chain's entries as the API server has them after a copy was found damaged: newer
-    // than the watch may have shown.
-    let mut known = Catalog::default();
-    if st.phase == RestorePhase::Running
-        && st.observed_generation == Some(generation)
-        && let Some(job) = jobs_of(&ctx, &ns, &job_name).find(|j| j.name_any() == job_name)
-    {
-        let mut next_copy = false;
-        match job_state(&job) {
-            JobState::Running => {
-                report_retries(&recorder, r.as_ref(), &mut st.conditions, &job).await;
-            }
-            JobState::Succeeded => {
-                st.phase = RestorePhase::Succeeded;
-                st.completed_at = Some(Utc::now());
-                let c = Condition::new("Ready", true, "Restored", st.reason.clone());
-                set_condition(&mut st.conditions, c);
-                ctx.metrics
-                    .finished("restore", "Succeeded", job_seconds(&job));
-                event(&recorder, r.as_ref(), false, "Restored", st.reason.clone()).await;
-            }
-            JobState::Failed(msg) => {
-                // Read from the API server, not the watch: the worker marked its damaged copy
-                // before it exited, but that change may reach the watch after the Job's.
-                let fresh = chain_entries(&ctx, &ns, &st.chain).await?;
-                let started = (job.metadata.creation_timestamp.as_ref())
-                    .and_then(|t| chrono::DateTime::from_timestamp(t.0.as_second(), 0));
-                let damaged = damaged_links(&fresh, &st.chain, started);
-                ctx.metrics.finished("restore", "Failed", job_seconds(&job));
-                if reads_next_copy(&st, &damaged) {
-                    let note = format!("{}; reading the next copy", damaged.join("; "));
-                    tracing::info!(restore = %name, namespace = %ns, job = %job_name, "{note}");
-                    event(&recorder, r.as_ref(), true, "CopyDamaged", note).await;
-                    st.damaged.extend(damaged);
-                    known = fresh;
-                    next_copy = true;
-                } else {
-                    tracing::info!(restore = %name, namespace = %ns, job = %job_name,
-                        damaged = damaged.len(), passed_over = st.damaged.len(),
-                        "restore failed: {msg}");
-                    st.phase = RestorePhase::Failed;
-                    st.completed_at = Some(Utc::now());
-                    st.reason = with_damaged(&format!("{}; {msg}", st.reason), &damaged);
-                    let c = Condition::new("Ready", false, "WorkerFailed", st.reason.clone());
-                    set_condition(&mut st.conditions, c);
-                    event(&recorder, r.as_ref(), true, "WorkerFailed", msg).await;
-                }
-            }
-        }
-        if !next_copy {
-            write_status(&ctx, r.as_ref(), old.as_ref(), &st).await?;
-            return Ok(Action::await_change());
-        }
-    }
-    let job_name = restore_job_name(&name, generation, st.damaged.len());
-    // Fetch and validate.
-    let set = ctx.resource_set(&ns);
-    let problem = set.first_problem(&Resource::Restore((*r).clone()));
-    let fail = |st: &mut RestoreStatus, reason: &str, msg: String| {
-        st.phase = RestorePhase::Failed;
-        st.reason = msg.clone();
-        st.observed_generation = Some(generation);
-        set_condition(
-            &mut st.conditions,
-            Condition::new("Ready", false, reason, msg),
-        );
-    };
-    if let Some(p) = problem {
-        fail(&mut st, "InvalidSpec", p.clone());
-        event(&recorder, r.as_ref(), true, "InvalidSpec", p.clone()).await;
-        write_status(&ctx, r.as_ref(), old.as_ref(), &st).await?;
-        return Ok(Action::await_change());
-    }
-    // Plan (pure): which copy of every link.
     let mut catalog = ctx.catalog(&ns);
-    catalog.entries.extend(known.entries);
-    let media = ctx.media(&set);
-    let plan = PlanContext {
-        set: &set,
-        media: &media,
-        catalog: &catalog,
-        now: Utc::now(),
-    }
-    .plan_restore(&r);
-    let plan = match plan {
-        Ok(p) => p,
-        Err(reason) => {
-            let reason = with_damaged(&reason, &st.damaged);
-            fail(&mut st, "NoCopyAvailable", reason.clone());
-            event(&recorder, r.as_ref(), true, "NoCopyAvailable", reason).await;
-            write_status(&ctx, r.as_ref(), old.as_ref(), &st).await?;
-            return Ok(Action::await_change());
-        }
-    };
-    let (target, target_mount) = match resolve_for_pod(&set, &r.spec.target, false) {
-        Ok(x) => x,
-        Err(e) => {
-            fail(&mut st, e.reason(), e.to_string());
-            event(&recorder, r.as_ref(), true, e.reason(), e.to_string()).await;
-            write_status(&ctx, r.as_ref(), old.as_ref(), &st).await?;
-            return Ok(Action::await_change());
-        }
-    };
-    starting(&mut st, &plan);
-    tracing::info!(restore = %name, namespace = %ns, job = %job_name, "restoring: {}", st.reason);
-    let mut task = Task::Restore(RestoreTask {
-        restore: name.clone(),
-        links: plan.links,
-        target,
-    });
-    let mut mounts = media_mounts(&set, &mut task);
-    mounts.extend(target_mount);
-    // Apply.
-    create_run(
-        &ctx,
-        &WorkerRun {
-            name: job_name,
-            namespace: ns,
-            owner: owner_ref(r.as_ref()),
-            kind: "restore".into(),
-            task,
-            mounts,
+    // Fetch: how the current run's Job ended.
+    let job_name = restore_job_name(&name, generation, st.damaged.len());
+    let job = (st.phase == RestorePhase::Running && current)
+        .then(|| jobs_of(&ctx, &ns, &job_name).find(|j| j.name_any() == job_name))
+        .flatten();
+    let last_run = match job.as_deref().map(job_state) {
+        None => LastRun::None,
+        Some(JobState::Running) => LastRun::Running,
+        Some(JobState::Succeeded) => LastRun::Succeeded {
+            seconds: job.as_deref().and_then(job_seconds),
         },
-    )
-    .await?;
-    st.phase = RestorePhase::Running;
-    st.observed_generation = Some(generation);
-    set_condition(
-        &mut st.conditions,
-        Condition::new("Ready", false, "Running", st.reason.clone()),
+        Some(JobState::Failed(message)) => {
+            // Read from the API server, not the watch: the worker marked its damaged copy
+            // before it exited, but that change may reach the watch after the Job's.
+            let fresh = chain_entries(&ctx, &ns, &st.chain).await?;
+            let started = job
+                .as_ref()
+                .and_then(|j| j.metadata.creation_timestamp.as_ref())
+                .and_then(|t| chrono::DateTime::from_timestamp(t.0.as_second(), 0));
+            let damaged = damaged_links(&fresh, &st.chain, started);
+            catalog.entries.extend(fresh.entries);
+            LastRun::Failed {
+                message,
+                damaged,
+                unreadable: Vec::new(),
+            }
+        }
+    };
+    let set = ctx.resource_set(&ns);
+    let media = ctx.media(&set);
+    let target = resolve_for_pod(&set, &r.spec.target, false);
+    let decision = restore::decide(
+        &r,
+        &RestoreView {
+            plan: PlanContext {
+                set: &set,
+                media: &media,
+                catalog: &catalog,
+                now: Utc::now(),
+            },
+            target_problem: target.as_ref().err().map(|e| (e.reason(), e.to_string())),
+            last_run: last_run.clone(),
+        },
     );
-    event(&recorder, r.as_ref(), false, "Started", st.reason.clone()).await;
+    let mut st = decision.status;
+    match &last_run {
+        LastRun::Running => {
+            if let Some(job) = &job {
+                report_retries(&recorder, r.as_ref(), &mut st.conditions, job).await;
+            }
+        }
+        LastRun::Succeeded { seconds } => ctx.metrics.finished("restore", "Succeeded", *seconds),
+        LastRun::Failed { .. } => {
+            let seconds = job.as_deref().and_then(job_seconds);
+            ctx.metrics.finished("restore", "Failed", seconds);
+        }
+        LastRun::None => {}
+    }
+    // Apply: the events, then the run, then the status.
+    for e in &decision.events {
+        tracing::info!(restore = %name, namespace = %ns, reason = e.reason, "{}", e.note);
+        event(&recorder, r.as_ref(), e.warning, e.reason, e.note.clone()).await;
+    }
+    if let (Some(plan), Ok((target, target_mount))) = (decision.run, target) {
+        let mut task = Task::Restore(RestoreTask {
+            restore: name.clone(),
+            links: plan.links,
+            target,
+        });
+        let mut mounts = media_mounts(&set, &mut task);
+        mounts.extend(target_mount);
+        create_run(
+            &ctx,
+            &WorkerRun {
+                name: restore_job_name(&name, generation, st.damaged.len()),
+                namespace: ns,
+                owner: owner_ref(r.as_ref()),
+                kind: "restore".into(),
+                task,
+                mounts,
+            },
+        )
+        .await?;
+    }
     write_status(&ctx, r.as_ref(), old.as_ref(), &st).await?;
     Ok(Action::await_change())
 }
@@ -1329,11 +1278,6 @@ mod tests {
         // A repair from before the Job started is the copy the Job read.
         let later = job_started.map(|t| t + chrono::TimeDelta::hours(5));
         assert!(damaged_links(&catalog, &chain, later).is_empty());
-        assert_eq!(
-            with_damaged("restored from original", &damaged),
-            format!("restored from original; {}", damaged[0])
-        );
-        assert_eq!(with_damaged("", &[]), "");
         assert_eq!(restore_job_name("r", 2, 0), "mimeo-restore-r-2");
         assert_eq!(restore_job_name("r", 2, 1), "mimeo-restore-r-2-1");
     }

@@ -7,3 +7,33 @@ pub mod policy;
 pub mod restore;
 pub mod schedule;
 pub mod trail;
+
+/// An Event a decision asks for. The operator sends it as a Kubernetes Event on the object;
+/// local mode prints it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// Warning (something needs attention) or Normal.
+    pub warning: bool,
+    /// CamelCase reason, e.g. `CopyDamaged`.
+    pub reason: &'static str,
+    /// What happened, in words.
+    pub note: String,
+}
+
+impl Event {
+    pub fn normal(reason: &'static str, note: String) -> Event {
+        Event {
+            warning: false,
+            reason,
+            note,
+        }
+    }
+
+    pub fn warning(reason: &'static str, note: String) -> Event {
+        Event {
+            warning: true,
+            reason,
+            note,
+        }
+    }
+}

@@ -1,8 +1,16 @@
-//! A Restore's rules: what its status says when a run starts, and whether a run that found
-//! damaged copies is followed by one on the next best copy.
+//! A Restore's rules, as one pure decision both drivers carry out: from the Restore, what its
+//! last run did and a view of the resources and the catalog, the status to write, the events
+//! to send and the run to start (which copy of every link to read). The drivers loop
+//! "decide → run → outcome → decide": a worker Job in a cluster, the executor in-process in
+//! local mode.
 
-use crate::api::{RestoreStatus, RestoredFrom};
-use crate::engine::planner::RestorePlan;
+use chrono::{DateTime, Utc};
+
+use super::Event;
+use crate::api::{
+    Condition, Resource, Restore, RestorePhase, RestoreStatus, RestoredFrom, set_condition,
+};
+use crate::engine::planner::{PlanContext, RestorePlan};
 
 /// How many damaged copies one restore passes over before it gives up. Each damaged copy is
 /// marked Missing, so the next plan chooses another; media that damage every copy they hold
@@ -42,9 +50,414 @@ pub fn starting(st: &mut RestoreStatus, plan: &RestorePlan) {
     st.bytes = plan.links.iter().map(|l| l.entry.bytes).sum();
 }
 
+/// How the run of this generation the driver last started ended, as the driver saw it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LastRun {
+    /// None was started for this generation, or its run is gone (started again).
+    None,
+    /// Still running.
+    Running,
+    /// It restored everything; `seconds` when the driver measured them.
+    Succeeded { seconds: Option<f64> },
+    /// It failed with `message`. `damaged`: copies of its chain it found damaged (marked
+    /// Missing, each `ROLE on TRAIL damaged: WHY`); `unreadable`: copies it could not read
+    /// here but that are not damaged (a key this class lacks, media away), which the driver
+    /// has left out of its view for this restore.
+    Failed {
+        message: String,
+        damaged: Vec<String>,
+        unreadable: Vec<String>,
+    },
+}
+
+/// What a driver knows when it decides about a restore.
+pub struct RestoreView<'a> {
+    /// The resources, the catalog (with the chain's entries as fresh as the driver has them)
+    /// and now.
+    pub plan: PlanContext<'a>,
+    /// Why the restore's target cannot be written, as (reason, message), if so: the driver
+    /// resolves it (a claim mounted in a pod, a local directory clear of the media).
+    pub target_problem: Option<(&'static str, String)>,
+    /// The last run of this generation.
+    pub last_run: LastRun,
+}
+
+/// What to do about a restore.
+#[derive(Debug)]
+pub struct RestoreDecision {
+    /// The status to write (the driver writes it only if it changed).
+    pub status: RestoreStatus,
+    /// Events to send, in order.
+    pub events: Vec<Event>,
+    /// A run to start: which copy of every link to read.
+    pub run: Option<RestorePlan>,
+}
+
+/// Decides about restore `r` (see [`RestoreDecision`]): a finished restore of its generation
+/// stays as it is; a run that ended is recorded, and one that found damaged copies (at most
+/// [`MAX_DAMAGED_COPIES`] in all) or copies unreadable here is followed by a run on the next
+/// best copy; otherwise an invalid spec, no available copy or a target that cannot be written
+/// fails it, and a run is started.
+pub fn decide(r: &Restore, view: &RestoreView) -> RestoreDecision {
+    let generation = r.metadata.generation.unwrap_or(0);
+    let mut st = r.status.clone().unwrap_or_default();
+    let mut events = Vec::new();
+    let now = view.plan.now;
+    let this_generation = st.observed_generation == Some(generation);
+    let finished = matches!(st.phase, RestorePhase::Succeeded | RestorePhase::Failed);
+    let keep = |st, events| RestoreDecision {
+        status: st,
+        events,
+        run: None,
+    };
+    if finished && this_generation {
+        return keep(st, events);
+    }
+    if !this_generation {
+        st.damaged.clear();
+    }
+    let mut passed_over: Vec<String> = Vec::new();
+    if st.phase == RestorePhase::Running && this_generation {
+        match &view.last_run {
+            LastRun::None => {}
+            LastRun::Running => return keep(st, events),
+            LastRun::Succeeded { seconds } => {
+                st.phase = RestorePhase::Succeeded;
+                st.completed_at = Some(now);
+                st.duration_seconds = *seconds;
+                let c = Condition::new("Ready", true, "Restored", st.reason.clone());
+                set_condition(&mut st.conditions, c);
+                events.push(Event::normal("Restored", st.reason.clone()));
+                return keep(st, events);
+            }
+            LastRun::Failed {
+                message,
+                damaged,
+                unreadable,
+            } => {
+                if reads_next_copy(&st, damaged) || (damaged.is_empty() && !unreadable.is_empty()) {
+                    let note = format!(
+                        "{}; reading the next copy",
+                        [damaged.as_slice(), unreadable].concat().join("; ")
+                    );
+                    let reason = if damaged.is_empty() {
+                        "CopyUnreadable"
+                    } else {
+                        "CopyDamaged"
+                    };
+                    events.push(Event::warning(reason, note));
+                    st.damaged.extend(damaged.iter().cloned());
+                    passed_over = unreadable.clone();
+                } else {
+                    let all = [st.damaged.as_slice(), damaged, unreadable].concat();
+                    fail(&mut st, now, "WorkerFailed", with_damaged(message, &all));
+                    events.push(Event::warning("WorkerFailed", message.clone()));
+                    return keep(st, events);
+                }
+            }
+        }
+    }
+    let failed =
+        |mut st: RestoreStatus, mut events: Vec<Event>, reason: &'static str, msg: String| {
+            fail(&mut st, now, reason, msg.clone());
+            st.observed_generation = Some(generation);
+            events.push(Event::warning(reason, msg));
+            keep(st, events)
+        };
+    if let Some(p) = view.plan.set.first_problem(&Resource::Restore(r.clone())) {
+        return failed(st, events, "InvalidSpec", p);
+    }
+    let plan = match view.plan.plan_restore(r) {
+        Ok(p) => p,
+        Err(reason) => {
+            let why = with_damaged(&reason, &[st.damaged.clone(), passed_over].concat());
+            return failed(st, events, "NoCopyAvailable", why);
+        }
+    };
+    if let Some((reason, msg)) = &view.target_problem {
+        return failed(st, events, reason, msg.clone());
+    }
+    starting(&mut st, &plan);
+    st.reason = with_damaged(&st.reason, &passed_over);
+    st.phase = RestorePhase::Running;
+    st.observed_generation = Some(generation);
+    let c = Condition::new("Ready", false, "Running", st.reason.clone());
+    set_condition(&mut st.conditions, c);
+    events.push(Event::normal("Started", st.reason.clone()));
+    RestoreDecision {
+        status: st,
+        events,
+        run: Some(plan),
+    }
+}
+
+/// Ends `st` Failed at `now` with `reason` and `msg`.
+fn fail(st: &mut RestoreStatus, now: DateTime<Utc>, reason: &str, msg: String) {
+    st.phase = RestorePhase::Failed;
+    st.completed_at = Some(now);
+    st.reason = msg.clone();
+    set_condition(
+        &mut st.conditions,
+        Condition::new("Ready", false, reason, msg),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+
+    use crate::api::{CatalogEntrySpec, EntryState, Extent, ResourceSet, Role, parse_documents};
+    use crate::engine::catalog::Catalog;
+    use crate::engine::task::MediaSpec;
+
+    const RESOURCES: &str = r#"
+apiVersion: mimeo.dev/v1alpha1
+kind: MediaClass
+metadata: {name: disk}
+spec: {backend: {filesystem: {path: /d}}, volumeCapacity: 64Mi}
+---
+apiVersion: mimeo.dev/v1alpha1
+kind: BackupTrail
+metadata: {name: nightly}
+spec: {mediaClassName: disk, retention: 30d}
+"#;
+
+    /// The resources, with `copies` duplication trails (`vault-N`, each on its own class).
+    fn set(copies: usize) -> ResourceSet {
+        let mut text = RESOURCES.to_owned();
+        for n in 1..=copies {
+            text += &format!(
+                "---\napiVersion: mimeo.dev/v1alpha1\nkind: MediaClass\nmetadata: {{name: v{n}}}\nspec: {{backend: {{filesystem: {{path: /v{n}}}}}, volumeCapacity: 64Mi}}\n---\napiVersion: mimeo.dev/v1alpha1\nkind: DuplicationTrail\nmetadata: {{name: vault-{n}}}\nspec: {{mediaClassName: v{n}, retention: 7y}}\n"
+            );
+        }
+        let mut set = ResourceSet::default();
+        for r in parse_documents(&text, "t.yaml").unwrap() {
+            set.insert(r);
+        }
+        set
+    }
+
+    /// The original on nightly and a duplicate on every vault.
+    fn catalog(copies: usize) -> Catalog {
+        let at: DateTime<Utc> = "2026-11-01T02:00:00Z".parse().unwrap();
+        let mut c = Catalog::default();
+        let trails =
+            std::iter::once("nightly".to_owned()).chain((1..=copies).map(|n| format!("vault-{n}")));
+        for trail in trails {
+            c.import(CatalogEntrySpec {
+                work_item: "app".into(),
+                instance_id: "app-1".into(),
+                backup_time: at,
+                backup_trail: "nightly".into(),
+                role: if trail == "nightly" {
+                    Role::Original
+                } else {
+                    Role::Duplicate
+                },
+                extents: vec![Extent {
+                    volume: format!("{trail}-00001"),
+                    segment: 0,
+                    offset: 0,
+                    length: 10,
+                }],
+                trail,
+                copy_of: None,
+                parent: None,
+                replaces: Vec::new(),
+                bytes: 10,
+                file_bytes: None,
+                notes: Vec::new(),
+                digest: "sha256:00".into(),
+                created_at: at,
+                expires_at: at + chrono::TimeDelta::days(30),
+            });
+        }
+        c
+    }
+
+    fn restore(source: &str, generation: i64) -> Restore {
+        let text = format!(
+            "apiVersion: mimeo.dev/v1alpha1\nkind: Restore\nmetadata: {{name: r}}\nspec: {{workItem: app, source: {source}, target: {{path: /out}}}}\n"
+        );
+        let Resource::Restore(mut r) = parse_documents(&text, "r.yaml").unwrap().remove(0) else {
+            panic!("a restore")
+        };
+        r.metadata.generation = Some(generation);
+        r
+    }
+
+    fn decide_with(
+        r: &Restore,
+        set: &ResourceSet,
+        catalog: &Catalog,
+        last_run: LastRun,
+        target_problem: Option<(&'static str, String)>,
+    ) -> RestoreDecision {
+        let media: BTreeMap<String, MediaSpec> = set
+            .media_classes
+            .iter()
+            .map(|(n, mc)| (n.clone(), MediaSpec::from_class(mc).unwrap()))
+            .collect();
+        decide(
+            r,
+            &RestoreView {
+                plan: PlanContext {
+                    set,
+                    media: &media,
+                    catalog,
+                    now: Utc::now(),
+                },
+                target_problem,
+                last_run,
+            },
+        )
+    }
+
+    fn reasons(d: &RestoreDecision) -> Vec<&'static str> {
+        d.events.iter().map(|e| e.reason).collect()
+    }
+
+    /// Start, keep running, succeed; a finished restore stays until its spec changes.
+    #[test]
+    fn a_restore_starts_runs_and_succeeds_once_per_generation() {
+        let (set, catalog) = (set(1), catalog(1));
+        let mut r = restore("Auto", 1);
+        let d = decide_with(&r, &set, &catalog, LastRun::None, None);
+        assert_eq!(reasons(&d), ["Started"]);
+        let plan = d.run.as_ref().expect("a run");
+        assert_eq!(
+            plan.links[0].entry.trail, "vault-1",
+            "Auto prefers the duplicate"
+        );
+        assert_eq!(d.status.phase, RestorePhase::Running);
+        assert_eq!(d.status.observed_generation, Some(1));
+        r.status = Some(d.status);
+        let d = decide_with(&r, &set, &catalog, LastRun::Running, None);
+        assert!(d.run.is_none() && d.events.is_empty());
+        assert_eq!(Some(&d.status), r.status.as_ref());
+        let d = decide_with(
+            &r,
+            &set,
+            &catalog,
+            LastRun::Succeeded { seconds: Some(2.0) },
+            None,
+        );
+        assert_eq!(reasons(&d), ["Restored"]);
+        assert_eq!(
+            (d.status.phase, d.status.duration_seconds),
+            (RestorePhase::Succeeded, Some(2.0))
+        );
+        r.status = Some(d.status);
+        let d = decide_with(&r, &set, &catalog, LastRun::None, None);
+        assert!(
+            d.run.is_none() && d.events.is_empty(),
+            "finished stays finished"
+        );
+        r.metadata.generation = Some(2);
+        let d = decide_with(&r, &set, &catalog, LastRun::None, None);
+        assert!(d.run.is_some(), "a new generation runs again");
+    }
+
+    /// Each damaged copy found is marked Missing (by the worker's sink) and the next copy is
+    /// read, at most four times; the fifth damaged copy fails the restore naming them all.
+    #[test]
+    fn damaged_copies_are_passed_over_up_to_the_cap() {
+        let set = set(5);
+        let mut catalog = catalog(5);
+        let mut r = restore("Duplicate", 1);
+        let mut d = decide_with(&r, &set, &catalog, LastRun::None, None);
+        for n in 1..=5 {
+            let trail = d.run.as_ref().expect("a run").links[0].entry.trail.clone();
+            catalog.set_state(&format!("{trail}.app-1"), EntryState::Missing, "crc");
+            r.status = Some(d.status);
+            let failed = LastRun::Failed {
+                message: format!("corrupt media on {trail}"),
+                damaged: vec![format!("duplicate on {trail} damaged: crc")],
+                unreadable: Vec::new(),
+            };
+            d = decide_with(&r, &set, &catalog, failed, None);
+            if n < 5 {
+                assert_eq!(reasons(&d), ["CopyDamaged", "Started"], "damaged copy {n}");
+                assert_eq!(d.status.damaged.len(), n);
+            }
+        }
+        assert_eq!(reasons(&d), ["WorkerFailed"]);
+        assert!(d.run.is_none());
+        assert_eq!(d.status.phase, RestorePhase::Failed);
+        assert_eq!(d.status.damaged.len(), MAX_DAMAGED_COPIES);
+        assert_eq!(
+            d.status.reason.matches("damaged: crc").count(),
+            5,
+            "{}",
+            d.status.reason
+        );
+    }
+
+    /// A copy unreadable here (not damaged) is passed over without counting as damage; when
+    /// no copy is left the restore fails naming it. A failure with neither fails at once.
+    #[test]
+    fn unreadable_copies_are_passed_over_and_other_failures_end_the_restore() {
+        let set = set(1);
+        let mut view = catalog(1);
+        let mut r = restore("Auto", 1);
+        let d = decide_with(&r, &set, &view, LastRun::None, None);
+        r.status = Some(d.status.clone());
+        // The driver leaves the copy out of its view for this restore.
+        view.set_state("vault-1.app-1", EntryState::Missing, "key");
+        let failed = LastRun::Failed {
+            message: "cannot decrypt".into(),
+            damaged: Vec::new(),
+            unreadable: vec!["duplicate on vault-1 not readable: cannot decrypt".into()],
+        };
+        let d2 = decide_with(&r, &set, &view, failed, None);
+        assert_eq!(reasons(&d2), ["CopyUnreadable", "Started"]);
+        assert_eq!(d2.run.as_ref().unwrap().links[0].entry.trail, "nightly");
+        assert!(d2.status.damaged.is_empty());
+        assert!(
+            d2.status.reason.contains("not readable"),
+            "{}",
+            d2.status.reason
+        );
+        let other = LastRun::Failed {
+            message: "disk full".into(),
+            damaged: Vec::new(),
+            unreadable: Vec::new(),
+        };
+        let d3 = decide_with(&r, &set, &view, other, None);
+        assert_eq!(reasons(&d3), ["WorkerFailed"]);
+        assert!(d3.status.reason.contains("disk full"));
+    }
+
+    /// An invalid spec, no available copy, and a target that cannot be written each fail the
+    /// restore with their own reason, and start nothing.
+    #[test]
+    fn invalid_specs_missing_copies_and_bad_targets_fail_by_reason() {
+        let set = set(1);
+        let mut bad = restore("Auto", 1);
+        bad.spec.target.path = Some("relative/out".into());
+        let d = decide_with(&bad, &set, &catalog(1), LastRun::None, None);
+        assert_eq!((reasons(&d), d.run.is_none()), (vec!["InvalidSpec"], true));
+        let d = decide_with(
+            &restore("Auto", 1),
+            &set,
+            &Catalog::default(),
+            LastRun::None,
+            None,
+        );
+        assert_eq!(reasons(&d), ["NoCopyAvailable"]);
+        assert_eq!(d.status.phase, RestorePhase::Failed);
+        let refused = Some(("RefusedEntry", "target overlaps the media".to_owned()));
+        let d = decide_with(
+            &restore("Auto", 1),
+            &set,
+            &catalog(1),
+            LastRun::None,
+            refused,
+        );
+        assert_eq!((reasons(&d), d.run.is_none()), (vec!["RefusedEntry"], true));
+        assert_eq!(d.status.reason, "target overlaps the media");
+    }
 
     #[test]
     fn a_restore_passes_over_at_most_four_damaged_copies() {
