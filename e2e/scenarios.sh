@@ -957,7 +957,7 @@ scenario_rbac() {
     "$w create catalogentries.mimeo.dev $FAULTS no" "$w update mediaclasses.mimeo.dev $QS no" \
     "$o create jobs.batch $QS yes" "$o patch restores.mimeo.dev/status $QS yes" \
     "$o create events.events.k8s.io $QS yes" "$o create leases.coordination.k8s.io $SYSTEM yes" \
-    "$o get secrets $QS yes" "$o list secrets $QS no" "$o delete catalogentries.mimeo.dev $QS yes" "$o delete secrets $QS no" "$o create secrets $QS no" \
+    "$o get secrets $QS yes" "$o list secrets $QS no" "$o delete catalogentries.mimeo.dev $QS yes" "$o patch catalogentries.mimeo.dev $QS yes" "$o delete secrets $QS no" "$o create secrets $QS no" \
     "$o update catalogentries.mimeo.dev $QS no" "$o create pods $QS no"; do
     read -r who verb res ns want <<<"$row"
     local sub=()

@@ -148,10 +148,11 @@ Rules of the operator in a watched namespace (or cluster-wide). Least privilege:
     - restores/status
     - catalogentries/status
   verbs: ["patch"]
-# The catalog: expiry removes Expired entries (workers write entries, rescans included).
+# The catalog (workers write entries, rescans included): expiry moves an entry's `expiresAt`
+# when its trail's retention changes (patch) and removes Expired entries (delete).
 - apiGroups: ["mimeo.dev"]
   resources: ["catalogentries"]
-  verbs: ["delete"]
+  verbs: ["patch", "delete"]
 # Worker Jobs.
 - apiGroups: ["batch"]
   resources: ["jobs"]
