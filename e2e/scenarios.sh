@@ -18,6 +18,8 @@
 #               the S3 secret appears in no log, event, status or catalog entry
 #   changing    a PVC source file grows and a FIFO sits in the tree during a worker's backup:
 #               the entry's spec.notes, the trail's status.lastRunNotes and an Event say so
+#   both_drivers the same resources through the operator and `mimeo local apply` (S3 on MinIO):
+#               the same catalog entries, trail counts and restore outcomes; restores identical
 # Usage: bash e2e/tools.sh && bash e2e/scenarios.sh [SCENARIO...]   (MIMEO_E2E_KEEP=1 keeps the
 # work dir).
 #
@@ -1019,7 +1021,158 @@ EOF
   in_pod $QS grower-stop live:/d 'touch /d/stop' >/dev/null || true
 }
 
-ALL=(install quickstart restore encryption damaged_copy forged_copy expiry rescan invalid kill s3_outage apiserver_restart api_faults rbac changing)
+# ---- scenario: both_drivers
+# One sequence of resources through both drivers: the operator in the cluster and
+# `mimeo local apply` on this machine, each on its own prefixes of the same MinIO (reached
+# here through a port-forward), both backing up the same source objects. What each driver
+# records must agree: catalog entries (work item, trail, role, state, bytes, digest), trail
+# instance counts and the restores (phase, copy chosen, bytes, damaged); every restore is
+# byte-identical to the source.
+both_yaml() { # ENDPOINT DRIVER VAULT_AVAILABLE RESTORE SOURCE
+  local s3="endpoint: \"$1\", region: us-east-1, forcePathStyle: true, credentialsSecretRef: {name: minio-credentials}"
+  cat <<EOF
+apiVersion: mimeo.dev/v1alpha1
+kind: MediaClass
+metadata: {name: both-tapes}
+spec:
+  backend: {s3: {bucket: mimeo-tapes, prefix: both-$2/tapes, $s3}}
+  volumeCapacity: 8Mi
+  blockSize: 64Ki
+---
+apiVersion: mimeo.dev/v1alpha1
+kind: MediaClass
+metadata: {name: both-vault}
+spec:
+  backend: {s3: {bucket: mimeo-vault, prefix: both-$2/vault, $s3}}
+  volumeCapacity: 8Mi
+  blockSize: 256Ki
+  available: $3
+---
+apiVersion: mimeo.dev/v1alpha1
+kind: BackupTrail
+metadata: {name: both-nightly}
+spec:
+  mediaClassName: both-tapes
+  retention: 30d
+  streams: 2
+  workItems:
+    - {name: app-s, source: {s3: {bucket: mimeo-tapes, prefix: both-src/app-s/, $s3}}}
+    - {name: app-t, source: {s3: {bucket: mimeo-tapes, prefix: both-src/app-t/, $s3}}}
+---
+apiVersion: mimeo.dev/v1alpha1
+kind: DuplicationTrail
+metadata: {name: both-vault-seq}
+spec: {mediaClassName: both-vault, retention: 7y, layout: Sequential}
+---
+apiVersion: mimeo.dev/v1alpha1
+kind: DuplicationPolicy
+metadata: {name: both-to-vault}
+spec: {sourceTrails: [both-nightly], targets: [both-vault-seq]}
+---
+apiVersion: mimeo.dev/v1alpha1
+kind: Restore
+metadata: {name: both-$4}
+spec:
+  workItem: app-s
+  source: $5
+  target: {s3: {bucket: mimeo-vault, prefix: both-$2/restored/$4/, $s3}}
+EOF
+}
+# both_view: what a driver recorded (JSON Lists of entries, trails and restores on stdin, one
+# per line), reduced to what both must agree on, as sorted JSON.
+both_view() {
+  python3 -c '
+import json, sys
+out = []
+for line in sys.stdin:
+    for i in json.loads(line)["items"]:
+        k, s, st = i["kind"], i.get("spec", {}), i.get("status") or {}
+        if k == "CatalogEntry" and s["trail"].startswith("both-"):
+            out.append([k, s["workItem"], s["trail"], s["role"], st.get("state", "Valid"),
+                        s["bytes"], s.get("fileBytes"), s["digest"]])
+        elif k in ("BackupTrail", "DuplicationTrail") and i["metadata"]["name"].startswith("both-"):
+            out.append([k, i["metadata"]["name"], st.get("instances")])
+        elif k == "Restore" and i["metadata"]["name"].startswith("both-"):
+            rf = st.get("restoredFrom") or {}
+            out.append([k, i["metadata"]["name"], st.get("phase"), rf.get("role"),
+                        rf.get("trail"), st.get("bytes"), st.get("damaged", [])])
+print(json.dumps(sorted(out, key=str), indent=1))'
+}
+both_kinds=(catalogentries backuptrails duplicationtrails restores)
+both_cluster_view() {
+  local kind
+  for kind in "${both_kinds[@]}"; do k -n $QS get "$kind" -o json | tr -d '\n'; echo; done | both_view
+}
+both_local() { "$MIMEO_LOCAL" local --state "$WORK/both-state" "$@"; }
+both_local_view() {
+  local kind
+  for kind in "${both_kinds[@]}"; do both_local get "$kind" -o json | tr -d '\n'; echo; done | both_view
+}
+both_mc() { MC_CONFIG_DIR="$WORK/mc" "$BIN/mc" "$@"; }
+# both_local_yaml VAULT_AVAILABLE RESTORE SOURCE: the cluster's credentials Secret, then the
+# resources.
+both_local_yaml() {
+  k -n $QS get secret minio-credentials -o json |
+    python3 -c 'import json,sys; s=json.load(sys.stdin); print(json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": s["metadata"]["name"]}, "data": s["data"]}))'
+  echo ---
+  both_yaml "$BOTH_EP" local "$1" "$2" "$3"
+}
+scenario_both_drivers() {
+  MIMEO_LOCAL="${MIMEO_BIN:-$ROOT/target/debug/mimeo}"
+  local port
+  port="$(free_port)"
+  k -n $MINIO port-forward svc/minio "$port:9000" >"$WORK/both-port-forward.log" 2>&1 &
+  E2E_PIDS+=("$!:port-forward-minio")
+  BOTH_EP="http://127.0.0.1:$port"
+  check "both: MinIO reachable through a port-forward ($BOTH_EP)" \
+    wait_for 30 both_mc alias set both "$BOTH_EP" "$S3_KEY" "$S3_SECRET"
+  mkdir -p "$WORK/both-src/app-s/sub" "$WORK/both-src/app-t"
+  head -c 3000000 /dev/urandom >"$WORK/both-src/app-s/big.bin"
+  head -c 7000 /dev/urandom >"$WORK/both-src/app-s/sub/small.bin"
+  head -c 1500000 /dev/urandom >"$WORK/both-src/app-t/t.bin"
+  check "both: source objects uploaded" both_mc cp --quiet --recursive "$WORK/both-src/" both/mimeo-tapes/both-src/
+  # Step 1: everything at once, with a restore of the original: the operator's restore waits
+  # for the trail's first backup (local mode runs the backup first).
+  both_yaml "$S3_ENDPOINT" cluster true r0 Original | k -n $QS apply -f - >/dev/null
+  check "both: the operator's both-r0 waits for the first backup" wait_for 60 bash -c \
+    "$BIN/kubectl -n $QS get restore both-r0 -o jsonpath='{.status.conditions[0].reason} {.status.phase}' | grep -Eq 'WaitingForBackup|Succeeded'"
+  check "both: the operator restored both-r0" until_eq 240 Succeeded restore_field both-r0 '{.status.phase}'
+  check "both: the operator copied both items" until_eq 240 2 valid_entries $QS mimeo.dev/trail=both-vault-seq
+  both_local_yaml true r0 Original >"$WORK/both-0.yaml"
+  check "both: local mode restored both-r0" both_local apply -f "$WORK/both-0.yaml"
+  # Step 2: a restore with Auto reads the duplicate.
+  both_yaml "$S3_ENDPOINT" cluster true r1 Auto | k -n $QS apply -f - >/dev/null
+  check "both: the operator restored both-r1" until_eq 240 Succeeded restore_field both-r1 '{.status.phase}'
+  both_local_yaml true r1 Auto >"$WORK/both-1.yaml"
+  check "both: local mode restored both-r1" both_local apply -f "$WORK/both-1.yaml"
+  # Step 3: the vault away; a restore with Auto falls back to the original.
+  both_yaml "$S3_ENDPOINT" cluster false r2 Auto | k -n $QS apply -f - >/dev/null
+  check "both: the operator restored both-r2" until_eq 240 Succeeded restore_field both-r2 '{.status.phase}'
+  both_local_yaml false r2 Auto >"$WORK/both-2.yaml"
+  check "both: local mode restored both-r2" both_local apply -f "$WORK/both-2.yaml"
+  both_cluster_view >"$WORK/both-cluster.json"
+  both_local_view >"$WORK/both-local.json"
+  check "both: 4 catalog entries recorded" test "$(grep -c '"CatalogEntry"' "$WORK/both-local.json")" = 4
+  check "both: the operator and local mode recorded the same entries, trails and restores" \
+    diff -u "$WORK/both-cluster.json" "$WORK/both-local.json"
+  check "both: both-r1 read the duplicate, both-r2 the original (the vault away)" python3 -c '
+import json, sys
+rows = {r[1]: r for r in json.load(open(sys.argv[1])) if r[0] == "Restore"}
+assert rows["both-r1"][3:5] == ["Duplicate", "both-vault-seq"], rows
+assert rows["both-r2"][3:5] == ["Original", "both-nightly"], rows' "$WORK/both-local.json"
+  local d
+  for d in cluster/restored/r0 cluster/restored/r1 cluster/restored/r2 local/restored/r0 local/restored/r1 local/restored/r2; do
+    check "both: $d is byte-identical to the source" both_same "$d"
+  done
+}
+# both_same PREFIX: the restore under mimeo-vault/both-PREFIX/ equals the source of app-s.
+both_same() {
+  mkdir -p "$WORK/both-out/$1"
+  both_mc cp --quiet --recursive "both/mimeo-vault/both-$1/" "$WORK/both-out/$1/" >/dev/null &&
+    diff -r "$WORK/both-src/app-s" "$WORK/both-out/$1"
+}
+
+ALL=(install quickstart restore encryption damaged_copy forged_copy expiry rescan invalid kill s3_outage apiserver_restart api_faults rbac changing both_drivers)
 # Scenarios build on the resources of install and quickstart: those always run first.
 WANT=(install quickstart "${@//-/_}")
 [[ $# -gt 0 ]] || WANT=("${ALL[@]}")

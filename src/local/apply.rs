@@ -746,7 +746,10 @@ impl Local {
                     },
                 );
                 for e in &decision.events {
-                    if e.reason == "CopyDamaged" || e.reason == "CopyUnreadable" {
+                    if matches!(
+                        e.reason,
+                        "CopyDamaged" | "CopyUnreadable" | "WaitingForBackup"
+                    ) {
                         println!("{what}: {}", e.note);
                     }
                 }

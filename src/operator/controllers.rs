@@ -469,7 +469,11 @@ pub async fn reconcile_restore(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Act
         .await?;
     }
     write_status(&ctx, r.as_ref(), old.as_ref(), &st).await?;
-    Ok(Action::await_change())
+    Ok(match decision.waiting {
+        // New catalog entries wake it (a watch); this is the fallback.
+        true => Action::requeue(Duration::from_secs(60)),
+        false => Action::await_change(),
+    })
 }
 
 /// Seconds from a Job's start to its completion (or failure), as the job controller saw them.

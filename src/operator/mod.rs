@@ -303,9 +303,25 @@ fn run_scope(
         synced_flag.store(ok, Ordering::Release);
         ok
     };
+    let waiting = restores.clone();
     let restores = Controller::for_shared_stream(rs, restores)
         .with_config(controller_config())
         .owns_shared_stream(jb.clone())
+        // A new copy wakes the Pending restores of its work item (waiting for a first backup).
+        .watches_shared_stream(ce.clone(), move |e: Arc<CatalogEntry>| {
+            let ns = e.namespace();
+            waiting
+                .state()
+                .into_iter()
+                .filter(|r| r.namespace() == ns && r.spec.work_item == e.spec.work_item)
+                .filter(|r| {
+                    r.status
+                        .as_ref()
+                        .is_none_or(|s| s.phase == RestorePhase::Pending)
+                })
+                .map(|r| ObjectRef::from_obj(r.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .shutdown_on_signal()
         .run(
             after_sync(controllers::reconcile_restore),

@@ -91,6 +91,9 @@ pub struct RestoreDecision {
     pub events: Vec<Event>,
     /// A run to start: which copy of every link to read.
     pub run: Option<RestorePlan>,
+    /// No copy yet, but the work item's first backup is still to come: look again when the
+    /// catalog changes.
+    pub waiting: bool,
 }
 
 /// Decides about restore `r` (see [`RestoreDecision`]): a finished restore of its generation
@@ -109,6 +112,7 @@ pub fn decide(r: &Restore, view: &RestoreView) -> RestoreDecision {
         status: st,
         events,
         run: None,
+        waiting: false,
     };
     if finished && this_generation {
         return keep(st, events);
@@ -169,6 +173,26 @@ pub fn decide(r: &Restore, view: &RestoreView) -> RestoreDecision {
     }
     let plan = match view.plan.plan_restore(r) {
         Ok(p) => p,
+        Err(_) if let Some(trail) = first_backup_pending(r, &view.plan) => {
+            let why = format!(
+                "waiting for the first backup of work item {} on BackupTrail {trail}",
+                r.spec.work_item
+            );
+            if st.reason != why {
+                events.push(Event::normal("WaitingForBackup", why.clone()));
+            }
+            st.phase = RestorePhase::Pending;
+            st.observed_generation = Some(generation);
+            st.reason = why.clone();
+            let c = Condition::new("Ready", false, "WaitingForBackup", why);
+            set_condition(&mut st.conditions, c);
+            return RestoreDecision {
+                status: st,
+                events,
+                run: None,
+                waiting: true,
+            };
+        }
         Err(reason) => {
             let why = with_damaged(&reason, &[st.damaged.clone(), passed_over].concat());
             return failed(st, events, "NoCopyAvailable", why);
@@ -188,7 +212,29 @@ pub fn decide(r: &Restore, view: &RestoreView) -> RestoreDecision {
         status: st,
         events,
         run: Some(plan),
+        waiting: false,
     }
+}
+
+/// For a restore of the latest instance that found no copy: the BackupTrail (the one it
+/// names, if it names one) that lists its work item and holds no entry of it at all yet. Its
+/// first backup is still to come (applied together, or due on a schedule), so the restore
+/// waits for it rather than fail; both drivers agree whatever order they see the two in.
+fn first_backup_pending(r: &Restore, plan: &PlanContext) -> Option<String> {
+    let spec = &r.spec;
+    if spec.instance != "latest" {
+        return None;
+    }
+    let (trail, _) = plan.set.backup_trails.iter().find(|(name, t)| {
+        spec.backup_trail.as_ref().is_none_or(|b| b == *name)
+            && t.spec.work_items.iter().any(|w| w.name == spec.work_item)
+    })?;
+    let held = plan
+        .catalog
+        .entries
+        .values()
+        .any(|e| e.spec.work_item == spec.work_item && e.spec.backup_trail == *trail);
+    (!held).then(|| trail.clone())
 }
 
 /// Ends `st` Failed at `now` with `reason` and `msg`.
@@ -427,6 +473,45 @@ spec: {mediaClassName: disk, retention: 30d}
         let d3 = decide_with(&r, &set, &view, other, None);
         assert_eq!(reasons(&d3), ["WorkerFailed"]);
         assert!(d3.status.reason.contains("disk full"));
+    }
+
+    /// A restore applied with the trail that backs its work item up (or before that trail's
+    /// first scheduled backup) waits for it, in either driver, instead of failing; a
+    /// restore of a work item no trail lists, or of a named instance, fails.
+    #[test]
+    fn a_restore_waits_for_the_first_backup_of_its_work_item() {
+        let mut set = set(1);
+        let mut trail = set.backup_trails["nightly"].clone();
+        trail.spec.work_items.push(crate::api::WorkItem {
+            name: "app".into(),
+            source: Default::default(),
+        });
+        set.insert(Resource::BackupTrail(trail));
+        let mut r = restore("Auto", 1);
+        let d = decide_with(&r, &set, &Catalog::default(), LastRun::None, None);
+        assert!(d.waiting && d.run.is_none());
+        assert_eq!(reasons(&d), ["WaitingForBackup"]);
+        assert_eq!(d.status.phase, RestorePhase::Pending);
+        assert!(
+            d.status.reason.contains("BackupTrail nightly"),
+            "{}",
+            d.status.reason
+        );
+        r.status = Some(d.status);
+        let d = decide_with(&r, &set, &Catalog::default(), LastRun::None, None);
+        assert!(d.waiting && d.events.is_empty(), "said once");
+        r.status = Some(d.status);
+        let d = decide_with(&r, &set, &catalog(1), LastRun::None, None);
+        assert_eq!(reasons(&d), ["Started"]);
+        let mut named = restore("Auto", 1);
+        named.spec.instance = "app-0".into();
+        let d = decide_with(&named, &set, &Catalog::default(), LastRun::None, None);
+        assert_eq!(reasons(&d), ["NoCopyAvailable"]);
+        // Held once (an entry of any state): nothing to wait for.
+        let mut gone = catalog(0);
+        gone.set_state("nightly.app-1", EntryState::Expired, "retention");
+        let d = decide_with(&restore("Auto", 1), &set, &gone, LastRun::None, None);
+        assert_eq!(reasons(&d), ["NoCopyAvailable"]);
     }
 
     /// An invalid spec, no available copy, and a target that cannot be written each fail the
