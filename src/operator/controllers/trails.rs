@@ -1,0 +1,403 @@
+//! The BackupTrail and DuplicationTrail reconcilers: backups, rescans, expiry sweeps and the
+//! trail's counts.
+
+use super::*;
+
+/// Rebuilds a trail's catalog entries from its media when the `mimeo.dev/rescan` annotation
+/// carries a new token: one worker Job per token, which adds the entries the cluster lacks.
+async fn rescan_if_asked<K>(
+    ctx: &Context,
+    trail: &K,
+    st: &mut TrailStatus,
+    recorder: &Recorder,
+) -> Result<()>
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    let Some(token) = trail
+        .meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(RESCAN_ANNOTATION))
+    else {
+        return Ok(());
+    };
+    if st.last_rescan.as_ref() == Some(token) {
+        return Ok(());
+    }
+    let ns = trail.meta().namespace.clone().unwrap_or_default();
+    let name = trail.meta().name.clone().unwrap_or_default();
+    let run = format!("{:x}", crate::base::hash::name_hash(token) as u16);
+    let job_name = run_name("rescan", &name, &run);
+    if let Some(job) = jobs_of(ctx, &ns, &job_name).find(|j| j.name_any() == job_name) {
+        let (ok, reason, msg) = match job_state(&job) {
+            JobState::Running => return Ok(()),
+            JobState::Succeeded => (
+                true,
+                "Rescanned",
+                format!("catalog rebuilt from the media of {name}"),
+            ),
+            JobState::Failed(m) => (false, "RescanFailed", m),
+        };
+        st.last_rescan = Some(token.clone());
+        event(recorder, trail, !ok, reason, msg).await;
+        return Ok(());
+    }
+    let set = ctx.resource_set(&ns);
+    let media = ctx.media(&set);
+    let Some(m) = set.trail_media_class(&name).and_then(|c| media.get(c)) else {
+        return Err(Error::Other(format!(
+            "field spec.mediaClassName: trail {name} has no usable media class to rescan"
+        )));
+    };
+    let mut task = Task::Rescan(RescanTask {
+        trail: name.clone(),
+        media: m.clone(),
+    });
+    let mounts = media_mounts(&set, &mut task);
+    create_run(
+        ctx,
+        &WorkerRun {
+            name: job_name,
+            namespace: ns,
+            owner: trail.controller_owner_ref(&()).expect("uid"),
+            kind: "rescan".into(),
+            task,
+            mounts,
+        },
+    )
+    .await?;
+    event(
+        recorder,
+        trail,
+        false,
+        "RescanStarted",
+        format!("rescanning the media of {name}"),
+    )
+    .await;
+    Ok(())
+}
+
+/// Instances, bytes and volumes of a trail, from the catalog.
+fn count_trail(st: &mut TrailStatus, catalog: &Catalog, trail: &str) {
+    let valid: Vec<&CatalogEntrySpec> = catalog.valid().filter(|e| e.trail == trail).collect();
+    st.instances = valid.len() as u64;
+    st.bytes = valid.iter().map(|e| e.bytes).sum();
+    st.volumes = catalog.volumes(trail);
+}
+
+/// Reconciles a BackupTrail: one backup per spec generation or run-now token, in a worker.
+pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = t.namespace().unwrap_or_default();
+    let name = t.name_any();
+    let generation = t.metadata.generation;
+    let old = t.status.clone();
+    let mut st = old.clone().unwrap_or_default();
+    let recorder = Recorder::new(ctx.client.clone(), "mimeo-operator".into());
+    let catalog = ctx.catalog(&ns);
+    count_trail(&mut st, &catalog, &name);
+    st.observed_generation = generation;
+    rescan_if_asked(&ctx, t.as_ref(), &mut st, &recorder).await?;
+    // An invalid spec (a bad schedule too) waits for a change, reported in status.
+    let set = ctx.resource_set(&ns);
+    let problem = set.first_problem(&Resource::BackupTrail((*t).clone()));
+    if let Some(msg) = problem {
+        set_condition(
+            &mut st.conditions,
+            Condition::new("Ready", false, "InvalidSpec", msg.clone()),
+        );
+        event(&recorder, t.as_ref(), true, "InvalidSpec", msg.clone()).await;
+        write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
+        return Ok(Action::await_change());
+    }
+    let due = backup::due(&t, &st, Utc::now()).map_err(Error::Other)?;
+    let run = match due {
+        BackupDue::Now(run) if !t.spec.work_items.is_empty() => run,
+        BackupDue::Now(_) | BackupDue::Never | BackupDue::At(_) => {
+            let expiry = sweep_expiry(&ctx, t.as_ref(), &mut st, &catalog, &recorder).await?;
+            write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
+            // Wake up for the next scheduled backup or the next expiry, whichever is sooner.
+            let backup = match due {
+                BackupDue::At(at) => Some(until(at)),
+                _ => None,
+            };
+            return Ok(wake_after([backup, expiry]));
+        }
+    };
+    let job_name = run_name("backup", &name, &run);
+    if let Some(job) = jobs_of(&ctx, &ns, &job_name).find(|j| j.name_any() == job_name) {
+        let (ok, reason, msg) = match job_state(&job) {
+            JobState::Running => {
+                if report_retries(&recorder, t.as_ref(), &mut st.conditions, &job).await {
+                    write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
+                }
+                return Ok(Action::await_change());
+            }
+            JobState::Succeeded => (true, "BackupSucceeded", format!("backup run {run} done")),
+            JobState::Failed(m) => (false, "BackupFailed", m),
+        };
+        // What this run's worker recorded, as the API server has it (the watch may lag).
+        let started = job
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref())
+            .and_then(|t| chrono::DateTime::from_timestamp(t.0.as_second(), 0));
+        let recorded = trail_entries(&ctx, &ns, std::slice::from_ref(&name)).await?;
+        st.last_run_notes = run_notes(
+            recorded
+                .entries
+                .values()
+                .map(|e| &e.spec)
+                .filter(|e| started.is_none_or(|s| e.created_at >= s)),
+        );
+        let msg = backup_done(msg, &st.last_run_notes);
+        backup::ran(&t, &mut st, Utc::now());
+        let outcome = if ok { "Succeeded" } else { "Failed" };
+        ctx.metrics.finished("backup", outcome, job_seconds(&job));
+        set_condition(
+            &mut st.conditions,
+            Condition::new("Ready", ok, reason, msg.clone()),
+        );
+        let warn = !ok || !st.last_run_notes.is_empty();
+        event(&recorder, t.as_ref(), warn, reason, msg).await;
+        write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
+        return Ok(Action::await_change());
+    }
+    let media = ctx.media(&set);
+    let mut mounts: BTreeMap<String, PvcMount> = BTreeMap::new();
+    let resolve = |loc: &DataLocation| {
+        resolve_for_pod(&set, loc, true).map(|(d, m)| {
+            if let Some(m) = m {
+                mounts.insert(m.claim.clone(), m);
+            }
+            d
+        })
+    };
+    let resolve = std::cell::RefCell::new(resolve);
+    let task = PlanContext {
+        set: &set,
+        media: &media,
+        catalog: &catalog,
+        now: Utc::now(),
+    }
+    .plan_backup(&t, &|loc| (resolve.borrow_mut())(loc));
+    let mut task = match task {
+        Ok(task) => Task::Backup(task),
+        Err(e) => {
+            set_condition(
+                &mut st.conditions,
+                Condition::new("Ready", false, e.reason(), e.to_string()),
+            );
+            event(&recorder, t.as_ref(), true, e.reason(), e.to_string()).await;
+            write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let mut all_mounts: Vec<PvcMount> = mounts.into_values().collect();
+    all_mounts.extend(media_mounts(&set, &mut task));
+    create_run(
+        &ctx,
+        &WorkerRun {
+            name: job_name,
+            namespace: ns,
+            owner: owner_ref(t.as_ref()),
+            kind: "backup".into(),
+            task,
+            mounts: all_mounts,
+        },
+    )
+    .await?;
+    set_condition(
+        &mut st.conditions,
+        Condition::new(
+            "Ready",
+            true,
+            "BackupRunning",
+            format!("backup run {run} started"),
+        ),
+    );
+    event(
+        &recorder,
+        t.as_ref(),
+        false,
+        "BackupStarted",
+        format!("run {run}"),
+    )
+    .await;
+    write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
+    Ok(Action::await_change())
+}
+
+/// Marks a trail's entries Expired once their retention passed (a Valid incremental keeps its
+/// parent, `minCopies` holds the last copies a policy wants), frees the trail's volumes that
+/// hold no Valid entry in a worker, and requeues at the next expiry, so nothing is polled on a
+/// timer. A sweep that trips the mass-expiry breaker does nothing but set `ExpiryHalted` in
+/// `st` and warn, until the trail's `mimeo.dev/allow-mass-expiry` token changes.
+async fn sweep_expiry<K>(
+    ctx: &Context,
+    trail: &K,
+    st: &mut TrailStatus,
+    catalog: &Catalog,
+    recorder: &Recorder,
+) -> Result<Option<Duration>>
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    let ns = trail.meta().namespace.clone().unwrap_or_default();
+    let name = trail.meta().name.clone().unwrap_or_default();
+    let set = ctx.resource_set(&ns);
+    let media = ctx.media(&set);
+    let now = Utc::now();
+    let api: Api<CatalogEntry> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Some(retention) = set.retentions.get(&name) {
+        let entries = catalog.entries.values().map(|e| &**e);
+        write_expiry_dates(&api, &trail::expiry_dates(&name, *retention, entries)).await?;
+    }
+    let plan = PlanContext {
+        set: &set,
+        media: &media,
+        catalog,
+        now,
+    };
+    let mine = plan.plan_expiry().of_trail(catalog, &name);
+    let ack = trail
+        .meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ALLOW_MASS_EXPIRY_ANNOTATION))
+        .cloned();
+    if let Breaker::Halted { why, first_time } =
+        apply_breaker(st, plan.mass_expiry(&name, &mine), ack)
+    {
+        if first_time {
+            event(recorder, trail, true, "MassExpiryHalted", why).await;
+        }
+        return Ok(None);
+    }
+    if let Some((entry, why)) = mine.held.first() {
+        let held = Condition::new("ExpiryHeld", true, "MinCopies", why);
+        if !st.conditions.iter().any(|c| c.same_as(&held)) {
+            event(
+                recorder,
+                trail,
+                true,
+                "ExpiryHeld",
+                format!("{entry}: {why}"),
+            )
+            .await;
+        }
+        set_condition(&mut st.conditions, held);
+    } else {
+        st.conditions.retain(|c| c.type_ != "ExpiryHeld");
+    }
+    let expired = write_expired(&api, catalog, &mine.expire).await?;
+    let changed_meanwhile = expired.len() < mine.expire.len();
+    if !expired.is_empty() {
+        // The store does not show the new states yet: the expired entries are named.
+        let keep = plan.volumes_in_use(&name, &expired);
+        if let Some(m) = set.trail_media_class(&name).and_then(|c| media.get(c)) {
+            let mut task = Task::Scratch(ScratchTask {
+                trail: name.clone(),
+                media: m.clone(),
+                keep,
+            });
+            let mounts = media_mounts(&set, &mut task);
+            let run = format!("{}", now.timestamp());
+            create_run(
+                ctx,
+                &WorkerRun {
+                    name: run_name("expire", &name, &run),
+                    namespace: ns.clone(),
+                    owner: trail.controller_owner_ref(&()).expect("uid"),
+                    kind: "expire".into(),
+                    task,
+                    mounts,
+                },
+            )
+            .await?;
+        }
+        ctx.metrics.finished("expire", "Succeeded", None);
+        event(
+            recorder,
+            trail,
+            false,
+            "Expired",
+            format!("{} catalog entries expired", expired.len()),
+        )
+        .await;
+    }
+    // Expired entries stay visible for a while (`kubectl get` shows what expiry did), then
+    // go, so the catalog does not grow without bound.
+    let keep = chrono::TimeDelta::from_std(ctx.expired_entry_retention).unwrap_or_default();
+    for e in catalog
+        .entries
+        .values()
+        .filter(|e| e.spec.trail == name && Catalog::state(e) == EntryState::Expired)
+        .filter(|e| e.spec.expires_at + keep <= now)
+    {
+        match api.delete(&e.name_any(), &Default::default()).await {
+            Ok(_) => tracing::info!(entry = %e.name_any(), "expired catalog entry removed"),
+            Err(kube::Error::Api(a)) if a.code == 404 => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    // Wake up at the next expiry or removal on this trail.
+    let next = catalog
+        .entries
+        .values()
+        .filter(|e| e.spec.trail == name && !expired.iter().any(|x| x.0 == e.name_any()))
+        .filter_map(|e| match Catalog::state(e) {
+            EntryState::Valid | EntryState::Missing => Some(e.spec.expires_at),
+            EntryState::Expired => Some(e.spec.expires_at + keep).filter(|t| *t > now),
+        })
+        .min();
+    Ok(match next {
+        _ if changed_meanwhile => Some(Duration::from_secs(1)),
+        Some(t) if t > now => Some(until(t)),
+        Some(_) => Some(Duration::from_secs(60)),
+        None => None,
+    })
+}
+
+/// Reconciles a DuplicationTrail: status from the catalog, and expiry.
+pub async fn reconcile_duplication_trail(
+    t: Arc<DuplicationTrail>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
+    let ns = t.namespace().unwrap_or_default();
+    let name = t.name_any();
+    let old = t.status.clone();
+    let mut st = old.clone().unwrap_or_default();
+    let catalog = ctx.catalog(&ns);
+    count_trail(&mut st, &catalog, &name);
+    st.last_run = catalog
+        .valid()
+        .filter(|e| e.trail == name)
+        .map(|e| e.created_at)
+        .max();
+    st.observed_generation = t.metadata.generation;
+    let ready = ctx
+        .resource_set(&ns)
+        .media_classes
+        .contains_key(&t.spec.media_class_name);
+    let (reason, msg) = if ready {
+        ("Ready", format!("{} copies", st.instances))
+    } else {
+        (
+            "MediaClassNotFound",
+            format!(
+                "field spec.mediaClassName: MediaClass {:?} not found",
+                t.spec.media_class_name
+            ),
+        )
+    };
+    set_condition(
+        &mut st.conditions,
+        Condition::new("Ready", ready, reason, msg),
+    );
+    let recorder = Recorder::new(ctx.client.clone(), "mimeo-operator".into());
+    rescan_if_asked(&ctx, t.as_ref(), &mut st, &recorder).await?;
+    let expiry = sweep_expiry(&ctx, t.as_ref(), &mut st, &catalog, &recorder).await?;
+    write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
+    Ok(wake_after([expiry]))
+}
