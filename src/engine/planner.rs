@@ -10,6 +10,12 @@ use super::task::*;
 use crate::api::validate::SelectionRules;
 use crate::api::*;
 
+/// Why no copy of a restore's chain can be read now: the reasons each candidate was passed
+/// over (media unavailable, no Valid copy, nothing matching `spec.source`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NoCopy(pub String);
+
 /// What the planner looks at.
 pub struct PlanContext<'a> {
     /// Resources.
@@ -57,11 +63,12 @@ impl PlanContext<'_> {
             .media
             .get(&trail.spec.media_class_name)
             .cloned()
-            .ok_or_else(|| {
-                crate::Error::Other(format!(
-                    "MediaClass {} not found",
-                    trail.spec.media_class_name
-                ))
+            .ok_or_else(|| crate::Error::Invalid {
+                source_name: "planner".into(),
+                kind: "BackupTrail".into(),
+                name: name.clone(),
+                field: "spec.mediaClassName".into(),
+                message: format!("MediaClass {} not found", trail.spec.media_class_name),
             })?;
         let retention_secs = self
             .trail_retention(&name)
@@ -258,7 +265,7 @@ impl PlanContext<'_> {
     }
 
     /// Chooses the copy of every link of the requested instance's chain.
-    pub fn plan_restore(&self, restore: &Restore) -> Result<RestorePlan, String> {
+    pub fn plan_restore(&self, restore: &Restore) -> Result<RestorePlan, NoCopy> {
         let spec = &restore.spec;
         let copies: Vec<&CatalogEntrySpec> = self
             .catalog
@@ -272,10 +279,10 @@ impl PlanContext<'_> {
             })
             .collect();
         if copies.is_empty() {
-            return Err(format!(
+            return Err(NoCopy(format!(
                 "no Valid copy of work item {} in the catalog",
                 spec.work_item
-            ));
+            )));
         }
         let target = match spec.instance.as_str() {
             "latest" => copies
@@ -290,10 +297,10 @@ impl PlanContext<'_> {
             },
         }
         .ok_or_else(|| {
-            format!(
+            NoCopy(format!(
                 "no instance of work item {} matches spec.instance {:?}",
                 spec.work_item, spec.instance
-            )
+            ))
         })?;
         // Walk the chain back to its full backup.
         let mut chain = vec![target.instance_id.clone()];
@@ -305,7 +312,7 @@ impl PlanContext<'_> {
                 .values()
                 .map(|e| &e.spec)
                 .find(|e| e.instance_id == p)
-                .ok_or_else(|| format!("chain link {p} is not in the catalog"))?;
+                .ok_or_else(|| NoCopy(format!("chain link {p} is not in the catalog")))?;
             parent = link.parent.clone();
             chain.push(p);
         }
@@ -331,7 +338,7 @@ impl PlanContext<'_> {
         &self,
         instance: &str,
         choice: &SourceChoice,
-    ) -> Result<(CatalogEntrySpec, String), String> {
+    ) -> Result<(CatalogEntrySpec, String), NoCopy> {
         let mut copies: Vec<&CatalogEntrySpec> = self
             .catalog
             .copies_of(instance)
@@ -363,14 +370,14 @@ impl PlanContext<'_> {
             }
         }
         if skipped.is_empty() {
-            Err(format!(
+            Err(NoCopy(format!(
                 "instance {instance}: no Valid copy matches spec.source"
-            ))
+            )))
         } else {
-            Err(format!(
+            Err(NoCopy(format!(
                 "instance {instance}: no copy available: {}",
                 skipped.join("; ")
-            ))
+            )))
         }
     }
 
@@ -731,15 +738,15 @@ spec: {mediaClassName: tape, retention: 1d}
         assert!(plan.reasons[0].contains("unavailable"));
         // Duplicate only → fails with the reason.
         let err = ctx.plan_restore(&restore("Duplicate")).unwrap_err();
-        assert!(err.contains("media class vault unavailable"), "{err}");
+        assert!(err.0.contains("media class vault unavailable"), "{err}");
 
         // Everything unavailable → fails naming both.
         set.media_classes.get_mut("disk").unwrap().spec.available = false;
         let ctx = now_ctx(&set, &m, &catalog);
         let err = ctx.plan_restore(&restore("Auto")).unwrap_err();
         assert!(
-            err.contains("original on nightly skipped")
-                && err.contains("duplicate on offsite skipped"),
+            err.0.contains("original on nightly skipped")
+                && err.0.contains("duplicate on offsite skipped"),
             "{err}"
         );
     }

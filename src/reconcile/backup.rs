@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use kube::ResourceExt;
 
-use super::schedule::next_occurrence;
+use super::schedule::{ScheduleError, next_occurrence};
 use crate::api::{BackupTrail, RUN_NOW_ANNOTATION, TrailStatus};
 
 /// When a BackupTrail's next backup runs, and the run's id (which names its Job).
@@ -20,7 +20,11 @@ pub enum BackupDue {
 /// Without a schedule a trail backs up once per change of what it reads
 /// ([`source_fingerprint`]); with one, at each cron occurrence after its last backup (or its
 /// creation); and in both cases once per new `mimeo.dev/run-now` token.
-pub fn due(t: &BackupTrail, st: &TrailStatus, now: DateTime<Utc>) -> Result<BackupDue, String> {
+pub fn due(
+    t: &BackupTrail,
+    st: &TrailStatus,
+    now: DateTime<Utc>,
+) -> Result<BackupDue, ScheduleError> {
     let hash = |s: &str| crate::base::hash::name_hash(s) as u16;
     let generation = t.metadata.generation.unwrap_or(0);
     if let Some(token) = t.annotations().get(RUN_NOW_ANNOTATION)

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use kube::ResourceExt;
 
-use super::schedule::next_occurrence;
+use super::schedule::{ScheduleError, next_occurrence};
 use crate::api::{DuplicationPolicy, DuplicationPolicyStatus, RUN_NOW_ANNOTATION};
 
 /// When a DuplicationPolicy plans its next run.
@@ -25,7 +25,7 @@ pub fn due(
     p: &DuplicationPolicy,
     st: &DuplicationPolicyStatus,
     now: DateTime<Utc>,
-) -> Result<PolicyDue, String> {
+) -> Result<PolicyDue, ScheduleError> {
     if p.spec.suspend {
         return Ok(PolicyDue::Suspended);
     }

@@ -194,7 +194,7 @@ pub fn decide(r: &Restore, view: &RestoreView) -> RestoreDecision {
             };
         }
         Err(reason) => {
-            let why = with_damaged(&reason, &[st.damaged.clone(), passed_over].concat());
+            let why = with_damaged(&reason.0, &[st.damaged.clone(), passed_over].concat());
             return failed(st, events, "NoCopyAvailable", why);
         }
     };

@@ -4,6 +4,41 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::api::validate::parse_cron;
+use crate::error::Error;
+
+/// Why a schedule gives no next time: a spec problem, so the object waits for a change.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    /// `spec.schedule` is not a cron expression.
+    #[error("field spec.schedule: {0}")]
+    Cron(String),
+    /// The expression has no occurrence after the time asked (e.g. 30 February).
+    #[error("field spec.schedule: {expr:?} has no occurrence after {after}: {detail}")]
+    NoOccurrence {
+        expr: String,
+        after: DateTime<Utc>,
+        detail: String,
+    },
+}
+
+impl ScheduleError {
+    /// As the crate's error about the `spec.schedule` of `kind`/`name` (an InvalidSpec).
+    pub fn of(self, kind: &str, name: &str) -> Error {
+        let message = match self {
+            ScheduleError::Cron(m) => m,
+            e @ ScheduleError::NoOccurrence { .. } => e.to_string(),
+        };
+        Error::Invalid {
+            source_name: "schedule".into(),
+            kind: kind.into(),
+            name: name.into(),
+            field: "spec.schedule".into(),
+            message: message
+                .trim_start_matches("field spec.schedule: ")
+                .to_owned(),
+        }
+    }
+}
 
 /// The first occurrence of the cron schedule `expr` after the last run, or after the object's
 /// creation when it never ran: an occurrence that passed while nothing ran (the operator
@@ -13,8 +48,8 @@ pub fn next_occurrence(
     last_run: Option<DateTime<Utc>>,
     meta: &ObjectMeta,
     now: DateTime<Utc>,
-) -> Result<DateTime<Utc>, String> {
-    let cron = parse_cron(expr)?;
+) -> Result<DateTime<Utc>, ScheduleError> {
+    let cron = parse_cron(expr).map_err(ScheduleError::Cron)?;
     let after = last_run
         .or_else(|| {
             let created = meta.creation_timestamp.as_ref()?;
@@ -22,7 +57,11 @@ pub fn next_occurrence(
         })
         .unwrap_or(now);
     cron.find_next_occurrence(&after, false)
-        .map_err(|e| format!("field spec.schedule: {e}"))
+        .map_err(|e| ScheduleError::NoOccurrence {
+            expr: expr.to_owned(),
+            after,
+            detail: e.to_string(),
+        })
 }
 
 #[cfg(test)]

@@ -24,9 +24,10 @@ async fn probe_media_class(
         }
     }
     let lookup = |secret: &str, entry: &str| {
-        let s = secrets
-            .get(secret)
-            .ok_or_else(|| Error::Other(format!("Secret {secret:?} not found")))?;
+        let s = secrets.get(secret).ok_or_else(|| Error::NotFound {
+            store: "Secrets".into(),
+            key: secret.to_owned(),
+        })?;
         secret_value(s, entry)
     };
     if let Err(e) = spec.fill_secrets(&lookup) {

@@ -148,7 +148,13 @@ pub fn resolve_for_pod(
                 .media_classes
                 .get(mc)
                 .and_then(|c| c.spec.backend.s3.clone())
-                .ok_or_else(|| Error::Other(format!("MediaClass {mc} has no s3 backend")))?;
+                .ok_or_else(|| Error::Invalid {
+                    source_name: "location".into(),
+                    kind: "MediaClass".into(),
+                    name: mc.clone(),
+                    field: "spec.backend.s3".into(),
+                    message: "a location names this class for S3, but it has no s3 backend".into(),
+                })?;
             (
                 b.endpoint,
                 b.bucket,
@@ -374,10 +380,26 @@ where
         })
         .inc();
     tracing::warn!(name = %obj.meta().name.clone().unwrap_or_default(), "reconcile failed: {err}");
-    if err.is_transient() {
-        Action::requeue(Duration::from_secs(15))
-    } else {
-        Action::requeue(Duration::from_secs(300))
+    // The error's reason is the Event's reason: `kubectl describe` says why it failed.
+    let recorder = Recorder::new(ctx.client.clone(), "mimeo-operator".into());
+    let reference = obj.object_ref(&());
+    let ev = Event {
+        type_: EventType::Warning,
+        reason: err.reason().into(),
+        note: Some(err.to_string().chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    tokio::spawn(async move {
+        if let Err(e) = recorder.publish(&ev, &reference).await {
+            tracing::warn!("cannot publish event: {e}");
+        }
+    });
+    match err {
+        e if e.is_transient() => Action::requeue(Duration::from_secs(15)),
+        // A spec that cannot work waits for a change to it.
+        Error::Invalid { .. } | Error::Parse { .. } => Action::await_change(),
+        _ => Action::requeue(Duration::from_secs(300)),
     }
 }
 

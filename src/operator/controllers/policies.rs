@@ -102,7 +102,7 @@ pub async fn reconcile_policy(p: Arc<DuplicationPolicy>, ctx: Arc<Context>) -> R
         write_status(&ctx, p.as_ref(), old.as_ref(), &st).await?;
         return Ok(Action::await_change());
     }
-    let token = match due.map_err(Error::Other)? {
+    let token = match due.map_err(|e| e.of("DuplicationPolicy", &p.name_any()))? {
         PolicyDue::At(next) => {
             st.next_run = Some(next);
             write_status(&ctx, p.as_ref(), old.as_ref(), &st).await?;

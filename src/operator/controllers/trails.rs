@@ -46,9 +46,13 @@ where
     let set = ctx.resource_set(&ns);
     let media = ctx.media(&set);
     let Some(m) = set.trail_media_class(&name).and_then(|c| media.get(c)) else {
-        return Err(Error::Other(format!(
-            "field spec.mediaClassName: trail {name} has no usable media class to rescan"
-        )));
+        return Err(Error::Invalid {
+            source_name: "rescan".into(),
+            kind: K::kind(&()).to_string(),
+            name: name.clone(),
+            field: "spec.mediaClassName".into(),
+            message: "names no usable media class to rescan".into(),
+        });
     };
     let mut task = Task::Rescan(RescanTask {
         trail: name.clone(),
@@ -110,7 +114,7 @@ pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<
         write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
         return Ok(Action::await_change());
     }
-    let due = backup::due(&t, &st, Utc::now()).map_err(Error::Other)?;
+    let due = backup::due(&t, &st, Utc::now()).map_err(|e| e.of("BackupTrail", &name))?;
     let run = match due {
         BackupDue::Now(run) if !t.spec.work_items.is_empty() => run,
         BackupDue::Now(_) | BackupDue::Never | BackupDue::At(_) => {
