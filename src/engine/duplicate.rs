@@ -126,6 +126,7 @@ pub async fn run_media_copy(task: &MediaCopyTask) -> Result<TaskOutcome> {
     let dst = task.media.open().await?;
     let mut outcome = TaskOutcome::default();
     for vol in scan_trail(src.store.as_ref(), &task.source_trail).await? {
+        super::progress::set_item(&vol.name);
         let prefix = format!("{}/{}/", task.source_trail, vol.name);
         for obj in src.store.list(&prefix).await? {
             let key = format!("{}/{}/{}", task.trail, vol.name, &obj.key[prefix.len()..]);
@@ -158,6 +159,7 @@ pub async fn run_media_copy(task: &MediaCopyTask) -> Result<TaskOutcome> {
                         return Err(e);
                     }
                 };
+                super::progress::add(data.len());
                 w.write(data).await?;
             }
             w.finish().await?;

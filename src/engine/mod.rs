@@ -8,6 +8,7 @@ pub mod expire;
 mod mux;
 pub mod pipe;
 pub mod planner;
+pub mod progress;
 pub mod records;
 pub mod restore;
 pub mod task;

@@ -42,6 +42,7 @@ fn start<T: Send + 'static>(writer: &mut TrailWriter, job: StreamJob<T>) -> Runn
         Some(d) => writer.begin_copy(&job.instance_id, &job.work_item, d),
         None => writer.begin(&job.instance_id, &job.work_item),
     };
+    super::progress::set_item(&job.work_item);
     let (tx, rx) = mpsc::channel(DEPTH);
     let handle = tokio::spawn((job.producer)(tx));
     Running { slot, rx, handle }
@@ -76,6 +77,7 @@ pub async fn write_sequential<T: Send + 'static>(
         };
         while let Some(chunk) = current.rx.recv().await {
             writer.write(current.slot, &chunk).await?;
+            super::progress::add(chunk.len());
         }
         done.push(finish(writer, current).await?);
     }
@@ -109,6 +111,7 @@ pub async fn write_interleaved<T: Send + 'static>(
         match chunk {
             Some(data) => {
                 writer.write(running[i].slot, &data).await?;
+                super::progress::add(data.len());
                 // Start the next poll after this stream, so every ready stream gets its turn.
                 let n = running.len();
                 running.rotate_left((i + 1) % n);

@@ -97,7 +97,10 @@ impl Read for ChannelReader {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         while self.current.is_empty() {
             match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.current = b,
+                Some(Ok(b)) => {
+                    super::progress::add(b.len());
+                    self.current = b;
+                }
                 Some(Err(e)) => {
                     let msg = e.to_string();
                     self.error = Some(e);

@@ -352,6 +352,7 @@ pub fn unreadable_links<'a>(links: &'a [RestoreLink], err: &Error) -> (Vec<&'a R
 }
 
 async fn open_link(link: &RestoreLink) -> Result<ChannelReader> {
+    super::progress::set_item(&link.entry.work_item);
     let media = link.media.open().await?;
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(read_instance(media, ManifestEntry::from(&link.entry), tx));

@@ -1,13 +1,42 @@
-//! Progress on a terminal (a spinner per task with elapsed time), plain log lines otherwise.
+//! Progress on a terminal: per task, a line with the elapsed time, the bytes moved, the rate
+//! and the work item being moved (from [`crate::engine::progress`], read a few times a
+//! second); plain log lines otherwise.
 
 use std::io::IsTerminal;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
+
+use super::get::human_bytes;
+use crate::engine::progress;
 
 /// Shows progress only when stderr is a terminal.
 pub struct Progress {
     tty: bool,
+}
+
+/// A task being shown; dropping it stops the display.
+pub struct Shown {
+    bar: ProgressBar,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+/// The line shown for `what` after `elapsed`, having moved `bytes`, now on `item`.
+pub fn progress_line(what: &str, item: &str, bytes: u64, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64();
+    let rate = match secs > 0.0 {
+        true => (bytes as f64 / secs) as u64,
+        false => 0,
+    };
+    let item = match item {
+        "" => String::new(),
+        i => format!(" · {i}"),
+    };
+    format!(
+        "{what}{item} · {} at {}/s",
+        human_bytes(bytes),
+        human_bytes(rate)
+    )
 }
 
 impl Progress {
@@ -19,7 +48,8 @@ impl Progress {
     }
 
     /// Starts showing a task.
-    pub fn start(&self, what: &str) -> Option<ProgressBar> {
+    pub fn start(&self, what: &str) -> Option<Shown> {
+        progress::reset();
         if !self.tty {
             tracing::info!("{what}");
             return None;
@@ -31,13 +61,22 @@ impl Progress {
         );
         bar.set_message(what.to_string());
         bar.enable_steady_tick(Duration::from_millis(120));
-        Some(bar)
+        let (shown, what, started) = (bar.clone(), what.to_string(), Instant::now());
+        let ticker = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let (bytes, item) = progress::snapshot();
+                shown.set_message(progress_line(&what, &item, bytes, started.elapsed()));
+            }
+        });
+        Some(Shown { bar, ticker })
     }
 
     /// Stops showing a task.
-    pub fn finish(&self, bar: Option<ProgressBar>) {
-        if let Some(b) = bar {
-            b.finish_and_clear();
+    pub fn finish(&self, shown: Option<Shown>) {
+        if let Some(s) = shown {
+            s.ticker.abort();
+            s.bar.finish_and_clear();
         }
     }
 }
@@ -45,5 +84,27 @@ impl Progress {
 impl Default for Progress {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_line_shows_item_bytes_and_rate() {
+        assert_eq!(
+            progress_line(
+                "backuptrail/nightly",
+                "finance",
+                3 << 30,
+                Duration::from_secs(2)
+            ),
+            "backuptrail/nightly · finance · 3.0 GiB at 1.5 GiB/s"
+        );
+        assert_eq!(
+            progress_line("restore/r1", "", 512, Duration::ZERO),
+            "restore/r1 · 512 B at 0 B/s"
+        );
     }
 }
