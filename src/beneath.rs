@@ -228,6 +228,21 @@ impl Dir {
     }
 
     /// Sets this directory's own mode.
+    /// Sets this directory's own modification time (the access time is left alone).
+    pub fn set_own_mtime(&self, sec: i64, nsec: u32) -> io::Result<()> {
+        let times = Timestamps {
+            last_access: Timespec {
+                tv_sec: 0,
+                tv_nsec: rustix::fs::UTIME_OMIT,
+            },
+            last_modification: Timespec {
+                tv_sec: sec,
+                tv_nsec: nsec.min(999_999_999).into(),
+            },
+        };
+        Ok(rustix::fs::futimens(&self.0, &times)?)
+    }
+
     pub fn set_mode(&self, mode: u32) -> io::Result<()> {
         Ok(rustix::fs::fchmod(&self.0, Mode::from_bits_truncate(mode))?)
     }

@@ -1278,3 +1278,30 @@ fn delete_and_describe_work_like_kubectl() {
     assert_eq!(env.entries().len(), 1, "the catalog stays");
     env.run(&["delete"]).expect_fail("nothing named");
 }
+
+/// A restore gives its target the source root's mode and modification time, as it gives every
+/// other directory its own (the stream records the root as `./`).
+#[test]
+fn a_restore_sets_the_top_directory_mode_and_time() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let src = env.path("data/app");
+    random_file(&src.join("sub/a.bin"), 10_000, 8);
+    fs::set_permissions(&src, fs::Permissions::from_mode(0o750)).unwrap();
+    let then = filetime::FileTime::from_unix_time(1_600_000_000, 123_456_789);
+    filetime::set_file_mtime(&src, then).unwrap();
+    let base = env.yaml(
+        "base.yaml",
+        &[
+            media_class("disk", &env.path("media"), "8Mi", "64Ki", true),
+            backup_trail("daily", "disk", 1, &[("app", &src)]),
+            restore("r1", "app", "Auto", &env.path("out")),
+        ]
+        .join("---\n"),
+    );
+    env.apply(&[&base]).expect_ok("backup and restore");
+    let meta = fs::metadata(env.path("out")).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o750);
+    assert_eq!(filetime::FileTime::from_last_modification_time(&meta), then);
+    assert_same_tree(&src, &env.path("out"));
+}

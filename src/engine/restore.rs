@@ -11,7 +11,9 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use super::archive::{ExtractOptions, ExtractReport, extract_archive_into, extract_archive_to};
+use super::archive::{
+    ExtractOptions, ExtractReport, RootMeta, extract_archive_into, extract_archive_to,
+};
 use super::pipe::{ChannelReader, blocking};
 use super::task::{DataSpec, RestoreLink, RestoreTask, TaskOutcome, VerifyTask};
 use crate::beneath::{Dir, is_gone};
@@ -36,13 +38,16 @@ pub async fn run_restore(task: &RestoreTask) -> Result<TaskOutcome> {
     };
     let result = restore_links(task, stage.as_ref(), s3_target.as_ref()).await;
     match (result, stage, s3_target) {
-        (Ok(outcome), Some(stage), _) => stage.commit().map(|()| outcome),
-        (Ok(outcome), None, Some(out)) => out.commit().await.map(|()| outcome),
+        (Ok((mut outcome, root)), Some(stage), _) => {
+            outcome.notes.extend(stage.commit(root)?);
+            Ok(outcome)
+        }
+        (Ok((outcome, _)), None, Some(out)) => out.commit().await.map(|()| outcome),
         (Err(e), _, Some(out)) => {
             out.abort().await;
             Err(e)
         }
-        (r, _, _) => r,
+        (r, _, _) => r.map(|(outcome, _)| outcome),
     }
 }
 
@@ -191,10 +196,12 @@ async fn restore_links(
     task: &RestoreTask,
     stage: Option<&Staging>,
     s3_target: Option<&S3Out>,
-) -> Result<TaskOutcome> {
+) -> Result<(TaskOutcome, Option<RootMeta>)> {
     let started = Instant::now();
     let mut outcome = TaskOutcome::default();
     let mut refused = Vec::new();
+    // The root's mode and time as the newest link recorded them.
+    let mut root = None;
     for link in &task.links {
         let reader = open_link(link).await?;
         let staged = match stage {
@@ -235,6 +242,7 @@ async fn restore_links(
         outcome.bytes_written += report.bytes;
         refused.extend(report.refused);
         outcome.notes.extend(report.warnings);
+        root = report.root.or(root);
     }
     outcome.seconds = started.elapsed().as_secs_f64();
     if !refused.is_empty() {
@@ -243,7 +251,7 @@ async fn restore_links(
             reason: "would write outside the target or is not a file, directory or link; nothing was restored".into(),
         });
     }
-    Ok(outcome)
+    Ok((outcome, root))
 }
 
 /// A restore's staging directory, `.mimeo-restore-RANDOM` inside the target (so on its
@@ -307,16 +315,35 @@ impl Staging {
     }
 
     /// Moves the verified tree into place, entry by entry (renames on one filesystem, never
-    /// replacing anything).
-    fn commit(self) -> Result<()> {
+    /// replacing anything), then gives the target the root's mode (without set-id bits) and
+    /// time as the stream recorded them, as every other directory gets its own. A target this
+    /// process may not change (another owner's mount point) keeps its own: that is a note,
+    /// not a failure, once the tree is in. Returns the notes.
+    fn commit(self, root: Option<RootMeta>) -> Result<Vec<String>> {
         let io_err = |e| Error::io(self.path(), e);
         for name in self.dir.names().map_err(io_err)? {
             self.dir
                 .rename(&name, &self.target, &name)
                 .map_err(|e| Error::io(self.target_path.join(&name), e))?;
         }
-        // The staging directory's own mode and time were the target's to have.
-        Ok(())
+        // Emptied: removed now, so that its removal does not touch the target's time after
+        // it is set (the drop finds nothing left).
+        self.target.remove_all(&self.name).map_err(io_err)?;
+        let Some(root) = root else {
+            return Ok(Vec::new());
+        };
+        let applied = self
+            .target
+            .set_mode(root.mode & 0o1777)
+            .and_then(|()| self.target.set_own_mtime(root.mtime, root.nsec));
+        Ok(match applied {
+            Ok(()) => Vec::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => vec![format!(
+                "{}: kept its own mode and time ({e})",
+                self.target_path.display()
+            )],
+            Err(e) => return Err(Error::io(&self.target_path, e)),
+        })
     }
 }
 

@@ -22,7 +22,9 @@
 //!   followed by a truncation marker (a PAX global header) that cuts the restored file back.
 //! - Modification times of files, directories and symlinks survive to the nanosecond; access and
 //!   change times do not. Owners are recorded and re-applied only when restoring as root. The
-//!   root directory's own metadata is not archived: the restore target belongs to its creator.
+//!   root directory's mode and time are an entry `./` (after the deletions of an incremental),
+//!   which a restore gives to its target last ([`ExtractReport::root`]); its owner is not
+//!   re-applied: the target belongs to whoever made it. Streams written before have no `./`.
 //! - Files with holes are archived as GNU sparse entries (only their data is stored) and
 //!   extracted with holes; a sparse entry's all-zero blocks are never written, and
 //!   [`ExtractOptions::max_bytes`] bounds what a stream's files may claim.
@@ -53,6 +55,9 @@ pub use read::path_key;
 use read::*;
 use targets::*;
 use write::*;
+
+/// The name of the root directory's entry: right after the deletions of an incremental.
+const ROOT_ENTRY: &[u8] = b"./";
 
 /// The control entry listing an incremental stream's deletions; always the first entry.
 pub const DELETED_ENTRY: &str = ".mimeo/deleted";
@@ -162,6 +167,19 @@ pub struct ExtractReport {
     /// while the backup read them (one that shrank is cut back to the bytes read), set-id bits
     /// cleared.
     pub warnings: Vec<String>,
+    /// The root directory's mode and time, from a stream that records them (streams written
+    /// before it did have none): the restore gives them to its target once everything is in.
+    pub root: Option<RootMeta>,
+}
+
+/// A tree's root directory as the stream recorded it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RootMeta {
+    /// Mode bits as stored.
+    pub mode: u32,
+    /// Modification time, seconds and nanoseconds.
+    pub mtime: i64,
+    pub nsec: u32,
 }
 
 /// Writes a tar stream of the tree under `root` into `out`. With `previous` (the index of the
@@ -192,6 +210,19 @@ pub fn write_dir_archive<W: Write>(
         if previous.is_some() {
             append_deletions(builder, &summary.deleted)?;
         }
+        // The root's own mode and time, as `./`: read back by a restore, which gives them to
+        // its target; readers before this skip a name with no component.
+        let root_meta = top.metadata().map_err(|e| Error::io(root, e))?;
+        append(
+            builder,
+            &EntryMeta::of(&root_meta),
+            EntryType::Directory,
+            ROOT_ENTRY,
+            0,
+            None,
+            io::empty(),
+        )
+        .map_err(|e| write_err(".", e))?;
         let mut open = OpenDirs::new(top);
         for (i, (planned, include)) in plan.iter().zip(include).enumerate() {
             let Some(dir) = open.parent_of(&plan, planned) else {
@@ -571,7 +602,12 @@ mod tests {
             (5 << 20) + (16 << 20) + 6 + 4 + 18 + 4 + 12 + 9 + 8
         );
         let names = listing(&stream);
-        assert_eq!(names[0], (".mimeo/".to_owned(), EntryType::Directory));
+        assert_eq!(
+            names[0],
+            ("./".to_owned(), EntryType::Directory),
+            "the root first"
+        );
+        assert_eq!(names[1], (".mimeo/".to_owned(), EntryType::Directory));
         let links: Vec<_> = names
             .iter()
             .filter(|(_, t)| *t == EntryType::Link)

@@ -131,6 +131,15 @@ pub(super) fn drive<R: Read, D: Destination>(
         let outcome = match (normalize(&raw), kind) {
             (Err(reason), _) => Err(refusal(&String::from_utf8_lossy(&raw), reason)),
             (Ok(Some(rel)), Err(reason)) => Err(refusal(&rel, reason)),
+            (Ok(None), Ok(EntryKind::Dir)) => {
+                let meta = EntryMeta::read(&mut entry)?;
+                report.root = Some(RootMeta {
+                    mode: meta.mode,
+                    mtime: meta.mtime,
+                    nsec: meta.nsec,
+                });
+                Ok(())
+            }
             (Ok(None), _) => Ok(()),
             (Ok(Some(rel)), Ok(EntryKind::File)) if rel == DELETED_ENTRY && position == 0 => {
                 apply_deletions(&mut entry, dest, &mut report)
