@@ -18,6 +18,20 @@ use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
 #[derive(Debug)]
 pub struct Dir(File);
 
+/// Timestamps that set the modification time and leave the access time as it is.
+fn mtime_only(sec: i64, nsec: u32) -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        },
+        last_modification: Timespec {
+            tv_sec: sec,
+            tv_nsec: nsec.min(999_999_999).into(),
+        },
+    }
+}
+
 impl Dir {
     /// A directory named by a path, as the root of a chain. A root that is itself a symlink is
     /// followed: whoever named it meant where it leads.
@@ -198,20 +212,10 @@ impl Dir {
     /// Sets the modification time of the entry `name` itself (a symlink's own time, not its
     /// target's), leaving the access time alone.
     pub fn set_mtime(&self, name: &OsStr, sec: i64, nsec: u32) -> io::Result<()> {
-        let times = Timestamps {
-            last_access: Timespec {
-                tv_sec: 0,
-                tv_nsec: rustix::fs::UTIME_OMIT,
-            },
-            last_modification: Timespec {
-                tv_sec: sec,
-                tv_nsec: nsec.min(999_999_999).into(),
-            },
-        };
         Ok(rustix::fs::utimensat(
             &self.0,
             single(name)?,
-            &times,
+            &mtime_only(sec, nsec),
             AtFlags::SYMLINK_NOFOLLOW,
         )?)
     }
@@ -227,22 +231,12 @@ impl Dir {
         )?)
     }
 
-    /// Sets this directory's own mode.
-    /// Sets this directory's own modification time (the access time is left alone).
+    /// Sets this directory's own modification time, leaving the access time alone.
     pub fn set_own_mtime(&self, sec: i64, nsec: u32) -> io::Result<()> {
-        let times = Timestamps {
-            last_access: Timespec {
-                tv_sec: 0,
-                tv_nsec: rustix::fs::UTIME_OMIT,
-            },
-            last_modification: Timespec {
-                tv_sec: sec,
-                tv_nsec: nsec.min(999_999_999).into(),
-            },
-        };
-        Ok(rustix::fs::futimens(&self.0, &times)?)
+        Ok(rustix::fs::futimens(&self.0, &mtime_only(sec, nsec))?)
     }
 
+    /// Sets this directory's own mode.
     pub fn set_mode(&self, mode: u32) -> io::Result<()> {
         Ok(rustix::fs::fchmod(&self.0, Mode::from_bits_truncate(mode))?)
     }

@@ -227,6 +227,29 @@ fn missing_reference_is_rejected_and_nothing_is_written() {
     assert_eq!(before, after, "a rejected batch changed the state");
 }
 
+/// A DuplicationTrail named like a BackupTrail would share its catalog entries and volumes:
+/// refused by name, and nothing is written.
+#[test]
+fn trails_of_both_kinds_may_not_share_a_name() {
+    let env = Env::new();
+    let file = env.yaml(
+        "twins.yaml",
+        &format!(
+            "{}---\n{}---\n{}",
+            good_media(&env),
+            backup_trail("nightly", "disk", 1, &[("a", &env.path("data"))]),
+            duplication_trail("nightly", "disk", "7d", "Sequential"),
+        ),
+    );
+    let r = env.apply(&[&file]).expect_fail("two trails named nightly");
+    assert!(r.stderr.contains("field metadata.name"), "{r}");
+    assert!(
+        r.stderr.contains("trails of both kinds share one catalog"),
+        "{r}"
+    );
+    assert!(env.resource_files().is_empty());
+}
+
 #[test]
 fn reference_errors_name_the_file() {
     let env = Env::new();

@@ -386,6 +386,17 @@ pub struct ResourceSet {
     pub selections: BTreeMap<String, SelectionRules>,
 }
 
+impl FromIterator<Resource> for ResourceSet {
+    /// A set of the resources, each taken by [`ResourceSet::insert`].
+    fn from_iter<I: IntoIterator<Item = Resource>>(resources: I) -> Self {
+        let mut set = ResourceSet::default();
+        for r in resources {
+            set.insert(r);
+        }
+        set
+    }
+}
+
 impl ResourceSet {
     /// Adds or replaces a resource. CatalogEntries are not user input and are ignored here.
     pub fn insert(&mut self, r: Resource) {

@@ -532,6 +532,28 @@ pub fn validate_references(r: &Resource, set: &ResourceSet) -> Vec<FieldError> {
             c.fail(field, format!("MediaClass {name:?} not found"));
         }
     };
+    // Trails of both kinds share one namespace: catalog entries, volumes on the media and the
+    // planner's typed values are all keyed by the trail's name alone.
+    let twin = match r {
+        Resource::BackupTrail(_) => set
+            .duplication_trails
+            .contains_key(&r.name())
+            .then_some("DuplicationTrail"),
+        Resource::DuplicationTrail(_) => set
+            .backup_trails
+            .contains_key(&r.name())
+            .then_some("BackupTrail"),
+        _ => None,
+    };
+    if let Some(other) = twin {
+        c.fail(
+            "metadata.name",
+            format!(
+                "a {other} is named {:?} too: trails of both kinds share one catalog, so their names must differ",
+                r.name()
+            ),
+        );
+    }
     match r {
         Resource::BackupTrail(t) => {
             media(&mut c, "spec.mediaClassName", &t.spec.media_class_name);

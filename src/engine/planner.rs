@@ -623,11 +623,10 @@ mod tests {
     }
 
     fn yaml(text: &str) -> ResourceSet {
-        let mut set = ResourceSet::default();
-        for r in parse_documents(text, "test.yaml").unwrap() {
-            set.insert(r);
-        }
-        set
+        parse_documents(text, "test.yaml")
+            .unwrap()
+            .into_iter()
+            .collect()
     }
 
     const RESOURCES: &str = r#"

@@ -514,6 +514,7 @@ impl Local {
                 }
                 Ok(_) => continue,
                 Err(e) => {
+                    let e = e.of("BackupTrail", &name);
                     eprintln!("{what}: {e}");
                     self.failures.push(format!("{what}: {e}"));
                     continue;
@@ -626,6 +627,7 @@ impl Local {
                     }
                     Ok(PolicyDue::Suspended) => continue,
                     Err(e) => {
+                        let e = e.of("DuplicationPolicy", &name);
                         eprintln!("{what}: {e}");
                         self.failures.push(format!("{what}: {e}"));
                         continue;

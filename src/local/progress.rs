@@ -21,7 +21,9 @@ pub struct Shown {
     ticker: tokio::task::JoinHandle<()>,
 }
 
-/// The line shown for `what` after `elapsed`, having moved `bytes`, now on `item`.
+/// The line shown for `what` after `elapsed`, having moved `bytes`, now on `item`. The item can
+/// be a volume name listed from media someone else wrote: control characters are escaped, so
+/// it cannot drive the terminal.
 pub fn progress_line(what: &str, item: &str, bytes: u64, elapsed: Duration) -> String {
     let secs = elapsed.as_secs_f64();
     let rate = match secs > 0.0 {
@@ -30,7 +32,7 @@ pub fn progress_line(what: &str, item: &str, bytes: u64, elapsed: Duration) -> S
     };
     let item = match item {
         "" => String::new(),
-        i => format!(" · {i}"),
+        i => format!(" · {}", i.escape_debug()),
     };
     format!(
         "{what}{item} · {} at {}/s",
@@ -105,6 +107,10 @@ mod tests {
         assert_eq!(
             progress_line("restore/r1", "", 512, Duration::ZERO),
             "restore/r1 · 512 B at 0 B/s"
+        );
+        assert_eq!(
+            progress_line("copy", "vol\u{1b}[2J", 0, Duration::ZERO),
+            "copy · vol\\u{1b}[2J · 0 B at 0 B/s"
         );
     }
 }

@@ -277,11 +277,10 @@ spec: {mediaClassName: disk, retention: 30d}
                 "---\napiVersion: mimeo.dev/v1alpha1\nkind: MediaClass\nmetadata: {{name: v{n}}}\nspec: {{backend: {{filesystem: {{path: /v{n}}}}}, volumeCapacity: 64Mi}}\n---\napiVersion: mimeo.dev/v1alpha1\nkind: DuplicationTrail\nmetadata: {{name: vault-{n}}}\nspec: {{mediaClassName: v{n}, retention: 7y}}\n"
             );
         }
-        let mut set = ResourceSet::default();
-        for r in parse_documents(&text, "t.yaml").unwrap() {
-            set.insert(r);
-        }
-        set
+        parse_documents(&text, "t.yaml")
+            .unwrap()
+            .into_iter()
+            .collect()
     }
 
     /// The original on nightly and a duplicate on every vault.

@@ -10,10 +10,10 @@ use crate::error::Error;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {
     /// `spec.schedule` is not a cron expression.
-    #[error("field spec.schedule: {0}")]
+    #[error("{0}")]
     Cron(String),
     /// The expression has no occurrence after the time asked (e.g. 30 February).
-    #[error("field spec.schedule: {expr:?} has no occurrence after {after}: {detail}")]
+    #[error("{expr:?} has no occurrence after {after}: {detail}")]
     NoOccurrence {
         expr: String,
         after: DateTime<Utc>,
@@ -24,18 +24,12 @@ pub enum ScheduleError {
 impl ScheduleError {
     /// As the crate's error about the `spec.schedule` of `kind`/`name` (an InvalidSpec).
     pub fn of(self, kind: &str, name: &str) -> Error {
-        let message = match self {
-            ScheduleError::Cron(m) => m,
-            e @ ScheduleError::NoOccurrence { .. } => e.to_string(),
-        };
         Error::Invalid {
             source_name: "schedule".into(),
             kind: kind.into(),
             name: name.into(),
             field: "spec.schedule".into(),
-            message: message
-                .trim_start_matches("field spec.schedule: ")
-                .to_owned(),
+            message: self.to_string(),
         }
     }
 }

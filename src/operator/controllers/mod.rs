@@ -469,11 +469,10 @@ kind: MediaClass
 metadata: {name: disk}
 spec: {backend: {pvc: {claimName: media, subPath: vols}}, volumeCapacity: 64Mi}
 "#;
-        let mut set = ResourceSet::default();
-        for r in parse_documents(text, "t.yaml").unwrap() {
-            set.insert(r);
-        }
-        set
+        parse_documents(text, "t.yaml")
+            .unwrap()
+            .into_iter()
+            .collect()
     }
 
     #[test]
