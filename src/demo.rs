@@ -91,7 +91,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
                 .next()
                 .is_some()
         {
-            return Err(Error::Other(format!(
+            return Err(Error::Usage(format!(
                 "{} exists and was not made by mimeo demo; pass --dir with a new directory",
                 dir.display()
             )));
@@ -132,10 +132,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
     if failures.is_empty() {
         Ok(())
     } else {
-        Err(Error::Other(format!(
-            "demo failed: {}",
-            failures.join("; ")
-        )))
+        Err(Error::Demo(failures))
     }
 }
 

@@ -90,10 +90,57 @@ pub enum Error {
     /// The Kubernetes API failed.
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    /// Anything else, with context.
+    /// A command line that cannot be carried out (an unknown kind, a bad selector, a name that
+    /// is not one): exits with [`EXIT_USAGE`], like a wrong flag.
     #[error("{0}")]
-    Other(String),
+    Usage(String),
+    /// A resource that was named but does not exist.
+    #[error("{kind} {name:?} not found")]
+    ResourceNotFound { kind: String, name: String },
+    /// A Secret that cannot give what a media class needs (missing, no such entry, a key
+    /// that is not one). Never logged with its value.
+    #[error("Secret {secret}: {detail}")]
+    Secret { secret: String, detail: String },
+    /// Data Mimeo wrote itself (a task, a file index, a deletion list) that does not decode.
+    #[error("{what} is not valid: {detail}")]
+    Decode { what: String, detail: String },
+    /// A value that does not encode (never expected: the types are Mimeo's own).
+    #[error("cannot encode {what}: {detail}")]
+    Encode { what: String, detail: String },
+    /// A source file that changed while it was archived, or an archive stream that failed.
+    #[error("{entry}: {detail}")]
+    Archive { entry: String, detail: String },
+    /// A copy whose bytes differ from what its source delivered: nothing is committed.
+    #[error("copy of {what}: {detail}")]
+    CopyMismatch { what: String, detail: String },
+    /// A task that cannot be handed to a worker as it is.
+    #[error("{what} is {size} bytes, over the limit of {limit}: {hint}")]
+    TooLarge {
+        what: String,
+        size: usize,
+        limit: usize,
+        hint: &'static str,
+    },
+    /// An object the API server returned without a field it always sets.
+    #[error("{object} has no {field}")]
+    MissingField { object: String, field: &'static str },
+    /// An object that other writers kept changing while this one tried to update it.
+    #[error("{object}: it kept changing while it was updated")]
+    Contended { object: String },
+    /// A thread or task that ended without an answer (it panicked or was cancelled).
+    #[error("{what} stopped: {detail}")]
+    Stopped { what: String, detail: String },
+    /// The operator cannot start or keep running (no client configuration, a port taken,
+    /// its Lease lost).
+    #[error("{0}")]
+    Operator(String),
+    /// Checks of the demo that did not hold.
+    #[error("demo failed: {}", .0.join("; "))]
+    Demo(Vec<String>),
 }
+
+/// Exit code of a command line that cannot be carried out ([`Error::Usage`]), as clap uses.
+pub const EXIT_USAGE: u8 = 2;
 
 /// Exit code of a run that failed for a reason a retry cannot fix ([`Error::is_permanent`]).
 pub const EXIT_PERMANENT: u8 = 3;
@@ -119,6 +166,14 @@ impl Error {
         }
     }
 
+    /// A thread or task that ended without its answer.
+    pub fn stopped(what: &str, e: impl std::fmt::Display) -> Self {
+        Error::Stopped {
+            what: what.to_owned(),
+            detail: e.to_string(),
+        }
+    }
+
     /// True when running the same task again cannot succeed (damaged media, a wrong key, an
     /// entry refused for safety, invalid input, no copy left): a worker exits with
     /// [`EXIT_PERMANENT`] and its Job fails at once instead of retrying.
@@ -132,6 +187,11 @@ impl Error {
                 | Error::Parse { .. }
                 | Error::Unavailable { .. }
                 | Error::ItemsFailed(_)
+                | Error::Usage(_)
+                | Error::ResourceNotFound { .. }
+                | Error::Secret { .. }
+                | Error::Decode { .. }
+                | Error::TooLarge { .. }
         )
     }
 
@@ -140,6 +200,7 @@ impl Error {
         match self {
             Error::Store { transient, .. } => *transient,
             Error::Kube(e) => kube_transient(e),
+            Error::Contended { .. } => true,
             _ => false,
         }
     }
@@ -161,7 +222,19 @@ impl Error {
             Error::ItemsFailed(_) => "WorkItemsFailed",
             Error::Unsupported(_) => "Unsupported",
             Error::Kube(_) => "KubeError",
-            Error::Other(_) => "Failed",
+            Error::Usage(_) => "BadRequest",
+            Error::ResourceNotFound { .. } => "NotFound",
+            Error::Secret { .. } => "SecretUnusable",
+            Error::Decode { .. } => "DecodeError",
+            Error::Encode { .. } => "EncodeError",
+            Error::Archive { .. } => "ArchiveError",
+            Error::CopyMismatch { .. } => "CopyMismatch",
+            Error::TooLarge { .. } => "TooLarge",
+            Error::MissingField { .. } => "IncompleteObject",
+            Error::Contended { .. } => "Contended",
+            Error::Stopped { .. } => "Stopped",
+            Error::Operator(_) => "OperatorFailed",
+            Error::Demo(_) => "DemoFailed",
         }
     }
 }

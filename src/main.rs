@@ -290,8 +290,11 @@ async fn run(cli: Cli) -> mimeo::Result<ExitCode> {
             } else {
                 std::fs::read_to_string(&task).map_err(|e| mimeo::Error::io(&task, e))?
             };
-            let mut task: mimeo::engine::task::Task = serde_json::from_str(&text)
-                .map_err(|e| mimeo::Error::Other(format!("task is not valid: {e}")))?;
+            let mut task: mimeo::engine::task::Task =
+                serde_json::from_str(&text).map_err(|e| mimeo::Error::Decode {
+                    what: "task".into(),
+                    detail: e.to_string(),
+                })?;
             task.fill_secrets(&mimeo::operator::jobs::secret_from_env)?;
             // In a pod the operator sets MIMEO_NAMESPACE: the results go to the catalog there.
             let outcome = match std::env::var("MIMEO_NAMESPACE") {
@@ -407,7 +410,9 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
-            if e.is_permanent() {
+            if matches!(e, mimeo::Error::Usage(_)) {
+                ExitCode::from(mimeo::error::EXIT_USAGE)
+            } else if e.is_permanent() {
                 ExitCode::from(mimeo::error::EXIT_PERMANENT)
             } else {
                 ExitCode::FAILURE

@@ -1266,6 +1266,11 @@ fn delete_and_describe_work_like_kubectl() {
     );
     let r = env.run(&["describe", "bt", "nope"]).expect_fail("unknown");
     assert!(r.stderr.contains("\"nope\" not found"), "{r}");
+    assert_eq!(r.status.code(), Some(3), "not found is permanent: {r}");
+    let r = env
+        .run(&["describe", "tapes", "x"])
+        .expect_fail("unknown kind");
+    assert_eq!(r.status.code(), Some(2), "a wrong command line: {r}");
 
     let r = env
         .run(&["delete", "restore", "r1"])
@@ -1287,6 +1292,7 @@ fn delete_and_describe_work_like_kubectl() {
         .run(&["delete", "restore", "../../resources/BackupTrail/daily"])
         .expect_fail("a path");
     assert!(r.stderr.contains("daily"), "{r}");
+    assert_eq!(r.status.code(), Some(2), "a wrong command line: {r}");
     assert_eq!(env.get("backuptrails", None).len(), 1);
 
     let file = env.yaml("r2.yaml", &restore("r2", "app", "Auto", &env.path("out2")));

@@ -168,7 +168,7 @@ impl Resource {
             .err()
             .map(|m| FieldError {
                 field: "metadata.name".into(),
-                message: m,
+                message: m.to_string(),
             })
             .into_iter()
             .collect();

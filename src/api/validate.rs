@@ -25,9 +25,44 @@ impl FieldError {
     }
 }
 
+/// A value of a field that does not parse or is out of range: what validation reports (as a
+/// [`FieldError`] message) and what the typed accessors return.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("{value:?} is not a quantity: unknown suffix {suffix:?} (use e.g. 64Mi, 10Gi, 500M)")]
+    QuantitySuffix { value: String, suffix: String },
+    #[error("{value:?} is not a quantity (use e.g. 64Mi, 10Gi, 500M)")]
+    Quantity { value: String },
+    #[error("{value:?} is out of range: must be between 1 byte and 1Ei")]
+    QuantityRange { value: String },
+    #[error("{value:?} is not a duration (use e.g. 30d, 7y, 168h, 1h30m)")]
+    Duration { value: String },
+    #[error("{value:?} is out of range: durations are at most 100y")]
+    DurationRange { value: String },
+    #[error("{value:?} is not a cron expression: {detail}")]
+    Cron { value: String, detail: String },
+    #[error("{value:?} is not a glob: {detail}")]
+    Glob { value: String, detail: String },
+    #[error(
+        "{value:?} must be a DNS label: lowercase letters, digits and '-', at most 63 characters"
+    )]
+    DnsLabel { value: String },
+    #[error(
+        "{value:?} must be a DNS subdomain: lowercase letters, digits, '-' and '.', at most 253 characters"
+    )]
+    DnsSubdomain { value: String },
+    #[error(
+        "{value:?} must be an absolute path (a relative one changes with the directory a command runs from)"
+    )]
+    RelativePath { value: String },
+    #[error("{value:?} must not contain '..'")]
+    ParentPath { value: String },
+}
+
 /// Parses a Kubernetes quantity (`64Mi`, `1Gi`, `500M`, `1048576`) into bytes.
-pub fn parse_quantity(s: &str) -> Result<u64, String> {
+pub fn parse_quantity(s: &str) -> Result<u64, ValueError> {
     let s = s.trim();
+    let text = || s.to_owned();
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(s.len());
@@ -45,19 +80,18 @@ pub fn parse_quantity(s: &str) -> Result<u64, String> {
         "Ti" => 1 << 40,
         "Pi" => 1 << 50,
         _ => {
-            return Err(format!(
-                "{s:?} is not a quantity: unknown suffix {suffix:?} (use e.g. 64Mi, 10Gi, 500M)"
-            ));
+            return Err(ValueError::QuantitySuffix {
+                value: text(),
+                suffix: suffix.to_owned(),
+            });
         }
     };
     let value: f64 = num
         .parse()
-        .map_err(|_| format!("{s:?} is not a quantity (use e.g. 64Mi, 10Gi, 500M)"))?;
+        .map_err(|_| ValueError::Quantity { value: text() })?;
     let bytes = value * mult as f64;
     if !(bytes.is_finite() && bytes >= 1.0 && bytes <= MAX_QUANTITY as f64) {
-        return Err(format!(
-            "{s:?} is out of range: must be between 1 byte and 1Ei"
-        ));
+        return Err(ValueError::QuantityRange { value: text() });
     }
     Ok(bytes.round() as u64)
 }
@@ -70,8 +104,10 @@ const MAX_DURATION_SECS: i64 = 100 * 365 * 86_400;
 const MAX_QUANTITY: u64 = 1 << 60;
 
 /// Parses a duration such as `30d`, `7y`, `168h`, `1h30m`, `45s` (units s, m, h, d, w, y=365d).
-pub fn parse_duration(s: &str) -> Result<TimeDelta, String> {
-    let bad = || format!("{s:?} is not a duration (use e.g. 30d, 7y, 168h, 1h30m)");
+pub fn parse_duration(s: &str) -> Result<TimeDelta, ValueError> {
+    let bad = || ValueError::Duration {
+        value: s.to_owned(),
+    };
     let mut total: i64 = 0;
     let mut num = String::new();
     for c in s.trim().chars() {
@@ -99,22 +135,29 @@ pub fn parse_duration(s: &str) -> Result<TimeDelta, String> {
         return Err(bad());
     }
     if total > MAX_DURATION_SECS {
-        return Err(format!("{s:?} is out of range: durations are at most 100y"));
+        return Err(ValueError::DurationRange {
+            value: s.to_owned(),
+        });
     }
     TimeDelta::try_seconds(total).ok_or_else(bad)
 }
 
 /// Checks a standard 5-field cron expression.
-pub fn parse_cron(s: &str) -> Result<croner::Cron, String> {
-    s.parse::<croner::Cron>()
-        .map_err(|e| format!("{s:?} is not a cron expression: {e}"))
+pub fn parse_cron(s: &str) -> Result<croner::Cron, ValueError> {
+    s.parse::<croner::Cron>().map_err(|e| ValueError::Cron {
+        value: s.to_owned(),
+        detail: e.to_string(),
+    })
 }
 
 /// Compiles work item globs (`finance-*`, `db?`).
-pub fn parse_glob(s: &str) -> Result<globset::GlobMatcher, String> {
+pub fn parse_glob(s: &str) -> Result<globset::GlobMatcher, ValueError> {
     globset::Glob::new(s)
         .map(|g| g.compile_matcher())
-        .map_err(|e| format!("{s:?} is not a glob: {e}"))
+        .map_err(|e| ValueError::Glob {
+            value: s.to_owned(),
+            detail: e.to_string(),
+        })
 }
 
 /// A policy's selection, parsed once by validation: what the planner matches instances with.
@@ -177,7 +220,7 @@ impl Selection {
 }
 
 /// Checks a DNS-1123 label (work item names become parts of object names).
-pub fn check_dns_label(s: &str) -> Result<(), String> {
+pub fn check_dns_label(s: &str) -> Result<(), ValueError> {
     let ok = !s.is_empty()
         && s.len() <= 63
         && s.bytes()
@@ -187,40 +230,42 @@ pub fn check_dns_label(s: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{s:?} must be a DNS label: lowercase letters, digits and '-', at most 63 characters"
-        ))
+        Err(ValueError::DnsLabel {
+            value: s.to_owned(),
+        })
     }
 }
 
 /// Checks a DNS-1123 subdomain (Secret and CatalogEntry names: dot-separated labels, at most
 /// 253 characters), so that no name can climb out of a directory.
-pub fn check_dns_subdomain(s: &str) -> Result<(), String> {
+pub fn check_dns_subdomain(s: &str) -> Result<(), ValueError> {
     let ok = s.len() <= 253 && s.split('.').all(|l| check_dns_label(l).is_ok());
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{s:?} must be a DNS subdomain: lowercase letters, digits, '-' and '.', at most 253 characters"
-        ))
+        Err(ValueError::DnsSubdomain {
+            value: s.to_owned(),
+        })
     }
 }
 
 /// Checks a directory path: absolute (a relative one would depend on where a command runs),
 /// without `..` (so that overlap checks on the text are sound).
-pub fn check_abs_path(p: &str) -> Result<(), String> {
+pub fn check_abs_path(p: &str) -> Result<(), ValueError> {
     if !p.starts_with('/') {
-        return Err(format!(
-            "{p:?} must be an absolute path (a relative one changes with the directory a command runs from)"
-        ));
+        return Err(ValueError::RelativePath {
+            value: p.to_owned(),
+        });
     }
     check_no_parent(p)
 }
 
 /// Refuses `..` components.
-fn check_no_parent(p: &str) -> Result<(), String> {
+fn check_no_parent(p: &str) -> Result<(), ValueError> {
     if p.split('/').any(|c| c == "..") {
-        return Err(format!("{p:?} must not contain '..'"));
+        return Err(ValueError::ParentPath {
+            value: p.to_owned(),
+        });
     }
     Ok(())
 }
@@ -298,11 +343,11 @@ struct Checker {
 }
 
 impl Checker {
-    fn check<T>(&mut self, field: impl Into<String>, r: Result<T, String>) -> Option<T> {
+    fn check<T>(&mut self, field: impl Into<String>, r: Result<T, ValueError>) -> Option<T> {
         match r {
             Ok(v) => Some(v),
             Err(m) => {
-                self.errors.push(FieldError::new(field, m));
+                self.errors.push(FieldError::new(field, m.to_string()));
                 None
             }
         }
@@ -411,14 +456,14 @@ impl MediaClassSpec {
     }
 
     /// Block size in bytes (default 1Mi).
-    pub fn block_size_bytes(&self) -> Result<u64, String> {
+    pub fn block_size_bytes(&self) -> Result<u64, ValueError> {
         self.block_size
             .as_deref()
             .map_or(Ok(1 << 20), parse_quantity)
     }
 
     /// Volume capacity in bytes.
-    pub fn capacity_bytes(&self) -> Result<u64, String> {
+    pub fn capacity_bytes(&self) -> Result<u64, ValueError> {
         parse_quantity(&self.volume_capacity)
     }
 }
@@ -679,10 +724,12 @@ mod tests {
         assert_eq!(parse_quantity("500M"), Ok(500_000_000));
         assert_eq!(parse_quantity("1.5Ki"), Ok(1536));
         assert_eq!(parse_quantity("4096"), Ok(4096));
-        assert!(
-            parse_quantity("64MB")
-                .unwrap_err()
-                .contains("unknown suffix")
+        assert_eq!(
+            parse_quantity("64MB"),
+            Err(ValueError::QuantitySuffix {
+                value: "64MB".into(),
+                suffix: "MB".into()
+            })
         );
         assert!(parse_quantity("lots").is_err());
         assert!(parse_quantity("0").is_err());

@@ -33,16 +33,18 @@ pub async fn run_backup(task: &BackupTask) -> Result<TaskOutcome> {
     }
     let mut jobs = Vec::new();
     for item in &task.items {
-        let previous =
-            match &item.parent {
-                Some(p) => {
-                    let body = media.store.get(&index_key(&task.trail, p)).await?;
-                    Some(serde_json::from_slice::<FileIndex>(&body).map_err(|e| {
-                        Error::Other(format!("file index of {p} is not valid: {e}"))
-                    })?)
-                }
-                None => None,
-            };
+        let previous = match &item.parent {
+            Some(p) => {
+                let body = media.store.get(&index_key(&task.trail, p)).await?;
+                Some(
+                    serde_json::from_slice::<FileIndex>(&body).map_err(|e| Error::Decode {
+                        what: format!("file index of {p}"),
+                        detail: e.to_string(),
+                    })?,
+                )
+            }
+            None => None,
+        };
         let source = item.source.clone();
         jobs.push(StreamJob {
             instance_id: item.instance_id.clone(),
@@ -176,7 +178,10 @@ async fn save_index(
     instance_id: &str,
     summary: &ArchiveSummary,
 ) -> Result<()> {
-    let body = serde_json::to_vec(&summary.index).map_err(|e| Error::Other(e.to_string()))?;
+    let body = serde_json::to_vec(&summary.index).map_err(|e| Error::Encode {
+        what: format!("file index of {instance_id}"),
+        detail: e.to_string(),
+    })?;
     store
         .put(&index_key(trail, instance_id), Bytes::from(body))
         .await

@@ -51,9 +51,10 @@ pub async fn run_copy(task: &CopyTask) -> Result<TaskOutcome> {
                         let chunk = chunk?;
                         n += chunk.len() as u64;
                         crc = crc32c::crc32c_append(crc, &chunk);
-                        tx.send(chunk)
-                            .await
-                            .map_err(|_| Error::Other("copy writer stopped".into()))?;
+                        tx.send(chunk).await.map_err(|_| Error::Stopped {
+                            what: "copy writer".into(),
+                            detail: "it took no more data".into(),
+                        })?;
                     }
                     Ok((n, crc))
                 }
@@ -91,10 +92,13 @@ pub async fn run_copy(task: &CopyTask) -> Result<TaskOutcome> {
         // The source's digest was verified by its reader; what the writer received must be
         // exactly what the reader delivered.
         if w.digest != src.digest || w.bytes != src.bytes || w.stream_crc32c != Some(sent_crc) {
-            return Err(Error::Other(format!(
-                "copy of {} is {} bytes (CRC32C {:08x?}), source delivered {} bytes (CRC32C {:08x})",
-                w.instance_id, w.bytes, w.stream_crc32c, src.bytes, sent_crc
-            )));
+            return Err(Error::CopyMismatch {
+                what: w.instance_id.clone(),
+                detail: format!(
+                    "{} bytes written (CRC32C {:08x?}), source delivered {} bytes (CRC32C {:08x})",
+                    w.bytes, w.stream_crc32c, src.bytes, sent_crc
+                ),
+            });
         }
         outcome.bytes_read += read;
         outcome.bytes_written += w.bytes;
@@ -149,10 +153,10 @@ pub async fn run_media_copy(task: &MediaCopyTask) -> Result<TaskOutcome> {
                     Ok(d) if d.len() as u64 == want => d,
                     Ok(_) => {
                         w.abort().await?;
-                        return Err(Error::Other(format!(
-                            "{} shrank while being copied",
-                            obj.key
-                        )));
+                        return Err(Error::CopyMismatch {
+                            what: obj.key.clone(),
+                            detail: "the source shrank while it was copied".into(),
+                        });
                     }
                     Err(e) => {
                         w.abort().await?;

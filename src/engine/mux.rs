@@ -52,7 +52,7 @@ async fn finish<T>(writer: &mut TrailWriter, r: Running<T>) -> Result<(WrittenIn
     let extra = r
         .handle
         .await
-        .map_err(|e| Error::Other(format!("stream task failed: {e}")))??;
+        .map_err(|e| Error::stopped("stream task", e))??;
     Ok((writer.end(r.slot).await?, extra))
 }
 

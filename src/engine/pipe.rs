@@ -87,7 +87,10 @@ impl ChannelReader {
         let copied = std::io::copy(self, &mut std::io::sink());
         match (self.take_error(), copied) {
             (Some(e), _) => Err(e),
-            (None, Err(e)) => Err(Error::Other(e.to_string())),
+            (None, Err(e)) => Err(Error::Archive {
+                entry: "archive stream".into(),
+                detail: e.to_string(),
+            }),
             (None, Ok(_)) => Ok(()),
         }
     }
@@ -122,5 +125,5 @@ pub async fn blocking<T: Send + 'static>(
 ) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::Other(format!("worker thread failed: {e}")))?
+        .map_err(|e| Error::stopped("worker thread", e))?
 }

@@ -46,12 +46,25 @@ impl MediaSpec {
     /// [`MediaSpec::fill_secrets`].
     pub fn from_class(mc: &MediaClass) -> Result<MediaSpec> {
         let name = kube::ResourceExt::name_any(mc);
-        let bad = |e: String| Error::Other(format!("MediaClass {name}: {e}"));
+        let bad = |field: &str| {
+            let name = name.clone();
+            let field = field.to_owned();
+            move |e: crate::api::validate::ValueError| Error::Invalid {
+                source_name: "media".into(),
+                kind: "MediaClass".into(),
+                name,
+                field,
+                message: e.to_string(),
+            }
+        };
         Ok(MediaSpec {
             name: name.clone(),
             backend: mc.spec.backend.clone(),
-            block_size: mc.spec.block_size_bytes().map_err(bad)?,
-            capacity: mc.spec.capacity_bytes().map_err(bad)?,
+            block_size: mc.spec.block_size_bytes().map_err(bad("spec.blockSize"))?,
+            capacity: mc
+                .spec
+                .capacity_bytes()
+                .map_err(bad("spec.volumeCapacity"))?,
             mount_path: None,
             key_secret: mc
                 .spec
@@ -91,10 +104,10 @@ impl MediaSpec {
         let store = open_store(location).await?;
         let key = match (&self.key_secret, &self.key) {
             (Some(secret), None) => {
-                return Err(Error::Other(format!(
-                    "MediaClass {} encrypts, but no key from Secret {secret} was given",
-                    self.name
-                )));
+                return Err(Error::Secret {
+                    secret: secret.clone(),
+                    detail: format!("MediaClass {} encrypts, but no key was given", self.name),
+                });
             }
             (_, key) => key.clone(),
         };
@@ -349,11 +362,9 @@ pub fn secret_value(secret: &k8s_openapi::api::core::v1::Secret, entry: &str) ->
                 .and_then(|d| d.get(entry))
                 .map(|b| String::from_utf8_lossy(&b.0).into_owned())
         })
-        .ok_or_else(|| {
-            Error::Other(format!(
-                "Secret {} has no entry {entry}",
-                kube::ResourceExt::name_any(secret)
-            ))
+        .ok_or_else(|| Error::Secret {
+            secret: kube::ResourceExt::name_any(secret),
+            detail: format!("has no entry {entry}"),
         })
 }
 
@@ -390,8 +401,9 @@ impl MediaSpec {
             None => None,
             Some(s) => {
                 let text = lookup(s, KEY_SECRET_ENTRY)?;
-                let key = BlockKey::parse(&text).map_err(|e| {
-                    Error::Other(format!("Secret {s}: entry {KEY_SECRET_ENTRY} {e}"))
+                let key = BlockKey::parse(&text).map_err(|e| Error::Secret {
+                    secret: s.clone(),
+                    detail: format!("entry {KEY_SECRET_ENTRY} {e}"),
                 })?;
                 Some(Arc::new(key))
             }

@@ -183,7 +183,10 @@ fn secret_entry(set: &ResourceSet, secret: &str, entry: &str) -> Result<String> 
     let s = set
         .secrets
         .get(secret)
-        .ok_or_else(|| Error::Other(format!("Secret {secret} not found")))?;
+        .ok_or_else(|| Error::ResourceNotFound {
+            kind: "Secret".into(),
+            name: secret.to_owned(),
+        })?;
     secret_value(s, entry)
 }
 
@@ -254,13 +257,22 @@ fn resolve_location(set: &ResourceSet, loc: &DataLocation) -> Result<DataSpec> {
         let class = set
             .media_classes
             .get(mc)
-            .ok_or_else(|| Error::Other(format!("MediaClass {mc} not found")))?;
+            .ok_or_else(|| Error::ResourceNotFound {
+                kind: "MediaClass".into(),
+                name: mc.clone(),
+            })?;
         let b = class
             .spec
             .backend
             .s3
             .as_ref()
-            .ok_or_else(|| Error::Other(format!("MediaClass {mc} has no s3 backend")))?;
+            .ok_or_else(|| Error::Invalid {
+                source_name: "location".into(),
+                kind: "MediaClass".into(),
+                name: mc.clone(),
+                field: "spec.backend.s3".into(),
+                message: "a location names this class for S3, but it has no s3 backend".into(),
+            })?;
         let base = b.prefix.clone().unwrap_or_default();
         let prefix = [base.trim_matches('/'), s3.prefix.trim_matches('/')]
             .iter()
@@ -1069,7 +1081,7 @@ impl Local {
         if let Some(t) = trail
             && set.trail(t).is_none()
         {
-            return Err(Error::Other(format!(
+            return Err(Error::Usage(format!(
                 "no trail {t:?} here (trails: {})",
                 set.trail_names().join(", ")
             )));

@@ -22,14 +22,14 @@ pub fn targets_from_args(args: &[String]) -> Result<Vec<Target>> {
         _ => canonical_kind(k),
     };
     match args {
-        [] => Err(Error::Other(
+        [] => Err(Error::Usage(
             "nothing to delete: give KIND NAME..., KIND/NAME... or -f FILE".into(),
         )),
         [first, ..] if first.contains('/') => args
             .iter()
             .map(|a| {
                 let (k, name) = a.split_once('/').ok_or_else(|| {
-                    Error::Other(format!(
+                    Error::Usage(format!(
                         "{a:?}: expected KIND/NAME, like the arguments before it"
                     ))
                 })?;
@@ -39,7 +39,7 @@ pub fn targets_from_args(args: &[String]) -> Result<Vec<Target>> {
                 })
             })
             .collect(),
-        [_] => Err(Error::Other(
+        [_] => Err(Error::Usage(
             "no name given: delete KIND NAME... (local mode deletes no whole kind)".into(),
         )),
         [k, names @ ..] => {

@@ -39,7 +39,10 @@ pub fn describe(state: &StateDir, kind: &str, name: &str) -> Result<String> {
     let object = objects(state, canonical)?
         .into_iter()
         .find(|v| v["metadata"]["name"] == name)
-        .ok_or_else(|| Error::Other(format!("{} {name:?} not found", canonical.to_lowercase())))?;
+        .ok_or_else(|| Error::ResourceNotFound {
+            kind: canonical.to_lowercase(),
+            name: name.to_owned(),
+        })?;
     let meta = &object["metadata"];
     let pad = " ".repeat(14);
     let mut out = format!(

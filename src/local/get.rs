@@ -32,7 +32,7 @@ enum Requirement {
 
 /// Parses `a=b,c!=d,e,!f`; refuses what it does not understand instead of matching nothing.
 fn parse_selector(selector: &str) -> Result<Vec<Requirement>> {
-    let bad = |why: &str| Error::Other(format!("label selector {selector:?}: {why}"));
+    let bad = |why: &str| Error::Usage(format!("label selector {selector:?}: {why}"));
     let key = |k: &str| {
         let k = k.trim();
         if k.is_empty() || k.contains(|c: char| c.is_whitespace() || "!=(),".contains(c)) {
@@ -175,7 +175,7 @@ fn to_values<T: Serialize + ResourceExt>(items: impl Iterator<Item = T>) -> Vec<
 /// The canonical kind named by `kind`, or an error listing the kinds.
 pub(super) fn canonical_kind(kind: &str) -> Result<&'static str> {
     kind_of(kind).ok_or_else(|| {
-        Error::Other(format!(
+        Error::Usage(format!(
             "unknown kind {kind:?}: use mediaclasses, backuptrails, duplicationtrails, duplicationpolicies, restores or catalogentries"
         ))
     })
@@ -220,10 +220,10 @@ pub fn get(
     if let Some(n) = name {
         values.retain(|v| v["metadata"]["name"] == n);
         if values.is_empty() {
-            return Err(Error::Other(format!(
-                "{} {n:?} not found",
-                canonical.to_lowercase()
-            )));
+            return Err(Error::ResourceNotFound {
+                kind: canonical.to_lowercase(),
+                name: n.to_owned(),
+            });
         }
     }
     if let Some(sel) = selector {
@@ -233,7 +233,7 @@ pub fn get(
     // One object asked for by name is printed as itself; anything else as a List.
     let document = match name {
         Some(n) => values.first().cloned().ok_or_else(|| {
-            Error::Other(format!(
+            Error::Usage(format!(
                 "{} {n:?} does not match the selector",
                 canonical.to_lowercase()
             ))

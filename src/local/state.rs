@@ -120,7 +120,7 @@ impl StateDir {
 
     /// Records that a backup run of `trail` starts (see [`StartedRun`]).
     pub fn save_run(&self, trail: &str, run: &StartedRun) -> Result<()> {
-        let body = serde_json::to_vec_pretty(run).map_err(|e| Error::Other(e.to_string()))?;
+        let body = serde_json::to_vec_pretty(run).map_err(|e| encode("a started run", e))?;
         write_atomic(&self.run_path(trail), &body)
     }
 
@@ -152,7 +152,7 @@ impl StateDir {
     /// included); false when there was none. A deleted BackupTrail's started run goes with it.
     pub fn delete(&self, kind: &str, name: &str) -> Result<bool> {
         // The name becomes a file name: only a DNS name can be one here, never a path.
-        check_dns_subdomain(name).map_err(|m| Error::Other(format!("{kind} {name:?}: {m}")))?;
+        check_dns_subdomain(name).map_err(|m| Error::Usage(format!("{kind} {name:?}: {m}")))?;
         let path = match kind {
             "CatalogEntry" => self.catalog_dir().join(format!("{name}.json")),
             _ => self.kind_dir(kind).join(format!("{name}.yaml")),
@@ -188,7 +188,7 @@ impl StateDir {
     }
 
     fn save<T: Serialize + ResourceExt>(&self, kind: &str, obj: &T) -> Result<()> {
-        let body = serde_yaml::to_string(obj).map_err(|e| Error::Other(e.to_string()))?;
+        let body = serde_yaml::to_string(obj).map_err(|e| encode(kind, e))?;
         let path = self.kind_dir(kind).join(format!("{}.yaml", obj.name_any()));
         write_atomic(&path, body.as_bytes())
     }
@@ -228,10 +228,17 @@ impl StateDir {
 
     /// Writes one catalog entry.
     pub fn save_entry(&self, e: &CatalogEntry) -> Result<()> {
-        let body = serde_json::to_vec_pretty(e).map_err(|e| Error::Other(e.to_string()))?;
+        let body = serde_json::to_vec_pretty(e).map_err(|e| encode("CatalogEntry", e))?;
         write_atomic(
             &self.catalog_dir().join(format!("{}.json", e.name_any())),
             &body,
         )
+    }
+}
+
+fn encode(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Encode {
+        what: what.to_owned(),
+        detail: e.to_string(),
     }
 }

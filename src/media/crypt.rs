@@ -67,22 +67,24 @@ impl fmt::Debug for BlockKey {
     }
 }
 
+/// Text that is not a key; it tells the length only, never the value.
+#[derive(Debug, thiserror::Error)]
+#[error("must be 32 random bytes as 64 hex characters or base64 (got {chars} characters)")]
+pub struct KeyFormatError {
+    chars: usize,
+}
+
 impl BlockKey {
     /// Parses a key given as text (Secret values travel as text through environment
     /// variables): 32 bytes as 64 hex characters (`openssl rand -hex 32`) or as base64
     /// (`openssl rand -base64 32`). The error never contains the value.
-    pub fn parse(text: &str) -> Result<BlockKey, String> {
+    pub fn parse(text: &str) -> Result<BlockKey, KeyFormatError> {
         let text = text.trim();
         let bytes = hex::decode(text)
             .ok()
             .or_else(|| base64::engine::general_purpose::STANDARD.decode(text).ok())
             .filter(|b| b.len() == 32)
-            .ok_or_else(|| {
-                format!(
-                    "must be 32 random bytes as 64 hex characters or base64 (got {} characters)",
-                    text.len()
-                )
-            })?;
+            .ok_or(KeyFormatError { chars: text.len() })?;
         let mut id = [0u8; KEY_ID_LEN];
         id.copy_from_slice(
             &Sha256::new_with_prefix(b"mimeo key id\0")
@@ -214,7 +216,7 @@ mod tests {
             key().id()
         );
         for bad in ["", "00", &HEX[2..], "not a key at all", &"zz".repeat(32)] {
-            let e = BlockKey::parse(bad).unwrap_err();
+            let e = BlockKey::parse(bad).unwrap_err().to_string();
             assert!(e.contains("32 random bytes"), "{e}");
             assert!(bad.len() < 8 || !e.contains(bad), "{e}");
         }

@@ -262,7 +262,7 @@ impl ObjectStore for FsStore {
             tmp.commit(&this, &key)
         })
         .await
-        .map_err(|e| Error::Other(e.to_string()))?
+        .map_err(|e| Error::stopped("file-system thread", e))?
     }
 
     async fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
@@ -309,7 +309,7 @@ impl ObjectStore for FsStore {
             Ok(Bytes::from(buf))
         })
         .await
-        .map_err(|e| Error::Other(e.to_string()))?
+        .map_err(|e| Error::stopped("file-system thread", e))?
     }
 
     async fn get(&self, key: &str) -> Result<Bytes> {
@@ -338,7 +338,7 @@ impl ObjectStore for FsStore {
             Ok(out)
         })
         .await
-        .map_err(|e| Error::Other(e.to_string()))?
+        .map_err(|e| Error::stopped("file-system thread", e))?
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
@@ -378,7 +378,7 @@ impl ObjectStore for FsStore {
             Ok(removed)
         })
         .await
-        .map_err(|e| Error::Other(e.to_string()))?
+        .map_err(|e| Error::stopped("file-system thread", e))?
     }
 
     async fn probe(&self) -> Result<()> {
@@ -428,7 +428,7 @@ impl ObjectWriter for FsWriter {
             Ok(size)
         })
         .await
-        .map_err(|e| Error::Other(e.to_string()))?
+        .map_err(|e| Error::stopped("file-system thread", e))?
     }
 
     async fn abort(self: Box<Self>) -> Result<()> {

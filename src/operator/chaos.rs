@@ -54,7 +54,7 @@ impl ApiFaults {
                     injected: Arc::default(),
                 }))
             }
-            _ => Err(Error::Other(format!(
+            _ => Err(Error::Operator(format!(
                 "{API_FAULTS_ENV} must be a share between 0 and 1, not {text:?}"
             ))),
         }

@@ -102,7 +102,10 @@ pub fn owned_by_job(config_map: &mut ConfigMap, job: &Job) -> Result<()> {
         .metadata
         .uid
         .clone()
-        .ok_or_else(|| Error::Other(format!("Job {} has no uid yet", run_job_name(job))))?;
+        .ok_or_else(|| Error::MissingField {
+            object: format!("Job {}", run_job_name(job)),
+            field: "metadata.uid",
+        })?;
     config_map.metadata.owner_references = Some(vec![OwnerReference {
         api_version: "batch/v1".into(),
         kind: "Job".into(),
@@ -144,13 +147,15 @@ pub fn secret_env(secret: &str, key: &str) -> String {
     format!("MIMEO_SECRET_{clean}_{key}")
 }
 
+/// The largest task a ConfigMap carries, with room for its metadata under the 1 MiB limit.
+const TASK_LIMIT: usize = 900 * 1024;
+
 /// Entry `entry` of Secret `secret` as a worker sees it (environment set by [`build`]).
 pub fn secret_from_env(secret: &str, entry: &str) -> Result<String> {
     let var = secret_env(secret, entry);
-    std::env::var(&var).map_err(|_| {
-        Error::Other(format!(
-            "entry {entry} of Secret {secret} is not in the environment ({var})"
-        ))
+    std::env::var(&var).map_err(|_| Error::Secret {
+        secret: secret.to_owned(),
+        detail: format!("entry {entry} is not in the environment ({var})"),
     })
 }
 
@@ -173,14 +178,17 @@ pub fn build(run: &WorkerRun, cfg: &WorkerConfig) -> Result<(ConfigMap, Job)> {
         owner_references: Some(vec![run.owner.clone()]),
         ..Default::default()
     };
-    let body = serde_json::to_string_pretty(&run.task)
-        .map_err(|e| Error::Other(format!("task does not serialize: {e}")))?;
-    if body.len() > 900 * 1024 {
-        return Err(Error::Other(format!(
-            "task of run {} is {} bytes, over the ConfigMap limit: split the run",
-            run.name,
-            body.len()
-        )));
+    let body = serde_json::to_string_pretty(&run.task).map_err(|e| Error::Encode {
+        what: format!("task of run {}", run.name),
+        detail: e.to_string(),
+    })?;
+    if body.len() > TASK_LIMIT {
+        return Err(Error::TooLarge {
+            what: format!("task of run {}", run.name),
+            size: body.len(),
+            limit: TASK_LIMIT,
+            hint: "a ConfigMap holds at most 1 MiB; split the run",
+        });
     }
     let config_map = ConfigMap {
         metadata: meta.clone(),
@@ -523,7 +531,10 @@ mod tests {
         let mut task: Task = serde_json::from_str(body).unwrap();
         let lookup = |s: &str, e: &str| {
             let var = secret_env(s, e);
-            values.get(&var).cloned().ok_or_else(|| Error::Other(var))
+            values.get(&var).cloned().ok_or_else(|| Error::Secret {
+                secret: s.to_owned(),
+                detail: var,
+            })
         };
         task.fill_secrets(&lookup).unwrap();
         let Task::MediaCopy(t) = task else {

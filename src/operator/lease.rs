@@ -129,7 +129,7 @@ pub async fn keep(client: &Client, cfg: &LeaseConfig) -> Result<()> {
                 pause = cfg.duration / 3;
             }
             Ok(false) => {
-                return Err(Error::Other(format!(
+                return Err(Error::Operator(format!(
                     "Lease {}/{LEASE_NAME} was taken by another operator",
                     cfg.namespace
                 )));
@@ -137,7 +137,7 @@ pub async fn keep(client: &Client, cfg: &LeaseConfig) -> Result<()> {
             Err(e) => tracing::warn!("cannot renew Lease {}/{LEASE_NAME}: {e}", cfg.namespace),
         }
         if last.elapsed() >= cfg.duration {
-            return Err(Error::Other(format!(
+            return Err(Error::Operator(format!(
                 "Lease {}/{LEASE_NAME} not renewed for {:?}: stopping",
                 cfg.namespace, cfg.duration
             )));

@@ -93,7 +93,7 @@ const SHARED_BUFFER: usize = 1024;
 pub async fn run(args: OperatorArgs) -> Result<()> {
     let config = kube::Config::infer()
         .await
-        .map_err(|e| Error::Other(format!("Kubernetes client configuration: {e}")))?;
+        .map_err(|e| Error::Operator(format!("Kubernetes client configuration: {e}")))?;
     let builder = kube::client::ClientBuilder::try_from(config)?;
     #[cfg(feature = "chaos")]
     let client = match chaos::ApiFaults::from_env()? {
@@ -104,7 +104,7 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
     let client = {
         // A chaos run against a build without the injector must not pass for want of faults.
         if std::env::var_os("MIMEO_API_FAULTS").is_some_and(|v| !v.is_empty()) {
-            return Err(Error::Other(
+            return Err(Error::Operator(
                 "MIMEO_API_FAULTS is set, but this build has no fault injection (cargo feature chaos)".into(),
             ));
         }

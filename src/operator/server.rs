@@ -45,9 +45,9 @@ pub async fn serve(
         );
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| Error::Other(format!("cannot listen on {addr}: {e}")))?;
+        .map_err(|e| Error::Operator(format!("cannot listen on {addr}: {e}")))?;
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(|e| Error::Other(format!("metrics server: {e}")))
+        .map_err(|e| Error::Operator(format!("metrics server: {e}")))
 }

@@ -10,8 +10,8 @@ use crate::error::Error;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {
     /// `spec.schedule` is not a cron expression.
-    #[error("{0}")]
-    Cron(String),
+    #[error(transparent)]
+    Cron(#[from] crate::api::validate::ValueError),
     /// The expression has no occurrence after the time asked (e.g. 30 February).
     #[error("{expr:?} has no occurrence after {after}: {detail}")]
     NoOccurrence {

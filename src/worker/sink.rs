@@ -79,9 +79,9 @@ async fn publish_entry(api: &Api<CatalogEntry>, spec: &CatalogEntrySpec) -> Resu
             Err(e) => return Err(e.into()),
         }
     }
-    Err(Error::Other(format!(
-        "catalogentry/{name}: its state kept changing while it was recorded"
-    )))
+    Err(Error::Contended {
+        object: format!("catalogentry/{name}"),
+    })
 }
 
 /// Marks catalog entries Missing with `why` (a worker that found them damaged). Only a Valid

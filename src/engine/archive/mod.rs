@@ -342,20 +342,26 @@ where
                 &mut src,
             )
             .map_err(|e| match src.failed.take() {
-                Some(cause) => Error::Other(format!("{path}: reading source: {cause}")),
+                Some(cause) => Error::Archive {
+                    entry: path.to_string(),
+                    detail: format!("reading source: {cause}"),
+                },
                 None => write_err(path, e),
             })?;
             if src.padded > 0 {
-                return Err(Error::Other(format!(
-                    "{path}: source ended {} bytes short of its declared size {}",
-                    src.padded, entry.size
-                )));
+                return Err(Error::Archive {
+                    entry: path.to_string(),
+                    detail: format!(
+                        "source ended {} bytes short of its declared size {}",
+                        src.padded, entry.size
+                    ),
+                });
             }
             if src.has_more() {
-                return Err(Error::Other(format!(
-                    "{path}: source is longer than its declared size {}",
-                    entry.size
-                )));
+                return Err(Error::Archive {
+                    entry: path.to_string(),
+                    detail: format!("source is longer than its declared size {}", entry.size),
+                });
             }
             summary.index.entries.insert(
                 entry.path.clone(),

@@ -4,7 +4,10 @@
 use super::*;
 
 pub(super) fn read_err(e: io::Error) -> Error {
-    Error::Other(format!("reading archive stream: {e}"))
+    Error::Archive {
+        entry: "archive stream".into(),
+        detail: format!("reading: {e}"),
+    }
 }
 
 pub(super) fn refusal(entry: &str, reason: impl Into<String>) -> Error {
@@ -16,18 +19,18 @@ pub(super) fn refusal(entry: &str, reason: impl Into<String>) -> Error {
 
 /// Turns an archive path into the key of a canonical relative path (`a/b`, see [`path_key`]) or
 /// says why it cannot be used; `Ok(None)` is the root itself (`.` or `./`).
-pub(super) fn normalize(raw: &[u8]) -> std::result::Result<Option<String>, String> {
+pub(super) fn normalize(raw: &[u8]) -> std::result::Result<Option<String>, &'static str> {
     if raw.starts_with(b"/") {
-        return Err("absolute path".to_owned());
+        return Err("absolute path");
     }
     if raw.contains(&0) {
-        return Err("name contains a NUL byte".to_owned());
+        return Err("name contains a NUL byte");
     }
     let mut parts = Vec::new();
     for part in raw.split(|b| *b == b'/') {
         match part {
             b"" | b"." => {}
-            b".." => return Err("path has a `..` component".to_owned()),
+            b".." => return Err("path has a `..` component"),
             part => parts.push(part),
         }
     }
@@ -229,9 +232,10 @@ pub(super) fn truncation<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Optio
         (None, None) => return Ok(None),
         (Some(path), Some(size)) => (path, size),
         _ => {
-            return Err(Error::Other(
-                "truncation marker without a path or size".into(),
-            ));
+            return Err(Error::Archive {
+                entry: "truncation marker".into(),
+                detail: "no path or no size".into(),
+            });
         }
     };
     let shown = String::from_utf8_lossy(&path).into_owned();
@@ -241,7 +245,10 @@ pub(super) fn truncation<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Optio
     let size = std::str::from_utf8(&size)
         .ok()
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| Error::Other(format!("truncation marker for {shown}: bad size")))?;
+        .ok_or_else(|| Error::Archive {
+            entry: format!("truncation marker for {shown}"),
+            detail: "bad size".into(),
+        })?;
     Ok(Some((rel?, size)))
 }
 
@@ -281,8 +288,10 @@ pub(super) fn apply_deletions<R: Read, D: Destination>(
 ) -> Result<()> {
     let mut list = Vec::new();
     entry.read_to_end(&mut list).map_err(read_err)?;
-    let paths: Vec<String> = serde_json::from_slice(&list)
-        .map_err(|e| Error::Other(format!("{DELETED_ENTRY}: not a JSON list of paths: {e}")))?;
+    let paths: Vec<String> = serde_json::from_slice(&list).map_err(|e| Error::Decode {
+        what: DELETED_ENTRY.into(),
+        detail: format!("not a JSON list of paths: {e}"),
+    })?;
     for path in paths {
         let outcome = match normalize(&key_path(&path)) {
             Ok(Some(rel)) => dest.delete(&rel),

@@ -465,10 +465,13 @@ impl Destination for SinkTarget<'_> {
                 };
                 (self.sink)(rel, size, &mut counted)?;
                 if counted.count != size {
-                    return Err(Error::Other(format!(
-                        "{rel}: restore target consumed {} of {size} bytes",
-                        counted.count
-                    )));
+                    return Err(Error::Archive {
+                        entry: rel.to_string(),
+                        detail: format!(
+                            "restore target consumed {} of {size} bytes",
+                            counted.count
+                        ),
+                    });
                 }
                 report.entries += 1;
                 report.bytes += size;

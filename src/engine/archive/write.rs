@@ -34,8 +34,10 @@ pub(super) fn append_deletions<W: Write>(
     builder: &mut Builder<W>,
     deleted: &[String],
 ) -> Result<()> {
-    let list = serde_json::to_vec(deleted)
-        .map_err(|e| Error::Other(format!("encoding {DELETED_ENTRY}: {e}")))?;
+    let list = serde_json::to_vec(deleted).map_err(|e| Error::Encode {
+        what: DELETED_ENTRY.into(),
+        detail: e.to_string(),
+    })?;
     let meta = EntryMeta {
         mode: 0o600,
         mtime: 0,
@@ -613,7 +615,10 @@ pub(super) fn entry_header<W: Write>(
 }
 
 pub(super) fn write_err(rel: &str, e: io::Error) -> Error {
-    Error::Other(format!("writing archive entry {rel}: {e}"))
+    Error::Archive {
+        entry: rel.to_owned(),
+        detail: format!("writing: {e}"),
+    }
 }
 
 /// Yields exactly `remaining` bytes: zero padding if the source ends early (a file that shrank

@@ -140,7 +140,7 @@ impl S3Writer {
         if let Some(handle) = self.inflight.pop_front() {
             let part = handle
                 .await
-                .map_err(|e| Error::Other(format!("part upload of {} failed: {e}", self.key)))??;
+                .map_err(|e| Error::stopped(&format!("part upload of {}", self.key), e))??;
             self.parts.push(part);
         }
         Ok(())

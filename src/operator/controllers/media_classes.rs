@@ -2,16 +2,30 @@
 
 use super::*;
 
+/// Why a class's media cannot be used now: the Ready condition's message.
+#[derive(Debug, thiserror::Error)]
+enum Unready {
+    #[error(transparent)]
+    Media(#[from] Error),
+    #[error("PersistentVolumeClaim {0:?} not found")]
+    ClaimMissing(String),
+    #[error("PersistentVolumeClaim {claim:?} is {phase}")]
+    ClaimUnbound { claim: String, phase: String },
+    #[error("a filesystem backend is only reachable in local mode")]
+    LocalOnly,
+}
+
 /// Can a class's media be used: do its Secrets hold credentials and a valid key, does the
-/// bucket answer, is the claim bound? `Err(message)` says what is wrong.
+/// bucket answer, is the claim bound? The inner error says what is wrong; the outer one is
+/// the API server's.
 async fn probe_media_class(
     ctx: &Context,
     ns: &str,
     mc: &MediaClass,
-) -> Result<std::result::Result<(), String>> {
+) -> Result<std::result::Result<(), Unready>> {
     let mut spec = match MediaSpec::from_class(mc) {
         Ok(s) => s,
-        Err(e) => return Ok(Err(e.to_string())),
+        Err(e) => return Ok(Err(e.into())),
     };
     let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(ctx.client.clone(), ns);
     let names: std::collections::BTreeSet<String> =
@@ -19,7 +33,13 @@ async fn probe_media_class(
     let mut secrets = BTreeMap::new();
     for name in names {
         match api.get_opt(&name).await? {
-            None => return Ok(Err(format!("Secret {name:?} not found"))),
+            None => {
+                return Ok(Err(Error::ResourceNotFound {
+                    kind: "Secret".into(),
+                    name,
+                }
+                .into()));
+            }
             Some(s) => _ = secrets.insert(name, s),
         }
     }
@@ -31,33 +51,29 @@ async fn probe_media_class(
         secret_value(s, entry)
     };
     if let Err(e) = spec.fill_secrets(&lookup) {
-        return Ok(Err(e.to_string()));
+        return Ok(Err(e.into()));
     }
     let b = &mc.spec.backend;
     Ok(if b.s3.is_some() {
         match spec.open().await {
-            Err(e) => Err(e.to_string()),
-            Ok(m) => m.store.probe().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.into()),
+            Ok(m) => m.store.probe().await.map_err(Unready::from),
         }
     } else if let Some(p) = &b.pvc {
         let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
             Api::namespaced(ctx.client.clone(), ns);
         match pvcs.get_opt(&p.claim_name).await? {
-            None => Err(format!(
-                "PersistentVolumeClaim {:?} not found",
-                p.claim_name
-            )),
+            None => Err(Unready::ClaimMissing(p.claim_name.clone())),
             Some(c) => match c.status.and_then(|s| s.phase).as_deref() {
                 Some("Bound") => Ok(()),
-                phase => Err(format!(
-                    "PersistentVolumeClaim {:?} is {}",
-                    p.claim_name,
-                    phase.unwrap_or("Pending")
-                )),
+                phase => Err(Unready::ClaimUnbound {
+                    claim: p.claim_name.clone(),
+                    phase: phase.unwrap_or("Pending").to_owned(),
+                }),
             },
         }
     } else {
-        Err("a filesystem backend is only reachable in local mode".into())
+        Err(Unready::LocalOnly)
     })
 }
 
@@ -92,7 +108,7 @@ pub async fn reconcile_media_class(mc: Arc<MediaClass>, ctx: Arc<Context>) -> Re
             "spec.available is false: media are away and are not read".to_string(),
         ),
         (Ok(()), true) => (true, "Reachable", "backend answered".to_string()),
-        (Err(e), true) => (false, "Unreachable", e.clone()),
+        (Err(e), true) => (false, "Unreachable", e.to_string()),
     };
     set_condition(
         &mut st.conditions,
