@@ -12,7 +12,7 @@ use tracing::{info, warn};
 use super::progress::Progress;
 use super::state::{StartedRun, StateDir};
 use crate::api::*;
-use crate::engine::catalog::{Catalog, Recorded, backup_done, run_notes, run_rescan};
+use crate::engine::catalog::{Catalog, Recorded, run_notes, run_rescan};
 use crate::engine::planner::{Breaker, PlanContext, RestorePlan, apply_breaker};
 use crate::engine::records::volume_status;
 use crate::engine::restore::unreadable_links;
@@ -20,7 +20,7 @@ use crate::engine::task::*;
 use crate::error::{Error, Result};
 use crate::media::s3::S3Credentials;
 use crate::media::trail::scan_trail;
-use crate::reconcile::backup::{self, BackupDue};
+use crate::reconcile::backup::{self, BackupRun};
 use crate::reconcile::policy::{self, PolicyDue};
 use crate::reconcile::restore::{self, LastRun, RestoreView};
 use crate::reconcile::trail;
@@ -511,26 +511,20 @@ impl Local {
     ) -> Result<()> {
         let names: Vec<String> = set.backup_trails.keys().cloned().collect();
         for name in names {
-            let trail = set.backup_trails[&name].clone();
-            let status = trail.status.clone().unwrap_or_default();
-            let generation = trail.metadata.generation;
+            let mut trail = set.backup_trails[&name].clone();
             let what = format!("backuptrail/{name}");
-            let run = match backup::due(&trail, &status, Utc::now()) {
-                Ok(BackupDue::Now(run)) if !trail.spec.work_items.is_empty() => run,
-                Ok(BackupDue::At(at)) => {
+            let problem = set.first_problem(&Resource::BackupTrail(trail.clone()));
+            let d = backup::decide(&trail, problem, BackupRun::NotStarted, Utc::now());
+            let Some(run) = d.start.clone() else {
+                if let Some(at) = d.wake {
                     println!(
                         "{what}: next backup at {at} (schedule {:?})",
                         trail.spec.schedule.as_deref().unwrap_or_default()
                     );
-                    continue;
                 }
-                Ok(_) => continue,
-                Err(e) => {
-                    let e = e.of("BackupTrail", &name);
-                    eprintln!("{what}: {e}");
-                    self.failures.push(format!("{what}: {e}"));
-                    continue;
-                }
+                self.report(&what, &d.events);
+                set.backup_trails.get_mut(&name).unwrap().status = Some(d.status);
+                continue;
             };
             // A run started before (killed, or failed) runs again as itself.
             let started = self.state.started_run(&name, &run)?;
@@ -556,30 +550,14 @@ impl Local {
                     t
                 }
                 Err(e) => {
-                    eprintln!("{what}: {e}");
-                    self.failures.push(format!("{what}: {e}"));
-                    set_trail_condition(
-                        set.backup_trails
-                            .get_mut(&name)
-                            .unwrap()
-                            .status
-                            .get_or_insert_default(),
-                        false,
-                        e.reason(),
-                        &e.to_string(),
-                        generation,
-                    );
+                    let mut st = d.status;
+                    let ev = backup::unplanned(&mut st, trail.metadata.generation, &e);
+                    self.report(&what, &[ev]);
+                    set.backup_trails.get_mut(&name).unwrap().status = Some(st);
                     continue;
                 }
             };
-            let outcome = self.run_task(&what, &Task::Backup(task)).await;
-            let st = set
-                .backup_trails
-                .get_mut(&name)
-                .unwrap()
-                .status
-                .get_or_insert_default();
-            match outcome {
+            let seen = match self.run_task(&what, &Task::Backup(task)).await {
                 Some(o) => {
                     self.commit(catalog, &o)?;
                     println!(
@@ -588,27 +566,31 @@ impl Local {
                         o.bytes_written,
                         o.seconds
                     );
-                    st.last_run_notes = run_notes(&o.entries);
-                    backup::ran(&trail, st, Utc::now());
                     self.ended_runs.push(name.clone());
-                    set_trail_condition(
-                        st,
-                        true,
-                        "BackupSucceeded",
-                        &backup_done(
-                            format!("{} instances written", o.entries.len()),
-                            &st.last_run_notes,
-                        ),
-                        generation,
-                    );
+                    BackupRun::Succeeded {
+                        message: format!("{} instances written", o.entries.len()),
+                        notes: run_notes(&o.entries),
+                    }
                 }
-                None => {
-                    let msg = self.failures.last().cloned().unwrap_or_default();
-                    set_trail_condition(st, false, "BackupFailed", &msg, generation);
-                }
-            }
+                None => BackupRun::Failed {
+                    message: self.failures.last().cloned().unwrap_or_default(),
+                    notes: Vec::new(),
+                },
+            };
+            // Decide again on the run's outcome, as the operator does when its Job ends.
+            trail.status = Some(d.status);
+            let d = backup::decide(&trail, None, seen, Utc::now());
+            set.backup_trails.get_mut(&name).unwrap().status = Some(d.status);
         }
         Ok(())
+    }
+
+    /// Prints a decision's warnings, and counts them as failures of this apply.
+    fn report(&mut self, what: &str, events: &[crate::reconcile::Event]) {
+        for e in events.iter().filter(|e| e.warning) {
+            eprintln!("{what}: {}", e.note);
+            self.failures.push(format!("{what}: {}", e.note));
+        }
     }
 
     async fn run_policies(
@@ -1156,19 +1138,6 @@ fn trail_ack_and_status<'a>(
         .and_then(|a| a.get(ALLOW_MASS_EXPIRY_ANNOTATION))
         .cloned();
     (ack, status.get_or_insert_default())
-}
-
-fn set_trail_condition(
-    st: &mut TrailStatus,
-    ok: bool,
-    reason: &str,
-    msg: &str,
-    generation: Option<i64>,
-) {
-    let mut c = Condition::new("Ready", ok, reason, msg);
-    c.observed_generation = generation;
-    set_condition(&mut st.conditions, c);
-    st.observed_generation = generation;
 }
 
 /// A trail's media class cannot change once data was written with it.

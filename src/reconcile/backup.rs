@@ -1,10 +1,15 @@
-//! A BackupTrail's rule: when its next backup runs.
+//! A BackupTrail's rules, as one pure decision both drivers carry out: when its next backup
+//! runs, and from how the due run went, the status to write, the events to send and the run
+//! to start. The drivers loop "decide → run → outcome → decide": a worker Job in a cluster,
+//! the executor in-process in local mode.
 
 use chrono::{DateTime, Utc};
 use kube::ResourceExt;
 
+use super::Event;
 use super::schedule::{ScheduleError, next_occurrence};
-use crate::api::{BackupTrail, RUN_NOW_ANNOTATION, TrailStatus};
+use crate::api::{BackupTrail, Condition, RUN_NOW_ANNOTATION, TrailStatus, set_condition};
+use crate::engine::catalog::backup_done;
 
 /// When a BackupTrail's next backup runs, and the run's id (which names its Job).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +72,129 @@ pub fn ran(t: &BackupTrail, st: &mut TrailStatus, now: DateTime<Utc>) {
     st.last_run_generation = t.metadata.generation;
     st.last_run_source = Some(source_fingerprint(t));
     st.last_run_now = t.annotations().get(RUN_NOW_ANNOTATION).cloned();
+}
+
+/// How the run that [`due`] names went, as the driver saw it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BackupRun {
+    /// Not started yet (or its Job is gone): start it.
+    NotStarted,
+    /// Still running.
+    Running,
+    /// Done: `message` says what it wrote, `notes` what it skipped or saw change.
+    Succeeded { message: String, notes: Vec<String> },
+    /// Failed with `message` (after the driver's own retries: a Job's pods, the store's
+    /// retry layer), with the notes of what it committed before.
+    Failed { message: String, notes: Vec<String> },
+}
+
+/// What a BackupTrail's driver does now.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackupDecision {
+    /// The status to write (runs, conditions; the driver adds the catalog's counts).
+    pub status: TrailStatus,
+    /// The events to send.
+    pub events: Vec<Event>,
+    /// The run to plan and start, by id (it names the Job; a retry finds the same one).
+    pub start: Option<String>,
+    /// When the next scheduled backup is due, to look again then.
+    pub wake: Option<DateTime<Utc>>,
+}
+
+/// The run [`decide`] is about at `now`, if one is due: what the driver looks up first.
+pub fn due_run(t: &BackupTrail, now: DateTime<Utc>) -> Option<String> {
+    let st = t.status.clone().unwrap_or_default();
+    match due(t, &st, now) {
+        Ok(BackupDue::Now(run)) if !t.spec.work_items.is_empty() => Some(run),
+        _ => None,
+    }
+}
+
+/// A BackupTrail's decision. `problem` is the first validation problem of the trail with
+/// the resources it references (it waits for a change); `seen` is how the run of
+/// [`due_run`] went. A failed run is recorded like a finished one and runs again on the next
+/// generation, run-now token or scheduled occurrence, as a failed CronJob's Job does.
+pub fn decide(
+    t: &BackupTrail,
+    problem: Option<String>,
+    seen: BackupRun,
+    now: DateTime<Utc>,
+) -> BackupDecision {
+    let name = t.name_any();
+    let generation = t.metadata.generation;
+    let mut d = BackupDecision {
+        status: t.status.clone().unwrap_or_default(),
+        events: Vec::new(),
+        start: None,
+        wake: None,
+    };
+    d.status.observed_generation = generation;
+    let ready = |d: &mut BackupDecision, ok: bool, reason: &'static str, msg: String| {
+        let mut c = Condition::new("Ready", ok, reason, msg.clone());
+        c.observed_generation = generation;
+        set_condition(&mut d.status.conditions, c);
+        msg
+    };
+    let due = due(t, &d.status, now).map_err(|e| e.of("BackupTrail", &name).to_string());
+    let run = match (problem, due) {
+        (Some(msg), _) | (None, Err(msg)) => {
+            let msg = ready(&mut d, false, "InvalidSpec", msg);
+            d.events.push(Event::warning("InvalidSpec", msg));
+            return d;
+        }
+        (None, Ok(BackupDue::Now(run))) if !t.spec.work_items.is_empty() => run,
+        (None, Ok(BackupDue::At(at))) => {
+            d.wake = Some(at);
+            return d;
+        }
+        (None, Ok(_)) => return d,
+    };
+    match seen {
+        BackupRun::NotStarted => {
+            ready(
+                &mut d,
+                true,
+                "BackupRunning",
+                format!("backup run {run} started"),
+            );
+            d.events
+                .push(Event::normal("BackupStarted", format!("run {run}")));
+            d.start = Some(run);
+        }
+        BackupRun::Running => {}
+        BackupRun::Succeeded { message, notes } => {
+            let msg = backup_done(message, &notes);
+            d.status.last_run_notes = notes;
+            ran(t, &mut d.status, now);
+            let warn = !d.status.last_run_notes.is_empty();
+            let msg = ready(&mut d, true, "BackupSucceeded", msg);
+            d.events.push(Event {
+                warning: warn,
+                reason: "BackupSucceeded",
+                note: msg,
+            });
+        }
+        BackupRun::Failed { message, notes } => {
+            d.status.last_run_notes = notes;
+            ran(t, &mut d.status, now);
+            let msg = format!(
+                "backup run {run} failed: {message}; it runs again on a spec change, a new \
+                 {RUN_NOW_ANNOTATION} token or the next scheduled time"
+            );
+            let msg = ready(&mut d, false, "BackupFailed", msg);
+            d.events.push(Event::warning("BackupFailed", msg));
+        }
+    }
+    d
+}
+
+/// A due run whose task could not be planned (a source this driver cannot reach, a media
+/// class not usable): it waits for a change, with the error's reason.
+pub fn unplanned(st: &mut TrailStatus, generation: Option<i64>, e: &crate::Error) -> Event {
+    let mut c = Condition::new("Ready", false, e.reason(), e.to_string());
+    c.observed_generation = generation;
+    set_condition(&mut st.conditions, c);
+    Event::warning(e.reason(), e.to_string())
 }
 
 #[cfg(test)]
@@ -176,5 +304,115 @@ mod tests {
             due(&trail(None, 2, None), &st, now),
             Ok(BackupDue::Now(_))
         ));
+    }
+
+    fn with_items(mut t: BackupTrail, st: Option<TrailStatus>) -> BackupTrail {
+        t.spec.work_items.push(crate::api::WorkItem {
+            name: "db".into(),
+            source: Default::default(),
+        });
+        t.status = st;
+        t
+    }
+
+    fn ready(d: &BackupDecision) -> (&str, &str, &str) {
+        let c = d
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        (c.status.as_str(), c.reason.as_str(), c.message.as_str())
+    }
+
+    #[test]
+    fn a_backup_starts_finishes_and_fails_through_one_decision() {
+        let now = at("2026-11-26T01:45:00Z");
+        let t = with_items(trail(None, 1, None), None);
+        let run = due_run(&t, now).expect("a new trail is due");
+        let d = decide(&t, None, BackupRun::NotStarted, now);
+        assert_eq!(d.start.as_deref(), Some(run.as_str()));
+        assert_eq!(ready(&d).1, "BackupRunning");
+        assert_eq!(d.events[0].reason, "BackupStarted");
+        let t = with_items(trail(None, 1, None), Some(d.status));
+        let d = decide(&t, None, BackupRun::Running, now);
+        assert_eq!(
+            (d.start.clone(), d.events.len()),
+            (None, 0),
+            "a running run waits"
+        );
+        let done = decide(
+            &t,
+            None,
+            BackupRun::Succeeded {
+                message: "1 instances written".into(),
+                notes: vec!["db: a.txt changed while read".into()],
+            },
+            now,
+        );
+        assert_eq!(ready(&done).1, "BackupSucceeded");
+        assert!(
+            ready(&done).2.contains("status.lastRunNotes"),
+            "{:?}",
+            ready(&done)
+        );
+        assert!(done.events[0].warning, "a run with notes warns");
+        let after = with_items(trail(None, 1, None), Some(done.status));
+        assert_eq!(due_run(&after, now), None, "one backup per change");
+
+        let failed = decide(
+            &t,
+            None,
+            BackupRun::Failed {
+                message: "source unreachable".into(),
+                notes: Vec::new(),
+            },
+            now,
+        );
+        let (ok, reason, msg) = ready(&failed);
+        assert_eq!((ok, reason), ("False", "BackupFailed"));
+        assert!(
+            msg.contains("source unreachable") && msg.contains(RUN_NOW_ANNOTATION),
+            "{msg}"
+        );
+        assert!(failed.events[0].warning);
+        let st = Some(failed.status);
+        assert_eq!(
+            due_run(&with_items(trail(None, 1, None), st.clone()), now),
+            None
+        );
+        assert!(
+            due_run(&with_items(trail(None, 1, Some("again")), st), now).is_some(),
+            "a new run-now token runs a failed backup again"
+        );
+    }
+
+    #[test]
+    fn invalid_trails_and_schedules_wait_and_idle_trails_wake_on_schedule() {
+        let now = at("2026-11-26T01:45:00Z");
+        let t = with_items(trail(None, 1, None), None);
+        let d = decide(
+            &t,
+            Some("field spec.x: bad".into()),
+            BackupRun::NotStarted,
+            now,
+        );
+        assert_eq!(ready(&d), ("False", "InvalidSpec", "field spec.x: bad"));
+        assert_eq!(d.start, None);
+        let bad = with_items(trail(Some("daily"), 1, None), None);
+        let d = decide(&bad, None, BackupRun::NotStarted, now);
+        assert_eq!(ready(&d).1, "InvalidSpec");
+        assert!(ready(&d).2.contains("spec.schedule"), "{:?}", ready(&d));
+        let daily = with_items(trail(Some("0 2 * * *"), 1, None), None);
+        let d = decide(&daily, None, BackupRun::NotStarted, now);
+        assert_eq!((d.start, d.wake), (None, Some(at("2026-11-26T02:00:00Z"))));
+        assert!(d.events.is_empty());
+        let empty = trail(None, 1, None);
+        let d = decide(&empty, None, BackupRun::NotStarted, now);
+        assert_eq!(
+            (d.start, d.events.len()),
+            (None, 0),
+            "no work items, no run"
+        );
     }
 }

@@ -90,87 +90,104 @@ fn count_trail(st: &mut TrailStatus, catalog: &Catalog, trail: &str) {
     st.volumes = catalog.volumes(trail);
 }
 
-/// Reconciles a BackupTrail: one backup per spec generation or run-now token, in a worker.
+/// Reconciles a BackupTrail: gathers how its due run went (its Job, the entries its worker
+/// recorded), lets [`backup::decide`] say what to do, and carries that out: the run's Job,
+/// the events, the status; when no run is in flight, the expiry sweep.
 pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<Action> {
     let ns = t.namespace().unwrap_or_default();
     let name = t.name_any();
-    let generation = t.metadata.generation;
     let old = t.status.clone();
-    let mut st = old.clone().unwrap_or_default();
     let recorder = Recorder::new(ctx.client.clone(), "mimeo-operator".into());
     let catalog = ctx.catalog(&ns);
-    count_trail(&mut st, &catalog, &name);
-    st.observed_generation = generation;
-    rescan_if_asked(&ctx, t.as_ref(), &mut st, &recorder).await?;
-    // An invalid spec (a bad schedule too) waits for a change, reported in status.
     let set = ctx.resource_set(&ns);
+    let now = Utc::now();
     let problem = set.first_problem(&Resource::BackupTrail((*t).clone()));
-    if let Some(msg) = problem {
-        set_condition(
-            &mut st.conditions,
-            Condition::new("Ready", false, "InvalidSpec", msg.clone()),
-        );
-        event(&recorder, t.as_ref(), true, "InvalidSpec", msg.clone()).await;
-        write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
-        return Ok(Action::await_change());
-    }
-    let due = backup::due(&t, &st, Utc::now()).map_err(|e| e.of("BackupTrail", &name))?;
-    let run = match due {
-        BackupDue::Now(run) if !t.spec.work_items.is_empty() => run,
-        BackupDue::Now(_) | BackupDue::Never | BackupDue::At(_) => {
-            let expiry = sweep_expiry(&ctx, t.as_ref(), &mut st, &catalog, &recorder).await?;
-            write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
-            // Wake up for the next scheduled backup or the next expiry, whichever is sooner.
-            let backup = match due {
-                BackupDue::At(at) => Some(until(at)),
-                _ => None,
-            };
-            return Ok(wake_after([backup, expiry]));
+    // Gather: the due run's Job and, once it ended, what its worker recorded.
+    let due = backup::due_run(&t, now).unwrap_or_default();
+    let job_name = run_name("backup", &name, &due);
+    let job = jobs_of(&ctx, &ns, &job_name).find(|j| !due.is_empty() && j.name_any() == job_name);
+    let state = job.as_ref().map(|j| job_state(j));
+    let seen = match (&job, state.clone()) {
+        (None, _) | (_, None) => BackupRun::NotStarted,
+        (_, Some(JobState::Running)) => BackupRun::Running,
+        (Some(job), Some(ended)) => {
+            let started = job
+                .status
+                .as_ref()
+                .and_then(|s| s.start_time.as_ref())
+                .and_then(|t| chrono::DateTime::from_timestamp(t.0.as_second(), 0));
+            // As the API server has them: the watch may lag behind the worker.
+            let recorded = trail_entries(&ctx, &ns, std::slice::from_ref(&name)).await?;
+            let notes = run_notes(
+                recorded
+                    .entries
+                    .values()
+                    .map(|e| &e.spec)
+                    .filter(|e| started.is_none_or(|s| e.created_at >= s)),
+            );
+            match ended {
+                JobState::Failed(message) => BackupRun::Failed { message, notes },
+                _ => BackupRun::Succeeded {
+                    message: format!("backup run {due} done"),
+                    notes,
+                },
+            }
         }
     };
-    let job_name = run_name("backup", &name, &run);
-    if let Some(job) = jobs_of(&ctx, &ns, &job_name).find(|j| j.name_any() == job_name) {
-        let (ok, reason, msg) = match job_state(&job) {
-            JobState::Running => {
-                if report_retries(&recorder, t.as_ref(), &mut st.conditions, &job).await {
-                    write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
-                }
-                return Ok(Action::await_change());
+    let running = seen == BackupRun::Running;
+    let mut d = backup::decide(&t, problem, seen, now);
+    // Nothing due, nothing in flight, nothing to report: the time to sweep expired entries.
+    let idle = !running && d.start.is_none() && d.events.is_empty();
+    let st = &mut d.status;
+    count_trail(st, &catalog, &name);
+    rescan_if_asked(&ctx, t.as_ref(), st, &recorder).await?;
+    // Carry out: the run, the events, the status.
+    match (&job, &state) {
+        (Some(job), Some(JobState::Running)) => {
+            report_retries(&recorder, t.as_ref(), &mut st.conditions, job).await;
+        }
+        (Some(job), Some(ended)) => {
+            let outcome = match ended {
+                JobState::Succeeded => "Succeeded",
+                _ => "Failed",
+            };
+            ctx.metrics.finished("backup", outcome, job_seconds(job));
+        }
+        _ => {}
+    }
+    if let Some(run) = d.start.take() {
+        if let Err(e) = start_backup(&ctx, &t, &set, &catalog, &run).await {
+            if !matches!(e, Error::Invalid { .. } | Error::Unsupported(_)) {
+                return Err(e);
             }
-            JobState::Succeeded => (true, "BackupSucceeded", format!("backup run {run} done")),
-            JobState::Failed(m) => (false, "BackupFailed", m),
-        };
-        // What this run's worker recorded, as the API server has it (the watch may lag).
-        let started = job
-            .status
-            .as_ref()
-            .and_then(|s| s.start_time.as_ref())
-            .and_then(|t| chrono::DateTime::from_timestamp(t.0.as_second(), 0));
-        let recorded = trail_entries(&ctx, &ns, std::slice::from_ref(&name)).await?;
-        st.last_run_notes = run_notes(
-            recorded
-                .entries
-                .values()
-                .map(|e| &e.spec)
-                .filter(|e| started.is_none_or(|s| e.created_at >= s)),
-        );
-        let msg = backup_done(msg, &st.last_run_notes);
-        backup::ran(&t, &mut st, Utc::now());
-        let outcome = if ok { "Succeeded" } else { "Failed" };
-        ctx.metrics.finished("backup", outcome, job_seconds(&job));
-        set_condition(
-            &mut st.conditions,
-            Condition::new("Ready", ok, reason, msg.clone()),
-        );
-        let warn = !ok || !st.last_run_notes.is_empty();
-        event(&recorder, t.as_ref(), warn, reason, msg).await;
-        write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
+            d.events = vec![backup::unplanned(st, t.metadata.generation, &e)];
+        }
+    }
+    for e in &d.events {
+        event(&recorder, t.as_ref(), e.warning, e.reason, e.note.clone()).await;
+    }
+    if !idle {
+        write_status(&ctx, t.as_ref(), old.as_ref(), &d.status).await?;
         return Ok(Action::await_change());
     }
-    let media = ctx.media(&set);
+    let expiry = sweep_expiry(&ctx, t.as_ref(), &mut d.status, &catalog, &recorder).await?;
+    write_status(&ctx, t.as_ref(), old.as_ref(), &d.status).await?;
+    // Wake up for the next scheduled backup or the next expiry, whichever is sooner.
+    Ok(wake_after([d.wake.map(until), expiry]))
+}
+
+/// Plans the backup run `run` of `t` and creates its worker Job (the same name on a retry).
+async fn start_backup(
+    ctx: &Context,
+    t: &BackupTrail,
+    set: &ResourceSet,
+    catalog: &Catalog,
+    run: &str,
+) -> Result<()> {
+    let media = ctx.media(set);
     let mut mounts: BTreeMap<String, PvcMount> = BTreeMap::new();
     let resolve = |loc: &DataLocation| {
-        resolve_for_pod(&set, loc, true).map(|(d, m)| {
+        resolve_for_pod(set, loc, true).map(|(d, m)| {
             if let Some(m) = m {
                 mounts.insert(m.claim.clone(), m);
             }
@@ -179,57 +196,27 @@ pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<
     };
     let resolve = std::cell::RefCell::new(resolve);
     let task = PlanContext {
-        set: &set,
+        set,
         media: &media,
-        catalog: &catalog,
+        catalog,
         now: Utc::now(),
     }
-    .plan_backup(&t, &|loc| (resolve.borrow_mut())(loc));
-    let mut task = match task {
-        Ok(task) => Task::Backup(task),
-        Err(e) => {
-            set_condition(
-                &mut st.conditions,
-                Condition::new("Ready", false, e.reason(), e.to_string()),
-            );
-            event(&recorder, t.as_ref(), true, e.reason(), e.to_string()).await;
-            write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
-            return Ok(Action::await_change());
-        }
-    };
+    .plan_backup(t, &|loc| (resolve.borrow_mut())(loc))?;
+    let mut task = Task::Backup(task);
     let mut all_mounts: Vec<PvcMount> = mounts.into_values().collect();
-    all_mounts.extend(media_mounts(&set, &mut task));
+    all_mounts.extend(media_mounts(set, &mut task));
     create_run(
-        &ctx,
+        ctx,
         &WorkerRun {
-            name: job_name,
-            namespace: ns,
-            owner: owner_ref(t.as_ref()),
+            name: run_name("backup", &t.name_any(), run),
+            namespace: t.namespace().unwrap_or_default(),
+            owner: owner_ref(t),
             kind: "backup".into(),
             task,
             mounts: all_mounts,
         },
     )
-    .await?;
-    set_condition(
-        &mut st.conditions,
-        Condition::new(
-            "Ready",
-            true,
-            "BackupRunning",
-            format!("backup run {run} started"),
-        ),
-    );
-    event(
-        &recorder,
-        t.as_ref(),
-        false,
-        "BackupStarted",
-        format!("run {run}"),
-    )
-    .await;
-    write_status(&ctx, t.as_ref(), old.as_ref(), &st).await?;
-    Ok(Action::await_change())
+    .await
 }
 
 /// Marks a trail's entries Expired once their retention passed (a Valid incremental keeps its
