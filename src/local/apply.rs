@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::media::s3::S3Credentials;
 use crate::media::trail::scan_trail;
 use crate::reconcile::backup::{self, BackupRun};
-use crate::reconcile::policy::{self, PolicyDue};
+use crate::reconcile::policy::{self, PolicyRun, PolicyStep};
 use crate::reconcile::restore::{self, LastRun, RestoreView};
 use crate::reconcile::trail;
 use crate::worker;
@@ -604,28 +604,20 @@ impl Local {
             let mut copied = 0;
             let names: Vec<String> = set.policies.keys().cloned().collect();
             for name in names {
-                let policy = set.policies[&name].clone();
+                let mut policy = set.policies[&name].clone();
                 let what = format!("duplicationpolicy/{name}");
                 let now = Utc::now();
-                let status = policy.status.clone().unwrap_or_default();
-                let token = match policy::due(&policy, &status, now) {
-                    Ok(PolicyDue::Now { token }) => token,
-                    Ok(PolicyDue::At(next)) => {
-                        set.policies
-                            .get_mut(&name)
-                            .unwrap()
-                            .status
-                            .get_or_insert_default()
-                            .next_run = Some(next);
-                        continue;
-                    }
-                    Ok(PolicyDue::Suspended) => continue,
-                    Err(e) => {
-                        let e = e.of("DuplicationPolicy", &name);
-                        eprintln!("{what}: {e}");
-                        self.failures.push(format!("{what}: {e}"));
-                        continue;
-                    }
+                let problem = set.first_problem(&Resource::DuplicationPolicy(policy.clone()));
+                // A run ends within the apply that starts it: one still recorded as running
+                // was cut short by an apply that stopped before its end.
+                let cut_short = PolicyRun::Ended {
+                    failures: vec!["the apply running it stopped before it ended".into()],
+                };
+                let d = policy::decide(&policy, problem, cut_short, now);
+                self.report(&what, &d.events);
+                let PolicyStep::Plan { token } = d.step else {
+                    set.policies.get_mut(&name).unwrap().status = Some(d.status);
+                    continue;
                 };
                 let planned = PlanContext {
                     set,
@@ -642,26 +634,15 @@ impl Local {
                         continue;
                     }
                 };
-                if token.is_some() {
-                    // A run-now token is consumed by the plan, even one with nothing to copy.
-                    set.policies
-                        .get_mut(&name)
-                        .unwrap()
-                        .status
-                        .get_or_insert_default()
-                        .last_run_now = token;
-                }
-                if tasks.is_empty() {
+                let (st, _started) =
+                    policy::planned(d.status, token, policy::run_size(&tasks), now);
+                let in_flight = policy::in_flight(&st);
+                policy.status = Some(st.clone());
+                set.policies.get_mut(&name).unwrap().status = Some(st);
+                if !in_flight {
                     continue;
                 }
-                let mut summary = RunSummary {
-                    start: now,
-                    end: None,
-                    instances: 0,
-                    bytes: 0,
-                    outcome: "Succeeded".into(),
-                    message: String::new(),
-                };
+                let mut failures = Vec::new();
                 for task in &tasks {
                     match self.run_task(&what, task).await {
                         Some(o) => {
@@ -673,36 +654,14 @@ impl Local {
                                 o.bytes_written,
                                 o.seconds
                             );
-                            summary.instances += o.entries.len() as u64;
-                            summary.bytes += o.bytes_written;
                             copied += o.entries.len();
                         }
-                        None => {
-                            summary.outcome = "Failed".into();
-                            summary.message = self.failures.last().cloned().unwrap_or_default();
-                        }
+                        None => failures.push(self.failures.last().cloned().unwrap_or_default()),
                     }
                 }
-                summary.end = Some(Utc::now());
-                let generation = policy.metadata.generation;
-                let st = set
-                    .policies
-                    .get_mut(&name)
-                    .unwrap()
-                    .status
-                    .get_or_insert_default();
-                let ok = summary.outcome == "Succeeded";
-                let reason = if ok { "RunSucceeded" } else { "RunFailed" };
-                let msg = if ok {
-                    format!("{} instances, {} bytes", summary.instances, summary.bytes)
-                } else {
-                    summary.message.clone()
-                };
-                let mut c = Condition::new("Ready", ok, reason, msg);
-                c.observed_generation = generation;
-                set_condition(&mut st.conditions, c);
-                st.observed_generation = generation;
-                st.last_run = Some(summary);
+                // Decide again on the run's end, as the operator does when its Jobs end.
+                let d = policy::decide(&policy, None, PolicyRun::Ended { failures }, Utc::now());
+                set.policies.get_mut(&name).unwrap().status = Some(d.status);
             }
             if copied == 0 {
                 break;

@@ -1,10 +1,18 @@
-//! A DuplicationPolicy's rule: when it plans its next run.
+//! A DuplicationPolicy's rules, as one pure decision both drivers carry out: when it plans
+//! its next run, how a run is numbered and recorded, and what its end says. The drivers loop
+//! "decide → plan → [`planned`] → run → decide": worker Jobs in a cluster (one per task,
+//! named by the run's number), the executor in-process in local mode.
 
 use chrono::{DateTime, Utc};
 use kube::ResourceExt;
 
+use super::Event;
 use super::schedule::{ScheduleError, next_occurrence};
-use crate::api::{DuplicationPolicy, DuplicationPolicyStatus, RUN_NOW_ANNOTATION};
+use crate::api::{
+    Condition, DuplicationPolicy, DuplicationPolicyStatus, RUN_NOW_ANNOTATION, RunSummary,
+    set_condition,
+};
+use crate::engine::task::Task;
 
 /// When a DuplicationPolicy plans its next run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,6 +51,172 @@ pub fn due(
     } else {
         PolicyDue::Now { token: None }
     })
+}
+
+/// How the policy's run in flight (`status.lastRun` Running) is going, as the driver sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PolicyRun {
+    /// Some of its tasks are still running, or were not created yet.
+    Running,
+    /// Every task ended; the messages of those that failed.
+    Ended { failures: Vec<String> },
+}
+
+/// What a DuplicationPolicy's driver does next.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PolicyStep {
+    /// Nothing until the policy or the catalog changes.
+    Wait,
+    /// Make sure every task of the run in flight runs, and look again.
+    Follow,
+    /// Plan a run now, then record it with [`planned`]; `token` is the run-now token the
+    /// plan consumes (even one with nothing to copy).
+    Plan { token: Option<String> },
+    /// Look again at this time: the next scheduled occurrence.
+    WakeAt(DateTime<Utc>),
+}
+
+/// A DuplicationPolicy's decision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyDecision {
+    /// The status to write.
+    pub status: DuplicationPolicyStatus,
+    /// The events to send.
+    pub events: Vec<Event>,
+    /// What to do next.
+    pub step: PolicyStep,
+}
+
+/// Whether the policy has a run in flight, which the driver reports on as [`PolicyRun`].
+pub fn in_flight(st: &DuplicationPolicyStatus) -> bool {
+    st.last_run.as_ref().is_some_and(|r| r.outcome == "Running")
+}
+
+fn ready(st: &mut DuplicationPolicyStatus, ok: bool, reason: &str, msg: &str) {
+    let mut c = Condition::new("Ready", ok, reason, msg);
+    c.observed_generation = st.observed_generation;
+    set_condition(&mut st.conditions, c);
+}
+
+/// A DuplicationPolicy's decision: `problem` is its first validation problem with the
+/// resources it references; `seen` how its run in flight goes (ignored when none is).
+/// Suspending stops new runs; an invalid spec or schedule waits for a change; one run at a
+/// time, and a run's end is recorded before the next is planned.
+pub fn decide(
+    p: &DuplicationPolicy,
+    problem: Option<String>,
+    seen: PolicyRun,
+    now: DateTime<Utc>,
+) -> PolicyDecision {
+    let mut st = p.status.clone().unwrap_or_default();
+    st.observed_generation = p.metadata.generation;
+    let mut events = Vec::new();
+    let due = due(p, &st, now).map_err(|e| e.of("DuplicationPolicy", &p.name_any()));
+    let step = match (problem, due) {
+        (_, Ok(PolicyDue::Suspended)) => {
+            ready(
+                &mut st,
+                true,
+                "Suspended",
+                "spec.suspend is true: no new runs",
+            );
+            PolicyStep::Wait
+        }
+        (Some(msg), _) => {
+            ready(&mut st, false, "InvalidSpec", &msg);
+            events.push(Event::warning("InvalidSpec", msg));
+            PolicyStep::Wait
+        }
+        _ if in_flight(&st) => match seen {
+            PolicyRun::Running => PolicyStep::Follow,
+            PolicyRun::Ended { failures } => {
+                let last = st.last_run.as_mut().expect("in flight");
+                last.end = Some(now);
+                let ok = failures.is_empty();
+                last.outcome = if ok { "Succeeded" } else { "Failed" }.into();
+                last.message = failures.join("; ");
+                let (reason, msg) = match ok {
+                    true => (
+                        "RunSucceeded",
+                        format!("{} instances, {} bytes", last.instances, last.bytes),
+                    ),
+                    false => ("RunFailed", last.message.clone()),
+                };
+                ready(&mut st, ok, reason, &msg);
+                events.push(Event {
+                    warning: !ok,
+                    reason,
+                    note: msg,
+                });
+                PolicyStep::Wait
+            }
+        },
+        (None, Err(e)) => {
+            ready(&mut st, false, "InvalidSpec", &e.to_string());
+            events.push(Event::warning("InvalidSpec", e.to_string()));
+            PolicyStep::Wait
+        }
+        (None, Ok(PolicyDue::At(next))) => {
+            st.next_run = Some(next);
+            PolicyStep::WakeAt(next)
+        }
+        (None, Ok(PolicyDue::Now { token })) => PolicyStep::Plan { token },
+    };
+    PolicyDecision {
+        status: st,
+        events,
+        step,
+    }
+}
+
+/// The instances and bytes a run's tasks copy.
+pub fn run_size(tasks: &[Task]) -> (u64, u64) {
+    tasks.iter().fold((0, 0), |(n, b), t| match t {
+        Task::Copy(c) => (
+            n + c.items.len() as u64,
+            b + c.items.iter().map(|i| i.source.bytes).sum::<u64>(),
+        ),
+        Task::MediaCopy(m) => (
+            n + m.entries.len() as u64,
+            b + m.entries.iter().map(|e| e.bytes).sum::<u64>(),
+        ),
+        _ => (n, b),
+    })
+}
+
+/// Records the run a [`PolicyStep::Plan`] planned, of `size` ([`run_size`]): the token
+/// consumed, and either "up to date" or a new numbered run in flight ([`in_flight`]: the
+/// driver starts its tasks). The number names the run's Jobs, so the status is written before
+/// they are created and a retry creates the same ones.
+pub fn planned(
+    mut st: DuplicationPolicyStatus,
+    token: Option<String>,
+    (instances, bytes): (u64, u64),
+    now: DateTime<Utc>,
+) -> (DuplicationPolicyStatus, Vec<Event>) {
+    if token.is_some() {
+        st.last_run_now = token;
+    }
+    if instances == 0 {
+        // A failed run stays reported until one succeeds.
+        if st.last_run.as_ref().is_none_or(|r| r.outcome != "Failed") {
+            ready(&mut st, true, "UpToDate", "nothing to copy");
+        }
+        return (st, Vec::new());
+    }
+    st.runs += 1;
+    st.last_run = Some(RunSummary {
+        start: now,
+        end: None,
+        instances,
+        bytes,
+        outcome: "Running".into(),
+        message: String::new(),
+    });
+    let msg = format!("run {} copies {instances} instances", st.runs);
+    ready(&mut st, true, "Running", &msg);
+    let note = format!("run {}: {instances} instances", st.runs);
+    (st, vec![Event::normal("RunStarted", note)])
 }
 
 #[cfg(test)]
@@ -125,5 +299,111 @@ mod tests {
             Ok(PolicyDue::At(at("2026-11-27T02:00:00Z")))
         );
         assert!(due(&policy(Some("often"), false, None), &none, later).is_err());
+    }
+
+    fn ready_of(st: &DuplicationPolicyStatus) -> (&str, &str) {
+        let c = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        (c.status.as_str(), c.reason.as_str())
+    }
+
+    #[test]
+    fn a_run_is_planned_numbered_followed_and_ended_through_one_decision() {
+        let now = at("2026-11-26T01:45:00Z");
+        let mut p = policy(None, false, Some("t1"));
+        let d = decide(&p, None, PolicyRun::Running, now);
+        let PolicyStep::Plan { token } = d.step else {
+            panic!("a new policy plans: {:?}", d.step)
+        };
+        let (st, events) = planned(d.status.clone(), token.clone(), (0, 0), now);
+        assert_eq!(ready_of(&st), ("True", "UpToDate"));
+        assert_eq!((st.runs, events.len()), (0, 0), "nothing to copy is no run");
+        assert_eq!(
+            st.last_run_now.as_deref(),
+            Some("t1"),
+            "the token is consumed"
+        );
+        let (st, events) = planned(d.status, token, (3, 300), now);
+        assert_eq!(st.runs, 1);
+        let last = st.last_run.as_ref().unwrap();
+        assert_eq!(
+            (last.instances, last.bytes, last.outcome.as_str()),
+            (3, 300, "Running")
+        );
+        assert_eq!(events[0].reason, "RunStarted");
+        p.status = Some(st);
+        assert_eq!(
+            decide(&p, None, PolicyRun::Running, now).step,
+            PolicyStep::Follow
+        );
+        let ended = PolicyRun::Ended {
+            failures: vec!["copy-1-0: disk full".into()],
+        };
+        let d = decide(&p, None, ended, now);
+        assert_eq!(d.step, PolicyStep::Wait);
+        assert_eq!(ready_of(&d.status), ("False", "RunFailed"));
+        assert_eq!(
+            d.status.last_run.as_ref().unwrap().message,
+            "copy-1-0: disk full"
+        );
+        assert!(d.events[0].warning);
+        let (st, _) = planned(d.status, None, (0, 0), now);
+        assert_eq!(
+            ready_of(&st),
+            ("False", "RunFailed"),
+            "a failure stays until a run succeeds"
+        );
+        p.status = Some(st);
+        let (st, _) = planned(p.status.clone().unwrap(), None, (1, 100), now);
+        assert_eq!(st.runs, 2, "the next run has the next number");
+        p.status = Some(st);
+        let d = decide(&p, None, PolicyRun::Ended { failures: vec![] }, now);
+        assert_eq!(ready_of(&d.status), ("True", "RunSucceeded"));
+        assert!(!d.events[0].warning);
+    }
+
+    #[test]
+    fn suspended_invalid_and_scheduled_policies_wait() {
+        let now = at("2026-11-26T01:45:00Z");
+        let d = decide(
+            &policy(None, true, Some("t")),
+            None,
+            PolicyRun::Running,
+            now,
+        );
+        assert_eq!(
+            (d.step, ready_of(&d.status)),
+            (PolicyStep::Wait, ("True", "Suspended"))
+        );
+        let d = decide(
+            &policy(None, false, None),
+            Some("bad".into()),
+            PolicyRun::Running,
+            now,
+        );
+        assert_eq!(
+            (d.step, ready_of(&d.status)),
+            (PolicyStep::Wait, ("False", "InvalidSpec"))
+        );
+        let d = decide(
+            &policy(Some("often"), false, None),
+            None,
+            PolicyRun::Running,
+            now,
+        );
+        assert_eq!(
+            (d.step, ready_of(&d.status)),
+            (PolicyStep::Wait, ("False", "InvalidSpec"))
+        );
+        let d = decide(
+            &policy(Some("0 2 * * *"), false, None),
+            None,
+            PolicyRun::Running,
+            now,
+        );
+        let next = at("2026-11-26T02:00:00Z");
+        assert_eq!(
+            (d.step, d.status.next_run),
+            (PolicyStep::WakeAt(next), Some(next))
+        );
     }
 }

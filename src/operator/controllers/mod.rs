@@ -29,7 +29,7 @@ use crate::engine::planner::{Breaker, PlanContext, apply_breaker};
 use crate::engine::task::*;
 use crate::error::{Error, Result};
 use crate::reconcile::backup::{self, BackupRun};
-use crate::reconcile::policy::{self, PolicyDue};
+use crate::reconcile::policy::{self, PolicyRun, PolicyStep};
 use crate::reconcile::restore::{self, LastRun, RestoreView};
 use crate::reconcile::trail;
 

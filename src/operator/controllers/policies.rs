@@ -2,43 +2,34 @@
 
 use super::*;
 
-/// Reconciles a DuplicationPolicy: one run at a time; a run is planned from the catalog
-/// (uncopied instances by default) when new instances appear or the schedule is due.
+/// Reconciles a DuplicationPolicy: gathers how its run in flight goes (its numbered Jobs),
+/// lets [`policy::decide`] say what to do, and carries that out. A run is planned from the
+/// catalog (uncopied instances by default) when new instances appear or the schedule is due.
 pub async fn reconcile_policy(p: Arc<DuplicationPolicy>, ctx: Arc<Context>) -> Result<Action> {
     let ns = p.namespace().unwrap_or_default();
     let name = p.name_any();
-    let generation = p.metadata.generation;
     let old = p.status.clone();
-    let mut st = old.clone().unwrap_or_default();
     let recorder = Recorder::new(ctx.client.clone(), "mimeo-operator".into());
-    st.observed_generation = generation;
-    let due = policy::due(&p, &st, Utc::now());
-    if due == Ok(PolicyDue::Suspended) {
-        set_condition(
-            &mut st.conditions,
-            Condition::new(
-                "Ready",
-                true,
-                "Suspended",
-                "spec.suspend is true: no new runs",
-            ),
-        );
-        write_status(&ctx, p.as_ref(), old.as_ref(), &st).await?;
-        return Ok(Action::await_change());
-    }
     let set = ctx.resource_set(&ns);
     let problem = set.first_problem(&Resource::DuplicationPolicy((*p).clone()));
-    if let Some(msg) = problem {
-        set_condition(
-            &mut st.conditions,
-            Condition::new("Ready", false, "InvalidSpec", msg.clone()),
-        );
-        event(&recorder, p.as_ref(), true, "InvalidSpec", msg.clone()).await;
-        write_status(&ctx, p.as_ref(), old.as_ref(), &st).await?;
-        return Ok(Action::await_change());
-    }
-    let prefix = run_name("copy", &name, &format!("{}-", st.runs));
-    let running = st.last_run.as_ref().is_some_and(|r| r.outcome == "Running");
+    // Gather: the Jobs of the run in flight, named by its number.
+    let runs = old.as_ref().map_or(0, |s| s.runs);
+    let prefix = run_name("copy", &name, &format!("{runs}-"));
+    let jobs: Vec<Arc<Job>> = jobs_of(&ctx, &ns, &prefix).collect();
+    let states: Vec<JobState> = jobs.iter().map(|j| job_state(j)).collect();
+    let seen = if jobs.is_empty() || states.contains(&JobState::Running) {
+        PolicyRun::Running
+    } else {
+        let failures = states.into_iter().filter_map(|s| match s {
+            JobState::Failed(m) => Some(m),
+            _ => None,
+        });
+        PolicyRun::Ended {
+            failures: failures.collect(),
+        }
+    };
+    let d = policy::decide(&p, problem, seen, Utc::now());
+    let mut st = d.status;
     let catalog = ctx.catalog(&ns);
     let media = ctx.media(&set);
     let plan_ctx = PlanContext {
@@ -47,10 +38,19 @@ pub async fn reconcile_policy(p: Arc<DuplicationPolicy>, ctx: Arc<Context>) -> R
         catalog: &catalog,
         now: Utc::now(),
     };
-    if running {
-        let jobs: Vec<Arc<Job>> = jobs_of(&ctx, &ns, &prefix).collect();
-        let states: Vec<JobState> = jobs.iter().map(|j| job_state(j)).collect();
-        if jobs.is_empty() || states.contains(&JobState::Running) {
+    // Carry out.
+    for e in &d.events {
+        event(&recorder, p.as_ref(), e.warning, e.reason, e.note.clone()).await;
+    }
+    let token = match d.step {
+        PolicyStep::Wait => {
+            if policy::in_flight(old.as_ref().unwrap_or(&st)) && !policy::in_flight(&st) {
+                run_ended(&ctx, &ns, &name, st.last_run.as_ref().expect("ended"));
+            }
+            write_status(&ctx, p.as_ref(), old.as_ref(), &st).await?;
+            return Ok(Action::await_change());
+        }
+        PolicyStep::Follow => {
             // Not created yet (or still running): make sure every planned Job exists.
             start_run(&ctx, &p, &set, plan_ctx.plan_duplication(&p)?, st.runs).await?;
             let mut changed = false;
@@ -62,54 +62,11 @@ pub async fn reconcile_policy(p: Arc<DuplicationPolicy>, ctx: Arc<Context>) -> R
             }
             return Ok(Action::requeue(Duration::from_secs(300)));
         }
-        let failures: Vec<String> = states
-            .into_iter()
-            .filter_map(|s| match s {
-                JobState::Failed(m) => Some(m),
-                _ => None,
-            })
-            .collect();
-        let last = st.last_run.as_mut().expect("running");
-        last.end = Some(Utc::now());
-        let ok = failures.is_empty();
-        last.outcome = if ok { "Succeeded" } else { "Failed" }.into();
-        last.message = failures.join("; ");
-        let seconds = last.end.map(|e| (e - last.start).as_seconds_f64());
-        ctx.metrics.finished("copy", &last.outcome, seconds);
-        if ok {
-            ctx.metrics.bytes_copied.inc_by(last.bytes);
-            ctx.metrics
-                .last_success
-                .get_or_create(&ResourceLabels {
-                    namespace: ns.clone(),
-                    name: name.clone(),
-                })
-                .set(Utc::now().timestamp());
-        }
-        let (reason, msg) = if ok {
-            (
-                "RunSucceeded",
-                format!("{} instances, {} bytes", last.instances, last.bytes),
-            )
-        } else {
-            ("RunFailed", last.message.clone())
-        };
-        set_condition(
-            &mut st.conditions,
-            Condition::new("Ready", ok, reason, msg.clone()),
-        );
-        event(&recorder, p.as_ref(), !ok, reason, msg).await;
-        write_status(&ctx, p.as_ref(), old.as_ref(), &st).await?;
-        return Ok(Action::await_change());
-    }
-    let token = match due.map_err(|e| e.of("DuplicationPolicy", &p.name_any()))? {
-        PolicyDue::At(next) => {
-            st.next_run = Some(next);
+        PolicyStep::WakeAt(next) => {
             write_status(&ctx, p.as_ref(), old.as_ref(), &st).await?;
             return Ok(Action::requeue(until(next)));
         }
-        PolicyDue::Now { token } => token,
-        PolicyDue::Suspended => return Ok(Action::await_change()), // written above
+        PolicyStep::Plan { token } => token,
     };
     let mut tasks = plan_ctx.plan_duplication(&p)?;
     if !tasks.is_empty() {
@@ -125,59 +82,34 @@ pub async fn reconcile_policy(p: Arc<DuplicationPolicy>, ctx: Arc<Context>) -> R
         }
         .plan_duplication(&p)?;
     }
-    if token.is_some() {
-        st.last_run_now = token;
-    }
-    if tasks.is_empty() {
-        // Up to date: say so (and which generation was seen), once.
-        let last = st.last_run.as_ref().map(|r| r.outcome.as_str());
-        if last != Some("Failed") {
-            set_condition(
-                &mut st.conditions,
-                Condition::new("Ready", true, "UpToDate", "nothing to copy"),
-            );
-        }
-        write_status(&ctx, p.as_ref(), old.as_ref(), &st).await?;
+    let size = policy::run_size(&tasks);
+    let (st, events) = policy::planned(st, token, size, Utc::now());
+    // The run's number names its Jobs: record it first, so a retry creates the same ones.
+    write_status(&ctx, p.as_ref(), old.as_ref(), &st).await?;
+    if !policy::in_flight(&st) {
         return Ok(Action::await_change());
     }
-    let (instances, bytes) = tasks.iter().fold((0u64, 0u64), |(n, b), t| match t {
-        Task::Copy(c) => (
-            n + c.items.len() as u64,
-            b + c.items.iter().map(|i| i.source.bytes).sum::<u64>(),
-        ),
-        Task::MediaCopy(m) => (n + m.entries.len() as u64, b),
-        _ => (n, b),
-    });
-    // Record the run first: its number names the Jobs, so a retry creates the same ones.
-    st.runs += 1;
-    st.last_run = Some(RunSummary {
-        start: Utc::now(),
-        end: None,
-        instances,
-        bytes,
-        outcome: "Running".into(),
-        message: String::new(),
-    });
-    set_condition(
-        &mut st.conditions,
-        Condition::new(
-            "Ready",
-            true,
-            "Running",
-            format!("run {} copies {instances} instances", st.runs),
-        ),
-    );
-    write_status(&ctx, p.as_ref(), old.as_ref(), &st).await?;
     start_run(&ctx, &p, &set, tasks, st.runs).await?;
-    event(
-        &recorder,
-        p.as_ref(),
-        false,
-        "RunStarted",
-        format!("run {}: {instances} instances", st.runs),
-    )
-    .await;
+    for e in &events {
+        event(&recorder, p.as_ref(), e.warning, e.reason, e.note.clone()).await;
+    }
     Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// The metrics of a run that ended.
+fn run_ended(ctx: &Context, ns: &str, name: &str, last: &RunSummary) {
+    let seconds = last.end.map(|e| (e - last.start).as_seconds_f64());
+    ctx.metrics.finished("copy", &last.outcome, seconds);
+    if last.outcome == "Succeeded" {
+        ctx.metrics.bytes_copied.inc_by(last.bytes);
+        ctx.metrics
+            .last_success
+            .get_or_create(&ResourceLabels {
+                namespace: ns.to_owned(),
+                name: name.to_owned(),
+            })
+            .set(Utc::now().timestamp());
+    }
 }
 
 async fn start_run(
