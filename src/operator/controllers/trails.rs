@@ -156,11 +156,9 @@ pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<
         _ => {}
     }
     if let Some(run) = d.start.take() {
-        if let Err(e) = start_backup(&ctx, &t, &set, &catalog, &run).await {
-            if !matches!(e, Error::Invalid { .. } | Error::Unsupported(_)) {
-                return Err(e);
-            }
-            d.events = vec![backup::unplanned(st, t.metadata.generation, &e)];
+        match backup_run(&ctx, &t, &set, &catalog, &run) {
+            Ok(worker) => create_run(&ctx, &worker).await?,
+            Err(e) => d.events = vec![backup::unplanned(st, t.metadata.generation, &e)],
         }
     }
     for e in &d.events {
@@ -176,14 +174,14 @@ pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<
     Ok(wake_after([d.wake.map(until), expiry]))
 }
 
-/// Plans the backup run `run` of `t` and creates its worker Job (the same name on a retry).
-async fn start_backup(
+/// Plans the backup run `run` of `t` as a worker run (the same Job name on a retry).
+fn backup_run(
     ctx: &Context,
     t: &BackupTrail,
     set: &ResourceSet,
     catalog: &Catalog,
     run: &str,
-) -> Result<()> {
+) -> Result<WorkerRun> {
     let media = ctx.media(set);
     let mut mounts: BTreeMap<String, PvcMount> = BTreeMap::new();
     let resolve = |loc: &DataLocation| {
@@ -205,18 +203,14 @@ async fn start_backup(
     let mut task = Task::Backup(task);
     let mut all_mounts: Vec<PvcMount> = mounts.into_values().collect();
     all_mounts.extend(media_mounts(set, &mut task));
-    create_run(
-        ctx,
-        &WorkerRun {
-            name: run_name("backup", &t.name_any(), run),
-            namespace: t.namespace().unwrap_or_default(),
-            owner: owner_ref(t),
-            kind: "backup".into(),
-            task,
-            mounts: all_mounts,
-        },
-    )
-    .await
+    Ok(WorkerRun {
+        name: run_name("backup", &t.name_any(), run),
+        namespace: t.namespace().unwrap_or_default(),
+        owner: owner_ref(t),
+        kind: "backup".into(),
+        task,
+        mounts: all_mounts,
+    })
 }
 
 /// Marks a trail's entries Expired once their retention passed (a Valid incremental keeps its
