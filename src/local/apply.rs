@@ -13,7 +13,7 @@ use super::progress::Progress;
 use super::state::{StartedRun, StateDir};
 use crate::api::*;
 use crate::engine::catalog::{Catalog, Recorded, run_notes, run_rescan};
-use crate::engine::planner::{Breaker, PlanContext, RestorePlan, apply_breaker};
+use crate::engine::planner::{PlanContext, RestorePlan};
 use crate::engine::records::volume_status;
 use crate::engine::restore::unreadable_links;
 use crate::engine::task::*;
@@ -858,21 +858,20 @@ impl Local {
         }
         for (t, mine, halt) in sweeps {
             let (ack, st) = trail_ack_and_status(set, &t);
-            match apply_breaker(st, halt, ack) {
-                Breaker::Closed => {}
-                Breaker::Acknowledged => println!(
-                    "trail/{t}: mass expiry allowed once by {ALLOW_MASS_EXPIRY_ANNOTATION}"
-                ),
-                Breaker::Halted { why, .. } => {
-                    println!("trail/{t}: {why}");
-                    continue;
-                }
+            let sweep = trail::sweep(st, &mine, halt, ack);
+            for e in &sweep.events {
+                println!("trail/{t}: {}", e.note);
             }
-            for (name, why) in &mine.expire {
+            let mut expired = 0;
+            for (name, why) in &sweep.expire {
                 if catalog.set_state(name, EntryState::Expired, why.clone()) {
                     self.state.save_entry(&catalog.entries[name])?;
                     println!("catalogentry/{name}: Expired ({why})");
+                    expired += 1;
                 }
+            }
+            if expired > 0 {
+                println!("trail/{t}: {}", trail::expired(expired).note);
             }
         }
         for t in trails {

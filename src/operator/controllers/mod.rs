@@ -25,7 +25,7 @@ use super::jobs::{PvcMount, WorkerRun, build, owned_by_job, run_name};
 use super::metrics::{ErrorLabels, ResourceLabels};
 use crate::api::*;
 use crate::engine::catalog::{Catalog, run_notes};
-use crate::engine::planner::{Breaker, PlanContext, apply_breaker};
+use crate::engine::planner::PlanContext;
 use crate::engine::task::*;
 use crate::error::{Error, Result};
 use crate::reconcile::backup::{self, BackupRun};

@@ -251,32 +251,15 @@ where
         .as_ref()
         .and_then(|a| a.get(ALLOW_MASS_EXPIRY_ANNOTATION))
         .cloned();
-    if let Breaker::Halted { why, first_time } =
-        apply_breaker(st, plan.mass_expiry(&name, &mine), ack)
-    {
-        if first_time {
-            event(recorder, trail, true, "MassExpiryHalted", why).await;
-        }
+    let sweep = trail::sweep(st, &mine, plan.mass_expiry(&name, &mine), ack);
+    for e in &sweep.events {
+        event(recorder, trail, e.warning, e.reason, e.note.clone()).await;
+    }
+    if sweep.halted {
         return Ok(None);
     }
-    if let Some((entry, why)) = mine.held.first() {
-        let held = Condition::new("ExpiryHeld", true, "MinCopies", why);
-        if !st.conditions.iter().any(|c| c.same_as(&held)) {
-            event(
-                recorder,
-                trail,
-                true,
-                "ExpiryHeld",
-                format!("{entry}: {why}"),
-            )
-            .await;
-        }
-        set_condition(&mut st.conditions, held);
-    } else {
-        st.conditions.retain(|c| c.type_ != "ExpiryHeld");
-    }
-    let expired = write_expired(&api, catalog, &mine.expire).await?;
-    let changed_meanwhile = expired.len() < mine.expire.len();
+    let expired = write_expired(&api, catalog, &sweep.expire).await?;
+    let changed_meanwhile = expired.len() < sweep.expire.len();
     if !expired.is_empty() {
         // The store does not show the new states yet: the expired entries are named.
         let keep = plan.volumes_in_use(&name, &expired);
@@ -302,14 +285,8 @@ where
             .await?;
         }
         ctx.metrics.finished("expire", "Succeeded", None);
-        event(
-            recorder,
-            trail,
-            false,
-            "Expired",
-            format!("{} catalog entries expired", expired.len()),
-        )
-        .await;
+        let e = trail::expired(expired.len());
+        event(recorder, trail, e.warning, e.reason, e.note).await;
     }
     // Expired entries stay visible for a while (`kubectl get` shows what expiry did), then
     // go, so the catalog does not grow without bound.
