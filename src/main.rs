@@ -19,7 +19,7 @@ const EXIT_CODES: &str = "Exit codes:
   0  everything succeeded
   1  an operation failed (each failure is listed on stderr), or a transient error stopped the
      command (media or API server unreachable): running it again may succeed
-  2  the command line is wrong
+  2  the command line is wrong (an unknown flag or kind, a bad selector, a name that is none)
   3  a permanent error stopped the command (invalid input, damaged media, a refused target):
      running it again will not help until the cause is fixed";
 
