@@ -26,7 +26,8 @@ use mimeo::api::{
 use mimeo::engine::catalog::Catalog;
 use mimeo::operator::context::{Context, Stores};
 use mimeo::operator::controllers::{
-    reconcile_backup, reconcile_duplication_trail, reconcile_policy, reconcile_restore,
+    reconcile_backup, reconcile_duplication_trail, reconcile_media_class, reconcile_policy,
+    reconcile_restore,
 };
 use mimeo::operator::jobs::{WorkerConfig, run_name};
 use mimeo::worker::sink::{mark_missing, publish_entries};
@@ -305,6 +306,7 @@ fn ready(conditions: &[mimeo::api::Condition]) -> (String, String, String) {
 async fn controllers_on_a_real_api_server() {
     let mut h = Harness::start(RESOURCES).await;
     backup_job_outcomes(&mut h).await;
+    media_class_counts(&mut h).await;
     rescan_tokens(&mut h).await;
     policy_run_numbering(&mut h).await;
     damaged_copy_fallback(&mut h).await;
@@ -693,4 +695,33 @@ spec: {workItem: db, backupTrail: nightly, instance: db-1, target: {pvc: {claimN
     assert_eq!(st.phase, RestorePhase::Succeeded, "{st:?}");
     assert_eq!(st.damaged.len(), 1, "still listed: {st:?}");
     assert!(h.events("back").await.iter().any(|e| e.1 == "Restored"));
+}
+
+/// A MediaClass on a claim that does not exist is unreachable, says why and warns; its counts
+/// come from the catalog (the backup's entry on it).
+async fn media_class_counts(h: &mut Harness) {
+    h.sync(&[]).await;
+    let mc: MediaClass = h.get("tapes").await;
+    reconcile_media_class(Arc::new(mc), h.ctx.clone())
+        .await
+        .unwrap();
+    let mc: MediaClass = h.get("tapes").await;
+    let st = mc.status.unwrap();
+    assert_eq!(
+        (st.reachable, st.bytes, st.volumes),
+        (Some(false), 1000, 1),
+        "{st:?}"
+    );
+    let (ok, reason, msg) = ready(&st.conditions);
+    assert_eq!((ok.as_str(), reason.as_str()), ("False", "Unreachable"));
+    assert!(
+        msg.contains("PersistentVolumeClaim \"tapes\" not found"),
+        "{msg}"
+    );
+    assert!(
+        h.events("tapes")
+            .await
+            .iter()
+            .any(|e| e.0 == "Warning" && e.1 == "Unreachable")
+    );
 }

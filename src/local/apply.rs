@@ -23,7 +23,7 @@ use crate::media::trail::scan_trail;
 use crate::reconcile::backup::{self, BackupRun};
 use crate::reconcile::policy::{self, PolicyRun, PolicyStep};
 use crate::reconcile::restore::{self, LastRun, RestoreView};
-use crate::reconcile::trail;
+use crate::reconcile::{media_class, trail};
 use crate::worker;
 
 /// A resource read from a file, kept with the file's name for error messages.
@@ -904,7 +904,6 @@ impl Local {
         media: &BTreeMap<String, MediaSpec>,
         catalog: &Catalog,
     ) -> Result<()> {
-        let mut per_class: BTreeMap<String, (u64, u64)> = BTreeMap::new();
         let trails = set.trail_names();
         for t in trails {
             let Some(class) = set.trail_media_class(&t).map(String::from) else {
@@ -919,9 +918,6 @@ impl Local {
             };
             let statuses: Vec<VolumeStatus> = volumes.iter().map(volume_status).collect();
             let bytes: u64 = statuses.iter().map(|v| v.bytes_used).sum();
-            let acc = per_class.entry(class).or_default();
-            acc.0 += statuses.len() as u64;
-            acc.1 += bytes;
             let instances = catalog.valid().filter(|e| e.trail == t).count() as u64;
             let st = if let Some(bt) = set.backup_trails.get_mut(&t) {
                 bt.status.get_or_insert_default()
@@ -936,37 +932,24 @@ impl Local {
             st.bytes = bytes;
             st.instances = instances;
         }
-        for (name, mc) in set.media_classes.iter_mut() {
-            let reachable = match media.get(name) {
-                Some(m) if mc.spec.available => match m.open().await {
-                    Ok(opened) => {
-                        opened.store.probe().await.is_ok() || mc.spec.backend.filesystem.is_some()
-                    }
-                    Err(_) => false,
+        let names: Vec<String> = set.media_classes.keys().cloned().collect();
+        for name in names {
+            let probe = match media.get(&name) {
+                None => Err("its Secrets are not all here".to_string()),
+                Some(m) => match m.open().await {
+                    // A directory not made yet answers once the first volume is written.
+                    Ok(_) if m.backend.filesystem.is_some() => Ok(()),
+                    Ok(opened) => opened.store.probe().await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
                 },
-                _ => false,
             };
-            let (v, b) = per_class.get(name).copied().unwrap_or_default();
-            let generation = mc.metadata.generation;
-            let st = mc.status.get_or_insert_default();
-            st.reachable = Some(reachable);
-            st.volumes = v;
-            st.bytes = b;
-            st.observed_generation = generation;
-            let (reason, msg) = if !mc.spec.available {
-                (
-                    "Unavailable",
-                    "spec.available is false: media are away and are not read",
-                )
-            } else if reachable {
-                ("Reachable", "backend answered")
-            } else {
-                ("Unreachable", "backend did not answer")
-            };
-            set_condition(
-                &mut st.conditions,
-                Condition::new("Ready", mc.spec.available && reachable, reason, msg),
-            );
+            let on_class = |e: &&CatalogEntrySpec| set.trail_media_class(&e.trail) == Some(&name);
+            let valid = catalog.valid().filter(on_class);
+            let (st, events) = media_class::decide(&set.media_classes[&name], probe, valid);
+            for e in &events {
+                println!("mediaclass/{name}: {}", e.note);
+            }
+            set.media_classes.get_mut(&name).unwrap().status = Some(st);
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! nothing here calls an API server, touches the media or reads the clock.
 
 pub mod backup;
+pub mod media_class;
 pub mod policy;
 pub mod restore;
 pub mod schedule;

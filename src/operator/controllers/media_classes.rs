@@ -81,44 +81,21 @@ async fn probe_media_class(
 /// Secret's credentials; PVC exists and is bound)? `available: false` is reported as such.
 pub async fn reconcile_media_class(mc: Arc<MediaClass>, ctx: Arc<Context>) -> Result<Action> {
     let ns = mc.namespace().unwrap_or_default();
-    let old = mc.status.clone();
-    let mut st = old.clone().unwrap_or_default();
-    st.observed_generation = mc.metadata.generation;
     let probe = probe_media_class(&ctx, &ns, &mc).await?;
-    st.reachable = Some(probe.is_ok());
     let catalog = ctx.catalog(&ns);
     let set = ctx.resource_set(&ns);
-    let on_class =
-        |e: &&CatalogEntrySpec| set.trail_media_class(&e.trail) == Some(mc.name_any().as_str());
-    let entries: Vec<&CatalogEntrySpec> = catalog.valid().filter(on_class).collect();
-    st.bytes = entries.iter().map(|e| e.bytes).sum();
-    st.volumes = entries
-        .iter()
-        .flat_map(|e| {
-            e.extents
-                .iter()
-                .map(|x| (e.trail.clone(), x.volume.clone()))
-        })
-        .collect::<std::collections::BTreeSet<_>>()
-        .len() as u64;
-    let (ok, reason, msg) = match (&probe, mc.spec.available) {
-        (_, false) => (
-            false,
-            "Unavailable",
-            "spec.available is false: media are away and are not read".to_string(),
-        ),
-        (Ok(()), true) => (true, "Reachable", "backend answered".to_string()),
-        (Err(e), true) => (false, "Unreachable", e.to_string()),
-    };
-    set_condition(
-        &mut st.conditions,
-        Condition::new("Ready", ok, reason, msg.clone()),
+    let name = mc.name_any();
+    let on_class = |e: &&CatalogEntrySpec| set.trail_media_class(&e.trail) == Some(name.as_str());
+    let (st, events) = media_class::decide(
+        &mc,
+        probe.map_err(|e| e.to_string()),
+        catalog.valid().filter(on_class),
     );
-    if old.as_ref().and_then(|o| o.reachable) != st.reachable && !ok {
-        let recorder = Recorder::new(ctx.client.clone(), "mimeo-operator".into());
-        event(&recorder, mc.as_ref(), true, reason, msg).await;
+    let recorder = Recorder::new(ctx.client.clone(), "mimeo-operator".into());
+    for e in &events {
+        event(&recorder, mc.as_ref(), e.warning, e.reason, e.note.clone()).await;
     }
-    write_status(&ctx, mc.as_ref(), old.as_ref(), &st).await?;
+    write_status(&ctx, mc.as_ref(), mc.status.as_ref(), &st).await?;
     // Reachability changes without any object changing: probe again in a while.
     Ok(Action::requeue(Duration::from_secs(300)))
 }

@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::reconcile::backup::{self, BackupRun};
 use crate::reconcile::policy::{self, PolicyRun, PolicyStep};
 use crate::reconcile::restore::{self, LastRun, RestoreView};
-use crate::reconcile::trail;
+use crate::reconcile::{media_class, trail};
 
 mod media_classes;
 mod policies;
