@@ -190,6 +190,18 @@ pub fn run_notes<'a>(entries: impl IntoIterator<Item = &'a CatalogEntrySpec>) ->
     )
 }
 
+/// Whether a catalog entry's `state` may go from `from` (`None`: not decided yet, a writer
+/// stopped between an entry's spec and its state) to `to`: the one rule every write of a state
+/// obeys, in both drivers. Expired is final: its volumes may already be freed. Valid becomes
+/// Missing (found damaged) or Expired; Missing becomes Expired, or Valid again by a repair copy.
+pub fn may_become(from: Option<EntryState>, to: EntryState) -> bool {
+    use EntryState::*;
+    matches!(
+        (from, to),
+        (None, _) | (Some(Valid), Missing | Expired) | (Some(Missing), Expired | Valid)
+    )
+}
+
 /// A finished backup's condition message, pointing at its notes when it has some: a run that
 /// did not take a clean snapshot must not read like one.
 pub fn backup_done(msg: String, notes: &[String]) -> String {
@@ -368,12 +380,12 @@ impl Catalog {
         }
     }
 
-    /// Sets the state of an entry; returns true if it changed.
+    /// Sets the state of an entry, if [`may_become`] allows it; returns true if it changed.
     pub fn set_state(&mut self, name: &str, state: EntryState, message: impl Into<String>) -> bool {
         let Some(e) = self.entries.get_mut(name) else {
             return false;
         };
-        if Self::state(e) == state {
+        if !may_become(e.status.as_ref().map(|s| s.state), state) {
             return false;
         }
         let status = Arc::make_mut(e).status.get_or_insert_with(Default::default);
@@ -502,5 +514,28 @@ mod tests {
                 ("vault-00003", 5, VolumeState::Filling),
             ]
         );
+    }
+
+    #[test]
+    fn expired_is_final_and_missing_returns_only_to_valid_or_expired() {
+        use EntryState::*;
+        for to in [Valid, Missing, Expired] {
+            assert!(may_become(None, to), "an undecided entry is decided");
+            assert!(!may_become(Some(Expired), to), "Expired to {to:?}");
+            assert!(!may_become(Some(to), to), "{to:?} is not written again");
+        }
+        assert!(may_become(Some(Valid), Missing) && may_become(Some(Valid), Expired));
+        assert!(may_become(Some(Missing), Valid) && may_become(Some(Missing), Expired));
+        let mut c = Catalog::default();
+        let e = entry("a-1", &[("v1", 10)]);
+        let name = e.object_name();
+        c.record(e);
+        assert!(c.set_state(&name, Expired, "retention passed"));
+        assert!(
+            !c.set_state(&name, Missing, "damaged"),
+            "an Expired entry stays Expired"
+        );
+        assert!(!c.set_state(&name, Valid, "retried"));
+        assert_eq!(Catalog::state(&c.entries[&name]), Expired);
     }
 }

@@ -1,13 +1,13 @@
-//! The operator's writes of expiry: the one place it sets a CatalogEntry's `state`, and the
-//! dates a trail's retention gives its entries.
+//! The operator's writes of expiry: the one place it sets a CatalogEntry's `state` (through
+//! the one writer, [`write_state`]), and the dates a trail's retention gives its entries.
 
 use chrono::{DateTime, Utc};
-use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 
-use crate::api::CatalogEntry;
+use crate::api::{CatalogEntry, CatalogEntryStatus, EntryState};
 use crate::engine::catalog::Catalog;
 use crate::error::Result;
+use crate::worker::sink::{StateWrite, write_state};
 
 /// Moves the `expiresAt` of entries to the dates their trail's retention gives now
 /// ([`crate::reconcile::trail::expiry_dates`]).
@@ -46,19 +46,15 @@ pub async fn write_expired(
         let Some(seen) = catalog.entries.get(name) else {
             continue;
         };
-        let patch = serde_json::json!({
-            "metadata": {"resourceVersion": seen.resource_version()},
-            "status": {"state": "Expired", "message": why},
-        });
-        match api
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => written.push((name.clone(), why.clone())),
-            Err(kube::Error::Api(a)) if a.code == 409 || a.code == 404 => {
+        let expired = CatalogEntryStatus {
+            state: EntryState::Expired,
+            message: why.clone(),
+        };
+        match write_state(api, seen, &expired).await? {
+            StateWrite::Written => written.push((name.clone(), why.clone())),
+            StateWrite::Changed | StateWrite::Refused => {
                 tracing::info!(entry = %name, "catalog entry changed since the expiry plan: decided again at the next sweep");
             }
-            Err(e) => return Err(e.into()),
         }
     }
     Ok(written)

@@ -1,5 +1,7 @@
 //! The catalog sink of a worker pod: what a task committed, or found damaged, recorded as
-//! CatalogEntry objects. (Local mode records the same decisions in its state directory.)
+//! CatalogEntry objects (local mode records the same decisions in its state directory); and
+//! [`write_state`], the one writer of a CatalogEntry's state on an API server, which the
+//! operator's expiry writes through too.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +11,7 @@ use kube::{Client, ResourceExt};
 
 use crate::api::*;
 use crate::base::backoff::{Backoff, retry_while};
-use crate::engine::catalog::{Catalog, Recorded};
+use crate::engine::catalog::{Catalog, Recorded, may_become};
 use crate::error::{Error, Result, kube_transient};
 
 /// Writes the catalog entries a worker committed as CatalogEntry objects. What a commit does
@@ -63,18 +65,17 @@ async fn publish_entry(api: &Api<CatalogEntry>, spec: &CatalogEntrySpec) -> Resu
         if applied.status != before {
             continue; // another writer changed the state meanwhile: decide again
         }
-        let status = serde_json::json!({
-            "metadata": {"resourceVersion": applied.resource_version()},
-            "status": decided.status,
-        });
-        match api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
-            .await
-        {
-            Ok(_) => {
+        let status = decided.status.clone().unwrap_or_default();
+        match write_state(api, &applied, &status).await {
+            Ok(StateWrite::Written) => {
                 tracing::info!(entry = %name, ?recorded, "catalog entry written");
                 return Ok(());
             }
+            Ok(StateWrite::Refused) => {
+                tracing::info!(entry = %name, "catalog entry's state is final: left as it is");
+                return Ok(());
+            }
+            Ok(StateWrite::Changed) => {} // decide again
             Err(e) if kube_transient(&e) => tokio::time::sleep(backoff.first).await,
             Err(e) => return Err(e.into()),
         }
@@ -106,24 +107,65 @@ pub async fn mark_missing(
             if Catalog::state(&current) != EntryState::Valid {
                 break;
             }
-            let patch = serde_json::json!({
-                "metadata": {"resourceVersion": current.resource_version()},
-                "status": {"state": "Missing", "message": why},
-            });
-            match api
-                .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => {
+            let missing = CatalogEntryStatus {
+                state: EntryState::Missing,
+                message: why.to_owned(),
+            };
+            match write_state(&api, &current, &missing).await {
+                Ok(StateWrite::Written) => {
                     tracing::warn!(entry = %name, reason = why, "catalog entry marked Missing");
                     break;
                 }
+                Ok(StateWrite::Refused) => break,
+                Ok(StateWrite::Changed) => {} // read again
                 Err(e) if kube_transient(&e) => tokio::time::sleep(backoff.first).await,
                 Err(e) => return Err(e.into()),
             }
         }
     }
     Ok(())
+}
+
+/// What [`write_state`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateWrite {
+    /// Written.
+    Written,
+    /// The entry changed since it was read, or is gone: decide again on a fresh read.
+    Changed,
+    /// [`may_become`] does not allow the change (an Expired entry, a state written again).
+    Refused,
+}
+
+/// The one writer of a CatalogEntry's `status` on an API server: a worker recording a commit
+/// or a damaged copy, the operator recording expiry. It writes `status` onto the entry as it
+/// was read (`seen`, whose resourceVersion the write carries), and only along the changes
+/// [`may_become`] allows, so a retried worker can never set an Expired entry back and no write
+/// overtakes one it did not see.
+pub async fn write_state(
+    api: &Api<CatalogEntry>,
+    seen: &CatalogEntry,
+    status: &CatalogEntryStatus,
+) -> kube::Result<StateWrite> {
+    if !may_become(seen.status.as_ref().map(|s| s.state), status.state) {
+        return Ok(StateWrite::Refused);
+    }
+    let patch = serde_json::json!({
+        "metadata": {"resourceVersion": seen.resource_version()},
+        "status": status,
+    });
+    match api
+        .patch_status(
+            &seen.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(StateWrite::Written),
+        Err(kube::Error::Api(a)) if a.code == 409 || a.code == 404 => Ok(StateWrite::Changed),
+        Err(e) => Err(e),
+    }
 }
 
 /// Retries of a worker's API calls: the data is durable by then, so an API server that
