@@ -439,6 +439,20 @@ impl ResourceSet {
             .or_else(|| self.duplication_trails.get(name).map(TrailRef::Duplication))
     }
 
+    /// The S3 backend of media class `name`, which a data location names for its bucket.
+    pub fn s3_backend(&self, name: &str) -> Result<&S3Backend> {
+        self.media_classes
+            .get(name)
+            .and_then(|c| c.spec.backend.s3.as_ref())
+            .ok_or_else(|| Error::Invalid {
+                source_name: "location".into(),
+                kind: "MediaClass".into(),
+                name: name.to_owned(),
+                field: "spec.backend.s3".into(),
+                message: "a location names this class for S3, but it has no s3 backend".into(),
+            })
+    }
+
     /// Media class name of a trail of either kind.
     pub fn trail_media_class(&self, trail: &str) -> Option<&str> {
         self.trail(trail).map(TrailRef::media_class_name)

@@ -254,25 +254,7 @@ fn resolve_location(set: &ResourceSet, loc: &DataLocation) -> Result<DataSpec> {
     }
     let s3 = loc.s3.as_ref().expect("validated: exactly one location");
     if let Some(mc) = &s3.media_class_name {
-        let class = set
-            .media_classes
-            .get(mc)
-            .ok_or_else(|| Error::ResourceNotFound {
-                kind: "MediaClass".into(),
-                name: mc.clone(),
-            })?;
-        let b = class
-            .spec
-            .backend
-            .s3
-            .as_ref()
-            .ok_or_else(|| Error::Invalid {
-                source_name: "location".into(),
-                kind: "MediaClass".into(),
-                name: mc.clone(),
-                field: "spec.backend.s3".into(),
-                message: "a location names this class for S3, but it has no s3 backend".into(),
-            })?;
+        let b = set.s3_backend(mc)?;
         let base = b.prefix.clone().unwrap_or_default();
         let prefix = [base.trim_matches('/'), s3.prefix.trim_matches('/')]
             .iter()

@@ -364,35 +364,23 @@ mod tests {
     #[test]
     fn suspended_invalid_and_scheduled_policies_wait() {
         let now = at("2026-11-26T01:45:00Z");
-        let d = decide(
-            &policy(None, true, Some("t")),
-            None,
-            PolicyRun::Running,
-            now,
+        let seen = |p: DuplicationPolicy, problem: Option<&str>| {
+            let d = decide(&p, problem.map(String::from), PolicyRun::Running, now);
+            let (ok, reason) = ready_of(&d.status);
+            (d.step.clone(), format!("{ok} {reason}"))
+        };
+        let wait = |why: &str| (PolicyStep::Wait, why.to_string());
+        assert_eq!(
+            seen(policy(None, true, Some("t")), None),
+            wait("True Suspended")
         );
         assert_eq!(
-            (d.step, ready_of(&d.status)),
-            (PolicyStep::Wait, ("True", "Suspended"))
-        );
-        let d = decide(
-            &policy(None, false, None),
-            Some("bad".into()),
-            PolicyRun::Running,
-            now,
+            seen(policy(None, false, None), Some("bad")),
+            wait("False InvalidSpec")
         );
         assert_eq!(
-            (d.step, ready_of(&d.status)),
-            (PolicyStep::Wait, ("False", "InvalidSpec"))
-        );
-        let d = decide(
-            &policy(Some("often"), false, None),
-            None,
-            PolicyRun::Running,
-            now,
-        );
-        assert_eq!(
-            (d.step, ready_of(&d.status)),
-            (PolicyStep::Wait, ("False", "InvalidSpec"))
+            seen(policy(Some("often"), false, None), None),
+            wait("False InvalidSpec")
         );
         let d = decide(
             &policy(Some("0 2 * * *"), false, None),

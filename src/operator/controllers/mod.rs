@@ -144,17 +144,7 @@ pub fn resolve_for_pod(
     let s3 = loc.s3.as_ref().expect("validated: exactly one location");
     let (endpoint, bucket, base, region, path_style, secret) = match &s3.media_class_name {
         Some(mc) => {
-            let b = set
-                .media_classes
-                .get(mc)
-                .and_then(|c| c.spec.backend.s3.clone())
-                .ok_or_else(|| Error::Invalid {
-                    source_name: "location".into(),
-                    kind: "MediaClass".into(),
-                    name: mc.clone(),
-                    field: "spec.backend.s3".into(),
-                    message: "a location names this class for S3, but it has no s3 backend".into(),
-                })?;
+            let b = set.s3_backend(mc)?.clone();
             (
                 b.endpoint,
                 b.bucket,
