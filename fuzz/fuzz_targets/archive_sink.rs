@@ -28,7 +28,10 @@ fuzz_target!(
         let mut sink = |path: &str, size: u64, reader: &mut dyn Read| -> mimeo::Result<()> {
             assert_safe(path);
             let n = io::copy(reader, &mut io::sink())
-                .map_err(|e| mimeo::Error::Other(format!("{path}: {e}")))?;
+                .map_err(|e| mimeo::Error::Archive {
+                    entry: path.to_owned(),
+                    detail: format!("reading: {e}"),
+                })?;
             assert!(n <= size, "{path}: sink read {n} bytes of a {size}-byte entry");
             files += 1;
             bytes += n;
