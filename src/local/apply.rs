@@ -917,6 +917,10 @@ impl Local {
         let names: Vec<String> = set.media_classes.keys().cloned().collect();
         for name in names {
             let probe = match media.get(&name) {
+                // Media that are away are not contacted, not even to probe them.
+                _ if !set.media_classes[&name].spec.available => {
+                    Err("not probed: spec.available is false".to_string())
+                }
                 None => Err("its Secrets are not all here".to_string()),
                 Some(m) => match m.open().await {
                     // A directory not made yet answers once the first volume is written.

@@ -103,14 +103,16 @@ pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<
     let now = Utc::now();
     let problem = set.first_problem(&Resource::BackupTrail((*t).clone()));
     // Gather: the due run's Job and, once it ended, what its worker recorded.
-    let due = backup::due_run(&t, now).unwrap_or_default();
-    let job_name = run_name("backup", &name, &due);
-    let job = jobs_of(&ctx, &ns, &job_name).find(|j| !due.is_empty() && j.name_any() == job_name);
-    let state = job.as_ref().map(|j| job_state(j));
-    let seen = match (&job, state.clone()) {
-        (None, _) | (_, None) => BackupRun::NotStarted,
-        (_, Some(JobState::Running)) => BackupRun::Running,
-        (Some(job), Some(ended)) => {
+    let job = backup::due_run(&t, now).and_then(|run| {
+        let job_name = run_name("backup", &name, &run);
+        let job = jobs_of(&ctx, &ns, &job_name).find(|j| j.name_any() == job_name)?;
+        let state = job_state(&job);
+        Some((run, job, state))
+    });
+    let seen = match &job {
+        None => BackupRun::NotStarted,
+        Some((_, _, JobState::Running)) => BackupRun::Running,
+        Some((run, job, ended)) => {
             let started = job
                 .status
                 .as_ref()
@@ -126,9 +128,12 @@ pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<
                     .filter(|e| started.is_none_or(|s| e.created_at >= s)),
             );
             match ended {
-                JobState::Failed(message) => BackupRun::Failed { message, notes },
+                JobState::Failed(message) => BackupRun::Failed {
+                    message: message.clone(),
+                    notes,
+                },
                 _ => BackupRun::Succeeded {
-                    message: format!("backup run {due} done"),
+                    message: format!("backup run {run} done"),
                     notes,
                 },
             }
@@ -142,18 +147,18 @@ pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<
     count_trail(st, &catalog, &name);
     rescan_if_asked(&ctx, t.as_ref(), st, &recorder).await?;
     // Carry out: the run, the events, the status.
-    match (&job, &state) {
-        (Some(job), Some(JobState::Running)) => {
+    match &job {
+        Some((_, job, JobState::Running)) => {
             report_retries(&recorder, t.as_ref(), &mut st.conditions, job).await;
         }
-        (Some(job), Some(ended)) => {
+        Some((_, job, ended)) => {
             let outcome = match ended {
                 JobState::Succeeded => "Succeeded",
                 _ => "Failed",
             };
             ctx.metrics.finished("backup", outcome, job_seconds(job));
         }
-        _ => {}
+        None => {}
     }
     if let Some(run) = d.start.take() {
         match backup_run(&ctx, &t, &set, &catalog, &run) {
