@@ -290,11 +290,12 @@ async fn run(cli: Cli) -> mimeo::Result<ExitCode> {
             } else {
                 std::fs::read_to_string(&task).map_err(|e| mimeo::Error::io(&task, e))?
             };
-            let mut task: mimeo::engine::task::Task =
-                serde_json::from_str(&text).map_err(|e| mimeo::Error::Decode {
+            let mut task: mimeo::engine::task::Task = serde_json::from_str(&text).map_err(|e| {
+                mimeo::engine::error::EngineError::Decode {
                     what: "task".into(),
                     detail: e.to_string(),
-                })?;
+                }
+            })?;
             task.fill_secrets(&mimeo::operator::jobs::secret_from_env)?;
             // In a pod the operator sets MIMEO_NAMESPACE: the results go to the catalog there.
             let outcome = match std::env::var("MIMEO_NAMESPACE") {

@@ -7,10 +7,6 @@ use std::path::{Path, PathBuf};
 
 /// Each top-level module and its layer: a module may name only modules of a lower layer.
 const LAYERS: [(&str, u32); 14] = [
-    ("error", 0),
-    // `crate::Error` and `crate::Result`: the crate root's names for error's.
-    ("Error", 0),
-    ("Result", 0),
     ("beneath", 0),
     ("base", 0),
     // Side by side, so neither names the other: the on-media format (media's own manifest
@@ -18,7 +14,13 @@ const LAYERS: [(&str, u32); 14] = [
     ("api", 1),
     ("media", 1),
     ("engine", 3),
-    ("worker", 4),
+    // The drivers' error wraps the engine's (which wraps the spec's and the media's), so no
+    // layer beneath the drivers can name it: each raises its own.
+    ("error", 4),
+    // `crate::Error` and `crate::Result`: the crate root's names for error's.
+    ("Error", 4),
+    ("Result", 4),
+    ("worker", 5),
     ("reconcile", 5),
     ("local", 6),
     ("operator", 6),

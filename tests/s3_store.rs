@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::s3server::S3Server;
 use futures::{StreamExt, TryStreamExt};
-use mimeo::Error;
+use mimeo::media::error::MediaError;
 use mimeo::media::s3::{S3Config, S3Store};
 use mimeo::media::store::{ObjectInfo, ObjectStore};
 
@@ -93,7 +93,7 @@ async fn put_is_write_once() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::AlreadyExists { ref key, .. } if key == "k"),
+        matches!(err, MediaError::AlreadyExists { ref key, .. } if key == "k"),
         "{err:?}"
     );
 
@@ -101,7 +101,7 @@ async fn put_is_write_once() {
     let mut writer = store.create("k").await.unwrap();
     writer.write(Bytes::from_static(b"third")).await.unwrap();
     let err = writer.finish().await.unwrap_err();
-    assert!(matches!(err, Error::AlreadyExists { .. }), "{err:?}");
+    assert!(matches!(err, MediaError::AlreadyExists { .. }), "{err:?}");
 
     assert_eq!(store.get("k").await.unwrap(), "first");
 }
@@ -155,7 +155,7 @@ async fn streaming_multipart_write_and_ranged_reads() {
     // Writing the same key again fails before any part is uploaded.
     let mut again = store.create("vol/000001").await.unwrap();
     let err = again.write(data.slice(..9 * MIB)).await.unwrap_err();
-    assert!(matches!(err, Error::AlreadyExists { .. }), "{err:?}");
+    assert!(matches!(err, MediaError::AlreadyExists { .. }), "{err:?}");
     assert_eq!(pending_uploads(&server), 0);
 }
 
@@ -172,7 +172,7 @@ async fn multipart_complete_is_conditional() {
         .await
         .unwrap();
     let err = writer.finish().await.unwrap_err();
-    assert!(matches!(err, Error::AlreadyExists { .. }), "{err:?}");
+    assert!(matches!(err, MediaError::AlreadyExists { .. }), "{err:?}");
     assert_eq!(store.get("race").await.unwrap(), "winner");
     assert_eq!(pending_uploads(&server), 0, "the failed upload is aborted");
 }
@@ -184,11 +184,11 @@ async fn missing_objects() {
     assert_eq!(store.head("nope").await.unwrap(), None);
     let err = store.get("nope").await.unwrap_err();
     assert!(
-        matches!(err, Error::NotFound { ref key, .. } if key == "nope"),
+        matches!(err, MediaError::NotFound { ref key, .. } if key == "nope"),
         "{err:?}"
     );
     let err = store.get_range("nope", 0..10).await.unwrap_err();
-    assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+    assert!(matches!(err, MediaError::NotFound { .. }), "{err:?}");
 }
 
 #[tokio::test]
@@ -456,7 +456,7 @@ async fn retried_put_through_the_proxy_finds_its_own_object_on_minio() {
             .put("seg", Bytes::from(pattern(4 * MIB + 1)))
             .await
             .unwrap_err();
-        assert!(matches!(err, Error::AlreadyExists { .. }), "{err:?}");
+        assert!(matches!(err, MediaError::AlreadyExists { .. }), "{err:?}");
     }
     assert_eq!(proxy.total_faults(), 0);
     assert_eq!(direct.get("seg").await.unwrap(), data);

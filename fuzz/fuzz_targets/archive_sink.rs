@@ -25,10 +25,10 @@ fuzz_target!(
         mimeo_fuzz::fix_tar_checksums(&mut stream);
 
         let (mut files, mut bytes) = (0u64, 0u64);
-        let mut sink = |path: &str, size: u64, reader: &mut dyn Read| -> mimeo::Result<()> {
+        let mut sink = |path: &str, size: u64, reader: &mut dyn Read| -> mimeo::engine::error::Result<()> {
             assert_safe(path);
             let n = io::copy(reader, &mut io::sink())
-                .map_err(|e| mimeo::Error::Archive {
+                .map_err(|e| mimeo::engine::error::EngineError::Archive {
                     entry: path.to_owned(),
                     detail: format!("reading: {e}"),
                 })?;
@@ -37,7 +37,7 @@ fuzz_target!(
             bytes += n;
             Ok(())
         };
-        let mut delete = |path: &str| -> mimeo::Result<()> {
+        let mut delete = |path: &str| -> mimeo::engine::error::Result<()> {
             assert_safe(path);
             Ok(())
         };

@@ -6,6 +6,7 @@
 
 mod catalog;
 mod common;
+pub mod error;
 mod media_class;
 mod policy;
 mod resource;
@@ -15,6 +16,7 @@ pub mod validate;
 
 pub use catalog::*;
 pub use common::*;
+pub use error::SpecError;
 pub use media_class::*;
 pub use policy::*;
 pub use resource::*;

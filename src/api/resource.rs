@@ -8,11 +8,11 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use serde::de::DeserializeOwned;
 
+use super::error::{Result, SpecError};
 use super::validate::{
     self, FieldError, SelectionRules, check_dns_label, check_dns_subdomain, validate_references,
 };
 use super::*;
-use crate::error::{Error, Result};
 
 /// One resource of any kind Mimeo reads.
 #[derive(Clone, Debug)]
@@ -72,7 +72,7 @@ impl Resource {
 
     /// Parses one YAML document. `source_name` (a file name) prefixes every error.
     pub fn from_yaml(doc: serde_yaml::Value, source_name: &str) -> Result<Resource> {
-        let parse_err = |message: String| Error::Parse {
+        let parse_err = |message: String| SpecError::Parse {
             source_name: source_name.to_string(),
             message,
         };
@@ -92,7 +92,7 @@ impl Resource {
             .and_then(|n| n.as_str())
             .unwrap_or_default()
             .to_string();
-        let invalid = |field: String, message: String| Error::Invalid {
+        let invalid = |field: String, message: String| SpecError::Invalid {
             source_name: source_name.to_string(),
             kind: kind.clone(),
             name: name.clone(),
@@ -195,7 +195,7 @@ impl Resource {
 fn typed<T: DeserializeOwned>(
     doc: serde_yaml::Value,
     kind: &str,
-    invalid: &dyn Fn(String, String) -> Error,
+    invalid: &dyn Fn(String, String) -> SpecError,
 ) -> Result<T> {
     let mut unknown: Vec<Vec<Seg>> = Vec::new();
     let mut note = |path: serde_ignored::Path| {
@@ -314,7 +314,7 @@ pub fn parse_documents(text: &str, source_name: &str) -> Result<Vec<Resource>> {
     use serde::Deserialize;
     let mut out = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(text) {
-        let value = serde_yaml::Value::deserialize(doc).map_err(|e| Error::Parse {
+        let value = serde_yaml::Value::deserialize(doc).map_err(|e| SpecError::Parse {
             source_name: source_name.to_string(),
             message: format!("malformed YAML: {e}"),
         })?;
@@ -326,7 +326,7 @@ pub fn parse_documents(text: &str, source_name: &str) -> Result<Vec<Resource>> {
             let items = value
                 .get("items")
                 .and_then(|i| i.as_sequence())
-                .ok_or_else(|| Error::Parse {
+                .ok_or_else(|| SpecError::Parse {
                     source_name: source_name.to_string(),
                     message: "a List needs a list of items".into(),
                 })?;
@@ -444,7 +444,7 @@ impl ResourceSet {
         self.media_classes
             .get(name)
             .and_then(|c| c.spec.backend.s3.as_ref())
-            .ok_or_else(|| Error::Invalid {
+            .ok_or_else(|| SpecError::Invalid {
                 source_name: "location".into(),
                 kind: "MediaClass".into(),
                 name: name.to_owned(),

@@ -18,7 +18,7 @@ use super::mux::{StreamJob, write_interleaved};
 use super::pipe::{ChannelWriter, blocking};
 use super::task::{BackupTask, DataSpec, TaskOutcome};
 use crate::api::{Role, capped_notes};
-use crate::error::{Error, Result};
+use crate::engine::error::{EngineError, Result};
 use crate::media::store::ObjectStore;
 use crate::media::trail::{TrailWriter, index_key};
 
@@ -36,12 +36,12 @@ pub async fn run_backup(task: &BackupTask) -> Result<TaskOutcome> {
         let previous = match &item.parent {
             Some(p) => {
                 let body = media.store.get(&index_key(&task.trail, p)).await?;
-                Some(
-                    serde_json::from_slice::<FileIndex>(&body).map_err(|e| Error::Decode {
+                Some(serde_json::from_slice::<FileIndex>(&body).map_err(|e| {
+                    EngineError::Decode {
                         what: format!("file index of {p}"),
                         detail: e.to_string(),
-                    })?,
-                )
+                    }
+                })?)
             }
             None => None,
         };
@@ -104,7 +104,7 @@ pub async fn run_backup(task: &BackupTask) -> Result<TaskOutcome> {
         ));
     }
     if !outcome.failed.is_empty() && outcome.entries.is_empty() {
-        return Err(Error::ItemsFailed(outcome.failed.join("; ")));
+        return Err(EngineError::ItemsFailed(outcome.failed.join("; ")));
     }
     commit_manifest(
         media.store.as_ref(),
@@ -178,13 +178,13 @@ async fn save_index(
     instance_id: &str,
     summary: &ArchiveSummary,
 ) -> Result<()> {
-    let body = serde_json::to_vec(&summary.index).map_err(|e| Error::Encode {
+    let body = serde_json::to_vec(&summary.index).map_err(|e| EngineError::Encode {
         what: format!("file index of {instance_id}"),
         detail: e.to_string(),
     })?;
-    store
+    Ok(store
         .put(&index_key(trail, instance_id), Bytes::from(body))
-        .await
+        .await?)
 }
 
 /// Bytes fetched per ranged GET when an S3 object is read as a work item file.

@@ -11,9 +11,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::api::validate::{check_dns_label, check_dns_subdomain};
 use crate::api::*;
+use crate::engine::error::Result;
 use crate::engine::records::extents;
 use crate::engine::task::{RescanTask, TaskOutcome};
-use crate::error::Result;
 use crate::media::manifest::{
     Manifest, ManifestEntry, read_manifests, session_manifest, write_manifest,
 };
@@ -31,7 +31,7 @@ pub async fn commit_manifest(
         return Ok(());
     }
     let m = Manifest::new(session, entries.iter().map(ManifestEntry::from).collect());
-    write_manifest(store, trail, &m).await
+    Ok(write_manifest(store, trail, &m).await?)
 }
 
 /// The outcome of a session that already committed to `trail` (its manifest exists): a worker

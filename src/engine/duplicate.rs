@@ -14,7 +14,8 @@ use super::mux::{StreamJob, write_interleaved, write_sequential};
 use super::records::extents;
 use super::task::{CopyTask, MediaCopyTask, TaskOutcome};
 use crate::api::{Layout, Role};
-use crate::error::{Error, Result};
+use crate::base::failure::Stopped;
+use crate::engine::error::{EngineError, Result};
 use crate::media::manifest::ManifestEntry;
 use crate::media::trail::{Media, TrailWriter, read_instance, scan_trail};
 
@@ -51,10 +52,9 @@ pub async fn run_copy(task: &CopyTask) -> Result<TaskOutcome> {
                         let chunk = chunk?;
                         n += chunk.len() as u64;
                         crc = crc32c::crc32c_append(crc, &chunk);
-                        tx.send(chunk).await.map_err(|_| Error::Stopped {
-                            what: "copy writer".into(),
-                            detail: "it took no more data".into(),
-                        })?;
+                        tx.send(chunk)
+                            .await
+                            .map_err(|_| Stopped::new("copy writer", "it took no more data"))?;
                     }
                     Ok((n, crc))
                 }
@@ -92,7 +92,7 @@ pub async fn run_copy(task: &CopyTask) -> Result<TaskOutcome> {
         // The source's digest was verified by its reader; what the writer received must be
         // exactly what the reader delivered.
         if w.digest != src.digest || w.bytes != src.bytes || w.stream_crc32c != Some(sent_crc) {
-            return Err(Error::CopyMismatch {
+            return Err(EngineError::CopyMismatch {
                 what: w.instance_id.clone(),
                 detail: format!(
                     "{} bytes written (CRC32C {:08x?}), source delivered {} bytes (CRC32C {:08x})",
@@ -153,14 +153,14 @@ pub async fn run_media_copy(task: &MediaCopyTask) -> Result<TaskOutcome> {
                     Ok(d) if d.len() as u64 == want => d,
                     Ok(_) => {
                         w.abort().await?;
-                        return Err(Error::CopyMismatch {
+                        return Err(EngineError::CopyMismatch {
                             what: obj.key.clone(),
                             detail: "the source shrank while it was copied".into(),
                         });
                     }
                     Err(e) => {
                         w.abort().await?;
-                        return Err(e);
+                        return Err(e.into());
                     }
                 };
                 super::progress::add(data.len());

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::task::{ScratchTask, TaskOutcome};
-use crate::error::Result;
+use crate::engine::error::Result;
 use crate::media::trail::{scan_trail, scratch_volume};
 
 /// Frees the sealed volumes of a trail that are not in `task.keep`.

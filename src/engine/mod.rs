@@ -4,6 +4,7 @@ pub mod archive;
 pub mod backup;
 pub mod catalog;
 pub mod duplicate;
+pub mod error;
 pub mod expire;
 mod mux;
 pub mod pipe;

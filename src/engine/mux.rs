@@ -9,7 +9,8 @@ use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::error::{Error, Result};
+use crate::base::failure::Stopped;
+use crate::engine::error::Result;
 use crate::media::trail::{TrailWriter, WrittenInstance};
 
 /// Depth of each producer's channel, in chunks.
@@ -52,7 +53,7 @@ async fn finish<T>(writer: &mut TrailWriter, r: Running<T>) -> Result<(WrittenIn
     let extra = r
         .handle
         .await
-        .map_err(|e| Error::stopped("stream task", e))??;
+        .map_err(|e| Stopped::new("stream task", e))??;
     Ok((writer.end(r.slot).await?, extra))
 }
 

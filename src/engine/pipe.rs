@@ -6,7 +6,9 @@ use std::io::{Read, Write};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::error::{Error, Result};
+use crate::base::failure::Stopped;
+use crate::engine::error::{EngineError, Result};
+use crate::media::{self, error::MediaError};
 
 /// Chunk size handed from a tar writer to the block writer.
 const CHUNK: usize = 256 << 10;
@@ -62,14 +64,14 @@ impl Drop for ChannelWriter {
 /// channel is kept and returned by [`ChannelReader::take_error`], so the typed media error
 /// (with its volume and offset) survives the trip through `std::io`.
 pub struct ChannelReader {
-    rx: mpsc::Receiver<Result<Bytes>>,
+    rx: mpsc::Receiver<media::error::Result<Bytes>>,
     current: Bytes,
-    error: Option<Error>,
+    error: Option<MediaError>,
 }
 
 impl ChannelReader {
     /// Wraps a receiver.
-    pub fn new(rx: mpsc::Receiver<Result<Bytes>>) -> Self {
+    pub fn new(rx: mpsc::Receiver<media::error::Result<Bytes>>) -> Self {
         ChannelReader {
             rx,
             current: Bytes::new(),
@@ -78,7 +80,7 @@ impl ChannelReader {
     }
 
     /// The media error that ended the stream, if any.
-    pub fn take_error(&mut self) -> Option<Error> {
+    pub fn take_error(&mut self) -> Option<MediaError> {
         self.error.take()
     }
 
@@ -86,8 +88,8 @@ impl ChannelReader {
     pub fn drain(&mut self) -> Result<()> {
         let copied = std::io::copy(self, &mut std::io::sink());
         match (self.take_error(), copied) {
-            (Some(e), _) => Err(e),
-            (None, Err(e)) => Err(Error::Archive {
+            (Some(e), _) => Err(e.into()),
+            (None, Err(e)) => Err(EngineError::Archive {
                 entry: "archive stream".into(),
                 detail: e.to_string(),
             }),
@@ -125,5 +127,5 @@ pub async fn blocking<T: Send + 'static>(
 ) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::stopped("worker thread", e))?
+        .map_err(|e| Stopped::new("worker thread", e))?
 }

@@ -7,6 +7,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::catalog::{Catalog, instance_id};
 use super::task::*;
+use crate::api::error::Result;
 use crate::api::validate::SelectionRules;
 use crate::api::*;
 
@@ -30,8 +31,8 @@ pub struct PlanContext<'a> {
 
 /// A spec value the planner needs that did not parse: validation reported the field, and the
 /// plan is refused rather than made with a stand-in (a retention of 0, a glob left out).
-fn unparsed(kind: &str, name: &str, field: &str) -> crate::Error {
-    crate::Error::Invalid {
+fn unparsed(kind: &str, name: &str, field: &str) -> SpecError {
+    SpecError::Invalid {
         source_name: "planner".into(),
         kind: kind.into(),
         name: name.into(),
@@ -53,17 +54,17 @@ impl PlanContext<'_> {
 
     /// Plans a backup of every work item of a trail. `resolve` turns a work item source into a
     /// [`DataSpec`] (it is the driver that knows how to reach paths, PVCs and S3).
-    pub fn plan_backup(
+    pub fn plan_backup<E: From<SpecError>>(
         &self,
         trail: &BackupTrail,
-        resolve: &dyn Fn(&DataLocation) -> crate::Result<DataSpec>,
-    ) -> crate::Result<BackupTask> {
+        resolve: &dyn Fn(&DataLocation) -> Result<DataSpec, E>,
+    ) -> Result<BackupTask, E> {
         let name = kube::ResourceExt::name_any(trail);
         let media = self
             .media
             .get(&trail.spec.media_class_name)
             .cloned()
-            .ok_or_else(|| crate::Error::Invalid {
+            .ok_or_else(|| SpecError::Invalid {
                 source_name: "planner".into(),
                 kind: "BackupTrail".into(),
                 name: name.clone(),
@@ -105,7 +106,7 @@ impl PlanContext<'_> {
 
     /// Instances of the policy's sources that its selection picks, oldest first, one per
     /// instance id. A policy whose selection does not parse selects nothing: it is refused.
-    pub fn select(&self, policy: &DuplicationPolicy) -> crate::Result<Vec<&CatalogEntrySpec>> {
+    pub fn select(&self, policy: &DuplicationPolicy) -> Result<Vec<&CatalogEntrySpec>> {
         let name = kube::ResourceExt::name_any(policy);
         let rules = self
             .set
@@ -148,7 +149,7 @@ impl PlanContext<'_> {
     /// there passed (Expired), so a retried run copies only what is missing and an expired copy
     /// is not made again; an instance whose retention on the target has already passed is not
     /// copied at all. A Missing (damaged) copy is made again.
-    pub fn plan_duplication(&self, policy: &DuplicationPolicy) -> crate::Result<Vec<Task>> {
+    pub fn plan_duplication(&self, policy: &DuplicationPolicy) -> Result<Vec<Task>> {
         let name = kube::ResourceExt::name_any(policy);
         let spec = &policy.spec;
         let session = super::catalog::session_id(self.now);
@@ -958,8 +959,8 @@ spec: {mediaClassName: tape, retention: 1d}
         catalog.import(entry("soon", Role::Duplicate, "fin", "fin-0", 40, None));
         let m = media(&set);
         let ctx = now_ctx(&set, &m, &catalog);
-        let field = |r: crate::Result<Vec<Task>>| match r {
-            Err(crate::Error::Invalid {
+        let field = |r: Result<Vec<Task>>| match r {
+            Err(SpecError::Invalid {
                 kind, name, field, ..
             }) => format!("{kind}/{name} {field}"),
             other => panic!("not refused: {other:?}"),
@@ -976,7 +977,7 @@ spec: {mediaClassName: tape, retention: 1d}
             Ok(DataSpec::Path("/src".into()))
         });
         assert!(
-            matches!(&backup, Err(crate::Error::Invalid { field, .. }) if field == "spec.retention"),
+            matches!(&backup, Err(SpecError::Invalid { field, .. }) if field == "spec.retention"),
             "{backup:?}"
         );
         // Nothing expires by a retention that does not parse.

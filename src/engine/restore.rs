@@ -17,7 +17,8 @@ use super::archive::{
 use super::pipe::{ChannelReader, blocking};
 use super::task::{DataSpec, RestoreLink, RestoreTask, TaskOutcome, VerifyTask};
 use crate::beneath::{Dir, is_gone};
-use crate::error::{Error, Result};
+use crate::engine::error::{EngineError, Result};
+use crate::media::error::MediaError;
 use crate::media::manifest::ManifestEntry;
 use crate::media::store::{ObjectStore, ObjectWriter};
 use crate::media::trail::read_instance;
@@ -96,7 +97,7 @@ impl S3Out {
         let mut buf = vec![0u8; PUT_CHUNK];
         let mut size = 0u64;
         loop {
-            let n = read_full(body, &mut buf).map_err(|e| Error::io(path, e))?;
+            let n = read_full(body, &mut buf).map_err(|e| EngineError::io(path, e))?;
             if n == 0 {
                 break;
             }
@@ -156,7 +157,7 @@ impl S3Out {
                 for key in finished {
                     let _ = self.store.delete(&key).await;
                 }
-                return Err(e);
+                return Err(e.into());
             }
             finished.push(key);
         }
@@ -176,7 +177,7 @@ impl S3Out {
 /// the user's that a restore could replace.
 async fn empty_prefix<S: ObjectStore + 'static>(store: S, prefix: &str) -> Result<S3Out> {
     if let Some(o) = store.list("").await?.first() {
-        return Err(Error::Refused {
+        return Err(EngineError::Refused {
             entry: format!("s3 prefix {prefix:?}"),
             reason: format!(
                 "the target prefix is not empty (it holds {:?}): restore into a new or empty prefix; nothing in a target is ever removed",
@@ -206,7 +207,9 @@ async fn restore_links(
         let reader = open_link(link).await?;
         let staged = match stage {
             Some(s) => Some((
-                s.dir.try_clone().map_err(|e| Error::io(s.path(), e))?,
+                s.dir
+                    .try_clone()
+                    .map_err(|e| EngineError::io(s.path(), e))?,
                 s.path(),
             )),
             None => None,
@@ -232,7 +235,7 @@ async fn restore_links(
             };
             // A media error explains a broken stream better than the archive error it caused.
             match (reader.take_error(), r) {
-                (Some(e), _) => Err(e),
+                (Some(e), _) => Err(e.into()),
                 (None, Ok(rep)) => reader.drain().map(|_| rep),
                 (None, Err(e)) => Err(e),
             }
@@ -246,7 +249,7 @@ async fn restore_links(
     }
     outcome.seconds = started.elapsed().as_secs_f64();
     if !refused.is_empty() {
-        return Err(Error::Refused {
+        return Err(EngineError::Refused {
             entry: refused.join("; "),
             reason: "would write outside the target or is not a file, directory or link; nothing was restored".into(),
         });
@@ -273,11 +276,11 @@ const IGNORED_IN_TARGET: &str = "lost+found";
 
 impl Staging {
     fn new(target_path: &Path) -> Result<Staging> {
-        let io_err = |e| Error::io(target_path, e);
+        let io_err = |e| EngineError::io(target_path, e);
         std::fs::create_dir_all(target_path).map_err(io_err)?;
         let target = match Dir::open_exact(target_path) {
             Err(e) if is_gone(&e) => {
-                return Err(Error::Refused {
+                return Err(EngineError::Refused {
                     entry: target_path.display().to_string(),
                     reason: "the restore target is not a directory (a symlink or a file)".into(),
                 });
@@ -290,7 +293,7 @@ impl Staging {
             if shown.starts_with(STAGING_PREFIX) && is_dir {
                 target.remove_all(&name).map_err(io_err)?;
             } else if shown != IGNORED_IN_TARGET {
-                return Err(Error::Refused {
+                return Err(EngineError::Refused {
                     entry: target_path.display().to_string(),
                     reason: format!(
                         "the target directory is not empty (it holds {shown:?}): restore into a new or empty directory; nothing in a target is ever removed"
@@ -320,11 +323,11 @@ impl Staging {
     /// process may not change (another owner's mount point) keeps its own: that is a note,
     /// not a failure, once the tree is in. Returns the notes.
     fn commit(self, root: Option<RootMeta>) -> Result<Vec<String>> {
-        let io_err = |e| Error::io(self.path(), e);
+        let io_err = |e| EngineError::io(self.path(), e);
         for name in self.dir.names().map_err(io_err)? {
             self.dir
                 .rename(&name, &self.target, &name)
-                .map_err(|e| Error::io(self.target_path.join(&name), e))?;
+                .map_err(|e| EngineError::io(self.target_path.join(&name), e))?;
         }
         // Emptied: removed now, so that its removal does not touch the target's time after
         // it is set (the drop finds nothing left).
@@ -342,7 +345,7 @@ impl Staging {
                 "{}: kept its own mode and time ({e})",
                 self.target_path.display()
             )],
-            Err(e) => return Err(Error::io(&self.target_path, e)),
+            Err(e) => return Err(EngineError::io(&self.target_path, e)),
         })
     }
 }
@@ -356,15 +359,21 @@ impl Drop for Staging {
 /// The links of a restore that a read error concerns: the copies on the volume it names.
 /// `true` with them for damage (those copies become Missing), `false` for a key their media
 /// class cannot use or media that cannot be reached (they are only passed over). No links for any other error.
-pub fn unreadable_links<'a>(links: &'a [RestoreLink], err: &Error) -> (Vec<&'a RestoreLink>, bool) {
+pub fn unreadable_links<'a>(
+    links: &'a [RestoreLink],
+    err: &EngineError,
+) -> (Vec<&'a RestoreLink>, bool) {
+    let EngineError::Media(err) = err else {
+        return (Vec::new(), false);
+    };
     let (volume, class, damaged) = match err {
-        Error::Corrupt { volume, .. } => (volume, None, true),
-        Error::Key {
+        MediaError::Corrupt { volume, .. } => (volume, None, true),
+        MediaError::Key {
             volume,
             media_class,
             ..
         }
-        | Error::Unreachable {
+        | MediaError::Unreachable {
             volume,
             media_class,
             ..

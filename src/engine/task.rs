@@ -7,8 +7,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::api::{Backend, CatalogEntrySpec, Layout, MediaClass};
-use crate::error::{Error, Result};
+use crate::api::{Backend, CatalogEntrySpec, Layout, MediaClass, SpecError};
+use crate::engine::error::{EngineError, Result};
 use crate::media::crypt::{BlockKey, KEY_SECRET_ENTRY};
 use crate::media::factory::{Location, connect_s3, open_store};
 use crate::media::retry::Retrying;
@@ -44,12 +44,12 @@ pub struct MediaSpec {
 impl MediaSpec {
     /// Resolves a MediaClass (already validated). Secrets are filled in by
     /// [`MediaSpec::fill_secrets`].
-    pub fn from_class(mc: &MediaClass) -> Result<MediaSpec> {
+    pub fn from_class(mc: &MediaClass) -> Result<MediaSpec, SpecError> {
         let name = kube::ResourceExt::name_any(mc);
         let bad = |field: &str| {
             let name = name.clone();
             let field = field.to_owned();
-            move |e: crate::api::validate::ValueError| Error::Invalid {
+            move |e: crate::api::validate::ValueError| SpecError::Invalid {
                 source_name: "media".into(),
                 kind: "MediaClass".into(),
                 name,
@@ -93,7 +93,7 @@ impl MediaSpec {
             })
         } else {
             let path = self.mount_path.as_ref().ok_or_else(|| {
-                Error::Unsupported(format!(
+                EngineError::Unsupported(format!(
                     "MediaClass {}: a pvc backend needs the operator (worker pods mount the claim); \
                      use a filesystem or s3 backend in local mode",
                     self.name
@@ -104,7 +104,7 @@ impl MediaSpec {
         let store = open_store(location).await?;
         let key = match (&self.key_secret, &self.key) {
             (Some(secret), None) => {
-                return Err(Error::Secret {
+                return Err(EngineError::Secret {
                     secret: secret.clone(),
                     detail: format!("MediaClass {} encrypts, but no key was given", self.name),
                 });
@@ -156,7 +156,7 @@ pub struct S3Target {
 impl S3Target {
     /// Connects to the bucket, rooted at the prefix.
     pub async fn open(&self) -> Result<Retrying<S3Store>> {
-        connect_s3(S3Config {
+        Ok(connect_s3(S3Config {
             endpoint: self.endpoint.clone(),
             bucket: self.bucket.clone(),
             prefix: self.prefix.clone(),
@@ -165,7 +165,7 @@ impl S3Target {
             credentials: self.credentials.clone(),
             track_uploads: false,
         })
-        .await
+        .await?)
     }
 }
 
@@ -362,7 +362,7 @@ pub fn secret_value(secret: &k8s_openapi::api::core::v1::Secret, entry: &str) ->
                 .and_then(|d| d.get(entry))
                 .map(|b| String::from_utf8_lossy(&b.0).into_owned())
         })
-        .ok_or_else(|| Error::Secret {
+        .ok_or_else(|| EngineError::Secret {
             secret: kube::ResourceExt::name_any(secret),
             detail: format!("has no entry {entry}"),
         })
@@ -401,7 +401,7 @@ impl MediaSpec {
             None => None,
             Some(s) => {
                 let text = lookup(s, KEY_SECRET_ENTRY)?;
-                let key = BlockKey::parse(&text).map_err(|e| Error::Secret {
+                let key = BlockKey::parse(&text).map_err(|e| EngineError::Secret {
                     secret: s.clone(),
                     detail: format!("entry {KEY_SECRET_ENTRY} {e}"),
                 })?;

@@ -13,11 +13,13 @@ use super::progress::Progress;
 use super::state::{StartedRun, StateDir};
 use crate::api::*;
 use crate::engine::catalog::{Catalog, Recorded, run_notes, run_rescan};
+use crate::engine::error::EngineError;
 use crate::engine::planner::{PlanContext, RestorePlan};
 use crate::engine::records::volume_status;
 use crate::engine::restore::unreadable_links;
 use crate::engine::task::*;
 use crate::error::{Error, Result};
+use crate::media::error::MediaError;
 use crate::media::s3::S3Credentials;
 use crate::media::trail::scan_trail;
 use crate::reconcile::backup::{self, BackupRun};
@@ -63,20 +65,21 @@ pub fn read_inputs(paths: &[PathBuf]) -> Result<Vec<Input>> {
         };
         for r in parse_documents(&text, &f.display().to_string())? {
             if r.kind() == "CatalogEntry" {
-                return Err(Error::Invalid {
+                return Err(SpecError::Invalid {
                     source_name: f.display().to_string(),
                     kind: "CatalogEntry".into(),
                     name: r.name(),
                     field: "kind".into(),
                     message: "CatalogEntries are written by Mimeo only".into(),
-                });
+                }
+                .into());
             }
             // Two of one kind and name in a batch: which one was meant cannot be guessed.
             if let Some(first) = out
                 .iter()
                 .find(|i: &&Input| i.resource.kind() == r.kind() && i.resource.name() == r.name())
             {
-                return Err(Error::Invalid {
+                return Err(SpecError::Invalid {
                     source_name: f.display().to_string(),
                     kind: r.kind().into(),
                     name: r.name(),
@@ -87,7 +90,8 @@ pub fn read_inputs(paths: &[PathBuf]) -> Result<Vec<Input>> {
                         r.name(),
                         first.source
                     ),
-                });
+                }
+                .into());
             }
             out.push(Input {
                 source: f.display().to_string(),
@@ -179,18 +183,18 @@ fn merge(set: &mut ResourceSet, new: Resource) -> &'static str {
 }
 
 /// An entry of a Secret document applied in local mode.
-fn secret_entry(set: &ResourceSet, secret: &str, entry: &str) -> Result<String> {
-    let s = set
-        .secrets
-        .get(secret)
-        .ok_or_else(|| Error::ResourceNotFound {
-            kind: "Secret".into(),
-            name: secret.to_owned(),
-        })?;
+fn secret_entry(set: &ResourceSet, secret: &str, entry: &str) -> Result<String, EngineError> {
+    let s = set.secrets.get(secret).ok_or_else(|| EngineError::Secret {
+        secret: secret.to_owned(),
+        detail: "not found: no Secret of this name was applied".into(),
+    })?;
     secret_value(s, entry)
 }
 
-fn s3_credentials(set: &ResourceSet, secret: Option<&SecretRef>) -> Result<Option<S3Credentials>> {
+fn s3_credentials(
+    set: &ResourceSet,
+    secret: Option<&SecretRef>,
+) -> Result<Option<S3Credentials>, EngineError> {
     secret
         .map(|r| credentials(&r.name, &|s, e| secret_entry(set, s, e)))
         .transpose()
@@ -202,10 +206,12 @@ fn resolve_media(set: &ResourceSet) -> (BTreeMap<String, MediaSpec>, Vec<String>
     let mut out = BTreeMap::new();
     let mut errors = Vec::new();
     for (name, mc) in &set.media_classes {
-        let spec = MediaSpec::from_class(mc).and_then(|mut m| {
-            m.fill_secrets(&|s, e| secret_entry(set, s, e))?;
-            Ok(m)
-        });
+        let spec = MediaSpec::from_class(mc)
+            .map_err(EngineError::from)
+            .and_then(|mut m| {
+                m.fill_secrets(&|s, e| secret_entry(set, s, e))?;
+                Ok(m)
+            });
         match spec {
             Ok(m) => _ = out.insert(name.clone(), m),
             Err(e) => errors.push(format!("mediaclass/{name}: {e}")),
@@ -247,10 +253,10 @@ fn resolve_location(set: &ResourceSet, loc: &DataLocation) -> Result<DataSpec> {
         return Ok(DataSpec::Path(p.clone()));
     }
     if let Some(p) = &loc.pvc {
-        return Err(Error::Unsupported(format!(
+        return Err(EngineError::Unsupported(format!(
             "pvc {:?} needs the operator (worker pods mount the claim); use path or s3 in local mode",
             p.claim_name
-        )));
+        )).into());
     }
     let s3 = loc.s3.as_ref().expect("validated: exactly one location");
     if let Some(mc) = &s3.media_class_name {
@@ -347,13 +353,14 @@ impl Local {
         } in &inputs
         {
             if let Some(e) = set.check_references(r).into_iter().next() {
-                return Err(Error::Invalid {
+                return Err(SpecError::Invalid {
                     source_name: source.clone(),
                     kind: r.kind().into(),
                     name: r.name(),
                     field: e.field,
                     message: e.message,
-                });
+                }
+                .into());
             }
         }
         check_immutable(&old, &inputs)?;
@@ -441,7 +448,7 @@ impl Local {
     }
 
     /// Runs a task in-process, with progress shown.
-    async fn execute(&self, what: &str, task: &Task) -> Result<TaskOutcome> {
+    async fn execute(&self, what: &str, task: &Task) -> Result<TaskOutcome, EngineError> {
         let bar = self
             .progress
             .start(&format!("{what}: {}", worker::describe(task)));
@@ -789,14 +796,15 @@ impl Local {
         for (what, dir) in media.chain([state]) {
             let dir = real_path(&dir);
             if real_target.starts_with(&dir) || dir.starts_with(&real_target) {
-                return Err(Error::Refused {
+                return Err(EngineError::Refused {
                     entry: format!("spec.target.path {t}"),
                     reason: format!(
                         "{} overlaps {what} ({}): a restore never writes into or above them",
                         real_target.display(),
                         dir.display()
                     ),
-                });
+                }
+                .into());
             }
         }
         Ok(target)
@@ -1022,7 +1030,7 @@ impl Local {
                     ok += 1;
                     println!("catalogentry/{name}: ok ({} bytes, {})", e.bytes, e.digest);
                 }
-                Err(err @ Error::Corrupt { .. }) => {
+                Err(err @ EngineError::Media(MediaError::Corrupt { .. })) => {
                     damaged += 1;
                     println!("catalogentry/{name}: DAMAGED: {err}");
                     catalog.set_state(&name, EntryState::Missing, err.to_string());
@@ -1092,13 +1100,14 @@ fn check_immutable(old: &ResourceSet, new: &[Input]) -> Result<()> {
         if let Some(o) = old_mc
             && o != new_mc
         {
-            return Err(Error::Invalid {
+            return Err(SpecError::Invalid {
                 source_name: source.clone(),
                 kind: r.kind().into(),
                 name: r.name(),
                 field: "spec.mediaClassName".into(),
                 message: format!("is immutable (was {o:?}): create a new trail instead"),
-            });
+            }
+            .into());
         }
     }
     Ok(())

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use crate::api::validate::check_dns_subdomain;
 use crate::api::*;
 use crate::engine::catalog::Catalog;
+use crate::engine::error::EngineError;
 use crate::error::{Error, Result};
 
 /// A backup run as it started: what makes a run killed after its commit, before its trail's
@@ -63,10 +64,10 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
 
 fn load_yaml<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_yaml::from_str(&text).map_err(|e| Error::Parse {
+    Ok(serde_yaml::from_str(&text).map_err(|e| SpecError::Parse {
         source_name: path.display().to_string(),
         message: e.to_string(),
-    })
+    })?)
 }
 
 impl StateDir {
@@ -132,10 +133,11 @@ impl StateDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(&path, e)),
         };
-        let started: StartedRun = serde_json::from_slice(&body).map_err(|e| Error::Parse {
-            source_name: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let started: StartedRun =
+            serde_json::from_slice(&body).map_err(|e| EngineError::Decode {
+                what: path.display().to_string(),
+                detail: e.to_string(),
+            })?;
         Ok((started.run == run).then_some(started))
     }
 
@@ -237,8 +239,9 @@ impl StateDir {
 }
 
 fn encode(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Encode {
+    EngineError::Encode {
         what: what.to_owned(),
         detail: e.to_string(),
     }
+    .into()
 }

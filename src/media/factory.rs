@@ -8,7 +8,7 @@ use super::fs::FsStore;
 use super::retry::Retrying;
 use super::s3::{S3Config, S3Store};
 use super::store::ObjectStore;
-use crate::error::Result;
+use crate::media::error::Result;
 
 /// Where a store's objects live.
 pub enum Location {

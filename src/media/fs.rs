@@ -17,8 +17,9 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use super::store::{ObjectInfo, ObjectStore, ObjectWriter};
+use crate::base::failure::Stopped;
 use crate::beneath::{Dir, is_gone};
-use crate::error::{Error, Result};
+use crate::media::error::{MediaError, Result};
 
 /// Temporary files start with this; listings skip them.
 const TEMP_PREFIX: &str = ".tmp-";
@@ -92,14 +93,14 @@ impl FsStore {
 
     /// [`Self::place`] of an object that must exist.
     fn existing(&self, key: &str) -> Result<Place> {
-        self.place(key, false)?.ok_or_else(|| Error::NotFound {
+        self.place(key, false)?.ok_or_else(|| MediaError::NotFound {
             store: self.describe(),
             key: key.into(),
         })
     }
 
-    fn refuse(&self, key: &str, why: &str) -> Error {
-        Error::Store {
+    fn refuse(&self, key: &str, why: &str) -> MediaError {
+        MediaError::Store {
             store: self.describe(),
             key: key.into(),
             message: format!("refused: {why}; media objects are never reached through symlinks"),
@@ -107,14 +108,14 @@ impl FsStore {
         }
     }
 
-    fn err(&self, key: &str, e: std::io::Error) -> Error {
+    fn err(&self, key: &str, e: std::io::Error) -> MediaError {
         if e.kind() == std::io::ErrorKind::NotFound {
-            return Error::NotFound {
+            return MediaError::NotFound {
                 store: self.describe(),
                 key: key.into(),
             };
         }
-        Error::Store {
+        MediaError::Store {
             store: self.describe(),
             key: key.into(),
             message: e.to_string(),
@@ -165,7 +166,7 @@ impl TempFile {
         drop(file);
         match self.dir.hard_link(&self.temp, &self.dir, &self.name) {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(Error::AlreadyExists {
+                return Err(MediaError::AlreadyExists {
                     store: store.describe(),
                     key: key.into(),
                 });
@@ -262,7 +263,7 @@ impl ObjectStore for FsStore {
             tmp.commit(&this, &key)
         })
         .await
-        .map_err(|e| Error::stopped("file-system thread", e))?
+        .map_err(|e| Stopped::new("file-system thread", e))?
     }
 
     async fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
@@ -273,7 +274,7 @@ impl ObjectStore for FsStore {
                 .map_err(|e| self.err(key, e))?
                 .is_some()
         {
-            return Err(Error::AlreadyExists {
+            return Err(MediaError::AlreadyExists {
                 store: self.describe(),
                 key: key.into(),
             });
@@ -309,7 +310,7 @@ impl ObjectStore for FsStore {
             Ok(Bytes::from(buf))
         })
         .await
-        .map_err(|e| Error::stopped("file-system thread", e))?
+        .map_err(|e| Stopped::new("file-system thread", e))?
     }
 
     async fn get(&self, key: &str) -> Result<Bytes> {
@@ -338,7 +339,7 @@ impl ObjectStore for FsStore {
             Ok(out)
         })
         .await
-        .map_err(|e| Error::stopped("file-system thread", e))?
+        .map_err(|e| Stopped::new("file-system thread", e))?
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
@@ -378,7 +379,7 @@ impl ObjectStore for FsStore {
             Ok(removed)
         })
         .await
-        .map_err(|e| Error::stopped("file-system thread", e))?
+        .map_err(|e| Stopped::new("file-system thread", e))?
     }
 
     async fn probe(&self) -> Result<()> {
@@ -428,7 +429,7 @@ impl ObjectWriter for FsWriter {
             Ok(size)
         })
         .await
-        .map_err(|e| Error::stopped("file-system thread", e))?
+        .map_err(|e| Stopped::new("file-system thread", e))?
     }
 
     async fn abort(self: Box<Self>) -> Result<()> {
@@ -477,7 +478,9 @@ mod tests {
                 .await
             {
                 Ok(()) => written += 1,
-                Err(Error::Store { message, .. }) if message.contains("refused") => refused += 1,
+                Err(MediaError::Store { message, .. }) if message.contains("refused") => {
+                    refused += 1
+                }
                 Err(e) => panic!("{e}"),
             }
             if let Ok(data) = s.get("trail/secret").await {
@@ -505,7 +508,7 @@ mod tests {
         s.put("a/b", Bytes::from_static(b"x")).await.unwrap();
         assert!(matches!(
             s.put("a/b", Bytes::from_static(b"y")).await,
-            Err(Error::AlreadyExists { .. })
+            Err(MediaError::AlreadyExists { .. })
         ));
         // An unfinished write is invisible and a killed one leaves only a temp file.
         let mut w = s.create("a/c").await.unwrap();

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::store::ObjectStore;
-use crate::error::{Error, Result};
+use crate::media::error::{MediaError, Result};
 
 /// Key of a write session's manifest.
 pub fn manifest_key(trail: &str, session: &str) -> String {
@@ -121,14 +121,14 @@ impl Manifest {
     /// Parses a manifest read from `key`. Bytes that are not a manifest are corrupt media; a
     /// manifest of a newer version is refused as such (never taken for damage).
     pub fn parse(key: &str, bytes: &[u8]) -> Result<Manifest> {
-        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| MediaError::Corrupt {
             volume: "-".into(),
             offset: 0,
             work_item: "-".into(),
             detail: format!("manifest {key} is not valid: {e}"),
         })?;
         if m.version > Manifest::VERSION {
-            return Err(Error::Unsupported(format!(
+            return Err(MediaError::Unsupported(format!(
                 "manifest {key} has format version {}, this Mimeo reads up to {}: upgrade Mimeo",
                 m.version,
                 Manifest::VERSION
@@ -234,12 +234,12 @@ mod tests {
         let newer = UNVERSIONED.replacen('{', "{\"version\": 2,", 1);
         let err = Manifest::parse("t/manifests/s.json", newer.as_bytes()).unwrap_err();
         assert!(
-            matches!(&err, Error::Unsupported(m) if m.contains("t/manifests/s.json") && m.contains("version 2")),
+            matches!(&err, MediaError::Unsupported(m) if m.contains("t/manifests/s.json") && m.contains("version 2")),
             "{err:?}"
         );
         let err = Manifest::parse("t/manifests/s.json", b"[1,2").unwrap_err();
         assert!(
-            matches!(&err, Error::Corrupt { detail, .. } if detail.contains("t/manifests/s.json")),
+            matches!(&err, MediaError::Corrupt { detail, .. } if detail.contains("t/manifests/s.json")),
             "{err:?}"
         );
     }

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::base::backoff::{Backoff, retry_while};
-use crate::error::Result;
+use crate::media::error::{MediaError, Result};
 use crate::media::store::{ObjectInfo, ObjectStore, ObjectWriter};
 
 /// Attempts of a probe, including the first.
@@ -75,7 +75,7 @@ where
     Fut: Future<Output = Result<T>> + Send,
 {
     let what = || format!("{op} {}/{key}", store.describe());
-    retry_while(backoff, what, crate::error::Error::is_transient, call).await
+    retry_while(backoff, what, MediaError::is_transient, call).await
 }
 
 #[async_trait]
@@ -136,18 +136,18 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
-    use crate::error::Error;
+    use crate::media::error::MediaError;
     use std::time::Duration;
 
     /// Fails every call with the next error of its script, then answers.
     #[derive(Debug, Default)]
     struct Flaky {
-        script: Mutex<Vec<Error>>,
+        script: Mutex<Vec<MediaError>>,
         calls: AtomicU32,
     }
 
     impl Flaky {
-        fn failing(errors: Vec<Error>) -> Self {
+        fn failing(errors: Vec<MediaError>) -> Self {
             Flaky {
                 script: Mutex::new(errors),
                 calls: AtomicU32::new(0),
@@ -200,8 +200,8 @@ mod tests {
         }
     }
 
-    fn store_error(transient: bool) -> Error {
-        Error::Store {
+    fn store_error(transient: bool) -> MediaError {
+        MediaError::Store {
             store: "flaky://".into(),
             key: "k".into(),
             message: "boom".into(),
@@ -233,7 +233,7 @@ mod tests {
         let store = Retrying::with_backoff(Flaky::failing(vec![store_error(false)]), quick(5));
         assert!(matches!(
             store.head("k").await,
-            Err(Error::Store {
+            Err(MediaError::Store {
                 transient: false,
                 ..
             })

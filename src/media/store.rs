@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use crate::error::Result;
+use crate::media::error::Result;
 
 /// One listed object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,7 +25,7 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// Human description for messages, e.g. `file:///data/media` or `s3://bucket/prefix`.
     fn describe(&self) -> String;
 
-    /// Writes a small object in one call. Fails with `Error::AlreadyExists` if `key` exists.
+    /// Writes a small object in one call. Fails with `MediaError::AlreadyExists` if `key` exists.
     async fn put(&self, key: &str, data: Bytes) -> Result<()>;
 
     /// Starts a streaming write of a possibly large object. Nothing is visible under `key`

@@ -20,7 +20,7 @@ use super::format::*;
 use super::manifest::{Extent, ManifestEntry};
 use super::store::ObjectStore;
 use crate::base::hash::name_hash;
-use crate::error::{Error, Result};
+use crate::media::error::{MediaError, Result};
 
 /// A resolved media class: its store and geometry.
 #[derive(Clone, Debug)]
@@ -576,7 +576,7 @@ async fn read_instance_inner(
 ) -> Result<()> {
     let instance = name_hash(&entry.instance_id);
     let item = format!("{} (instance {})", entry.work_item, entry.instance_id);
-    let corrupt = |volume: &str, offset: u64, detail: String| Error::Corrupt {
+    let corrupt = |volume: &str, offset: u64, detail: String| MediaError::Corrupt {
         volume: volume.into(),
         offset,
         work_item: item.clone(),
@@ -625,12 +625,12 @@ async fn read_instance_inner(
     while let Some((x, a, b, data)) = reads.next().await {
         let ext = &entry.extents[x];
         let data = match data {
-            Err(Error::NotFound { .. }) => {
+            Err(MediaError::NotFound { .. }) => {
                 let detail = format!("segment {} is missing ({})", ext.segment, keys[x]);
                 return Err(
                     match volume_is_there(media, &entry.trail, &ext.volume).await? {
                         true => corrupt(&ext.volume, ext.offset, detail),
-                        false => Error::Unreachable {
+                        false => MediaError::Unreachable {
                             media_class: media.name.clone(),
                             volume: ext.volume.clone(),
                             work_item: item.clone(),
@@ -688,7 +688,7 @@ async fn read_instance_inner(
                     let payload =
                         plaintext(media, &h, &rest[HEADER_LEN..n]).map_err(|e| match e {
                             Unreadable::Damaged(p) => corrupt(&ext.volume, at, p),
-                            Unreadable::Key(detail) => Error::Key {
+                            Unreadable::Key(detail) => MediaError::Key {
                                 media_class: media.name.clone(),
                                 volume: ext.volume.clone(),
                                 offset: at,

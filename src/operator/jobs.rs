@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
+use crate::engine::error::EngineError;
 use crate::engine::task::Task;
 use crate::error::{Error, Result};
 
@@ -151,9 +152,9 @@ pub fn secret_env(secret: &str, key: &str) -> String {
 const TASK_LIMIT: usize = 900 * 1024;
 
 /// Entry `entry` of Secret `secret` as a worker sees it (environment set by [`build`]).
-pub fn secret_from_env(secret: &str, entry: &str) -> Result<String> {
+pub fn secret_from_env(secret: &str, entry: &str) -> Result<String, EngineError> {
     let var = secret_env(secret, entry);
-    std::env::var(&var).map_err(|_| Error::Secret {
+    std::env::var(&var).map_err(|_| EngineError::Secret {
         secret: secret.to_owned(),
         detail: format!("entry {entry} is not in the environment ({var})"),
     })
@@ -178,7 +179,7 @@ pub fn build(run: &WorkerRun, cfg: &WorkerConfig) -> Result<(ConfigMap, Job)> {
         owner_references: Some(vec![run.owner.clone()]),
         ..Default::default()
     };
-    let body = serde_json::to_string_pretty(&run.task).map_err(|e| Error::Encode {
+    let body = serde_json::to_string_pretty(&run.task).map_err(|e| EngineError::Encode {
         what: format!("task of run {}", run.name),
         detail: e.to_string(),
     })?;
@@ -531,10 +532,13 @@ mod tests {
         let mut task: Task = serde_json::from_str(body).unwrap();
         let lookup = |s: &str, e: &str| {
             let var = secret_env(s, e);
-            values.get(&var).cloned().ok_or_else(|| Error::Secret {
-                secret: s.to_owned(),
-                detail: var,
-            })
+            values
+                .get(&var)
+                .cloned()
+                .ok_or_else(|| EngineError::Secret {
+                    secret: s.to_owned(),
+                    detail: var,
+                })
         };
         task.fill_secrets(&lookup).unwrap();
         let Task::MediaCopy(t) = task else {

@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use crate::api::SpecError;
 use crate::api::validate::parse_cron;
-use crate::error::Error;
 
 /// Why a schedule gives no next time: a spec problem, so the object waits for a change.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -22,9 +22,9 @@ pub enum ScheduleError {
 }
 
 impl ScheduleError {
-    /// As the crate's error about the `spec.schedule` of `kind`/`name` (an InvalidSpec).
-    pub fn of(self, kind: &str, name: &str) -> Error {
-        Error::Invalid {
+    /// As the spec error about the `spec.schedule` of `kind`/`name` (an InvalidSpec).
+    pub fn of(self, kind: &str, name: &str) -> SpecError {
+        SpecError::Invalid {
             source_name: "schedule".into(),
             kind: kind.into(),
             name: name.into(),

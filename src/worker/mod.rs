@@ -3,12 +3,14 @@
 
 pub mod sink;
 
+use crate::engine::error::EngineError;
 use crate::engine::task::{Task, TaskOutcome};
 use crate::engine::{backup, catalog, duplicate, expire, restore};
 use crate::error::Result;
 
-/// Runs a task to completion.
-pub async fn execute(task: &Task) -> Result<TaskOutcome> {
+/// Runs a task to completion. Its error is the engine's, so a driver can tell a damaged copy
+/// from the rest without unwrapping its own.
+pub async fn execute(task: &Task) -> Result<TaskOutcome, EngineError> {
     match task {
         Task::Backup(t) => backup::run_backup(t).await,
         Task::Copy(t) => duplicate::run_copy(t).await,
@@ -56,7 +58,7 @@ pub async fn run_in_pod(task: &Task, namespace: &str) -> Result<TaskOutcome> {
                 let client = kube::Client::try_default().await?;
                 sink::mark_missing(&client, namespace, &names, &err.to_string()).await?;
             }
-            return Err(err);
+            return Err(err.into());
         }
     };
     if !outcome.entries.is_empty() {
@@ -68,7 +70,7 @@ pub async fn run_in_pod(task: &Task, namespace: &str) -> Result<TaskOutcome> {
     }
     if !outcome.failed.is_empty() {
         // The others are committed and recorded; a retry would not do better.
-        return Err(crate::error::Error::ItemsFailed(outcome.failed.join("; ")));
+        return Err(EngineError::ItemsFailed(outcome.failed.join("; ")).into());
     }
     Ok(outcome)
 }

@@ -43,7 +43,7 @@ use serde::{Deserialize, Serialize};
 use tar::{Builder, EntryType, Header};
 
 use crate::beneath::{Dir, is_gone};
-use crate::error::{Error, Result};
+use crate::engine::error::{EngineError, Result};
 
 mod meta;
 mod read;
@@ -195,7 +195,7 @@ pub fn write_dir_archive<W: Write>(
     out: W,
 ) -> Result<ArchiveSummary> {
     let mut summary = ArchiveSummary::default();
-    let top = Dir::open(root).map_err(|e| Error::io(root, e))?;
+    let top = Dir::open(root).map_err(|e| EngineError::io(root, e))?;
     let plan = walk(root, &top, &mut summary.skipped)?;
     let include = select(&plan, previous);
     summary.index.entries = plan
@@ -212,7 +212,7 @@ pub fn write_dir_archive<W: Write>(
         }
         // The root's own mode and time, as `./`: read back by a restore, which gives them to
         // its target; readers before this skip a name with no component.
-        let root_meta = top.metadata().map_err(|e| Error::io(root, e))?;
+        let root_meta = top.metadata().map_err(|e| EngineError::io(root, e))?;
         append(
             builder,
             &EntryMeta::of(&root_meta),
@@ -248,7 +248,7 @@ pub fn write_dir_archive<W: Write>(
                         unsettle(&mut summary, &planned.rel, REPLACED_DIR);
                         false
                     }
-                    Err(e) => return Err(Error::io(abs, e)),
+                    Err(e) => return Err(EngineError::io(abs, e)),
                 },
                 EntryKind::Symlink => match dir.read_link(planned.name()) {
                     Ok(target) => {
@@ -259,7 +259,7 @@ pub fn write_dir_archive<W: Write>(
                         unsettle(&mut summary, &planned.rel, "vanished during the backup");
                         false
                     }
-                    Err(e) => return Err(Error::io(abs, e)),
+                    Err(e) => return Err(EngineError::io(abs, e)),
                 },
                 EntryKind::HardLink => {
                     let first = planned.link_to.map_or(&planned.path, |i| &plan[i].path);
@@ -342,14 +342,14 @@ where
                 &mut src,
             )
             .map_err(|e| match src.failed.take() {
-                Some(cause) => Error::Archive {
+                Some(cause) => EngineError::Archive {
                     entry: path.to_string(),
                     detail: format!("reading source: {cause}"),
                 },
                 None => write_err(path, e),
             })?;
             if src.padded > 0 {
-                return Err(Error::Archive {
+                return Err(EngineError::Archive {
                     entry: path.to_string(),
                     detail: format!(
                         "source ended {} bytes short of its declared size {}",
@@ -358,7 +358,7 @@ where
                 });
             }
             if src.has_more() {
-                return Err(Error::Archive {
+                return Err(EngineError::Archive {
                     entry: path.to_string(),
                     detail: format!("source is longer than its declared size {}", entry.size),
                 });
@@ -416,8 +416,8 @@ pub fn extract_archive_with<R: Read>(
     target: &Path,
     options: ExtractOptions,
 ) -> Result<ExtractReport> {
-    fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
-    let top = Dir::open(target).map_err(|e| Error::io(target, e))?;
+    fs::create_dir_all(target).map_err(|e| EngineError::io(target, e))?;
+    let top = Dir::open(target).map_err(|e| EngineError::io(target, e))?;
     extract_archive_into(input, top, target, options)
 }
 
@@ -927,7 +927,7 @@ mod tests {
             &mut |path, size, data| {
                 let mut body = Vec::new();
                 data.read_to_end(&mut body)
-                    .map_err(|e| Error::io(path, e))?;
+                    .map_err(|e| EngineError::io(path, e))?;
                 assert_eq!(body.len() as u64, size);
                 got.insert(path.to_owned(), body);
                 Ok(())
@@ -997,7 +997,7 @@ mod tests {
                 &mut |_, _, data| {
                     io::copy(data, &mut io::sink())
                         .map(drop)
-                        .map_err(|e| Error::io("f", e))
+                        .map_err(|e| EngineError::io("f", e))
                 },
                 &mut |_| Ok(()),
                 None,

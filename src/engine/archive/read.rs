@@ -3,15 +3,15 @@
 
 use super::*;
 
-pub(super) fn read_err(e: io::Error) -> Error {
-    Error::Archive {
+pub(super) fn read_err(e: io::Error) -> EngineError {
+    EngineError::Archive {
         entry: "archive stream".into(),
         detail: format!("reading: {e}"),
     }
 }
 
-pub(super) fn refusal(entry: &str, reason: impl Into<String>) -> Error {
-    Error::Refused {
+pub(super) fn refusal(entry: &str, reason: impl Into<String>) -> EngineError {
+    EngineError::Refused {
         entry: entry.to_owned(),
         reason: reason.into(),
     }
@@ -204,7 +204,7 @@ pub(super) fn refuse_or_fail(
     refused: &mut HashSet<String>,
 ) -> Result<()> {
     match outcome {
-        Err(Error::Refused { entry, reason }) => {
+        Err(EngineError::Refused { entry, reason }) => {
             report.refused.push(format!("{}: {reason}", shown(&entry)));
             refused.insert(entry);
             Ok(())
@@ -232,7 +232,7 @@ pub(super) fn truncation<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Optio
         (None, None) => return Ok(None),
         (Some(path), Some(size)) => (path, size),
         _ => {
-            return Err(Error::Archive {
+            return Err(EngineError::Archive {
                 entry: "truncation marker".into(),
                 detail: "no path or no size".into(),
             });
@@ -245,7 +245,7 @@ pub(super) fn truncation<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Optio
     let size = std::str::from_utf8(&size)
         .ok()
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| Error::Archive {
+        .ok_or_else(|| EngineError::Archive {
             entry: format!("truncation marker for {shown}"),
             detail: "bad size".into(),
         })?;
@@ -288,7 +288,7 @@ pub(super) fn apply_deletions<R: Read, D: Destination>(
 ) -> Result<()> {
     let mut list = Vec::new();
     entry.read_to_end(&mut list).map_err(read_err)?;
-    let paths: Vec<String> = serde_json::from_slice(&list).map_err(|e| Error::Decode {
+    let paths: Vec<String> = serde_json::from_slice(&list).map_err(|e| EngineError::Decode {
         what: DELETED_ENTRY.into(),
         detail: format!("not a JSON list of paths: {e}"),
     })?;
@@ -300,7 +300,7 @@ pub(super) fn apply_deletions<R: Read, D: Destination>(
         };
         match outcome {
             Ok(removed) => report.deleted += u64::from(removed),
-            Err(Error::Refused { entry, reason }) => {
+            Err(EngineError::Refused { entry, reason }) => {
                 let entry = shown(&entry);
                 report
                     .refused

@@ -67,7 +67,7 @@ impl DirTarget<'_> {
                     Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
                         match dir.create_dir(&os, 0o700) {
                             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
-                                return Err(Error::io(self.path_of(key), e));
+                                return Err(EngineError::io(self.path_of(key), e));
                             }
                             _ => dir.open_dir(&os),
                         }
@@ -86,7 +86,7 @@ impl DirTarget<'_> {
                         };
                         return Ok(Parents::Blocked(format!("{} {why}", shown(key))));
                     }
-                    Err(e) => return Err(Error::io(self.path_of(key), e)),
+                    Err(e) => return Err(EngineError::io(self.path_of(key), e)),
                 };
                 self.chain.push((key.to_owned(), opened));
             }
@@ -94,7 +94,7 @@ impl DirTarget<'_> {
         let dir = self.chain.last().map_or(&self.top, |(_, dir)| dir);
         let dir = dir
             .try_clone()
-            .map_err(|e| Error::io(self.path_of(parent), e))?;
+            .map_err(|e| EngineError::io(self.path_of(parent), e))?;
         Ok(Parents::Ready(dir))
     }
 
@@ -110,9 +110,9 @@ impl DirTarget<'_> {
             return Ok(()); // the target root is left as its owner made it
         }
         let at = || self.path_of(rel.rsplit_once('/').map_or("", |(p, _)| p));
-        let meta = parent.metadata().map_err(|e| Error::io(at(), e))?;
+        let meta = parent.metadata().map_err(|e| EngineError::io(at(), e))?;
         match self.lifted(&meta) {
-            Some(mode) => parent.set_mode(mode).map_err(|e| Error::io(at(), e)),
+            Some(mode) => parent.set_mode(mode).map_err(|e| EngineError::io(at(), e)),
             None => Ok(()),
         }
     }
@@ -120,12 +120,19 @@ impl DirTarget<'_> {
     /// Removes whatever is at `name` (never following a symlink), so that a new entry replaces
     /// it instead of writing into it (and into any other name of its inode).
     pub(super) fn clear(&mut self, parent: &Dir, name: &OsStr, path: &Path) -> Result<()> {
-        match parent.stat_if_any(name).map_err(|e| Error::io(path, e))? {
+        match parent
+            .stat_if_any(name)
+            .map_err(|e| EngineError::io(path, e))?
+        {
             Some(meta) if meta.is_dir() => {
                 self.chain.clear();
-                parent.remove_all(name).map_err(|e| Error::io(path, e))
+                parent
+                    .remove_all(name)
+                    .map_err(|e| EngineError::io(path, e))
             }
-            Some(_) => parent.remove_file(name).map_err(|e| Error::io(path, e)),
+            Some(_) => parent
+                .remove_file(name)
+                .map_err(|e| EngineError::io(path, e)),
             None => Ok(()),
         }
     }
@@ -138,7 +145,7 @@ impl DirTarget<'_> {
         meta: EntryMeta,
     ) -> Result<()> {
         let name = leaf(rel);
-        let io_err = |e| Error::io(path, e);
+        let io_err = |e| EngineError::io(path, e);
         match parent.stat_if_any(&name).map_err(io_err)? {
             Some(existing) if existing.is_dir() => {
                 if let Some(mode) = self.lifted(&existing) {
@@ -170,12 +177,12 @@ impl DirTarget<'_> {
         self.clear(&parent, &name, path)?;
         let file = parent
             .create_file(&name, 0o600)
-            .map_err(|e| Error::io(path, e))?;
+            .map_err(|e| EngineError::io(path, e))?;
         let sparse = entry.header().entry_type() == EntryType::GNUSparse;
         let written = self.copy_data(entry, &file, sparse, path)?;
         if self.as_root {
             let (uid, gid) = (u32::try_from(meta.uid).ok(), u32::try_from(meta.gid).ok());
-            std::os::unix::fs::fchown(&file, uid, gid).map_err(|e| Error::io(path, e))?;
+            std::os::unix::fs::fchown(&file, uid, gid).map_err(|e| EngineError::io(path, e))?;
         }
         let mut mode = meta.mode;
         if !self.keep_setid && mode & SETID != 0 {
@@ -185,10 +192,10 @@ impl DirTarget<'_> {
         }
         // After chown, which clears set-id bits.
         file.set_permissions(Permissions::from_mode(mode))
-            .map_err(|e| Error::io(path, e))?;
+            .map_err(|e| EngineError::io(path, e))?;
         parent
             .set_mtime(&name, meta.mtime, meta.nsec)
-            .map_err(|e| Error::io(path, e))?;
+            .map_err(|e| EngineError::io(path, e))?;
         self.last_file = Some((rel.to_owned(), parent, file, *meta));
         Ok(written)
     }
@@ -215,13 +222,14 @@ impl DirTarget<'_> {
                 if !sparse || block.iter().any(|b| *b != 0) {
                     let at = written + (i * HOLE_BLOCK) as u64;
                     file.write_all_at(block, at)
-                        .map_err(|e| Error::io(path, e))?;
+                        .map_err(|e| EngineError::io(path, e))?;
                 }
             }
             written += n as u64;
         }
         if sparse {
-            file.set_len(written).map_err(|e| Error::io(path, e))?;
+            file.set_len(written)
+                .map_err(|e| EngineError::io(path, e))?;
         }
         Ok(written)
     }
@@ -239,7 +247,7 @@ impl DirTarget<'_> {
         }
         let name = leaf(rel);
         self.clear(parent, &name, path)?;
-        let io_err = |e| Error::io(path, e);
+        let io_err = |e| EngineError::io(path, e);
         parent
             .symlink(OsStr::from_bytes(target), &name)
             .map_err(io_err)?;
@@ -283,7 +291,7 @@ impl DirTarget<'_> {
         let target_name = leaf(&target);
         let found = target_dir
             .stat_if_any(&target_name)
-            .map_err(|e| Error::io(self.path_of(&target), e))?;
+            .map_err(|e| EngineError::io(self.path_of(&target), e))?;
         match found {
             Some(meta) if meta.is_file() => {}
             Some(_) => {
@@ -299,7 +307,7 @@ impl DirTarget<'_> {
         // linkat without AT_SYMLINK_FOLLOW: links the checked file itself.
         target_dir
             .hard_link(&target_name, parent, &name)
-            .map_err(|e| Error::io(path, e))
+            .map_err(|e| EngineError::io(path, e))
     }
 
     pub(super) fn chown_nofollow(
@@ -325,7 +333,10 @@ impl Destination for DirTarget<'_> {
         };
         let path = self.path_of(rel);
         let name = leaf(rel);
-        match parent.stat_if_any(&name).map_err(|e| Error::io(&path, e))? {
+        match parent
+            .stat_if_any(&name)
+            .map_err(|e| EngineError::io(&path, e))?
+        {
             Some(_) => {
                 self.make_parent_writable(rel, &parent)?;
                 self.clear(&parent, &name, &path)?;
@@ -378,9 +389,9 @@ impl Destination for DirTarget<'_> {
             ));
         };
         let path = self.path_of(&last);
-        file.set_len(size).map_err(|e| Error::io(&path, e))?;
+        file.set_len(size).map_err(|e| EngineError::io(&path, e))?;
         dir.set_mtime(&leaf(&last), meta.mtime, meta.nsec)
-            .map_err(|e| Error::io(&path, e))?;
+            .map_err(|e| EngineError::io(&path, e))?;
         Ok(true)
     }
 
@@ -398,9 +409,9 @@ impl Destination for DirTarget<'_> {
                 Ok(dir) => dir,
                 // Removed, or replaced by a later entry, which wins.
                 Err(e) if is_gone(&e) => continue,
-                Err(e) => return Err(Error::io(path, e)),
+                Err(e) => return Err(EngineError::io(path, e)),
             };
-            let io_err = |e| Error::io(&path, e);
+            let io_err = |e| EngineError::io(&path, e);
             self.chown_nofollow(&parent, &name, &meta).map_err(io_err)?;
             dir.set_mode(meta.mode).map_err(io_err)?;
             parent
@@ -465,7 +476,7 @@ impl Destination for SinkTarget<'_> {
                 };
                 (self.sink)(rel, size, &mut counted)?;
                 if counted.count != size {
-                    return Err(Error::Archive {
+                    return Err(EngineError::Archive {
                         entry: rel.to_string(),
                         detail: format!(
                             "restore target consumed {} of {size} bytes",

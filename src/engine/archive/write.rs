@@ -34,7 +34,7 @@ pub(super) fn append_deletions<W: Write>(
     builder: &mut Builder<W>,
     deleted: &[String],
 ) -> Result<()> {
-    let list = serde_json::to_vec(deleted).map_err(|e| Error::Encode {
+    let list = serde_json::to_vec(deleted).map_err(|e| EngineError::Encode {
         what: DELETED_ENTRY.into(),
         detail: e.to_string(),
     })?;
@@ -99,9 +99,9 @@ pub(super) struct Level {
 /// needs no path longer than one name and never passes through a symlink; the depth of the tree
 /// is bounded only by the number of open files allowed (one per level).
 pub(super) fn walk(root: &Path, top: &Dir, skipped: &mut Vec<String>) -> Result<Vec<Planned>> {
-    let names = top.names().map_err(|e| Error::io(root, e))?;
+    let names = top.names().map_err(|e| EngineError::io(root, e))?;
     let mut stack = vec![Level {
-        dir: top.try_clone().map_err(|e| Error::io(root, e))?,
+        dir: top.try_clone().map_err(|e| EngineError::io(root, e))?,
         path: Vec::new(),
         names: names.into_iter(),
     }];
@@ -125,7 +125,7 @@ pub(super) fn walk(root: &Path, top: &Dir, skipped: &mut Vec<String>) -> Result<
                 skipped.push(format!("{}: vanished during the backup", shown(&rel)));
                 continue;
             }
-            Err(e) => return Err(Error::io(abs(), e)),
+            Err(e) => return Err(EngineError::io(abs(), e)),
         };
         let file_type = meta.file_type();
         let kind = if file_type.is_dir() {
@@ -149,7 +149,7 @@ pub(super) fn walk(root: &Path, top: &Dir, skipped: &mut Vec<String>) -> Result<
                 .dir
                 .open_same_dir(&name, id)
                 .and_then(|dir| dir.map(|dir| Ok((dir.names()?, dir))).transpose());
-            match opened.map_err(|e| Error::io(abs(), e))? {
+            match opened.map_err(|e| EngineError::io(abs(), e))? {
                 Some((names, dir)) => {
                     child = Some(Level {
                         dir,
@@ -310,9 +310,9 @@ pub(super) fn append_file<W: Write>(
             unsettle(summary, rel, "vanished during the backup");
             return Ok(false);
         }
-        Err(e) => return Err(Error::io(abs, e)),
+        Err(e) => return Err(EngineError::io(abs, e)),
     };
-    let stat = file.metadata().map_err(|e| Error::io(abs, e))?;
+    let stat = file.metadata().map_err(|e| EngineError::io(abs, e))?;
     if !stat.is_file() {
         unsettle(
             summary,
@@ -326,7 +326,7 @@ pub(super) fn append_file<W: Write>(
         *stamp = FileStamp::of(&stat, stamp.kind);
     }
     let size = stat.len();
-    let sparse = data_extents(&file, &stat).map_err(|e| Error::io(abs, e))?;
+    let sparse = data_extents(&file, &stat).map_err(|e| EngineError::io(abs, e))?;
     let extents = sparse.clone().unwrap_or_else(|| vec![(0, size)]);
     let stored: u64 = extents.iter().map(|(_, len)| len).sum();
     let capacity = usize::try_from(stored)
@@ -348,12 +348,15 @@ pub(super) fn append_file<W: Write>(
         ),
     }
     .map_err(|e| match src.failed.take() {
-        Some(cause) => Error::io(abs, cause),
+        Some(cause) => EngineError::io(abs, cause),
         None => write_err(rel, e),
     })?;
     summary.file_bytes += size;
     let reader = src.inner.get_ref();
-    let after = reader.file.metadata().map_err(|e| Error::io(abs, e))?;
+    let after = reader
+        .file
+        .metadata()
+        .map_err(|e| EngineError::io(abs, e))?;
     let change = if let Some(read) = reader.stopped_at {
         append_truncation(builder, &planned.path, read).map_err(|e| write_err(rel, e))?;
         Some(format!(
@@ -614,8 +617,8 @@ pub(super) fn entry_header<W: Write>(
     Ok(header)
 }
 
-pub(super) fn write_err(rel: &str, e: io::Error) -> Error {
-    Error::Archive {
+pub(super) fn write_err(rel: &str, e: io::Error) -> EngineError {
+    EngineError::Archive {
         entry: rel.to_owned(),
         detail: format!("writing: {e}"),
     }

@@ -13,7 +13,7 @@
 //!
 //! Transient failures are retried at two levels: the SDK resends a failed request
 //! ([`RETRY_ATTEMPTS`] attempts, exponential backoff with jitter), and a response that fails
-//! after its headers (a reset or stalled body) is an `Error::Store { transient: true }` for
+//! after its headers (a reset or stalled body) is a `MediaError::Store { transient: true }` for
 //! [`crate::media::retry::Retrying`] to retry. Requests and streams that stall longer than
 //! [`io_timeout`] are cut. A conditional create that fails because a retried attempt's first
 //! try already succeeded unseen is recognised as our own write (same bytes, or our multipart
@@ -39,7 +39,8 @@ use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 
 use crate::base::backoff::Backoff;
-use crate::error::{Error, Result};
+use crate::base::failure::Stopped;
+use crate::media::error::{MediaError, Result};
 use crate::media::retry::retry_transient;
 use crate::media::store::{ObjectInfo, ObjectStore, ObjectWriter};
 
@@ -204,8 +205,8 @@ impl S3Store {
         format!("{}{key}", self.prefix)
     }
 
-    fn error(&self, op: &str, key: &str, failure: Failure) -> Error {
-        Error::Store {
+    fn error(&self, op: &str, key: &str, failure: Failure) -> MediaError {
+        MediaError::Store {
             store: self.describe(),
             key: key.to_owned(),
             message: format!("{op} failed: {}", failure.detail),
@@ -213,15 +214,15 @@ impl S3Store {
         }
     }
 
-    fn already_exists(&self, key: &str) -> Error {
-        Error::AlreadyExists {
+    fn already_exists(&self, key: &str) -> MediaError {
+        MediaError::AlreadyExists {
             store: self.describe(),
             key: key.to_owned(),
         }
     }
 
-    fn not_found(&self, key: &str) -> Error {
-        Error::NotFound {
+    fn not_found(&self, key: &str) -> MediaError {
+        MediaError::NotFound {
             store: self.describe(),
             key: key.to_owned(),
         }
@@ -231,7 +232,7 @@ impl S3Store {
     async fn read_body(&self, op: &str, key: &str, body: ByteStream) -> Result<Bytes> {
         match body.collect().await {
             Ok(data) => Ok(data.into_bytes()),
-            Err(e) => Err(Error::Store {
+            Err(e) => Err(MediaError::Store {
                 store: self.describe(),
                 key: key.to_owned(),
                 message: format!("{op} failed reading the body: {}", DisplayErrorContext(&e)),
@@ -284,7 +285,7 @@ impl S3Store {
     async fn holds(&self, key: &str, data: &[u8]) -> Result<bool> {
         match self.get_object(key, None).await {
             Ok(existing) => Ok(existing.as_deref().unwrap_or_default() == data),
-            Err(Error::NotFound { .. }) => Ok(false),
+            Err(MediaError::NotFound { .. }) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -464,7 +465,7 @@ impl ObjectStore for S3Store {
                         self.bucket, failure.detail
                     )
                 };
-                Err(Error::Store {
+                Err(MediaError::Store {
                     store: self.describe(),
                     key: String::new(),
                     message,

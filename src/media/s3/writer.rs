@@ -24,7 +24,7 @@ pub(super) struct S3Writer {
 impl S3Writer {
     pub(super) fn refuse_if_failed(&self) -> Result<()> {
         if self.failed {
-            return Err(Error::Store {
+            return Err(MediaError::Store {
                 store: self.store.describe(),
                 key: self.key.clone(),
                 message: "writer used after a failed write; start a new one".into(),
@@ -63,7 +63,7 @@ impl S3Writer {
         let id = out
             .upload_id()
             .map(str::to_owned)
-            .ok_or_else(|| Error::Store {
+            .ok_or_else(|| MediaError::Store {
                 store: store.describe(),
                 key: self.key.clone(),
                 message: "CreateMultipartUpload returned no upload id".into(),
@@ -80,7 +80,7 @@ impl S3Writer {
     /// only while [`PARTS_IN_FLIGHT`] parts are still running.
     pub(super) async fn upload_part(&mut self) -> Result<()> {
         if self.parts.len() + self.inflight.len() == MAX_PARTS {
-            return Err(Error::Store {
+            return Err(MediaError::Store {
                 store: self.store.describe(),
                 key: self.key.clone(),
                 message: format!(
@@ -140,7 +140,7 @@ impl S3Writer {
         if let Some(handle) = self.inflight.pop_front() {
             let part = handle
                 .await
-                .map_err(|e| Error::stopped(&format!("part upload of {}", self.key), e))??;
+                .map_err(|e| Stopped::new(&format!("part upload of {}", self.key), e))??;
             self.parts.push(part);
         }
         Ok(())

@@ -6,7 +6,13 @@ use super::*;
 #[derive(Debug, thiserror::Error)]
 enum Unready {
     #[error(transparent)]
-    Media(#[from] Error),
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Media(#[from] MediaError),
+    #[error("Secret {0:?} not found")]
+    SecretMissing(String),
     #[error("PersistentVolumeClaim {0:?} not found")]
     ClaimMissing(String),
     #[error("PersistentVolumeClaim {claim:?} is {phase}")]
@@ -33,20 +39,14 @@ async fn probe_media_class(
     let mut secrets = BTreeMap::new();
     for name in names {
         match api.get_opt(&name).await? {
-            None => {
-                return Ok(Err(Error::ResourceNotFound {
-                    kind: "Secret".into(),
-                    name,
-                }
-                .into()));
-            }
+            None => return Ok(Err(Unready::SecretMissing(name))),
             Some(s) => _ = secrets.insert(name, s),
         }
     }
     let lookup = |secret: &str, entry: &str| {
-        let s = secrets.get(secret).ok_or_else(|| Error::NotFound {
-            store: "Secrets".into(),
-            key: secret.to_owned(),
+        let s = secrets.get(secret).ok_or_else(|| EngineError::Secret {
+            secret: secret.to_owned(),
+            detail: "not found".into(),
         })?;
         secret_value(s, entry)
     };

@@ -25,9 +25,11 @@ use super::jobs::{PvcMount, WorkerRun, build, owned_by_job, run_name};
 use super::metrics::{ErrorLabels, ResourceLabels};
 use crate::api::*;
 use crate::engine::catalog::{Catalog, run_notes};
+use crate::engine::error::EngineError;
 use crate::engine::planner::PlanContext;
 use crate::engine::task::*;
 use crate::error::{Error, Result};
+use crate::media::error::MediaError;
 use crate::reconcile::backup::{self, BackupRun};
 use crate::reconcile::policy::{self, PolicyRun, PolicyStep};
 use crate::reconcile::restore::{self, LastRun, RestoreView};
@@ -137,9 +139,10 @@ pub fn resolve_for_pod(
         return Ok((DataSpec::Path(path), Some(mount)));
     }
     if loc.path.is_some() {
-        return Err(Error::Unsupported(
+        return Err(EngineError::Unsupported(
             "a path source or target only exists in local mode; use pvc or s3 in a cluster".into(),
-        ));
+        )
+        .into());
     }
     let s3 = loc.s3.as_ref().expect("validated: exactly one location");
     let (endpoint, bucket, base, region, path_style, secret) = match &s3.media_class_name {
@@ -388,7 +391,7 @@ where
     match err {
         e if e.is_transient() => Action::requeue(Duration::from_secs(15)),
         // A spec that cannot work waits for a change to it.
-        Error::Invalid { .. } | Error::Parse { .. } => Action::await_change(),
+        e if e.is_invalid_spec() => Action::await_change(),
         _ => Action::requeue(Duration::from_secs(300)),
     }
 }

@@ -46,13 +46,14 @@ where
     let set = ctx.resource_set(&ns);
     let media = ctx.media(&set);
     let Some(m) = set.trail_media_class(&name).and_then(|c| media.get(c)) else {
-        return Err(Error::Invalid {
+        return Err(SpecError::Invalid {
             source_name: "rescan".into(),
             kind: K::kind(&()).to_string(),
             name: name.clone(),
             field: "spec.mediaClassName".into(),
             message: "names no usable media class to rescan".into(),
-        });
+        }
+        .into());
     };
     let mut task = Task::Rescan(RescanTask {
         trail: name.clone(),
