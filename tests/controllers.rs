@@ -113,6 +113,7 @@ impl Harness {
             metrics: Arc::default(),
             expired_entry_retention: std::time::Duration::from_secs(3600),
             synced: Arc::new(true.into()),
+            retries: Default::default(),
         });
         Harness {
             cp,

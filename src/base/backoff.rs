@@ -31,11 +31,14 @@ impl Backoff {
     /// Delay before attempt `attempt + 1`: uniform in `[0, min(max, first * 2^(attempt-1))]`
     /// ("full jitter"), so that writers hit by the same fault do not retry in lockstep.
     pub fn delay(&self, attempt: u32) -> Duration {
-        let cap = self
-            .first
-            .saturating_mul(1 << (attempt - 1).min(16))
-            .min(self.max);
-        cap.mul_f64(fastrand::f64())
+        self.ceiling(attempt).mul_f64(fastrand::f64())
+    }
+
+    /// The longest delay before attempt `attempt + 1`: `first * 2^(attempt-1)`, at most `max`.
+    pub fn ceiling(&self, attempt: u32) -> Duration {
+        self.first
+            .saturating_mul(1 << attempt.max(1).saturating_sub(1).min(16))
+            .min(self.max)
     }
 }
 

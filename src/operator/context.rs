@@ -47,6 +47,8 @@ pub struct Context {
     /// partial view (a Restore finding no copy, a policy copying what is already copied), so
     /// reconciles wait for it.
     pub synced: Arc<std::sync::atomic::AtomicBool>,
+    /// Failures in a row per object, which the error policy backs off by.
+    pub retries: super::retries::Retries,
 }
 
 fn in_ns<K>(store: &Store<K>, ns: &str) -> Vec<Arc<K>>

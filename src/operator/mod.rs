@@ -9,6 +9,7 @@ pub mod expiry;
 pub mod jobs;
 pub mod lease;
 pub mod metrics;
+pub mod retries;
 mod server;
 
 use std::net::SocketAddr;
@@ -279,6 +280,7 @@ fn run_scope(
         metrics: metrics.clone(),
         expired_entry_retention: args.expired_entry_retention,
         synced: Arc::new(AtomicBool::new(false)),
+        retries: Default::default(),
     });
     let restore_store = restores.clone();
     let catalog_store = stores.catalog.clone();
@@ -425,12 +427,13 @@ fn run_scope(
 /// Wraps a reconciler so it waits until every store has listed its objects: before that it
 /// would decide on a partial view (a Restore finding no copy, a policy copying what is
 /// already copied), so it comes back in a second instead. The controllers themselves must
-/// run meanwhile: they drain the shared watch streams the stores are filled from.
+/// run meanwhile: they drain the shared watch streams the stores are filled from. A success
+/// clears the object's failures in a row, so its next transient error backs off from the start.
 fn after_sync<K, F, Fut>(
     reconcile: F,
 ) -> impl Fn(Arc<K>, Arc<Context>) -> Boxed<Result<kube::runtime::controller::Action>>
 where
-    K: Send + Sync + 'static,
+    K: kube::Resource<DynamicType = ()> + Send + Sync + 'static,
     F: Fn(Arc<K>, Arc<Context>) -> Fut + Copy + Send + 'static,
     Fut: std::future::Future<Output = Result<kube::runtime::controller::Action>> + Send + 'static,
 {
@@ -441,7 +444,10 @@ where
                     Duration::from_secs(1),
                 ));
             }
-            reconcile(obj, ctx).await
+            let key = retries::key(obj.as_ref());
+            let action = reconcile(obj, ctx.clone()).await?;
+            ctx.retries.succeeded(&key);
+            Ok(action)
         })
     }
 }

@@ -23,6 +23,7 @@ use super::context::{Context, media_mount};
 use super::expiry::{write_expired, write_expiry_dates};
 use super::jobs::{PvcMount, WorkerRun, build, owned_by_job, run_name};
 use super::metrics::{ErrorLabels, ResourceLabels};
+use super::retries;
 use crate::api::*;
 use crate::engine::catalog::{Catalog, run_notes};
 use crate::engine::error::EngineError;
@@ -359,7 +360,7 @@ fn wake_after(waits: impl IntoIterator<Item = Option<Duration>>) -> Action {
 }
 
 /// Error policy: invalid specs wait for a change (they are in status already); transient
-/// errors retry with backoff.
+/// errors retry with backoff, doubling per failure in a row; others retry in 5 minutes.
 pub fn error_policy<K>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action
 where
     K: kube::Resource<DynamicType = ()>,
@@ -389,7 +390,7 @@ where
         }
     });
     match err {
-        e if e.is_transient() => Action::requeue(Duration::from_secs(15)),
+        e if e.is_transient() => Action::requeue(ctx.retries.failed(&retries::key(obj.as_ref()))),
         // A spec that cannot work waits for a change to it.
         e if e.is_invalid_spec() => Action::await_change(),
         _ => Action::requeue(Duration::from_secs(300)),
