@@ -26,8 +26,8 @@ use mimeo::api::{
 use mimeo::engine::catalog::Catalog;
 use mimeo::operator::context::{Context, Stores};
 use mimeo::operator::controllers::{
-    reconcile_backup, reconcile_duplication_trail, reconcile_media_class, reconcile_policy,
-    reconcile_restore,
+    error_policy, reconcile_backup, reconcile_duplication_trail, reconcile_media_class,
+    reconcile_policy, reconcile_restore,
 };
 use mimeo::operator::jobs::{WorkerConfig, run_name};
 use mimeo::worker::sink::{mark_missing, publish_entries};
@@ -312,6 +312,65 @@ async fn controllers_on_a_real_api_server() {
     policy_run_numbering(&mut h).await;
     damaged_copy_fallback(&mut h).await;
     expiry_side_effects(&mut h).await;
+    error_policy_by_layer(&h).await;
+}
+
+/// The error policy, for errors of each layer: the error's reason is the Event's reason; a
+/// transient error is retried after a wait that doubles per failure in a row; an invalid spec
+/// waits for a change; a permanent error is retried in 5 minutes.
+async fn error_policy_by_layer(h: &Harness) {
+    use kube::runtime::controller::Action;
+    use mimeo::api::SpecError;
+    use mimeo::engine::error::EngineError;
+    use mimeo::media::error::MediaError;
+    use std::time::Duration;
+
+    let trail: Arc<BackupTrail> = Arc::new(h.get("nightly").await);
+    let invalid = mimeo::Error::from(SpecError::Invalid {
+        source_name: "test".into(),
+        kind: "BackupTrail".into(),
+        name: "nightly".into(),
+        field: "spec.retention".into(),
+        message: "not a duration".into(),
+    });
+    let throttled = || {
+        mimeo::Error::from(MediaError::Store {
+            store: "s3://b".into(),
+            key: "v/1".into(),
+            message: "SlowDown".into(),
+            transient: true,
+        })
+    };
+    let corrupt = mimeo::Error::from(EngineError::Media(MediaError::Corrupt {
+        volume: "v-1".into(),
+        offset: 4096,
+        work_item: "fin".into(),
+        detail: "bad CRC".into(),
+    }));
+    let policy = |e: &mimeo::Error| error_policy(trail.clone(), e, h.ctx.clone());
+    assert_eq!(policy(&invalid), Action::await_change());
+    assert_eq!(
+        policy(&throttled()),
+        Action::requeue(Duration::from_secs(5))
+    );
+    assert_eq!(
+        policy(&throttled()),
+        Action::requeue(Duration::from_secs(10))
+    );
+    assert_eq!(policy(&corrupt), Action::requeue(Duration::from_secs(300)));
+    // The Events are published in the background.
+    let want = ["InvalidSpec", "StoreError", "CorruptMedia"];
+    for _ in 0..100 {
+        let reasons: Vec<String> = h.events("nightly").await.into_iter().map(|e| e.1).collect();
+        if want.iter().all(|w| reasons.iter().any(|r| r == w)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "no Events {want:?} about nightly: {:?}",
+        h.events("nightly").await
+    );
 }
 
 /// A BackupTrail's Job is created once, followed while it runs, and its end recorded with
