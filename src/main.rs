@@ -381,23 +381,30 @@ async fn run(cli: Cli) -> mimeo::Result<ExitCode> {
     }
 }
 
-/// Caps glibc's malloc arenas at 2. By default glibc gives each busy thread its own arena (up to
-/// 8 per core); block buffers allocated on one runtime thread and freed on another then stay
-/// cached across many arenas, and peak RSS varied from run to run and grew with the size of a
-/// work item. Two arenas keep it flat at no measurable cost in speed.
+/// Tunes glibc's malloc for a process that moves 1-2 MiB buffers all day:
+/// - at most 2 arenas: by default glibc gives each busy thread its own (up to 8 per core), and
+///   block buffers allocated on one runtime thread and freed on another stayed cached across
+///   many of them, so peak RSS varied from run to run and grew with the size of a work item;
+/// - buffers up to 32 MiB come from the heap, and up to 128 MiB of free heap is kept rather than
+///   given back: otherwise each buffer was a fresh mmap whose pages the kernel faulted in and
+///   zeroed, and munmapped again (perf: page faults and page clearing were a fifth of a Media
+///   copy's time; 70,000 minor faults per 512 MiB copied, 9,000 after). Peak RSS grows by about
+///   10 MiB, as much as the buffers in flight.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn limit_malloc_arenas() {
+fn tune_malloc() {
     // SAFETY: runs first in main, before any other thread exists; mallopt only tunes malloc.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
     }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn limit_malloc_arenas() {}
+fn tune_malloc() {}
 
 fn main() -> ExitCode {
-    limit_malloc_arenas();
+    tune_malloc();
     // kube (ring) and the AWS SDK (aws-lc-rs) both bring a rustls crypto provider: pick one
     // for the process, or rustls cannot choose and panics on the first TLS connection.
     let _ = rustls::crypto::ring::default_provider().install_default();

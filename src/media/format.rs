@@ -94,14 +94,23 @@ impl std::fmt::Display for BlockError {
 impl BlockHeader {
     /// Encodes header + payload into one buffer, computing the CRC over both.
     pub fn encode(&self, payload: &[u8]) -> Vec<u8> {
+        self.encode_crc(payload).0
+    }
+
+    /// [`BlockHeader::encode`], and the CRC32C of the payload alone. The payload is read once:
+    /// its CRC is combined with the header's into the block's, and a caller that keeps a CRC
+    /// of the whole stream combines it into that too instead of reading the bytes again.
+    pub fn encode_crc(&self, payload: &[u8]) -> (Vec<u8>, u32) {
         debug_assert_eq!(payload.len(), self.payload_len as usize);
         let mut b = Vec::with_capacity(HEADER_LEN + payload.len());
         b.extend_from_slice(&self.control_data());
         b.extend_from_slice(&[0; 8]);
         b.extend_from_slice(payload);
-        let crc = crc32c::crc32c(&b);
+        let payload_crc = crc32c::crc32c(payload);
+        let crc =
+            crc32c::crc32c_combine(crc32c::crc32c(&b[..HEADER_LEN]), payload_crc, payload.len());
         b[48..52].copy_from_slice(&crc.to_le_bytes());
-        b
+        (b, payload_crc)
     }
 
     /// The header up to its CRC: what an encrypted payload is bound to.

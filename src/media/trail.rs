@@ -276,11 +276,19 @@ impl TrailWriter {
         slot
     }
 
-    /// Appends stream bytes to an instance; full blocks are written as they fill.
+    /// Appends stream bytes to an instance; full blocks are written as they fill. A whole
+    /// block's worth of `data` with nothing pending is framed straight from `data`, without
+    /// passing through the pending buffer (one copy of each byte less).
     pub async fn write(&mut self, slot: usize, mut data: &[u8]) -> Result<()> {
         let max = self.payload_max();
         while !data.is_empty() {
             let inst = self.instances.get_mut(&slot).expect("begin() first");
+            if inst.pending.is_empty() && data.len() >= max {
+                let (block, rest) = data.split_at(max);
+                self.write_block(slot, block, 0).await?;
+                data = rest;
+                continue;
+            }
             let take = (max - inst.pending.len()).min(data.len());
             inst.pending.extend_from_slice(&data[..take]);
             data = &data[take..];
@@ -309,9 +317,21 @@ impl TrailWriter {
         })
     }
 
+    /// Writes the instance's pending bytes as one block.
     async fn flush_block(&mut self, slot: usize, flags: u16) -> Result<()> {
-        let block_len = (self.media.block_size as usize - self.payload_max()) as u64
-            + self.instances[&slot].pending.len() as u64;
+        let inst = self.instances.get_mut(&slot).expect("begin() first");
+        let pending = std::mem::take(&mut inst.pending);
+        self.write_block(slot, &pending, flags).await?;
+        let inst = self.instances.get_mut(&slot).expect("begin() first");
+        inst.pending = pending;
+        inst.pending.clear();
+        Ok(())
+    }
+
+    /// Writes `payload`, the instance's next stream bytes, as one block.
+    async fn write_block(&mut self, slot: usize, payload: &[u8], flags: u16) -> Result<()> {
+        let block_len =
+            (self.media.block_size as usize - self.payload_max()) as u64 + payload.len() as u64;
         let needs_new = match &self.open {
             None => true,
             Some(s) => s.base + s.offset + block_len > self.media.capacity,
@@ -337,25 +357,35 @@ impl TrailWriter {
             flags,
             volume_id: seg.volume_id,
             segment: seg.segment,
-            payload_len: inst.pending.len() as u32,
+            payload_len: payload.len() as u32,
             block_index: seg.block_index,
             instance: inst.hash,
             stream_offset: inst.offset,
         };
-        let block = match &self.media.key {
-            None => header.encode(&inst.pending),
+        let (block, plain_crc) = match &self.media.key {
+            None => {
+                let (block, crc) = header.encode_crc(payload);
+                (block, Some(crc))
+            }
             Some(key) => {
                 header.flags |= FLAG_ENCRYPTED;
                 header.payload_len += OVERHEAD as u32;
-                header.encode(&key.seal(&header.control_data(), &inst.pending))
+                (
+                    header.encode(&key.seal(&header.control_data(), payload)),
+                    None,
+                )
             }
         };
         match &mut inst.digest {
-            StreamDigest::Hashing(h) => h.update(&inst.pending),
-            StreamDigest::Known { crc, .. } => *crc = crc32c::crc32c_append(*crc, &inst.pending),
+            StreamDigest::Hashing(h) => h.update(payload),
+            StreamDigest::Known { crc, .. } => {
+                *crc = match plain_crc {
+                    Some(p) => crc32c::crc32c_combine(*crc, p, payload.len()),
+                    None => crc32c::crc32c_append(*crc, payload),
+                }
+            }
         }
-        inst.offset += inst.pending.len() as u64;
-        inst.pending.clear();
+        inst.offset += payload.len() as u64;
         let offset = seg.offset;
         let len = block.len() as u64;
         match inst.extents.last_mut() {
@@ -525,19 +555,20 @@ enum Unreadable {
     Key(String),
 }
 
-/// The plaintext of a checked data block's payload.
-fn plaintext(media: &Media, h: &BlockHeader, payload: &[u8]) -> Result<Bytes, Unreadable> {
+/// The plaintext of a checked data block's payload (the payload itself, not a copy, when the
+/// class does not encrypt).
+fn plaintext(media: &Media, h: &BlockHeader, payload: Bytes) -> Result<Bytes, Unreadable> {
     let encrypted = h.flags & FLAG_ENCRYPTED != 0;
     match (&media.key, encrypted) {
-        (None, false) => Ok(Bytes::copy_from_slice(payload)),
+        (None, false) => Ok(payload),
         (Some(_), false) => Err(Unreadable::Damaged(
             "data block is not encrypted, but its media class encrypts".into(),
         )),
         (None, true) => Err(Unreadable::Key(format!(
             "block is encrypted with key {}, but the media class has no encryption key",
-            super::crypt::sealed_key_id(payload).unwrap_or_default()
+            super::crypt::sealed_key_id(&payload).unwrap_or_default()
         ))),
-        (Some(key), true) => match key.open(&h.control_data(), payload) {
+        (Some(key), true) => match key.open(&h.control_data(), &payload) {
             Ok(p) => Ok(Bytes::from(p)),
             Err(e @ OpenError::OtherKey { .. }) => Err(Unreadable::Key(e.to_string())),
             Err(e) => Err(Unreadable::Damaged(e.to_string())),
@@ -659,10 +690,18 @@ async fn read_instance_inner(
                 format!("segment {} is truncated", ext.segment),
             ));
         }
-        carry.extend_from_slice(&data);
+        // Blocks are parsed in place and their payloads handed on as slices of what was read;
+        // only a block cut by the end of a read is copied, to be completed by the next.
+        let buf = match carry.is_empty() {
+            true => data,
+            false => {
+                carry.extend_from_slice(&data);
+                Bytes::from(std::mem::take(&mut carry))
+            }
+        };
         let mut pos = 0usize;
         loop {
-            let rest = &carry[pos..];
+            let rest = &buf[pos..];
             match BlockHeader::decode(rest) {
                 Ok((h, n)) => {
                     let at = carry_offset + pos as u64;
@@ -685,8 +724,8 @@ async fn read_instance_inner(
                     if let Some(p) = problem {
                         return Err(corrupt(&ext.volume, at, p));
                     }
-                    let payload =
-                        plaintext(media, &h, &rest[HEADER_LEN..n]).map_err(|e| match e {
+                    let payload = plaintext(media, &h, buf.slice(pos + HEADER_LEN..pos + n))
+                        .map_err(|e| match e {
                             Unreadable::Damaged(p) => corrupt(&ext.volume, at, p),
                             Unreadable::Key(detail) => MediaError::Key {
                                 media_class: media.name.clone(),
@@ -713,7 +752,7 @@ async fn read_instance_inner(
                 }
             }
         }
-        carry.drain(..pos);
+        carry.extend_from_slice(&buf[pos..]);
         carry_offset += pos as u64;
     }
     if let Some(x) = current
