@@ -388,8 +388,8 @@ async fn run(cli: Cli) -> mimeo::Result<ExitCode> {
 /// - buffers up to 32 MiB come from the heap, and up to 128 MiB of free heap is kept rather than
 ///   given back: otherwise each buffer was a fresh mmap whose pages the kernel faulted in and
 ///   zeroed, and munmapped again (perf: page faults and page clearing were a fifth of a Media
-///   copy's time; 70,000 minor faults per 512 MiB copied, 9,000 after). Peak RSS grows by about
-///   10 MiB, as much as the buffers in flight.
+///   copy's samples; 60,000-90,000 minor faults per 512 MiB copied, 7,500-9,000 after). Peak
+///   RSS grows by about 10 MiB, as much as the buffers in flight.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn tune_malloc() {
     // SAFETY: runs first in main, before any other thread exists; mallopt only tunes malloc.

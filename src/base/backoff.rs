@@ -37,7 +37,7 @@ impl Backoff {
     /// The longest delay before attempt `attempt + 1`: `first * 2^(attempt-1)`, at most `max`.
     pub fn ceiling(&self, attempt: u32) -> Duration {
         self.first
-            .saturating_mul(1 << attempt.max(1).saturating_sub(1).min(16))
+            .saturating_mul(1 << attempt.saturating_sub(1).min(16))
             .min(self.max)
     }
 }

@@ -42,3 +42,18 @@ impl Stopped {
         }
     }
 }
+
+/// Runs blocking code on the blocking pool; a panic there becomes [`Stopped`] (naming
+/// `what`) in the caller's own error type.
+pub async fn blocking<T, E>(
+    what: &str,
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<Stopped> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Stopped::new(what, e))?
+}

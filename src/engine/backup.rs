@@ -15,9 +15,10 @@ use super::archive::{
 };
 use super::catalog::{EntryBuilder, already_committed, commit_manifest};
 use super::mux::{StreamJob, write_interleaved};
-use super::pipe::{ChannelWriter, blocking};
+use super::pipe::{ChannelWriter, WORKER_THREAD};
 use super::task::{BackupTask, DataSpec, TaskOutcome};
 use crate::api::{Role, capped_notes};
+use crate::base::failure::blocking;
 use crate::engine::error::{EngineError, Result};
 use crate::media::store::ObjectStore;
 use crate::media::trail::{TrailWriter, index_key};
@@ -125,7 +126,7 @@ async fn produce(
 ) -> Result<ArchiveSummary> {
     match source {
         DataSpec::Path(root) => {
-            blocking(move || {
+            blocking(WORKER_THREAD, move || {
                 write_dir_archive(
                     &PathBuf::from(root),
                     previous.as_ref(),
@@ -138,7 +139,7 @@ async fn produce(
             let store: Arc<dyn ObjectStore> = Arc::new(target.open().await?);
             let objects = store.list("").await?;
             let handle = tokio::runtime::Handle::current();
-            blocking(move || {
+            blocking(WORKER_THREAD, move || {
                 let entries = objects.into_iter().map(move |o| {
                     let reader = ObjectReader {
                         store: store.clone(),

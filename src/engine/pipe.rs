@@ -6,12 +6,14 @@ use std::io::{Read, Write};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::base::failure::Stopped;
 use crate::engine::error::{EngineError, Result};
 use crate::media::{self, error::MediaError};
 
 /// Chunk size handed from a tar writer to the block writer.
 const CHUNK: usize = 256 << 10;
+
+/// What a panic on an engine thread running blocking code (tar, file writes) is reported as.
+pub const WORKER_THREAD: &str = "worker thread";
 
 /// A `Write` that sends chunks into a channel (use from a blocking thread).
 pub struct ChannelWriter {
@@ -119,13 +121,4 @@ impl Read for ChannelReader {
         let _ = self.current.split_to(n);
         Ok(n)
     }
-}
-
-/// Runs blocking code on the blocking pool and flattens a panic into an error.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Stopped::new("worker thread", e))?
 }

@@ -14,8 +14,9 @@ use tokio::sync::mpsc;
 use super::archive::{
     ExtractOptions, ExtractReport, RootMeta, extract_archive_into, extract_archive_to,
 };
-use super::pipe::{ChannelReader, blocking};
+use super::pipe::{ChannelReader, WORKER_THREAD};
 use super::task::{DataSpec, RestoreLink, RestoreTask, TaskOutcome, VerifyTask};
+use crate::base::failure::blocking;
 use crate::beneath::{Dir, is_gone};
 use crate::engine::error::{EngineError, Result};
 use crate::media::error::MediaError;
@@ -218,7 +219,7 @@ async fn restore_links(
         let handle = tokio::runtime::Handle::current();
         // The catalog says how much the stream's files hold: a forged stream gets no more.
         let max_bytes = link.entry.file_bytes;
-        let report = blocking(move || {
+        let report = blocking(WORKER_THREAD, move || {
             let mut reader = reader;
             let r = match (staged, s3) {
                 (Some((dir, path)), _) => extract_archive_into(
@@ -433,7 +434,7 @@ pub async fn run_verify(task: &VerifyTask) -> Result<TaskOutcome> {
     let mut failures = Vec::new();
     for link in &task.links {
         let mut reader = open_link(link).await?;
-        match blocking(move || reader.drain()).await {
+        match blocking(WORKER_THREAD, move || reader.drain()).await {
             Ok(()) => {
                 outcome.bytes_read += link.entry.bytes;
                 outcome.notes.push(format!(

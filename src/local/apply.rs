@@ -186,7 +186,7 @@ fn merge(set: &mut ResourceSet, new: Resource) -> &'static str {
 fn secret_entry(set: &ResourceSet, secret: &str, entry: &str) -> Result<String, EngineError> {
     let s = set.secrets.get(secret).ok_or_else(|| EngineError::Secret {
         secret: secret.to_owned(),
-        detail: "not found: no Secret of this name was applied".into(),
+        detail: "no Secret of this name was applied".into(),
     })?;
     secret_value(s, entry)
 }

@@ -94,23 +94,32 @@ impl std::fmt::Display for BlockError {
 impl BlockHeader {
     /// Encodes header + payload into one buffer, computing the CRC over both.
     pub fn encode(&self, payload: &[u8]) -> Vec<u8> {
-        self.encode_crc(payload).0
+        let mut b = self.frame(payload);
+        let crc = crc32c::crc32c(&b);
+        b[48..52].copy_from_slice(&crc.to_le_bytes());
+        b
     }
 
-    /// [`BlockHeader::encode`], and the CRC32C of the payload alone. The payload is read once:
-    /// its CRC is combined with the header's into the block's, and a caller that keeps a CRC
-    /// of the whole stream combines it into that too instead of reading the bytes again.
+    /// [`BlockHeader::encode`], and the CRC32C of the payload alone, for a caller that keeps a
+    /// CRC of the whole stream: the payload is read once, and its CRC combined both into the
+    /// block's and into the stream's, instead of a second pass over the bytes.
     pub fn encode_crc(&self, payload: &[u8]) -> (Vec<u8>, u32) {
-        debug_assert_eq!(payload.len(), self.payload_len as usize);
-        let mut b = Vec::with_capacity(HEADER_LEN + payload.len());
-        b.extend_from_slice(&self.control_data());
-        b.extend_from_slice(&[0; 8]);
-        b.extend_from_slice(payload);
+        let mut b = self.frame(payload);
         let payload_crc = crc32c::crc32c(payload);
         let crc =
             crc32c::crc32c_combine(crc32c::crc32c(&b[..HEADER_LEN]), payload_crc, payload.len());
         b[48..52].copy_from_slice(&crc.to_le_bytes());
         (b, payload_crc)
+    }
+
+    /// Header (CRC zeroed) + payload in one buffer.
+    fn frame(&self, payload: &[u8]) -> Vec<u8> {
+        debug_assert_eq!(payload.len(), self.payload_len as usize);
+        let mut b = Vec::with_capacity(HEADER_LEN + payload.len());
+        b.extend_from_slice(&self.control_data());
+        b.extend_from_slice(&[0; 8]);
+        b.extend_from_slice(payload);
+        b
     }
 
     /// The header up to its CRC: what an encrypted payload is bound to.
@@ -326,7 +335,9 @@ mod tests {
             let mut h = header(payload.len() as u32);
             h.stream_offset = off;
             let b = h.encode(&payload);
-            prop_assert_eq!(BlockHeader::decode(&b).unwrap(), (h, b.len()));
+            prop_assert_eq!(BlockHeader::decode(&b).unwrap(), (h.clone(), b.len()));
+            // The block's CRC combined from the payload's is the one computed in one pass.
+            prop_assert_eq!(h.encode_crc(&payload), (b, crc32c::crc32c(&payload)));
         }
     }
 }

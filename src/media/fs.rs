@@ -17,9 +17,12 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use super::store::{ObjectInfo, ObjectStore, ObjectWriter};
-use crate::base::failure::Stopped;
+use crate::base::failure::blocking;
 use crate::beneath::{Dir, is_gone};
 use crate::media::error::{MediaError, Result};
+
+/// What a panic on the file-system thread is reported as.
+const FS_THREAD: &str = "file-system thread";
 
 /// Temporary files start with this; listings skip them.
 const TEMP_PREFIX: &str = ".tmp-";
@@ -257,13 +260,12 @@ impl ObjectStore for FsStore {
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         let this = self.clone();
         let key = key.to_string();
-        tokio::task::spawn_blocking(move || {
+        blocking(FS_THREAD, move || {
             let mut tmp = this.temp_for(&key)?;
             tmp.file().write_all(&data).map_err(|e| this.err(&key, e))?;
             tmp.commit(&this, &key)
         })
         .await
-        .map_err(|e| Stopped::new("file-system thread", e))?
     }
 
     async fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
@@ -293,7 +295,7 @@ impl ObjectStore for FsStore {
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
         let this = self.clone();
         let key = key.to_string();
-        tokio::task::spawn_blocking(move || {
+        blocking(FS_THREAD, move || {
             let place = this.existing(&key)?;
             let mut f = place
                 .dir
@@ -310,7 +312,6 @@ impl ObjectStore for FsStore {
             Ok(Bytes::from(buf))
         })
         .await
-        .map_err(|e| Stopped::new("file-system thread", e))?
     }
 
     async fn get(&self, key: &str) -> Result<Bytes> {
@@ -328,7 +329,7 @@ impl ObjectStore for FsStore {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let this = self.clone();
         let prefix = prefix.to_string();
-        tokio::task::spawn_blocking(move || {
+        blocking(FS_THREAD, move || {
             let mut out = Vec::new();
             let root = match Dir::open(&this.root) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
@@ -339,7 +340,6 @@ impl ObjectStore for FsStore {
             Ok(out)
         })
         .await
-        .map_err(|e| Stopped::new("file-system thread", e))?
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
@@ -355,7 +355,7 @@ impl ObjectStore for FsStore {
     async fn purge_incomplete(&self, prefix: &str, before: DateTime<Utc>) -> Result<usize> {
         let this = self.clone();
         let prefix = prefix.to_string();
-        tokio::task::spawn_blocking(move || {
+        blocking(FS_THREAD, move || {
             let dir = match prefix.trim_end_matches('/') {
                 "" => Dir::open(&this.root)
                     .map(Some)
@@ -379,7 +379,6 @@ impl ObjectStore for FsStore {
             Ok(removed)
         })
         .await
-        .map_err(|e| Stopped::new("file-system thread", e))?
     }
 
     async fn probe(&self) -> Result<()> {
@@ -420,7 +419,7 @@ impl ObjectWriter for FsWriter {
             file,
             size,
         } = *self;
-        tokio::task::spawn_blocking(move || {
+        blocking(FS_THREAD, move || {
             let file = file
                 .into_inner()
                 .map_err(|e| store.err(&key, e.into_error()))?;
@@ -429,7 +428,6 @@ impl ObjectWriter for FsWriter {
             Ok(size)
         })
         .await
-        .map_err(|e| Stopped::new("file-system thread", e))?
     }
 
     async fn abort(self: Box<Self>) -> Result<()> {

@@ -362,29 +362,27 @@ impl TrailWriter {
             instance: inst.hash,
             stream_offset: inst.offset,
         };
-        let (block, plain_crc) = match &self.media.key {
-            None => {
-                let (block, crc) = header.encode_crc(payload);
-                (block, Some(crc))
+        let block = match (&self.media.key, &mut inst.digest) {
+            // The block's CRC is over the plaintext: its payload CRC extends the stream's.
+            (None, StreamDigest::Known { crc, .. }) => {
+                let (block, payload_crc) = header.encode_crc(payload);
+                *crc = crc32c::crc32c_combine(*crc, payload_crc, payload.len());
+                block
             }
-            Some(key) => {
+            (None, StreamDigest::Hashing(h)) => {
+                h.update(payload);
+                header.encode(payload)
+            }
+            (Some(key), digest) => {
+                match digest {
+                    StreamDigest::Hashing(h) => h.update(payload),
+                    StreamDigest::Known { crc, .. } => *crc = crc32c::crc32c_append(*crc, payload),
+                }
                 header.flags |= FLAG_ENCRYPTED;
                 header.payload_len += OVERHEAD as u32;
-                (
-                    header.encode(&key.seal(&header.control_data(), payload)),
-                    None,
-                )
+                header.encode(&key.seal(&header.control_data(), payload))
             }
         };
-        match &mut inst.digest {
-            StreamDigest::Hashing(h) => h.update(payload),
-            StreamDigest::Known { crc, .. } => {
-                *crc = match plain_crc {
-                    Some(p) => crc32c::crc32c_combine(*crc, p, payload.len()),
-                    None => crc32c::crc32c_append(*crc, payload),
-                }
-            }
-        }
         inst.offset += payload.len() as u64;
         let offset = seg.offset;
         let len = block.len() as u64;

@@ -5,12 +5,9 @@ use super::*;
 /// Why a class's media cannot be used now: the Ready condition's message.
 #[derive(Debug, thiserror::Error)]
 enum Unready {
-    #[error(transparent)]
-    Spec(#[from] SpecError),
+    /// The spec, a Secret's contents or the store (the engine's error wraps all three).
     #[error(transparent)]
     Engine(#[from] EngineError),
-    #[error(transparent)]
-    Media(#[from] MediaError),
     #[error("Secret {0:?} not found")]
     SecretMissing(String),
     #[error("PersistentVolumeClaim {0:?} not found")]
@@ -31,7 +28,7 @@ async fn probe_media_class(
 ) -> Result<std::result::Result<(), Unready>> {
     let mut spec = match MediaSpec::from_class(mc) {
         Ok(s) => s,
-        Err(e) => return Ok(Err(e.into())),
+        Err(e) => return Ok(Err(Unready::Engine(e.into()))),
     };
     let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(ctx.client.clone(), ns);
     let names: std::collections::BTreeSet<String> =
@@ -57,7 +54,7 @@ async fn probe_media_class(
     Ok(if b.s3.is_some() {
         match spec.open().await {
             Err(e) => Err(e.into()),
-            Ok(m) => m.store.probe().await.map_err(Unready::from),
+            Ok(m) => m.store.probe().await.map_err(|e| Unready::Engine(e.into())),
         }
     } else if let Some(p) = &b.pvc {
         let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =

@@ -30,7 +30,6 @@ use crate::engine::error::EngineError;
 use crate::engine::planner::PlanContext;
 use crate::engine::task::*;
 use crate::error::{Error, Result};
-use crate::media::error::MediaError;
 use crate::reconcile::backup::{self, BackupRun};
 use crate::reconcile::policy::{self, PolicyRun, PolicyStep};
 use crate::reconcile::restore::{self, LastRun, RestoreView};
