@@ -27,6 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
 S3_KEY, S3_SECRET = "mimeo-bench", "mimeo-bench-secret"
+# The encrypted media class's key (a benchmark key, 32 bytes as hex; never use it for data).
+VAULT_KEY = "6d696d656f2d62656e63682d6b65792d6e6f742d666f722d7265616c2d757365"
 ITEMS = 8
 STREAMS = 4
 PARTS_PER_ITEM = 4
@@ -138,12 +140,18 @@ class Timer:
 # YAML builders
 
 
-def media_class(name, backend, block, volume):
+def media_class(name, backend, block, volume, encrypt=False):
+    crypt = ", encryption: {keySecretRef: {name: vault-key}}" if encrypt else ""
     return (
         f"apiVersion: mimeo.dev/v1alpha1\nkind: MediaClass\nmetadata: {{name: {name}}}\n"
         f"spec: {{backend: {backend}, volumeCapacity: {fmt_qty(volume)}, "
-        f"blockSize: {fmt_qty(block)}}}\n"
+        f"blockSize: {fmt_qty(block)}{crypt}}}\n"
     )
+
+
+def vault_key_yaml():
+    return ("apiVersion: v1\nkind: Secret\nmetadata: {name: vault-key}\n"
+            f"stringData: {{MIMEO_ENCRYPTION_KEY: {VAULT_KEY}}}\n")
 
 
 def secret_yaml():
@@ -357,9 +365,11 @@ class Bench:
         return state
 
     def duplicate(self, base, backend, mode, items, block, volume, tag, layout="Sequential",
-                  parallelism=None, keep=False, binary=None):
-        """One duplication run into a fresh target trail. Returns its figures (and the state
-        and target when `keep`)."""
+                  parallelism=None, keep=False, binary=None, encrypt=False):
+        """One duplication run into a fresh target trail (an encrypted media class with
+        `encrypt`). Returns its figures (and the state and target when `keep`). `seconds` is the
+        whole `mimeo local apply` command's wall time, as the peers' are; `task_seconds` the
+        policy run's own duration (status.lastRun)."""
         n = self.next_id()
         state = self.fresh_state(base, f"{tag}-{n}")
         sub = f"dst-{tag}-{n}"
@@ -367,7 +377,8 @@ class Bench:
         sel = "" if items is None else f", selection: {{workItems: [{', '.join(items)}]}}"
         par = f", parallelism: {parallelism}" if parallelism else ""
         y = docs(
-            media_class("dst", backend.spec(sub), block, volume),
+            *([vault_key_yaml()] if encrypt else []),
+            media_class("dst", backend.spec(sub), block, volume, encrypt),
             "apiVersion: mimeo.dev/v1alpha1\nkind: DuplicationTrail\nmetadata: {name: dup}\n"
             f"spec: {{mediaClassName: dst, retention: 7d, layout: {layout}}}\n",
             "apiVersion: mimeo.dev/v1alpha1\nkind: DuplicationPolicy\nmetadata: {name: p}\n"
@@ -381,8 +392,8 @@ class Bench:
             raise SystemExit(f"duplication {tag} failed: {st}")
         dt = self.get(state, "duplicationtrails", "dup")["status"]
         r = {
-            "seconds": parse_time(st["end"]) - parse_time(st["start"]),
-            "wall": wall, "rss_kib": rss, "instances": st["instances"],
+            "seconds": wall, "task_seconds": parse_time(st["end"]) - parse_time(st["start"]),
+            "rss_kib": rss, "instances": st["instances"],
             "written": dt["bytes"],  # physical bytes on the target volumes
             "cpu": cpu, "server_cpu": server,
         }
@@ -404,7 +415,7 @@ class Bench:
         st = self.get(state, "restores", f"r-{n}")["status"]
         if st.get("phase") != "Succeeded":
             raise SystemExit(f"restore {tag} failed: {st}")
-        return {"seconds": st["durationSeconds"], "wall": wall, "rss_kib": rss,
+        return {"seconds": wall, "task_seconds": st["durationSeconds"], "rss_kib": rss,
                 "bytes": st["bytes"], "from": st["restoredFrom"]["trail"], "cpu": cpu,
                 "server_cpu": server}
 
@@ -526,7 +537,9 @@ class Bench:
 
     def restore_rounds(self):
         """Restore of item-1 from the interleaved original vs from a Sequential duplicate, vs the
-        floor (reading plain files / one object of the same size)."""
+        floor: plain tools reading the same bytes and writing them to a file in the same place
+        (`cat` of the item's files to one file, then `sync` of it; `rclone copyto` of one object
+        of that size), and the bare read (`cat` to /dev/null, `rclone cat`) for reference."""
         a = self.a
         out = self.results["runs"].setdefault("restore", {})
         sink = (self.fast or self.work) / "restore"
@@ -542,7 +555,7 @@ class Bench:
             rounds = out.setdefault(name, [])
             for r in range(a.runs):
                 log(f"restore {name}: round {r + 1}/{a.runs}")
-                ops = ["original", "duplicate", "floor", "floor_rw"]
+                ops = ["original", "duplicate", "floor", "read"]
                 k = r % len(ops)
                 ops = ops[k:] + ops[:k]
                 row = {}
@@ -552,15 +565,16 @@ class Bench:
                         row[op] = self.restore(state, "Original", target, f"{name}-orig")
                     elif op == "duplicate":
                         row[op] = self.restore(state, "dup", target, f"{name}-dup")
-                    elif op == "floor":
+                    elif op == "read":
                         cmd = (f"cat {item}/* > /dev/null" if be.kind == "fs"
                                else "rclone cat s3a:floor/item-1.bin > /dev/null")
-                        row[op] = self.peer(cmd, f"floor-{name}", env=self.renv)
+                        row[op] = self.peer(cmd, f"read-{name}", env=self.renv)
                     else:
                         rmtree(target)
-                        cmd = (f"cp -r {item} {target}" if be.kind == "fs"
+                        cmd = (f"mkdir -p {target} && cat {item}/* > {target}/item-1.bin && sync {target}/item-1.bin"
+                               if be.kind == "fs"
                                else f"rclone copyto s3a:floor/item-1.bin {target}/item-1.bin")
-                        row[op] = self.peer(cmd, f"floor-rw-{name}", env=self.renv)
+                        row[op] = self.peer(cmd, f"floor-{name}", env=self.renv)
                     if op in ("original", "duplicate"):
                         got = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
                         if got != item_bytes:
@@ -573,6 +587,37 @@ class Bench:
             rmtree(state)
             be.remove(sub)
         self.results["restore_item_bytes"] = item_bytes
+
+    def crypt_rounds(self):
+        """Logical duplication of all 8 items to an encrypted media class vs to a plain one, and
+        a restore of item-1 from each copy, back to back in each round (order alternating)."""
+        a = self.a
+        out = self.results["runs"].setdefault("crypt", {})
+        sink = (self.fast or self.work) / "restore"
+        sink.mkdir(parents=True, exist_ok=True)
+        item_bytes = sum(f.stat().st_size for f in self.items[0].iterdir())
+        for name, be in self.backends.items():
+            rounds = out.setdefault(name, [])
+            for r in range(a.runs):
+                log(f"encryption {name}: round {r + 1}/{a.runs}")
+                row = {}
+                for kind in ("plain", "encrypted") if r % 2 == 0 else ("encrypted", "plain"):
+                    dup, state, sub = self.duplicate(self.bases[name], be, "Logical", None, a.block, a.volume,
+                                                     f"{name}-{kind}", keep=True, encrypt=kind == "encrypted",
+                                                     parallelism=a.parallelism)
+                    target = sink / f"crypt-{name}"
+                    rs = self.restore(state, "dup", target, f"{name}-{kind}")
+                    if rs["bytes"] < item_bytes or rs["from"] != "dup":
+                        raise SystemExit(f"restore from the {kind} copy on {name}: {rs}")
+                    if r == 0:
+                        subprocess.run(f"cmp {self.items[0]}/part-0.bin {target}/part-0.bin", shell=True,
+                                       check=True)
+                    rmtree(target)
+                    rmtree(state)
+                    be.remove(sub)
+                    row[f"dup_{kind}"], row[f"restore_{kind}"] = dup, rs
+                    log(f"    {kind:9s} duplication {dup['seconds']:7.2f}s  restore {rs['seconds']:6.2f}s")
+                rounds.append(row)
 
     def memory(self):
         """Peak RSS of logical duplication and of restore, for one work item of each size."""
@@ -707,13 +752,13 @@ class Bench:
         if self.fast:
             self.fast.mkdir(parents=True, exist_ok=True)
         self.machine()
-        sections = a.only or ["dup", "restore", "memory", "sweep", "planner"]
+        sections = a.only or ["dup", "restore", "crypt", "memory", "sweep", "planner"]
         try:
-            if set(sections) & {"dup", "restore", "sweep", "ab"}:
+            if set(sections) & {"dup", "restore", "crypt", "sweep", "ab"}:
                 self.setup()
             for s in sections:
-                getattr(self, {"dup": "dup_rounds", "restore": "restore_rounds", "memory": "memory",
-                               "sweep": "sweep", "planner": "planner", "ab": "ab"}[s])()
+                getattr(self, {"dup": "dup_rounds", "restore": "restore_rounds", "crypt": "crypt_rounds",
+                               "memory": "memory", "sweep": "sweep", "planner": "planner", "ab": "ab"}[s])()
                 self.save()
         finally:
             if hasattr(self, "s3"):
@@ -758,7 +803,7 @@ def main():
     p.add_argument("--mimeo-b", default=None,
                    help="a second build to compare with --mimeo (section ab: before/after a patch)")
     p.add_argument("--only", type=lambda s: s.split(","), default=None,
-                   help="comma-separated sections: dup,restore,memory,sweep,planner (and ab)")
+                   help="comma-separated sections: dup,restore,crypt,memory,sweep,planner (and ab)")
     p.add_argument("--backends", type=lambda s: s.split(","), default=None,
                    help="comma-separated subset of disk,tmpfs,s3 (all)")
     p.add_argument("--out", default=str(ROOT / "bench"), help="where results.json goes (bench/)")

@@ -2,9 +2,11 @@
 """Operator at scale, on the e2e control plane: N CatalogEntries and P DuplicationPolicies in one
 namespace, the operator (release build, out of cluster, with its own ServiceAccount) started
 against them; prints and records how long it takes to become ready and to settle, then its CPU,
-memory and API request rate at rest.
+memory and API request rate at rest. The entries are created in stages (--stages): at each
+stage but the last the operator is started, measured until it settles, and stopped, so the
+memory per 10,000 entries is the slope of its settled RSS between the stages.
 
-    python3 bench/operator_scale.py [--entries 50000] [--policies 1000] [--rest 120]
+    python3 bench/operator_scale.py [--entries 200000] [--policies 2000] [--stages 50000] [--rest 120]
 
 Needs e2e/bin (bash e2e/tools.sh) and target/release/mimeo (cargo build --release). API
 requests are counted from the API server's audit log (level Metadata, the operator's user
@@ -72,7 +74,8 @@ def audit_lines(path):
 
 
 def resources(entries, policies):
-    """The namespace's objects as YAML lists of at most 1000 items."""
+    """The namespace's objects as lists of at most 1000 items: the classes and trails, the
+    policies, then the entries."""
     head = [
         {"apiVersion": "mimeo.dev/v1alpha1", "kind": "MediaClass", "metadata": {"name": "tapes"},
          "spec": {"backend": {"filesystem": {"path": "/nonexistent"}}, "volumeCapacity": "512Mi"}},
@@ -82,6 +85,19 @@ def resources(entries, policies):
          "spec": {"mediaClassName": "tapes", "retention": "7y"}},
     ]
     yield head
+    batch = []
+    for p in range(policies):
+        batch.append({
+            "apiVersion": "mimeo.dev/v1alpha1", "kind": "DuplicationPolicy",
+            "metadata": {"name": f"policy-{p:04d}"},
+            "spec": {"sourceTrails": ["nightly"], "targets": ["vault"],
+                     "selection": {"workItems": [f"app-{p % 1000:04d}"]}},
+        })
+        if len(batch) == 1000:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
     items = entries // 2  # each instance: an original on nightly and its copy on vault
     batch = []
     t0 = "2026-01-01T00:00:00Z"
@@ -104,24 +120,16 @@ def resources(entries, policies):
             if len(batch) == 1000:
                 yield batch
                 batch = []
-    for p in range(policies):
-        batch.append({
-            "apiVersion": "mimeo.dev/v1alpha1", "kind": "DuplicationPolicy",
-            "metadata": {"name": f"policy-{p:04d}"},
-            "spec": {"sourceTrails": ["nightly"], "targets": ["vault"],
-                     "selection": {"workItems": [f"app-{p % 1000:04d}"]}},
-        })
-        if len(batch) == 1000:
-            yield batch
-            batch = []
     if batch:
         yield batch
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--entries", type=int, default=50000)
-    ap.add_argument("--policies", type=int, default=1000)
+    ap.add_argument("--entries", type=int, default=200000)
+    ap.add_argument("--policies", type=int, default=2000)
+    ap.add_argument("--stages", type=lambda v: [int(x) for x in v.split(",") if x], default=[50000],
+                    help="entry counts at which the operator is also measured (comma-separated)")
     ap.add_argument("--rest", type=int, default=120, help="seconds measured at rest")
     ap.add_argument("--mimeo", default=str(ROOT / "target" / "release" / "mimeo"))
     ap.add_argument("--out", default=str(HERE / "results-operator.json"))
@@ -188,25 +196,13 @@ def main():
             "contexts": [{"name": "op", "context": {"cluster": "c", "user": SA, "namespace": NS}}],
         }))
 
-        t0 = time.time()
+        created_s = 0.0
         n = 0
-        for batch in resources(a.entries, a.policies):
-            kubectl("-n", NS, "apply", "--server-side", "-f", "-",
-                    data=json.dumps({"apiVersion": "v1", "kind": "List", "items": batch}))
-            n += len(batch)
-            if n % 10000 < len(batch):
-                log(f"created {n} objects")
-        created_s = time.time() - t0
-        log(f"{n} objects in {created_s:.0f}s")
-
+        entries_made = 0
+        batches = resources(a.entries, a.policies)
+        stages = sorted({x for x in a.stages if 0 < x < a.entries}) + [a.entries]
         port = free_port()
         env = dict(os.environ, KUBECONFIG=str(kc), MIMEO_LOG="warn")
-        t_start = time.time()
-        op = subprocess.Popen(
-            [a.mimeo, "operator", f"--metrics-addr=127.0.0.1:{port}", "--worker-image=mimeo:bench",
-             f"--namespaces={NS}", f"--lease-namespace={NS}", "--lease-holder=bench"],
-            env=env, stdout=open(work / "operator.log", "w"), stderr=subprocess.STDOUT)
-        procs.append(op)
         import urllib.request
 
         def ready():
@@ -215,29 +211,63 @@ def main():
             except Exception:
                 return False
 
-        while not ready():
-            if op.poll() is not None:
-                sys.exit(f"operator exited: {(work / 'operator.log').read_text()[-2000:]}")
-            time.sleep(0.2)
-        ready_s = time.time() - t_start
-        log(f"operator ready in {ready_s:.1f}s, RSS {rss_mib(op.pid):.0f} MiB")
-        # Settled: under 2% CPU for 10 s, with no API request but the Lease's renewals (a get
-        # and an update every 5 s).
-        peak_rss = 0.0
-        while True:
-            c0, r0 = cpu_seconds(op.pid), audit_lines(audit)
-            time.sleep(10)
-            peak_rss = max(peak_rss, rss_mib(op.pid))
-            c1, r1 = cpu_seconds(op.pid), audit_lines(audit)
-            if (c1 - c0) / 10 < 0.02 and r1 - r0 <= 4:
+        def start_and_settle(tag):
+            """Starts the operator; returns it with its time to ready and to settled."""
+            t_start = time.time()
+            op = subprocess.Popen(
+                [a.mimeo, "operator", f"--metrics-addr=127.0.0.1:{port}", "--worker-image=mimeo:bench",
+                 f"--namespaces={NS}", f"--lease-namespace={NS}", "--lease-holder=bench"],
+                env=env, stdout=open(work / f"operator-{tag}.log", "w"), stderr=subprocess.STDOUT)
+            procs.append(op)
+            while not ready():
+                if op.poll() is not None:
+                    sys.exit(f"operator exited: {(work / f'operator-{tag}.log').read_text()[-2000:]}")
+                time.sleep(0.2)
+            ready_s = time.time() - t_start
+            log(f"operator ready in {ready_s:.1f}s, RSS {rss_mib(op.pid):.0f} MiB")
+            # Settled: under 2% CPU for 10 s, with no API request but the Lease's renewals (a
+            # get and an update every 5 s).
+            peak_rss = 0.0
+            while True:
+                c0, r0 = cpu_seconds(op.pid), audit_lines(audit)
+                time.sleep(10)
+                peak_rss = max(peak_rss, rss_mib(op.pid))
+                c1, r1 = cpu_seconds(op.pid), audit_lines(audit)
+                if (c1 - c0) / 10 < 0.02 and r1 - r0 <= 4:
+                    break
+                if time.time() - t_start > 1800:
+                    log("not settled after 30 min")
+                    break
+            settled_s = time.time() - t_start - 10
+            log(f"settled after {settled_s:.0f}s: {cpu_seconds(op.pid):.1f} CPU s, RSS {rss_mib(op.pid):.0f} MiB")
+            return op, ready_s, settled_s, peak_rss
+
+        stage_rows = []
+        for stage in stages:
+            t0 = time.time()
+            for batch in batches:
+                kubectl("-n", NS, "apply", "--server-side", "-f", "-",
+                        data=json.dumps({"apiVersion": "v1", "kind": "List", "items": batch}))
+                n += len(batch)
+                entries_made += sum(1 for o in batch if o["kind"] == "CatalogEntry")
+                if n % 10000 < len(batch):
+                    log(f"created {n} objects")
+                if entries_made >= stage:
+                    break
+            created_s += time.time() - t0
+            log(f"{n} objects ({entries_made} entries) after {created_s:.0f}s of creating")
+            if stage == stages[-1]:
                 break
-            if time.time() - t_start > 1800:
-                log("not settled after 30 min")
-                break
-        settled_s = time.time() - t_start - 10
+            op, ready_s, settled_s, _ = start_and_settle(f"stage-{stage}")
+            stage_rows.append({"entries": entries_made, "ready_seconds": round(ready_s, 1),
+                               "settle_seconds": round(settled_s, 1), "rss_mib": round(rss_mib(op.pid), 1)})
+            op.send_signal(signal.SIGTERM)
+            op.wait(60)
+
+        requests_before = audit_lines(audit)
+        op, ready_s, settled_s, peak_rss = start_and_settle("final")
         cpu_settle = cpu_seconds(op.pid)
-        requests_settle = audit_lines(audit)
-        log(f"settled after {settled_s:.0f}s: {cpu_settle:.1f} CPU s, {requests_settle} API requests")
+        requests_settle = audit_lines(audit) - requests_before
         c0, r0, w0 = cpu_seconds(op.pid), audit_lines(audit), time.time()
         rss = []
         while time.time() - w0 < a.rest:
@@ -252,14 +282,24 @@ def main():
             "rss_mib_max": round(max(rss), 1),
             "rss_mib_last": round(rss[-1], 1),
         }
+        stage_rows.append({"entries": entries_made, "ready_seconds": round(ready_s, 1),
+                           "settle_seconds": round(settled_s, 1), "rss_mib": round(rss[-1], 1)})
+        per_10k = None
+        if len(stage_rows) > 1:
+            lo, hi = stage_rows[0], stage_rows[-1]
+            per_10k = round((hi["rss_mib"] - lo["rss_mib"]) / ((hi["entries"] - lo["entries"]) / 10000), 2)
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True).stdout.strip()
         result = {
-            "entries": a.entries, "policies": a.policies, "objects_created": n,
+            "entries": entries_made, "policies": a.policies, "objects_created": n,
             "create_seconds": round(created_s, 1), "ready_seconds": round(ready_s, 1),
             "settle_seconds": round(settled_s, 1), "settle_cpu_seconds": round(cpu_settle, 1),
             "settle_api_requests": requests_settle, "peak_rss_mib_settling": round(peak_rss, 1),
+            "stages": stage_rows, "rss_mib_per_10k_entries": per_10k,
             "at_rest": at_rest, "machine": {"nproc": os.cpu_count(),
                                             "loadavg": Path("/proc/loadavg").read_text().strip()},
             "command": "python3 bench/operator_scale.py " + " ".join(sys.argv[1:]),
+            "commit": commit,
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         Path(a.out).write_text(json.dumps(result, indent=1) + "\n")

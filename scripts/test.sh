@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine too: installs what the tests need (a real S3 server,
 # s3s-fs, which the tests start on loopback), then checks formatting and lints, then runs every
-# test. One build serves clippy and the tests' dependencies (shared target/). Then the
+# test (and that the README's benchmark figures are those of bench/results.json). One build serves clippy and the tests' dependencies (shared target/). Then the
 # end-to-end suite: a real control plane and a real node (kubelet, kube-proxy, containerd, runc,
 # CNI), kubectl, helm, CoreDNS, local-path-provisioner and MinIO built from Go modules or
 # installed from Debian's packages (e2e/tools.sh, cached), the image built from the Dockerfile
@@ -21,6 +21,8 @@ scripts/install-test-tools.sh
 
 echo "== cargo fmt --check"
 cargo fmt --check
+echo "== the README's table of figures is the one bench/results.json gives"
+python3 bench/report.py --check
 # The chaos feature (API fault injection) is on in the test build: the e2e image is made from
 # this build's binary, and its api_faults scenario needs the injector.
 echo "== cargo clippy --all-targets --features chaos -- -D warnings"

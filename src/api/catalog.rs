@@ -99,7 +99,8 @@ pub struct CatalogEntrySpec {
     /// as we read it"), at most [`MAX_NOTES`]: a copy that is not a clean snapshot says so.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
-    /// `sha256:<hex>` of the logical stream.
+    /// Digest of the logical stream, `<algorithm>:<hex>`: `blake3:` since manifest version 2,
+    /// `sha256:` before.
     pub digest: String,
     /// When this copy was written.
     pub created_at: DateTime<Utc>,

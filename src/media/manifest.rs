@@ -84,7 +84,8 @@ pub struct ManifestEntry {
     /// What the backup skipped or saw change while reading.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
-    /// `sha256:<hex>` of the logical stream.
+    /// Digest of the logical stream, `<algorithm>:<hex>`: `blake3:` since manifest version 2,
+    /// `sha256:` before.
     pub digest: String,
     /// When this copy was written.
     pub created_at: DateTime<Utc>,
@@ -106,8 +107,10 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// The version this Mimeo writes, and the newest it reads.
-    pub const VERSION: u32 = 1;
+    /// The version this Mimeo writes, and the newest it reads. Version 2: new streams' digests
+    /// are BLAKE3 ([`crate::media::digest`]); a Mimeo that reads only version 1 refuses such a
+    /// manifest as newer instead of taking every stream in it for damaged.
+    pub const VERSION: u32 = 2;
 
     /// A manifest of the current version.
     pub fn new(session: &str, entries: Vec<ManifestEntry>) -> Manifest {
@@ -225,16 +228,16 @@ mod tests {
         m.version = Manifest::VERSION;
         let written: serde_json::Value = serde_json::to_value(&m).unwrap();
         let mut expected: serde_json::Value = serde_json::from_str(UNVERSIONED).unwrap();
-        expected["version"] = 1.into();
+        expected["version"] = Manifest::VERSION.into();
         assert_eq!(written, expected);
     }
 
     #[test]
     fn newer_versions_and_garbage_are_refused_by_name() {
-        let newer = UNVERSIONED.replacen('{', "{\"version\": 2,", 1);
+        let newer = UNVERSIONED.replacen('{', "{\"version\": 3,", 1);
         let err = Manifest::parse("t/manifests/s.json", newer.as_bytes()).unwrap_err();
         assert!(
-            matches!(&err, MediaError::Unsupported(m) if m.contains("t/manifests/s.json") && m.contains("version 2")),
+            matches!(&err, MediaError::Unsupported(m) if m.contains("t/manifests/s.json") && m.contains("version 3")),
             "{err:?}"
         );
         let err = Manifest::parse("t/manifests/s.json", b"[1,2").unwrap_err();

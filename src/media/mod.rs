@@ -1,6 +1,7 @@
 //! Media: the volume format, trails of volumes, and the object stores they live on.
 
 pub mod crypt;
+pub mod digest;
 pub mod error;
 pub mod factory;
 pub mod format;
