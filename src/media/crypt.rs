@@ -103,29 +103,30 @@ impl BlockKey {
         hex::encode(self.id)
     }
 
-    /// Encrypts `plain`, binding it to `context` (the block's control data).
-    pub fn seal(&self, context: &[u8], plain: &[u8]) -> Vec<u8> {
+    /// Encrypts `plain`, binding it to `context` (the block's control data), and appends the
+    /// sealed payload to `out` (a block's buffer, after its header): the plaintext is copied
+    /// once, then encrypted where it lies.
+    pub fn seal_into(&self, context: &[u8], plain: &[u8], out: &mut Vec<u8>) {
         let mut nonce = [0u8; NONCE_LEN];
         SystemRandom::new()
             .fill(&mut nonce)
             .expect("the system random generator works");
-        let mut out = Vec::with_capacity(plain.len() + OVERHEAD);
         out.extend_from_slice(&self.id);
         out.extend_from_slice(&nonce);
+        let body = out.len();
         out.extend_from_slice(plain);
         let tag = self
             .key
             .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(context),
-                &mut out[KEY_ID_LEN + NONCE_LEN..],
+                &mut out[body..],
             )
             .expect("a block is far below the ChaCha20 length limit");
         out.extend_from_slice(tag.as_ref());
-        out
     }
 
-    /// Decrypts a payload made by [`BlockKey::seal`] with the same `context`.
+    /// Decrypts a payload made by [`BlockKey::seal_into`] with the same `context`.
     pub fn open(&self, context: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
         if sealed.len() < OVERHEAD {
             return Err(OpenError::Truncated);
@@ -159,6 +160,12 @@ pub fn sealed_key_id(sealed: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
 
+    fn seal(k: &BlockKey, context: &[u8], plain: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        k.seal_into(context, plain, &mut out);
+        out
+    }
+
     const HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
     fn key() -> BlockKey {
@@ -168,19 +175,24 @@ mod tests {
     #[test]
     fn round_trip_and_nonces_differ() {
         let k = key();
-        let a = k.seal(b"ctx", b"secret data");
-        let b = k.seal(b"ctx", b"secret data");
+        let a = seal(&k, b"ctx", b"secret data");
+        let b = seal(&k, b"ctx", b"secret data");
         assert_eq!(a.len(), 11 + OVERHEAD);
         assert_ne!(a, b, "a nonce was reused");
         assert!(!a.windows(11).any(|w| w == b"secret data"));
         assert_eq!(k.open(b"ctx", &a).unwrap(), b"secret data");
-        assert_eq!(k.open(b"ctx", &k.seal(b"ctx", b"")).unwrap(), b"");
+        assert_eq!(k.open(b"ctx", &seal(&k, b"ctx", b"")).unwrap(), b"");
+        // Sealed after a block's header: what is already in the buffer stays as it was.
+        let mut block = b"header".to_vec();
+        k.seal_into(b"ctx", b"payload", &mut block);
+        assert_eq!(&block[..6], b"header");
+        assert_eq!(k.open(b"ctx", &block[6..]).unwrap(), b"payload");
     }
 
     #[test]
     fn every_modified_byte_and_other_context_are_refused() {
         let k = key();
-        let sealed = k.seal(b"ctx", b"0123456789");
+        let sealed = seal(&k, b"ctx", b"0123456789");
         for i in KEY_ID_LEN..sealed.len() {
             let mut c = sealed.clone();
             c[i] ^= 1;
@@ -196,7 +208,7 @@ mod tests {
     #[test]
     fn a_wrong_key_is_named_not_called_damage() {
         let other = BlockKey::parse(&"ab".repeat(32)).unwrap();
-        let sealed = key().seal(b"ctx", b"data");
+        let sealed = seal(&key(), b"ctx", b"data");
         assert_eq!(sealed_key_id(&sealed), Some(key().id()));
         match other.open(b"ctx", &sealed) {
             Err(OpenError::OtherKey { block, ours }) => {

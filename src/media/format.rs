@@ -94,7 +94,18 @@ impl std::fmt::Display for BlockError {
 impl BlockHeader {
     /// Encodes header + payload into one buffer, computing the CRC over both.
     pub fn encode(&self, payload: &[u8]) -> Vec<u8> {
-        let mut b = self.frame(payload);
+        self.encode_with(|b| b.extend_from_slice(payload))
+    }
+
+    /// Encodes the header and the payload that `fill` appends to the buffer (an encrypted
+    /// payload is sealed straight into the block, not into a buffer of its own first), and
+    /// computes the CRC over both.
+    pub fn encode_with(&self, fill: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        let mut b = Vec::with_capacity(HEADER_LEN + self.payload_len as usize);
+        b.extend_from_slice(&self.control_data());
+        b.extend_from_slice(&[0; 8]);
+        fill(&mut b);
+        debug_assert_eq!(b.len(), HEADER_LEN + self.payload_len as usize);
         let crc = crc32c::crc32c(&b);
         b[48..52].copy_from_slice(&crc.to_le_bytes());
         b
@@ -104,22 +115,15 @@ impl BlockHeader {
     /// CRC of the whole stream: the payload is read once, and its CRC combined both into the
     /// block's and into the stream's, instead of a second pass over the bytes.
     pub fn encode_crc(&self, payload: &[u8]) -> (Vec<u8>, u32) {
-        let mut b = self.frame(payload);
+        let mut b = Vec::with_capacity(HEADER_LEN + payload.len());
+        b.extend_from_slice(&self.control_data());
+        b.extend_from_slice(&[0; 8]);
+        b.extend_from_slice(payload);
         let payload_crc = crc32c::crc32c(payload);
         let crc =
             crc32c::crc32c_combine(crc32c::crc32c(&b[..HEADER_LEN]), payload_crc, payload.len());
         b[48..52].copy_from_slice(&crc.to_le_bytes());
         (b, payload_crc)
-    }
-
-    /// Header (CRC zeroed) + payload in one buffer.
-    fn frame(&self, payload: &[u8]) -> Vec<u8> {
-        debug_assert_eq!(payload.len(), self.payload_len as usize);
-        let mut b = Vec::with_capacity(HEADER_LEN + payload.len());
-        b.extend_from_slice(&self.control_data());
-        b.extend_from_slice(&[0; 8]);
-        b.extend_from_slice(payload);
-        b
     }
 
     /// The header up to its CRC: what an encrypted payload is bound to.

@@ -384,7 +384,8 @@ impl TrailWriter {
                 }
                 header.flags |= FLAG_ENCRYPTED;
                 header.payload_len += OVERHEAD as u32;
-                header.encode(&key.seal(&header.control_data(), payload))
+                let context = header.control_data();
+                header.encode_with(|b| key.seal_into(&context, payload, b))
             }
         };
         inst.offset += payload.len() as u64;
