@@ -180,9 +180,19 @@ impl SelectionRules {
     /// Whether an instance of `work_item` backed up at `backup_time` is selected at `now`
     /// (before `latest_only`, which looks at all of them).
     pub fn picks(&self, work_item: &str, backup_time: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        self.picks_name(work_item) && self.picks_age(backup_time, now)
+    }
+
+    /// The name part of [`SelectionRules::picks`]: the globs. A planner over a large catalog
+    /// asks it once per work item, not once per instance.
+    pub fn picks_name(&self, work_item: &str) -> bool {
         (self.include.is_empty() || self.include.iter().any(|g| g.is_match(work_item)))
             && !self.exclude.iter().any(|g| g.is_match(work_item))
-            && self.older_than.is_none_or(|d| backup_time <= now - d)
+    }
+
+    /// The age part of [`SelectionRules::picks`].
+    pub fn picks_age(&self, backup_time: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        self.older_than.is_none_or(|d| backup_time <= now - d)
             && self.newer_than.is_none_or(|d| backup_time >= now - d)
     }
 }
