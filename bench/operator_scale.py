@@ -101,6 +101,9 @@ def resources(entries, policies):
     items = entries // 2  # each instance: an original on nightly and its copy on vault
     batch = []
     t0 = "2026-01-01T00:00:00Z"
+    # What the trails' retention (7y: 7 x 365 days) gives: an entry whose date differed would be
+    # corrected by the operator, one patch per entry, and never settle as a real catalog does.
+    expires = "2032-12-30T00:00:00Z"
     for i in range(items):
         wi = f"app-{i % 1000:04d}"
         inst = f"{wi}-{i // 1000:05d}"
@@ -115,7 +118,7 @@ def resources(entries, policies):
                          "extents": [{"volume": f"{trail}-{i // 400:05d}", "segment": 0,
                                       "offset": (i % 400) * 1310720, "length": 1310720}],
                          "bytes": 1048576, "digest": "sha256:" + "0" * 64,
-                         "createdAt": t0, "expiresAt": "2033-01-01T00:00:00Z"},
+                         "createdAt": t0, "expiresAt": expires},
             })
             if len(batch) == 1000:
                 yield batch

@@ -689,11 +689,13 @@ kind: PersistentVolumeClaim
 metadata: {name: restored}
 spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
 EOF
-  # 4 x 48 MiB of incompressible data: a copy takes long enough to be interrupted. The Job mounts
-  # every PVC, so they are bound with a WaitForFirstConsumer storage class too.
-  check "kill: 192 MiB of random data written to PVC big" in_pod $FAULTS fill-big \
+  # 4 x 128 MiB of incompressible data: a copy takes long enough to be interrupted (192 MiB
+  # stopped being enough once the stream digest became BLAKE3: a debug build's copy of it ended
+  # before the check below). The Job mounts every PVC, so they are bound with a
+  # WaitForFirstConsumer storage class too.
+  check "kill: 512 MiB of random data written to PVC big" in_pod $FAULTS fill-big \
     "big:/big disk:/disk restored:/restored" \
-    'for i in 1 2 3 4; do head -c 50331648 /dev/urandom > /big/blob-$i; done; ls -l /big'
+    'for i in 1 2 3 4; do head -c 134217728 /dev/urandom > /big/blob-$i; done; ls -l /big'
   check "fault PVCs bound" k -n $FAULTS wait pvc/big pvc/disk pvc/restored --for=jsonpath='{.status.phase}'=Bound --timeout=60s
   k -n $FAULTS apply -f - >/dev/null <<EOF
 apiVersion: mimeo.dev/v1alpha1
@@ -730,7 +732,7 @@ metadata: {name: to-disk}
 spec: {sourceTrails: [faults], targets: [faults-disk]}
 EOF
   local sel="mimeo.dev/run-kind=copy"
-  # The operator is killed as soon as the run's Job exists: a copy of 192 MiB takes seconds
+  # The operator is killed as soon as the run's Job exists: a copy of 512 MiB takes seconds
   # on this node, and the run must be unfinished when its operator dies.
   check "kill: the duplication Job is created" wait_for 60 bash -c \
     "[[ -n \$($BIN/kubectl -n $FAULTS get jobs -l $sel -o name) ]]"
