@@ -12,13 +12,14 @@
 #      its backup Job waited for.
 #   3. Per round, both parallelisms back to back (the order alternates between rounds): a fresh
 #      DuplicationTrail and a DuplicationPolicy over all items (so each run copies everything),
-#      waited for until the policy's status says Succeeded. Recorded: the worker Job's wall time
-#      (status.startTime -> completionTime, 1 s resolution), the policy run's start/end from its
-#      status, the worker's own figures (its last stdout line: bytes and seconds of the copy),
-#      the bytes of the CatalogEntries on the target trail, the CPU time of the worker's pod and
-#      of MinIO's pod (cgroup v1 cpuacct on the node, sampled every 0.2 s), the load average.
-#      Aggregate MB/s = bytes / Job wall time (MB = 10^6 bytes); the ratio p4/p1 within each
-#      round, and the median of the rounds.
+#      after a `sync` (no write-back of earlier runs during this one), waited for until the
+#      policy's status says Succeeded. Recorded: the worker Job's wall time (status.startTime ->
+#      completionTime, 1 s resolution), the worker process's lifetime on the node (~0.1 s), the
+#      policy run's start/end from its status, the worker's own figures (its last stdout line:
+#      bytes and seconds of the copy), the bytes of the CatalogEntries on the target trail, the
+#      CPU time of the worker's pod and of MinIO's pod (cgroup v1 cpuacct on the node), the
+#      load average. Aggregate MB/s = bytes / Job wall time (MB = 10^6 bytes); the ratio p4/p1
+#      within each round, and the median of the rounds.
 #   4. bench/results-cluster.json and a summary table; the cluster is removed on any exit
 #      (e2e/lib.sh's trap; MIMEO_E2E_KEEP=1 or --keep keeps the work directory).
 #
@@ -80,6 +81,20 @@ require_tools mimeo-controlplane kubelet kube-proxy kubectl helm mc
 for f in "$E2E/.cache/mimeo-image.tar" "$E2E/.cache/images/minio_e2e.tar" "$E2E/.cache/images/mc_e2e.tar"; do
   [[ -f $f ]] || { say "$f missing: run bash e2e/image.sh and bash e2e/addon-images.sh"; exit 1; }
 done
+
+# One node per machine: say so before starting anything (start_node would, later).
+if [[ -S $CTR_SOCK ]] && ctr_ version >/dev/null 2>&1; then
+  say "a node is running on this machine already (containerd at $CTR_SOCK): wait for it to stop"; exit 1
+fi
+# The image holds the binary e2e/image.sh was given, stripped of debug info into dist/mimeo: is
+# it the release build (a debug build would be measured otherwise)?
+IMAGE_BIN_MATCHES=unknown
+if [[ -x $ROOT/dist/mimeo && -x $ROOT/target/release/mimeo ]] &&
+  strip --strip-debug -o "$WORK/mimeo-release" "$ROOT/target/release/mimeo" 2>/dev/null; then
+  if cmp -s "$WORK/mimeo-release" "$ROOT/dist/mimeo"; then IMAGE_BIN_MATCHES=yes; else IMAGE_BIN_MATCHES=no; fi
+  rm -f "$WORK/mimeo-release"
+fi
+[[ $IMAGE_BIN_MATCHES == yes ]] || say "WARNING: the image's binary (dist/mimeo, from e2e/image.sh) is not target/release/mimeo ($IMAGE_BIN_MATCHES): rebuild it with MIMEO_BIN=target/release/mimeo bash e2e/image.sh"
 
 IMAGE=localhost/mimeo:dev
 TOOLS_IMAGE=localhost/e2e-tools:dev
@@ -187,6 +202,9 @@ t=$SECONDS
 until_eq 1200 "$ITEMS" valid_entries $NS mimeo.dev/trail=bench-src,mimeo.dev/role=Original ||
   { say "the backup did not complete"; k -n $NS get backuptrail bench-src -o yaml >&2; k -n $NS get jobs,pods >&2; exit 1; }
 phase "backup of $ITEMS items ($STREAMS streams) Valid in $((SECONDS - t))s"
+# Its entries are published before the worker exits: the Job's completion comes a moment later.
+k -n $NS wait job -l mimeo.dev/run-kind=backup --for=condition=complete --timeout=120s >/dev/null ||
+  say "the backup Job is not complete after 120s (its figures will be missing)"
 k -n $NS get jobs -l mimeo.dev/run-kind=backup -o json >"$WORK/backup-jobs.json"
 k -n $NS get catalogentries -l mimeo.dev/trail=bench-src -o json >"$WORK/backup-entries.json"
 
@@ -203,22 +221,32 @@ minio_cpu() {
   local pid dir
   pid="$(pgrep -o -f 'minio server /data')" && dir="$(pod_cgroup "$pid")" && cat "$dir/cpuacct.usage" || echo ""
 }
-# worker_cpu_sampler OUT STOP: waits for the worker process of the next run, then keeps the CPU
-# time of its pod in OUT until the pod's cgroup is gone or STOP exists. (A cgroup v1 parent
-# keeps what its removed children used, so the last sample holds the worker's whole run, less
-# at most 0.2 s of it.)
-worker_cpu_sampler() {
-  local out=$1 stop=$2 pid="" dir v end=$((SECONDS + 1800))
+# worker_sampler DIR: waits for the worker process of the next run, then, until its pod's
+# cgroup is gone or DIR/stop exists, every 0.1 s: the CPU time of the pod in DIR/worker-cpu-ns (a
+# cgroup v1 parent keeps what its removed children used, so the last sample holds the worker's
+# whole run, less at most 0.1 s of it), and the last moment the process was alive in
+# DIR/worker-alive-uptime (/proc/uptime, the clock of the process's start time, written to
+# DIR/worker-start-ticks): the worker process's lifetime to about 0.1 s, where the Job's
+# timestamps have 1 s.
+worker_sampler() {
+  local d=$1 pid="" dir v up rest end=$((SECONDS + 1800))
   until [[ -n $pid ]]; do
-    [[ -e $stop ]] && return 0
+    [[ -e $d/stop ]] && return 0
     ((SECONDS < end)) || return 0
     pid="$(pgrep -n -u 65532 -f '/usr/local/bin/mimeo worker --task')" || { pid=""; sleep 0.1; }
   done
+  # Field 22 of /proc/PID/stat (starttime, in clock ticks since boot), counted after the ")"
+  # that ends the command name.
+  rest="$(<"/proc/$pid/stat")" && rest="${rest##*) }" && echo "$(cut -d' ' -f20 <<<"$rest") $(getconf CLK_TCK)" >"$d/worker-start-ticks"
   dir="$(pod_cgroup "$pid")" || return 0
   while read -r v 2>/dev/null <"$dir/cpuacct.usage"; do
-    printf '%s\n' "$v" >"$out"
-    [[ -e $stop ]] && break
-    sleep 0.2
+    printf '%s\n' "$v" >"$d/worker-cpu-ns"
+    if [[ -d /proc/$pid ]]; then
+      read -r up _ </proc/uptime
+      printf '%s\n' "$up" >"$d/worker-alive-uptime"
+    fi
+    [[ -e $d/stop ]] && break
+    sleep 0.1
   done
   return 0
 }
@@ -237,7 +265,11 @@ EOF
   # The target trail is known (reconciled) before the policy plans its run.
   wait_for 60 bash -c "[[ \$($BIN/kubectl -n $NS get duplicationtrail $trail -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}') == True ]]" ||
     say "$trail: Ready is not True after 60s ($(jp duplicationtrail/$trail $NS '{.status.conditions}')), going on"
-  worker_cpu_sampler "$d/worker-cpu-ns" "$d/stop" &
+  # Every run starts with nothing left to write back: the data of the runs before it (MinIO's
+  # files on this machine's disk) would otherwise be flushed during it, later runs more.
+  sync
+  sleep 1
+  worker_sampler "$d" &
   sampler=$!
   E2E_PIDS+=("$sampler:cpu-sampler")
   minio_cpu >"$d/minio-cpu-before-ns"
@@ -261,6 +293,7 @@ EOF
   cut -d' ' -f1-3 /proc/loadavg >"$d/loadavg-after"
   touch "$d/stop"
   wait "$sampler" 2>/dev/null || true
+  unset 'E2E_PIDS[-1]' # the sampler's, appended last: its pid must not be signalled once reused
   outcome="$(jp duplicationpolicy/$policy $NS '{.status.lastRun.outcome}')"
   k -n $NS get duplicationpolicy "$policy" -o json >"$d/policy.json"
   k -n $NS get jobs -l mimeo.dev/run-kind=copy -o json |
@@ -336,6 +369,11 @@ def run(d):
     cpu = read(d, "worker-cpu-ns", int)
     m0, m1 = read(d, "minio-cpu-before-ns", int), read(d, "minio-cpu-after-ns", int)
     status_s = ts(last.get("end")) - ts(last["start"]) if last.get("end") else None
+    st, alive = read(d, "worker-start-ticks"), read(d, "worker-alive-uptime", float)
+    proc_s = None
+    if st and alive:
+        ticks, tck = st.split()
+        proc_s = round(alive - int(ticks) / int(tck), 2)
     r = {
         "parallelism": read(d, "parallelism", int),
         "policy": policy["metadata"]["name"],
@@ -356,11 +394,13 @@ def run(d):
         "worker_bytes_read": w.get("bytesRead"),
         "worker_bytes_written": w.get("bytesWritten"),
         "worker_copy_s": round(w["seconds"], 3) if w.get("seconds") is not None else None,
+        "worker_process_s": proc_s,
         "entries_valid": len(valid),
         "entries_bytes": sum(e["spec"]["bytes"] for e in valid),
         "apply_to_status_end_s": round(read(d, "ended", float) - read(d, "applied", float), 3),
         "mb_per_s": round(bytes_ / wall / 1e6, 2) if wall else None,
         "mb_per_s_worker_copy": round(bytes_ / w["seconds"] / 1e6, 2) if w.get("seconds") else None,
+        "mb_per_s_worker_process": round(bytes_ / proc_s / 1e6, 2) if proc_s else None,
         "worker_pod_cpu_s": round(cpu / 1e9, 2) if cpu else None,
         "minio_cpu_s": round((m1 - m0) / 1e9, 2) if m0 is not None and m1 is not None else None,
         "loadavg_before": read(d, "loadavg-before"),
@@ -390,8 +430,9 @@ def whole(argv):
         lo, hi = rd.get("p1"), rd.get(f"p{high}")
         if lo and hi and lo["job_wall_s"] and hi["job_wall_s"]:
             rd["ratio_mb_per_s"] = round(hi["mb_per_s"] / lo["mb_per_s"], 3)
-            if lo.get("mb_per_s_worker_copy") and hi.get("mb_per_s_worker_copy"):
-                rd["ratio_mb_per_s_worker_copy"] = round(hi["mb_per_s_worker_copy"] / lo["mb_per_s_worker_copy"], 3)
+            for k in ("worker_process", "worker_copy"):
+                if lo.get("mb_per_s_" + k) and hi.get("mb_per_s_" + k):
+                    rd["ratio_mb_per_s_" + k] = round(hi["mb_per_s_" + k] / lo["mb_per_s_" + k], 3)
         rounds.append(rd)
     key = f"p{high}"
     summary = {
@@ -400,6 +441,9 @@ def whole(argv):
         f"ratio_{key}_p1": median(r.get("ratio_mb_per_s") for r in rounds),
         "job_wall_s_p1": median(r.get("p1", {}).get("job_wall_s") for r in rounds),
         f"job_wall_s_{key}": median(r.get(key, {}).get("job_wall_s") for r in rounds),
+        "mb_per_s_worker_process_p1": median(r.get("p1", {}).get("mb_per_s_worker_process") for r in rounds),
+        f"mb_per_s_worker_process_{key}": median(r.get(key, {}).get("mb_per_s_worker_process") for r in rounds),
+        f"ratio_worker_process_{key}_p1": median(r.get("ratio_mb_per_s_worker_process") for r in rounds),
         "mb_per_s_worker_copy_p1": median(r.get("p1", {}).get("mb_per_s_worker_copy") for r in rounds),
         f"mb_per_s_worker_copy_{key}": median(r.get(key, {}).get("mb_per_s_worker_copy") for r in rounds),
         f"ratio_worker_copy_{key}_p1": median(r.get("ratio_mb_per_s_worker_copy") for r in rounds),
@@ -429,8 +473,10 @@ def whole(argv):
         "what": ("a DuplicationPolicy (mode Logical, all items, one target DuplicationTrail) run as "
                  "the operator's worker Job on the e2e node; per run a fresh target trail and policy. "
                  "mb_per_s = lastRun.bytes / Job wall time (status.startTime -> completionTime, "
-                 "1 s resolution) in 10^6 bytes/s; mb_per_s_worker_copy uses the worker's own copy "
-                 "seconds (its stdout figures); ratio = p%d / p1 within a round, summary = median "
+                 "1 s resolution) in 10^6 bytes/s; mb_per_s_worker_process uses the worker "
+                 "process's lifetime on the node (start time from /proc, last seen alive, ~0.1 s); "
+                 "mb_per_s_worker_copy the worker's own copy seconds (its stdout figures, without "
+                 "start-up and catalog writes); ratio = p%d / p1 within a round, summary = median "
                  "of rounds; CPU from the pods' cgroups on the node." % high),
         "summary": summary,
         "rounds": rounds,
@@ -446,27 +492,32 @@ def whole(argv):
 def table(res):
     high = res["parallelism"][1]
     key = f"p{high}"
-    print(f"{'round':>5} {'order':>7} | {'p1 Job s':>8} {'MB/s':>7} {'copy s':>7} {'cpu s':>6} | "
-          f"{key + ' Job s':>8} {'MB/s':>7} {'copy s':>7} {'cpu s':>6} | {key + '/p1':>7} {'(copy)':>7}")
+    f = lambda v, w, p=1: f"{v:>{w}.{p}f}" if isinstance(v, (int, float)) else f"{'-':>{w}}"
+    side = lambda r: (f"{f(r.get('job_wall_s'), 5, 0)} {f(r.get('mb_per_s'), 6)} {f(r.get('worker_process_s'), 6)} "
+                      f"{f(r.get('mb_per_s_worker_process'), 6)} {f(r.get('worker_copy_s'), 6)} {f(r.get('worker_pod_cpu_s'), 5)}")
+    head = f"{'Job':>5} {'MB/s':>6} {'proc':>6} {'MB/s':>6} {'copy':>6} {'cpu':>5}"
+    print(f"{'':>13}| {'p1':<{len(head)}} | {key:<{len(head)}} | {key + '/p1 by'}")
+    print(f"{'round':>5} {'order':>7}| {head} | {head} | {'Job':>7} {'proc':>7} {'copy':>7}")
     for r in res["rounds"]:
-        lo, hi = r.get("p1", {}), r.get(key, {})
-        f = lambda v, w, p=1: f"{v:>{w}.{p}f}" if isinstance(v, (int, float)) else f"{'-':>{w}}"
-        print(f"{r['round']:>5} {','.join(r['order']):>7} | {f(lo.get('job_wall_s'), 8, 0)} {f(lo.get('mb_per_s'), 7)} "
-              f"{f(lo.get('worker_copy_s'), 7)} {f(lo.get('worker_pod_cpu_s'), 6)} | "
-              f"{f(hi.get('job_wall_s'), 8, 0)} {f(hi.get('mb_per_s'), 7)} {f(hi.get('worker_copy_s'), 7)} "
-              f"{f(hi.get('worker_pod_cpu_s'), 6)} | {f(r.get('ratio_mb_per_s'), 7, 3)} {f(r.get('ratio_mb_per_s_worker_copy'), 7, 3)}")
+        print(f"{r['round']:>5} {','.join(r['order']):>7}| {side(r.get('p1', {}))} | {side(r.get(key, {}))} | "
+              f"{f(r.get('ratio_mb_per_s'), 7, 3)} {f(r.get('ratio_mb_per_s_worker_process'), 7, 3)} "
+              f"{f(r.get('ratio_mb_per_s_worker_copy'), 7, 3)}")
     s = res["summary"]
-    print(f"median: p1 {s['mb_per_s_p1']} MB/s, {key} {s['mb_per_s_' + key]} MB/s (Job wall time), "
-          f"{key}/p1 = {s['ratio_' + key + '_p1']} ({s['verdict']}); by the worker's copy time: "
-          f"{s['mb_per_s_worker_copy_p1']} vs {s['mb_per_s_worker_copy_' + key]} MB/s, "
-          f"ratio {s['ratio_worker_copy_' + key + '_p1']}")
+    print(f"(seconds; MB/s = 10^6 bytes/s; proc = the worker process's lifetime, copy = its own copy time, cpu = its pod's CPU seconds)")
+    print(f"median: by Job wall time p1 {s['mb_per_s_p1']} MB/s, {key} {s['mb_per_s_' + key]} MB/s, "
+          f"{key}/p1 = {s['ratio_' + key + '_p1']} ({s['verdict']})")
+    print(f"        by worker process   p1 {s['mb_per_s_worker_process_p1']} MB/s, {key} {s['mb_per_s_worker_process_' + key]} MB/s, "
+          f"{key}/p1 = {s['ratio_worker_process_' + key + '_p1']}; by copy time {key}/p1 = {s['ratio_worker_copy_' + key + '_p1']}")
+    print(f"        MinIO CPU per run p1 {s['minio_cpu_s_p1']} s, {key} {s['minio_cpu_s_' + key]} s; "
+          f"worker pod CPU p1 {s['worker_pod_cpu_s_p1']} s, {key} {s['worker_pod_cpu_s_' + key]} s")
     print(f"{res['items']} items x {res['item_bytes']} bytes; backup {res['backup']['mb_per_s']} MB/s; "
           f"load average {res['machine']['loadavg_start']} at start, {res['machine']['loadavg_end']} at end")
 
 if __name__ == "__main__":
     if sys.argv[1] == "one":
         r = run(sys.argv[2])
-        print(f"Job {r['job_wall_s']:.0f}s, {r['mb_per_s']} MB/s; worker copy {r['worker_copy_s']}s, "
+        print(f"Job {r['job_wall_s']:.0f}s, {r['mb_per_s']} MB/s; worker process {r['worker_process_s']}s, "
+              f"copy {r['worker_copy_s']}s, "
               f"pod CPU {r['worker_pod_cpu_s']}s, MinIO CPU {r['minio_cpu_s']}s, {r['entries_valid']} entries")
     else:
         table(whole(sys.argv[2:]))
@@ -492,6 +543,8 @@ print(json.dumps({
                  "etcd_fsync": True},
     "cluster": {"kubelet": a[10], "containerd": a[11], "image": "localhost/mimeo:dev",
                 "image_archive_built": a[12], "mimeo_version": a[13],
+                "image_binary_is_target_release": {"yes": True, "no": False}.get(a[20]),
+                "image_binary_bytes": int(a[21]) if a[21] else None,
                 "note": "the image holds the binary e2e/image.sh was given (dist/mimeo), built at image_archive_built"},
     "machine": {"nproc": int(a[14]), "loadavg_start": a[15], "loadavg_end": a[16],
                 "cpu": a[17], "mem_total_kib": int(a[18])},
@@ -503,6 +556,7 @@ print(json.dumps({
   "$("$ROOT/dist/mimeo" --version 2>/dev/null || true)" \
   "$(nproc)" "$LOAD_START" "$(cut -d' ' -f1-3 /proc/loadavg)" \
   "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)" "$(awk '/^MemTotal/ {print $2}' /proc/meminfo)" \
-  "$(git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null && echo 0 || echo 1)")"
+  "$(git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null && echo 0 || echo 1)" \
+  "$IMAGE_BIN_MATCHES" "$(stat -c %s "$ROOT/dist/mimeo" 2>/dev/null || true)")"
 python3 "$WORK/summarise.py" whole "$RUNS" "$OUT" "$META"
 say "wrote $OUT in $((SECONDS - T0))s"

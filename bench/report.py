@@ -497,6 +497,33 @@ class Report:
                  + ("" if o["entries"] >= 200000 else f" (at {o['entries']:,} entries, {o['policies']:,} policies)"))
         self.target(figure, goal, "", value, value, ok)
 
+    def cluster(self):
+        """Parallelism on the e2e cluster (bench/results-cluster.json, bench/cluster_scale.sh)."""
+        src = HERE / "results-cluster.json"
+        figure = "policy over 32 items as a worker Job on the e2e cluster: parallelism 4 ÷ 1, aggregate MB/s"
+        if not src.exists():
+            self.target(figure, "≥ 1.0 (not slower)", "", "not measured", "not measured: run bash bench/cluster_scale.sh", None)
+            return
+        c = json.loads(src.read_text())
+        sm = c["summary"]
+        self.w("## Parallelism on the e2e cluster")
+        self.w()
+        self.w(f"`{c['command']}` on {c['date']} (commit `{c['commit']}`): {c['items']} work items of "
+               f"{c['item_bytes'] / MiB:.0f} MiB on MinIO, copied by a DuplicationPolicy (Logical) as the "
+               "operator's worker Job on the e2e node, with `parallelism` 1 and 4 back to back in each of "
+               f"{len(c['rounds'])} rounds (a fresh target trail per run). MB/s is bytes copied over the "
+               "Job's wall time (1 s resolution); the worker's own copy time is shown too.")
+        self.w()
+        self.w("| parallelism | MB/s (Job) | MB/s (worker's copy) | worker CPU s | MinIO CPU s |")
+        self.w("|---:|---:|---:|---:|---:|")
+        for p in (1, 4):
+            self.w(f"| {p} | {sm[f'mb_per_s_p{p}']:.1f} | {sm[f'mb_per_s_worker_copy_p{p}']:.1f} | "
+                   f"{sm[f'worker_pod_cpu_s_p{p}']:.1f} | {sm[f'minio_cpu_s_p{p}']:.1f} |")
+        self.w()
+        ratio = sm["ratio_p4_p1"]
+        value = f"{ratio:.2f} (worker's copy time: {sm['ratio_worker_copy_p4_p1']:.2f})"
+        self.target(figure, "≥ 1.0 (not slower)", "", value, value, ratio >= 1.0)
+
     def targets(self):
         out = ["## Targets", "",
                "| figure | where | goal | measured: median (min–max) | |", "|---|---|---|---|---|"]
@@ -540,6 +567,7 @@ class Report:
         self.sweep()
         self.planner()
         self.operator()
+        self.cluster()
         self.ab()
         notes = HERE / "notes.md"
         if notes.exists():
