@@ -162,25 +162,18 @@ uploaded="$(mcb ls --recursive --json bench/bench-src/ | python3 -c 'import json
 phase "$ITEMS x $ITEM_BYTES bytes uploaded to bench-src in $((SECONDS - t))s"
 
 # ---- media classes, the backup trail and its backup
-{
+for class in tapes vault; do
   cat <<EOF
-apiVersion: mimeo.dev/v1alpha1
-kind: MediaClass
-metadata: {name: bench-tapes}
-spec:
-  backend: {s3: {bucket: mimeo-tapes, prefix: bench, $S3}}
-  volumeCapacity: 256Mi
-  blockSize: 1Mi
 ---
 apiVersion: mimeo.dev/v1alpha1
 kind: MediaClass
-metadata: {name: bench-vault}
+metadata: {name: bench-$class}
 spec:
-  backend: {s3: {bucket: mimeo-vault, prefix: bench, $S3}}
+  backend: {s3: {bucket: mimeo-$class, prefix: bench, $S3}}
   volumeCapacity: 256Mi
   blockSize: 1Mi
 EOF
-} | k -n $NS apply -f - >/dev/null
+done | k -n $NS apply -f - >/dev/null
 wait_for 120 bash -c "[[ \$($BIN/kubectl -n $NS get mediaclass -o jsonpath='{.items[*].status.reachable}') == 'true true' ]]" ||
   { say "the media classes are not reachable"; k -n $NS get mediaclass -o yaml >&2; exit 1; }
 {

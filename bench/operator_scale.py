@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -100,10 +101,11 @@ def resources(entries, policies):
         yield batch
     items = entries // 2  # each instance: an original on nightly and its copy on vault
     batch = []
-    t0 = "2026-01-01T00:00:00Z"
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    t0 = start.strftime("%Y-%m-%dT%H:%M:%SZ")
     # What the trails' retention (7y: 7 x 365 days) gives: an entry whose date differed would be
     # corrected by the operator, one patch per entry, and never settle as a real catalog does.
-    expires = "2032-12-30T00:00:00Z"
+    expires = (start + timedelta(days=7 * 365)).strftime("%Y-%m-%dT%H:%M:%SZ")
     for i in range(items):
         wi = f"app-{i % 1000:04d}"
         inst = f"{wi}-{i // 1000:05d}"

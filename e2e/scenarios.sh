@@ -689,9 +689,9 @@ kind: PersistentVolumeClaim
 metadata: {name: restored}
 spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
 EOF
-  # 4 x 128 MiB of incompressible data: a copy takes long enough to be interrupted (192 MiB
-  # stopped being enough once the stream digest became BLAKE3: a debug build's copy of it ended
-  # before the check below). The Job mounts every PVC, so they are bound with a
+  # 4 x 128 MiB of incompressible data: a copy takes long enough to be interrupted (with 192 MiB
+  # the copy had already committed its entry when the check below ran, once the stream digest
+  # became BLAKE3). The Job mounts every PVC, so they are bound with a
   # WaitForFirstConsumer storage class too.
   check "kill: 512 MiB of random data written to PVC big" in_pod $FAULTS fill-big \
     "big:/big disk:/disk restored:/restored" \

@@ -101,11 +101,7 @@ impl BlockHeader {
     /// payload is sealed straight into the block, not into a buffer of its own first), and
     /// computes the CRC over both.
     pub fn encode_with(&self, fill: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
-        let mut b = Vec::with_capacity(HEADER_LEN + self.payload_len as usize);
-        b.extend_from_slice(&self.control_data());
-        b.extend_from_slice(&[0; 8]);
-        fill(&mut b);
-        debug_assert_eq!(b.len(), HEADER_LEN + self.payload_len as usize);
+        let mut b = self.frame(fill);
         let crc = crc32c::crc32c(&b);
         b[48..52].copy_from_slice(&crc.to_le_bytes());
         b
@@ -115,15 +111,22 @@ impl BlockHeader {
     /// CRC of the whole stream: the payload is read once, and its CRC combined both into the
     /// block's and into the stream's, instead of a second pass over the bytes.
     pub fn encode_crc(&self, payload: &[u8]) -> (Vec<u8>, u32) {
-        let mut b = Vec::with_capacity(HEADER_LEN + payload.len());
-        b.extend_from_slice(&self.control_data());
-        b.extend_from_slice(&[0; 8]);
-        b.extend_from_slice(payload);
+        let mut b = self.frame(|b| b.extend_from_slice(payload));
         let payload_crc = crc32c::crc32c(payload);
         let crc =
             crc32c::crc32c_combine(crc32c::crc32c(&b[..HEADER_LEN]), payload_crc, payload.len());
         b[48..52].copy_from_slice(&crc.to_le_bytes());
         (b, payload_crc)
+    }
+
+    /// Header (CRC zeroed) and the payload `fill` appends, in one buffer.
+    fn frame(&self, fill: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        let mut b = Vec::with_capacity(HEADER_LEN + self.payload_len as usize);
+        b.extend_from_slice(&self.control_data());
+        b.extend_from_slice(&[0; 8]);
+        fill(&mut b);
+        debug_assert_eq!(b.len(), HEADER_LEN + self.payload_len as usize);
+        b
     }
 
     /// The header up to its CRC: what an encrypted payload is bound to.

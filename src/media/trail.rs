@@ -796,13 +796,7 @@ mod tests {
     #[tokio::test]
     async fn odd_block_sizes_read_back_across_reads() {
         let dir = tempfile::tempdir().unwrap();
-        let media = Media {
-            name: "m".into(),
-            store: Arc::new(FsStore::new(dir.path())),
-            block_size: 3000,
-            capacity: 64 << 20,
-            key: None,
-        };
+        let media = media_in(dir.path(), 3000);
         let stream: Vec<u8> = (0..5_000_123u32)
             .map(|i| (i * 7 + i / 3001) as u8)
             .collect();
@@ -823,6 +817,17 @@ mod tests {
         assert!(written.digest.starts_with("blake3:"), "{}", written.digest);
         let back = read_back(&media, entry_of("i-1", written)).await.unwrap();
         assert!(back == stream, "{} bytes read back", back.len());
+    }
+
+    /// Unencrypted media in a directory, with blocks of `block_size`.
+    fn media_in(dir: &std::path::Path, block_size: u64) -> Media {
+        Media {
+            name: "m".into(),
+            store: Arc::new(FsStore::new(dir)),
+            block_size,
+            capacity: 64 << 20,
+            key: None,
+        }
     }
 
     fn entry_of(instance: &str, written: WrittenInstance) -> ManifestEntry {
@@ -863,13 +868,7 @@ mod tests {
     async fn streams_recorded_with_sha256_are_still_checked() {
         use sha2::{Digest, Sha256};
         let dir = tempfile::tempdir().unwrap();
-        let media = Media {
-            name: "m".into(),
-            store: Arc::new(FsStore::new(dir.path())),
-            block_size: 4096,
-            capacity: 64 << 20,
-            key: None,
-        };
+        let media = media_in(dir.path(), 4096);
         let stream: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         let sha = format!("sha256:{}", hex::encode(Sha256::digest(&stream)));
         let mut w = TrailWriter::open(media.clone(), "t", "s1").await.unwrap();
