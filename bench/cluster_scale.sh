@@ -433,23 +433,14 @@ def whole(argv):
                     rd["ratio_mb_per_s_" + k] = round(hi["mb_per_s_" + k] / lo["mb_per_s_" + k], 3)
         rounds.append(rd)
     key = f"p{high}"
-    summary = {
-        "mb_per_s_p1": median(r.get("p1", {}).get("mb_per_s") for r in rounds),
-        f"mb_per_s_{key}": median(r.get(key, {}).get("mb_per_s") for r in rounds),
-        f"ratio_{key}_p1": median(r.get("ratio_mb_per_s") for r in rounds),
-        "job_wall_s_p1": median(r.get("p1", {}).get("job_wall_s") for r in rounds),
-        f"job_wall_s_{key}": median(r.get(key, {}).get("job_wall_s") for r in rounds),
-        "mb_per_s_worker_process_p1": median(r.get("p1", {}).get("mb_per_s_worker_process") for r in rounds),
-        f"mb_per_s_worker_process_{key}": median(r.get(key, {}).get("mb_per_s_worker_process") for r in rounds),
-        f"ratio_worker_process_{key}_p1": median(r.get("ratio_mb_per_s_worker_process") for r in rounds),
-        "mb_per_s_worker_copy_p1": median(r.get("p1", {}).get("mb_per_s_worker_copy") for r in rounds),
-        f"mb_per_s_worker_copy_{key}": median(r.get(key, {}).get("mb_per_s_worker_copy") for r in rounds),
-        f"ratio_worker_copy_{key}_p1": median(r.get("ratio_mb_per_s_worker_copy") for r in rounds),
-        "worker_pod_cpu_s_p1": median(r.get("p1", {}).get("worker_pod_cpu_s") for r in rounds),
-        f"worker_pod_cpu_s_{key}": median(r.get(key, {}).get("worker_pod_cpu_s") for r in rounds),
-        "minio_cpu_s_p1": median(r.get("p1", {}).get("minio_cpu_s") for r in rounds),
-        f"minio_cpu_s_{key}": median(r.get(key, {}).get("minio_cpu_s") for r in rounds),
-    }
+    summary = {}
+    for metric in ("mb_per_s", "job_wall_s", "mb_per_s_worker_process", "mb_per_s_worker_copy",
+                   "worker_pod_cpu_s", "minio_cpu_s"):
+        for p in ("p1", key):
+            summary[f"{metric}_{p}"] = median(r.get(p, {}).get(metric) for r in rounds)
+    summary[f"ratio_{key}_p1"] = median(r.get("ratio_mb_per_s") for r in rounds)
+    for k in ("worker_process", "worker_copy"):
+        summary[f"ratio_{k}_{key}_p1"] = median(r.get(f"ratio_mb_per_s_{k}") for r in rounds)
     ratio = summary[f"ratio_{key}_p1"]
     summary["verdict"] = None if ratio is None else (
         f"parallelism {high} not slower than 1" if ratio >= 1.0 else f"parallelism {high} SLOWER than 1")
