@@ -427,25 +427,30 @@ class Report:
         self.w(f"`{p['command']}` (benches/planner.rs): the pure planner over a synthetic catalog "
                "(entries/100 work items, 67 daily originals each and duplicates of the 33 oldest; "
                "a policy selecting 9 in 10 items, uncopied instances only). Median of several "
-               "runs (min–max).")
+               "runs (min–max). The catalog's index (by trail and work item) is built once per "
+               "change of the catalog, by the first plan after it; it is timed on its own, and the "
+               "goal's figure is the index plus a duplication plan.")
         self.w()
-        self.w("| entries | select | plan_duplication | plan_restore | plan_expiry |")
-        self.w("|---:|---:|---:|---:|---:|")
+        self.w("| entries | index | select | plan_duplication | plan_restore | plan_expiry |")
+        self.w("|---:|---:|---:|---:|---:|---:|")
         by = {}
         for row in p["rows"]:
             by.setdefault(row["entries"], {})[row["op"]] = row
         for n, ops in sorted(by.items()):
             cells = []
-            for op in ("select", "plan_duplication", "plan_restore", "plan_expiry"):
+            for op in ("index", "select", "plan_duplication", "plan_restore", "plan_expiry"):
                 cells.append(self.planner_cell(ops.get(op)))
             self.w(f"| {n:,} | " + " | ".join(cells) + " |")
         self.w()
         self.chart["planner"] = by
         big = by.get(1000000, {}).get("plan_duplication")
         if big:
-            self.target("planning a duplication run over 1,000,000 catalog entries",
-                        f"< {TARGETS['planner_1m_s']:.0f} s", "", f"{big['median_s']:.2f} s", self.planner_cell(big),
-                        big["median_s"] < TARGETS["planner_1m_s"] and not big.get("timed_out"))
+            index = by[1000000].get("index", {}).get("median_s", 0.0)
+            total = big["median_s"] + index
+            self.target("planning a duplication run over 1,000,000 catalog entries (index + plan)",
+                        f"< {TARGETS['planner_1m_s']:.0f} s", "", f"{total:.2f} s",
+                        f"{index:.2f} s index + {self.planner_cell(big)}",
+                        total < TARGETS["planner_1m_s"] and not big.get("timed_out"))
         else:
             self.target("planning a duplication run over 1,000,000 catalog entries",
                         f"< {TARGETS['planner_1m_s']:.0f} s", "", "not measured", "not measured", None)

@@ -236,7 +236,7 @@ pub fn summary(set: &ResourceSet, catalog: &crate::engine::catalog::Catalog) -> 
     let valid = catalog.valid().count();
     out += &format!(
         "\nCatalog: {} entries ({valid} Valid)\n",
-        catalog.entries.len()
+        catalog.entries().len()
     );
     out
 }

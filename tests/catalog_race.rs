@@ -54,9 +54,7 @@ fn entry(round: usize, i: usize, volume: &str) -> CatalogEntrySpec {
 async fn view(api: &Api<CatalogEntry>) -> Catalog {
     let mut catalog = Catalog::default();
     for e in api.list(&ListParams::default()).await.unwrap() {
-        catalog
-            .entries
-            .insert(kube::ResourceExt::name_any(&e), Arc::new(e));
+        catalog.insert(kube::ResourceExt::name_any(&e), Arc::new(e));
     }
     catalog
 }
@@ -109,7 +107,7 @@ async fn a_retried_worker_never_revives_what_expiry_wrote() {
 
         let after = view(&api).await;
         for (name, _) in &planned {
-            let e = &after.entries[name];
+            let e = &after.entries()[name];
             let state = Catalog::state(e);
             let was_written = written.iter().any(|(n, _)| n == name);
             if was_written {
@@ -128,7 +126,7 @@ async fn a_retried_worker_never_revives_what_expiry_wrote() {
         let catalog = view(&api).await;
         let again: Vec<(String, String)> = planned
             .iter()
-            .filter(|(n, _)| Catalog::state(&catalog.entries[n]) != EntryState::Expired)
+            .filter(|(n, _)| Catalog::state(&catalog.entries()[n]) != EntryState::Expired)
             .cloned()
             .collect();
         let written = write_expired(&api, &catalog, &again).await.unwrap();
@@ -137,13 +135,17 @@ async fn a_retried_worker_never_revives_what_expiry_wrote() {
         assert!(
             planned
                 .iter()
-                .all(|(n, _)| Catalog::state(&after.entries[n]) == EntryState::Expired)
+                .all(|(n, _)| Catalog::state(&after.entries()[n]) == EntryState::Expired)
         );
         // A worker retried once more, after everything expired, changes nothing.
         publish_entries(&client, NS, &first).await.unwrap();
         let last = view(&api).await;
         for (n, _) in &planned {
-            assert_eq!(Catalog::state(&last.entries[n]), EntryState::Expired, "{n}");
+            assert_eq!(
+                Catalog::state(&last.entries()[n]),
+                EntryState::Expired,
+                "{n}"
+            );
         }
     }
     println!(

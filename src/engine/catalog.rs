@@ -3,8 +3,8 @@
 //! So an entry exists exactly when its data was durable before the manifest was written, and a
 //! lost catalog is rebuilt by reading the manifests back ([`read_manifests`]).
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -229,12 +229,73 @@ pub fn session_id(time: DateTime<Utc>) -> String {
 }
 
 /// The catalog: every copy of every instance, by entry name. Entries are shared (`Arc`), so the
-/// operator builds a namespace's catalog from its watch cache without copying 50,000 objects
-/// per reconcile; a change copies only the entry it changes.
-#[derive(Clone, Debug, Default)]
+/// operator builds a namespace's catalog from its watch cache without copying 200,000 objects,
+/// and a change copies only the entry it changes.
+///
+/// The entries are private so that every change goes through a method that drops the index:
+/// the index is built on first use and kept while the catalog does not change, so a snapshot
+/// shared by many reconciles indexes its entries once.
+#[derive(Debug, Default)]
 pub struct Catalog {
-    /// Entries by object name.
-    pub entries: BTreeMap<String, Arc<CatalogEntry>>,
+    entries: BTreeMap<String, Arc<CatalogEntry>>,
+    index: OnceLock<ItemIndex>,
+}
+
+/// A copy of the catalog starts without an index: it is about to be changed, most often.
+impl Clone for Catalog {
+    fn clone(&self) -> Self {
+        Catalog {
+            entries: self.entries.clone(),
+            index: OnceLock::new(),
+        }
+    }
+}
+
+/// The entries of each trail by work item, each list in entry-name order: what a policy's
+/// selection (its source trails, then its work items) and a target's holdings are looked up by,
+/// so a plan costs what its own trails and work items hold, not the whole catalog.
+#[derive(Debug, Default)]
+struct ItemIndex {
+    by_trail: HashMap<String, BTreeMap<String, Vec<Arc<CatalogEntry>>>>,
+}
+
+impl ItemIndex {
+    fn of(entries: &BTreeMap<String, Arc<CatalogEntry>>) -> Self {
+        let mut by_trail: HashMap<String, BTreeMap<String, Vec<Arc<CatalogEntry>>>> =
+            HashMap::new();
+        for e in entries.values() {
+            by_trail
+                .entry(e.spec.trail.clone())
+                .or_default()
+                .entry(e.spec.work_item.clone())
+                .or_default()
+                .push(e.clone());
+        }
+        ItemIndex { by_trail }
+    }
+}
+
+impl FromIterator<(String, Arc<CatalogEntry>)> for Catalog {
+    fn from_iter<I: IntoIterator<Item = (String, Arc<CatalogEntry>)>>(entries: I) -> Self {
+        Catalog {
+            entries: entries.into_iter().collect(),
+            index: OnceLock::new(),
+        }
+    }
+}
+
+impl Extend<(String, Arc<CatalogEntry>)> for Catalog {
+    fn extend<I: IntoIterator<Item = (String, Arc<CatalogEntry>)>>(&mut self, entries: I) {
+        self.changed().extend(entries);
+    }
+}
+
+impl IntoIterator for Catalog {
+    type Item = (String, Arc<CatalogEntry>);
+    type IntoIter = std::collections::btree_map::IntoIter<String, Arc<CatalogEntry>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.into_iter()
+    }
 }
 
 /// What recording a committed entry did to the catalog.
@@ -249,6 +310,49 @@ pub enum Recorded {
 }
 
 impl Catalog {
+    /// Entries by object name.
+    pub fn entries(&self) -> &BTreeMap<String, Arc<CatalogEntry>> {
+        &self.entries
+    }
+
+    /// Adds or replaces an entry as the API server (or a state file) has it.
+    pub fn insert(&mut self, name: String, entry: Arc<CatalogEntry>) {
+        self.changed().insert(name, entry);
+    }
+
+    /// The entries, about to change: the index no longer holds.
+    fn changed(&mut self) -> &mut BTreeMap<String, Arc<CatalogEntry>> {
+        self.index.take();
+        &mut self.entries
+    }
+
+    fn index(&self) -> &ItemIndex {
+        self.index.get_or_init(|| ItemIndex::of(&self.entries))
+    }
+
+    /// The work items that have entries on `trail`, in name order, each with its entries (of
+    /// every state) in entry-name order.
+    pub fn items_on<'a>(
+        &'a self,
+        trail: &str,
+    ) -> impl Iterator<Item = (&'a str, &'a [Arc<CatalogEntry>])> + 'a {
+        self.index()
+            .by_trail
+            .get(trail)
+            .into_iter()
+            .flatten()
+            .map(|(w, es)| (w.as_str(), es.as_slice()))
+    }
+
+    /// The entries (of every state) of `work_item` on `trail`, in entry-name order.
+    pub fn of_item(&self, trail: &str, work_item: &str) -> &[Arc<CatalogEntry>] {
+        self.index()
+            .by_trail
+            .get(trail)
+            .and_then(|items| items.get(work_item))
+            .map_or(&[], Vec::as_slice)
+    }
+
     /// Adds an entry from a committed manifest; an entry already known is left as it is (so a
     /// re-import never resurrects an Expired or Missing entry).
     pub fn import(&mut self, spec: CatalogEntrySpec) -> bool {
@@ -279,7 +383,7 @@ impl Catalog {
                 extents: old.spec.extents.clone(),
                 damage: damage.to_string(),
             });
-            let e = Arc::make_mut(self.entries.get_mut(&name).expect("known"));
+            let e = Arc::make_mut(self.changed().get_mut(&name).expect("known"));
             e.spec = spec;
             e.status = Some(CatalogEntryStatus {
                 state: EntryState::Valid,
@@ -305,7 +409,7 @@ impl Catalog {
             spec,
             status: Some(CatalogEntryStatus::default()),
         };
-        self.entries.insert(name, Arc::new(entry));
+        self.changed().insert(name, Arc::new(entry));
         Recorded::New
     }
 
@@ -371,8 +475,9 @@ impl Catalog {
 
     /// Sets when an entry expires (its trail's retention changed); true if it changed.
     pub fn set_expires_at(&mut self, name: &str, at: DateTime<Utc>) -> bool {
-        match self.entries.get_mut(name) {
+        match self.entries.get(name) {
             Some(e) if e.spec.expires_at != at => {
+                let e = self.changed().get_mut(name).expect("known");
                 Arc::make_mut(e).spec.expires_at = at;
                 true
             }
@@ -382,12 +487,13 @@ impl Catalog {
 
     /// Sets the state of an entry, if [`may_become`] allows it; returns true if it changed.
     pub fn set_state(&mut self, name: &str, state: EntryState, message: impl Into<String>) -> bool {
-        let Some(e) = self.entries.get_mut(name) else {
+        let Some(e) = self.entries.get(name) else {
             return false;
         };
         if !may_become(e.status.as_ref().map(|s| s.state), state) {
             return false;
         }
+        let e = self.changed().get_mut(name).expect("known");
         let status = Arc::make_mut(e).status.get_or_insert_with(Default::default);
         status.state = state;
         status.message = message.into();
@@ -430,6 +536,38 @@ mod tests {
     }
 
     #[test]
+    fn the_index_follows_every_change() {
+        let names = |es: &[Arc<CatalogEntry>]| -> Vec<String> {
+            es.iter().map(|e| e.spec.instance_id.clone()).collect()
+        };
+        let mut c = Catalog::default();
+        c.record(entry("b", &[("vault-00001", 10)]));
+        assert_eq!(names(c.of_item("vault", "app")), ["b"]);
+        assert!(c.of_item("nightly", "app").is_empty());
+        // Each way an entry comes in drops the index built before it.
+        c.record(entry("a", &[("vault-00001", 10)]));
+        assert_eq!(names(c.of_item("vault", "app")), ["a", "b"], "name order");
+        let mut other = entry("c", &[("nightly-00001", 10)]);
+        other.trail = "nightly".into();
+        other.work_item = "db".into();
+        let mut copy = c.clone();
+        copy.insert(other.object_name(), Arc::new(CatalogEntry::new("x", other)));
+        assert_eq!(names(copy.of_item("nightly", "db")), ["c"]);
+        assert!(
+            c.of_item("nightly", "db").is_empty(),
+            "the original is unchanged"
+        );
+        let items: Vec<&str> = copy.items_on("vault").map(|(w, _)| w).collect();
+        assert_eq!(items, ["app"]);
+        // A state change is seen through the index too.
+        assert!(c.set_state("vault.a", EntryState::Missing, "damaged"));
+        assert_eq!(
+            Catalog::state(&c.of_item("vault", "app")[0]),
+            EntryState::Missing
+        );
+    }
+
+    #[test]
     fn a_commit_never_revives_an_entry_but_a_newer_copy_repairs_a_missing_one() {
         let mut c = Catalog::default();
         let first = entry("a", &[("vault-00001", 60)]);
@@ -469,7 +607,7 @@ mod tests {
         let mut c = Catalog::default();
         let spec = entry("a", &[("vault-00001", 60)]);
         assert_eq!(c.record(spec.clone()), Recorded::New);
-        Arc::make_mut(c.entries.get_mut("vault.a").unwrap()).status = None;
+        Arc::make_mut(c.changed().get_mut("vault.a").unwrap()).status = None;
         assert_eq!(c.record(spec), Recorded::New);
         assert_eq!(Catalog::state(&c.entries["vault.a"]), EntryState::Valid);
         assert!(c.entries["vault.a"].status.is_some());

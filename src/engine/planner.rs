@@ -1,7 +1,7 @@
 //! The planner is pure: desired resources + catalog + time → tasks (and restore choices, expiry
 //! decisions). No I/O, so every rule here is tested without media or an API server.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -121,25 +121,37 @@ impl PlanContext<'_> {
         policy: &DuplicationPolicy,
         rules: &SelectionRules,
     ) -> Vec<&CatalogEntrySpec> {
-        // Globs are matched once per work item, and the instances deduplicated after the sort
-        // (a HashSet, not a map ordered by id): over a million entries the per-entry glob and
-        // the ordered map were most of the planning time.
-        let mut names: HashMap<&str, bool> = HashMap::new();
-        let mut out: Vec<&CatalogEntrySpec> = self
-            .catalog
-            .valid()
-            .filter(|e| {
-                policy.spec.source_trails.contains(&e.trail)
-                    && rules.picks_age(e.backup_time, self.now)
-                    && *names
-                        .entry(e.work_item.as_str())
-                        .or_insert_with(|| rules.picks_name(&e.work_item))
-            })
-            .collect();
-        // Stable: of an instance on several source trails, the first in catalog order stays.
-        out.sort_by(|a, b| (a.backup_time, &a.instance_id).cmp(&(b.backup_time, &b.instance_id)));
+        // Through the catalog's index: the policy's source trails, then their work items, each
+        // name matched once; so a plan costs what its own work items hold, and a namespace with
+        // 2,000 policies is not 2,000 passes over every entry.
+        let mut out: Vec<&CatalogEntry> = Vec::new();
+        let trails: BTreeSet<&String> = policy.spec.source_trails.iter().collect();
+        for t in trails {
+            for (_, entries) in self
+                .catalog
+                .items_on(t)
+                .filter(|(w, _)| rules.picks_name(w))
+            {
+                out.extend(entries.iter().map(|e| &**e).filter(|e| {
+                    Catalog::state(e) == EntryState::Valid
+                        && rules.picks_age(e.spec.backup_time, self.now)
+                }));
+            }
+        }
+        // Of an instance on several source trails, the first in catalog (name) order stays.
+        out.sort_by(|a, b| {
+            (a.spec.backup_time, &a.spec.instance_id, &a.metadata.name).cmp(&(
+                b.spec.backup_time,
+                &b.spec.instance_id,
+                &b.metadata.name,
+            ))
+        });
         let mut seen: HashSet<&str> = HashSet::with_capacity(out.len());
-        out.retain(|e| seen.insert(e.instance_id.as_str()));
+        let mut out: Vec<&CatalogEntrySpec> = out
+            .into_iter()
+            .map(|e| &e.spec)
+            .filter(|e| seen.insert(e.instance_id.as_str()))
+            .collect();
         if rules.latest_only {
             let mut newest: BTreeMap<(&str, &str), &CatalogEntrySpec> = BTreeMap::new();
             for e in out {
@@ -165,17 +177,33 @@ impl PlanContext<'_> {
         let name = kube::ResourceExt::name_any(policy);
         let spec = &policy.spec;
         let session = super::catalog::session_id(self.now);
-        // Which instances each trail holds or held, indexed once: looking them up per selected
-        // instance by scanning the catalog made planning quadratic in the catalog's size.
-        let held: HashSet<(&str, &str)> = self
-            .catalog
-            .entries
-            .values()
-            .filter(|e| {
-                spec.targets.contains(&e.spec.trail) && Catalog::state(e) != EntryState::Missing
-            })
-            .map(|e| (e.spec.trail.as_str(), e.spec.instance_id.as_str()))
-            .collect();
+        // Which instances each target holds or held, looked up through the catalog's index:
+        // only the work items being copied (Sequential, Interleaved), or all of the target's
+        // (Media mode copies whole trails).
+        let selected = match spec.mode {
+            DuplicationMode::Media => None,
+            _ => Some(self.select(policy)?),
+        };
+        let mut held: HashSet<(&str, &str)> = HashSet::new();
+        for t in &spec.targets {
+            let entries: Vec<&[std::sync::Arc<CatalogEntry>]> = match &selected {
+                Some(sel) => sel
+                    .iter()
+                    .map(|e| e.work_item.as_str())
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .map(|w| self.catalog.of_item(t, w))
+                    .collect(),
+                None => self.catalog.items_on(t).map(|(_, es)| es).collect(),
+            };
+            held.extend(
+                entries
+                    .into_iter()
+                    .flatten()
+                    .filter(|e| Catalog::state(e) != EntryState::Missing)
+                    .map(|e| (e.spec.trail.as_str(), e.spec.instance_id.as_str())),
+            );
+        }
         let on_target = |trail: &str, e: &CatalogEntrySpec| {
             held.contains(&(trail, e.instance_id.as_str()))
                 || self
@@ -195,8 +223,11 @@ impl PlanContext<'_> {
                 for t in &spec.targets {
                     let entries: Vec<CatalogEntrySpec> = self
                         .catalog
-                        .valid()
-                        .filter(|e| &e.trail == src && !on_target(t, e))
+                        .items_on(src)
+                        .flat_map(|(_, es)| es)
+                        .filter(|e| Catalog::state(e) == EntryState::Valid)
+                        .map(|e| &e.spec)
+                        .filter(|e| !on_target(t, e))
                         .cloned()
                         .collect();
                     let (Some(sm), Some(tm), Some(ret)) = (
@@ -222,7 +253,7 @@ impl PlanContext<'_> {
             }
             return Ok(tasks);
         }
-        let selected = self.select(policy)?;
+        let selected = selected.unwrap_or_default();
         let work_items: BTreeSet<&str> = selected.iter().map(|e| e.work_item.as_str()).collect();
         let spread: BTreeMap<&str, usize> = work_items
             .into_iter()
@@ -323,7 +354,7 @@ impl PlanContext<'_> {
         while let Some(p) = parent {
             let link = self
                 .catalog
-                .entries
+                .entries()
                 .values()
                 .map(|e| &e.spec)
                 .find(|e| e.instance_id == p)
@@ -594,7 +625,7 @@ impl ExpiryPlan {
             v.iter()
                 .filter(|(n, _)| {
                     catalog
-                        .entries
+                        .entries()
                         .get(n)
                         .is_some_and(|e| e.spec.trail == trail)
                 })

@@ -415,7 +415,7 @@ impl Local {
         let mut unread = Vec::new();
         for t in &set.trail_names() {
             let kept = catalog
-                .entries
+                .entries()
                 .values()
                 .filter(|e| e.spec.trail == *t)
                 .count();
@@ -487,7 +487,7 @@ impl Local {
                 Recorded::Repaired => println!("catalogentry/{name}: repaired by a new copy"),
                 Recorded::New => {}
             }
-            self.state.save_entry(&catalog.entries[&name])?;
+            self.state.save_entry(&catalog.entries()[&name])?;
         }
         Ok(())
     }
@@ -761,7 +761,7 @@ impl Local {
             let copy = format!("{} on {}", l.entry.role_word(), l.entry.trail);
             if is_damage {
                 catalog.set_state(&entry, EntryState::Missing, err.to_string());
-                self.state.save_entry(&catalog.entries[&entry])?;
+                self.state.save_entry(&catalog.entries()[&entry])?;
                 damaged.push(format!("{copy} damaged: {err}"));
             } else {
                 unreadable.push(format!("{copy} not readable: {err}"));
@@ -823,10 +823,11 @@ impl Local {
             let Some(retention) = set.retentions.get(t) else {
                 continue;
             };
-            let moved = trail::expiry_dates(t, *retention, catalog.entries.values().map(|e| &**e));
+            let moved =
+                trail::expiry_dates(t, *retention, catalog.entries().values().map(|e| &**e));
             for (name, at) in moved {
                 if catalog.set_expires_at(&name, at) {
-                    self.state.save_entry(&catalog.entries[&name])?;
+                    self.state.save_entry(&catalog.entries()[&name])?;
                 }
             }
         }
@@ -855,7 +856,7 @@ impl Local {
             let mut expired = 0;
             for (name, why) in &sweep.expire {
                 if catalog.set_state(name, EntryState::Expired, why.clone()) {
-                    self.state.save_entry(&catalog.entries[name])?;
+                    self.state.save_entry(&catalog.entries()[name])?;
                     println!("catalogentry/{name}: Expired ({why})");
                     expired += 1;
                 }
@@ -956,13 +957,13 @@ impl Local {
         let set = self.state.load_resources()?;
         let (media, mut failures) = resolve_media(&set);
         let mut catalog = self.state.load_catalog()?;
-        let before = catalog.entries.len();
+        let before = catalog.entries().len();
         let mut unread: Vec<String> = set
             .trail_names()
             .into_iter()
             .filter(|t| readable_media(&set, &media, t).is_none())
             .map(|t| {
-                let kept = catalog.entries.values().filter(|e| e.spec.trail == t).count();
+                let kept = catalog.entries().values().filter(|e| e.spec.trail == t).count();
                 format!("trail/{t}: media away or not resolved, not read; its {kept} entries are kept as they are")
             })
             .collect();
@@ -981,12 +982,12 @@ impl Local {
         .expire;
         for (name, why) in expired {
             catalog.set_state(&name, EntryState::Expired, why);
-            self.state.save_entry(&catalog.entries[&name])?;
+            self.state.save_entry(&catalog.entries()[&name])?;
         }
         println!(
             "catalog rebuilt from the media: {} entries ({} new)",
-            catalog.entries.len(),
-            catalog.entries.len() - before
+            catalog.entries().len(),
+            catalog.entries().len() - before
         );
         Ok(ApplyReport { failures })
     }
@@ -1034,7 +1035,7 @@ impl Local {
                     damaged += 1;
                     println!("catalogentry/{name}: DAMAGED: {err}");
                     catalog.set_state(&name, EntryState::Missing, err.to_string());
-                    self.state.save_entry(&catalog.entries[&name])?;
+                    self.state.save_entry(&catalog.entries()[&name])?;
                     failures.push(format!("catalogentry/{name}: {err}"));
                 }
                 // Not damage (a wrong key, an unreachable store): the copy stays Valid.

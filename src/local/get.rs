@@ -193,9 +193,8 @@ pub(super) fn objects(state: &StateDir, canonical: &str) -> Result<Vec<Value>> {
         _ => to_values(
             state
                 .load_catalog()?
-                .entries
-                .into_values()
-                .map(std::sync::Arc::unwrap_or_clone),
+                .into_iter()
+                .map(|(_, e)| std::sync::Arc::unwrap_or_clone(e)),
         ),
     };
     for v in values.iter_mut() {

@@ -229,7 +229,7 @@ impl StateDir {
         let mut c = Catalog::default();
         for path in read_dir_sorted(&self.catalog_dir())? {
             let e: CatalogEntry = load_yaml(&path)?;
-            c.entries.insert(e.name_any(), std::sync::Arc::new(e));
+            c.insert(e.name_any(), std::sync::Arc::new(e));
         }
         Ok(c)
     }

@@ -10,6 +10,7 @@ use kube::{Client, ResourceExt};
 
 use super::jobs::WorkerConfig;
 use super::metrics::Metrics;
+use super::snapshot::{Changes, Snapshots};
 use crate::api::*;
 use crate::engine::catalog::Catalog;
 use crate::engine::task::MediaSpec;
@@ -49,6 +50,19 @@ pub struct Context {
     pub synced: Arc<std::sync::atomic::AtomicBool>,
     /// Failures in a row per object, which the error policy backs off by.
     pub retries: super::retries::Retries,
+    /// What reconciles share of each namespace (see [`super::snapshot`]).
+    pub snapshots: Views,
+}
+
+/// The shared views of each namespace, and the changes they are rebuilt after.
+#[derive(Default)]
+pub struct Views {
+    /// Changes that matter of MediaClasses, trails and policies.
+    pub resource_changes: Changes,
+    /// Changes of CatalogEntries.
+    pub catalog_changes: Changes,
+    sets: Snapshots<ResourceSet>,
+    catalogs: Snapshots<Catalog>,
 }
 
 fn in_ns<K>(store: &Store<K>, ns: &str) -> Vec<Arc<K>>
@@ -63,31 +77,35 @@ where
 }
 
 impl Context {
-    /// The resources of one namespace, as the planner sees them.
-    pub fn resource_set(&self, ns: &str) -> ResourceSet {
-        let mut set = ResourceSet::default();
-        for o in in_ns(&self.stores.media_classes, ns) {
-            set.insert(Resource::MediaClass((*o).clone()));
-        }
-        for o in in_ns(&self.stores.backup_trails, ns) {
-            set.insert(Resource::BackupTrail((*o).clone()));
-        }
-        for o in in_ns(&self.stores.duplication_trails, ns) {
-            set.insert(Resource::DuplicationTrail((*o).clone()));
-        }
-        for o in in_ns(&self.stores.policies, ns) {
-            set.insert(Resource::DuplicationPolicy((*o).clone()));
-        }
-        set
+    /// The resources of one namespace, as the planner sees them: shared, and built again only
+    /// after a spec of one of them changed.
+    pub fn resource_set(&self, ns: &str) -> Arc<ResourceSet> {
+        let v = &self.snapshots;
+        v.sets.get(ns, &v.resource_changes, || {
+            let s = &self.stores;
+            let classes = in_ns(&s.media_classes, ns).into_iter();
+            let backups = in_ns(&s.backup_trails, ns).into_iter();
+            let duplications = in_ns(&s.duplication_trails, ns).into_iter();
+            let policies = in_ns(&s.policies, ns).into_iter();
+            classes
+                .map(|o| Resource::MediaClass((*o).clone()))
+                .chain(backups.map(|o| Resource::BackupTrail((*o).clone())))
+                .chain(duplications.map(|o| Resource::DuplicationTrail((*o).clone())))
+                .chain(policies.map(|o| Resource::DuplicationPolicy((*o).clone())))
+                .collect()
+        })
     }
 
-    /// The catalog of one namespace.
-    pub fn catalog(&self, ns: &str) -> Catalog {
-        let mut c = Catalog::default();
-        for e in in_ns(&self.stores.catalog, ns) {
-            c.entries.insert(e.name_any(), e);
-        }
-        c
+    /// The catalog of one namespace: shared (its index built once), and built again only
+    /// after an entry changed.
+    pub fn catalog(&self, ns: &str) -> Arc<Catalog> {
+        let v = &self.snapshots;
+        v.catalogs.get(ns, &v.catalog_changes, || {
+            in_ns(&self.stores.catalog, ns)
+                .into_iter()
+                .map(|e| (e.name_any(), e))
+                .collect()
+        })
     }
 
     /// Media classes of a namespace, resolved for worker pods (PVC media mounted under

@@ -43,7 +43,7 @@ pub async fn write_expired(
 ) -> Result<Vec<(String, String)>> {
     let mut written = Vec::new();
     for (name, why) in planned {
-        let Some(seen) = catalog.entries.get(name) else {
+        let Some(seen) = catalog.entries().get(name) else {
             continue;
         };
         let expired = CatalogEntryStatus {

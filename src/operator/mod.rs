@@ -11,13 +11,14 @@ pub mod lease;
 pub mod metrics;
 pub mod retries;
 mod server;
+pub mod snapshot;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, ReflectHandle, Store};
@@ -58,9 +59,16 @@ where
 /// Watches `K` once in a scope: a store that reconciles read, and a handle that every
 /// controller using `K` subscribes to (clone it per consumer), so each kind is listed and
 /// watched once however many controllers react to it. The returned future drives the watch.
+/// With `tracked`, the watch counts the changes the snapshots are built from
+/// ([`snapshot`]): whether an event matters is judged against the version the store held
+/// before it, and counted once the store holds the new one. That is before the debounce lets a
+/// reconcile the event triggers run, so such a reconcile never reads a snapshot without it.
+/// `slim` drops what no reconcile reads from the stored copies.
 fn reflect<K>(
     api: Api<K>,
     config: watcher::Config,
+    tracked: Option<Tracked<K>>,
+    slim: fn(&mut K),
 ) -> (
     Store<K>,
     ReflectHandle<K>,
@@ -77,14 +85,59 @@ where
 {
     let (store, writer) = reflector::store_shared(SHARED_BUFFER);
     let handle = writer.subscribe().expect("a shared store has subscribers");
+    let before = store.clone();
+    let pending = Arc::new(AtomicBool::new(false));
+    let seen = pending.clone();
+    let changes = tracked.as_ref().map(|t| t.0.clone());
     let stream = watcher(api, config.page_size(500))
         .default_backoff()
         // Nothing reads managedFields: with 50,000 CatalogEntries they were a third of the
         // operator's memory.
-        .modify(|o| o.managed_fields_mut().clear())
+        .modify(move |o| {
+            o.managed_fields_mut().clear();
+            slim(o);
+        })
+        .inspect_ok(move |event| {
+            if let Some((_, matters)) = &tracked {
+                let changed = match event {
+                    watcher::Event::Apply(o) => before
+                        .get(&ObjectRef::from_obj(o))
+                        .is_none_or(|old| matters(&old, o)),
+                    watcher::Event::Delete(_) | watcher::Event::InitDone => true,
+                    watcher::Event::Init | watcher::Event::InitApply(_) => false,
+                };
+                seen.store(changed, Ordering::Release);
+            }
+        })
         .reflect_shared(writer)
+        .inspect_ok(move |_| {
+            if pending.swap(false, Ordering::AcqRel)
+                && let Some(c) = &changes
+            {
+                c.bump();
+            }
+        })
         .for_each(|_| futures::future::ready(()));
     (store, handle, stream)
+}
+
+/// Keeps a stored copy whole (but for its managedFields).
+fn whole<K>(_: &mut K) {}
+
+/// A stored CatalogEntry without its labels and annotations: reconciles read its spec and
+/// status; labels select entries on the API server (a worker's, a fresh list), never in the
+/// store. At 200,000 entries the four labels of each were about 100 MiB.
+fn entry_slim(e: &mut CatalogEntry) {
+    e.metadata.labels = None;
+    e.metadata.annotations = None;
+}
+
+/// A watch's change counter, and which changes of `K` it counts.
+type Tracked<K> = (snapshot::Changes, fn(&K, &K) -> bool);
+
+/// Counting the spec changes of `K` (a resource the planner reads) on `changes`.
+fn specs_of<K: Resource>(changes: &snapshot::Changes) -> Option<Tracked<K>> {
+    Some((changes.clone(), snapshot::spec_changed::<K>))
 }
 
 /// Events buffered per subscriber of a shared watch before the watch waits for it.
@@ -254,16 +307,21 @@ fn run_scope(
     metrics: &Arc<metrics::Metrics>,
 ) -> (Boxed<bool>, Boxed<()>, Store<CatalogEntry>) {
     let all = watcher::Config::default;
-    let (media_classes, mc, f1) = reflect(api::<MediaClass>(client, &ns), all());
-    let (backup_trails, bt, f2) = reflect(api::<BackupTrail>(client, &ns), all());
-    let (duplication_trails, dt, f3) = reflect(api::<DuplicationTrail>(client, &ns), all());
-    let (policies, dp, f4) = reflect(api::<DuplicationPolicy>(client, &ns), all());
-    let (catalog, ce, f5) = reflect(api::<CatalogEntry>(client, &ns), all());
-    let (restores, rs, f6) = reflect(api::<Restore>(client, &ns), all());
+    let views = context::Views::default();
+    let specs = &views.resource_changes;
+    let (media_classes, mc, f1) = reflect(api(client, &ns), all(), specs_of(specs), whole);
+    let (backup_trails, bt, f2) = reflect(api(client, &ns), all(), specs_of(specs), whole);
+    let (duplication_trails, dt, f3) = reflect(api(client, &ns), all(), specs_of(specs), whole);
+    let (policies, dp, f4) = reflect(api(client, &ns), all(), specs_of(specs), whole);
+    let entries: Tracked<CatalogEntry> = (views.catalog_changes.clone(), snapshot::any_change);
+    let (catalog, ce, f5) = reflect(api(client, &ns), all(), Some(entries), entry_slim);
+    let (restores, rs, f6) = reflect(api::<Restore>(client, &ns), all(), None, whole);
     // Only the Jobs Mimeo created.
     let (jobs, jb, f7) = reflect(
         api::<Job>(client, &ns),
         all().labels("app.kubernetes.io/managed-by=mimeo-operator"),
+        None,
+        whole,
     );
     let stores = Stores {
         media_classes,
@@ -281,6 +339,7 @@ fn run_scope(
         expired_entry_retention: args.expired_entry_retention,
         synced: Arc::new(AtomicBool::new(false)),
         retries: Default::default(),
+        snapshots: views,
     });
     let restore_store = restores.clone();
     let catalog_store = stores.catalog.clone();

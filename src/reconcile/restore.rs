@@ -231,7 +231,7 @@ fn first_backup_pending(r: &Restore, plan: &PlanContext) -> Option<String> {
     })?;
     let held = plan
         .catalog
-        .entries
+        .entries()
         .values()
         .any(|e| e.spec.work_item == spec.work_item && e.spec.backup_trail == *trail);
     (!held).then(|| trail.clone())

@@ -44,14 +44,14 @@ async fn publish_entry(api: &Api<CatalogEntry>, spec: &CatalogEntrySpec) -> Resu
         let before = current.as_ref().and_then(|e| e.status.clone());
         let mut catalog = Catalog::default();
         if let Some(e) = current {
-            catalog.entries.insert(name.clone(), Arc::new(e));
+            catalog.insert(name.clone(), Arc::new(e));
         }
         let recorded = catalog.record(spec.clone());
         if recorded == Recorded::Known {
             tracing::info!(entry = %name, "catalog entry already recorded: left as it is");
             return Ok(());
         }
-        let decided = &catalog.entries[&name];
+        let decided = &catalog.entries()[&name];
         let body = serde_json::json!({
             "apiVersion": API_VERSION, "kind": "CatalogEntry",
             "metadata": {"name": name, "labels": decided.metadata.labels},

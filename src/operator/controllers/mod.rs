@@ -324,7 +324,7 @@ async fn trail_entries(ctx: &Context, ns: &str, trails: &[String]) -> Result<Cat
         .await?;
     let mut catalog = Catalog::default();
     for e in list.items {
-        catalog.entries.insert(e.name_any(), Arc::new(e));
+        catalog.insert(e.name_any(), Arc::new(e));
     }
     Ok(catalog)
 }

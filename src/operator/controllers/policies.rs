@@ -72,10 +72,8 @@ pub async fn reconcile_policy(p: Arc<DuplicationPolicy>, ctx: Arc<Context>) -> R
     if !tasks.is_empty() {
         // The watch may not show the last run's commits yet: plan again on the target trails'
         // entries as the API server has them, so no copy is ever run twice.
-        let mut fresh = catalog.clone();
-        fresh
-            .entries
-            .extend(trail_entries(&ctx, &ns, &p.spec.targets).await?.entries);
+        let mut fresh = (*catalog).clone();
+        fresh.extend(trail_entries(&ctx, &ns, &p.spec.targets).await?);
         tasks = PlanContext {
             catalog: &fresh,
             ..plan_ctx

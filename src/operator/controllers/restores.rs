@@ -23,7 +23,7 @@ pub(super) fn damaged_links(
     chain
         .iter()
         .filter_map(|l| {
-            let e = catalog.entries.get(&l.entry_name())?;
+            let e = catalog.entries().get(&l.entry_name())?;
             let why = match Catalog::state(e) {
                 EntryState::Missing => e.status.as_ref().map_or("", |s| s.message.as_str()),
                 EntryState::Valid if since.is_some_and(|t| e.spec.created_at > t) => {
@@ -47,7 +47,7 @@ async fn chain_entries(ctx: &Context, ns: &str, chain: &[RestoredFrom]) -> Resul
     for l in chain {
         let name = l.entry_name();
         if let Some(e) = api.get_opt(&name).await? {
-            catalog.entries.insert(name, Arc::new(e));
+            catalog.insert(name, Arc::new(e));
         }
     }
     Ok(catalog)
@@ -89,7 +89,7 @@ pub async fn reconcile_restore(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Act
                 .and_then(|j| j.metadata.creation_timestamp.as_ref())
                 .and_then(|t| chrono::DateTime::from_timestamp(t.0.as_second(), 0));
             let damaged = damaged_links(&fresh, &st.chain, started);
-            catalog.entries.extend(fresh.entries);
+            Arc::make_mut(&mut catalog).extend(fresh);
             LastRun::Failed {
                 message,
                 damaged,

@@ -123,7 +123,7 @@ pub async fn reconcile_backup(t: Arc<BackupTrail>, ctx: Arc<Context>) -> Result<
             let recorded = trail_entries(&ctx, &ns, std::slice::from_ref(&name)).await?;
             let notes = run_notes(
                 recorded
-                    .entries
+                    .entries()
                     .values()
                     .map(|e| &e.spec)
                     .filter(|e| started.is_none_or(|s| e.created_at >= s)),
@@ -241,7 +241,7 @@ where
     let now = Utc::now();
     let api: Api<CatalogEntry> = Api::namespaced(ctx.client.clone(), &ns);
     if let Some(retention) = set.retentions.get(&name) {
-        let entries = catalog.entries.values().map(|e| &**e);
+        let entries = catalog.entries().values().map(|e| &**e);
         write_expiry_dates(&api, &trail::expiry_dates(&name, *retention, entries)).await?;
     }
     let plan = PlanContext {
@@ -298,7 +298,7 @@ where
     // go, so the catalog does not grow without bound.
     let keep = chrono::TimeDelta::from_std(ctx.expired_entry_retention).unwrap_or_default();
     for e in catalog
-        .entries
+        .entries()
         .values()
         .filter(|e| e.spec.trail == name && Catalog::state(e) == EntryState::Expired)
         .filter(|e| e.spec.expires_at + keep <= now)
@@ -311,7 +311,7 @@ where
     }
     // Wake up at the next expiry or removal on this trail.
     let next = catalog
-        .entries
+        .entries()
         .values()
         .filter(|e| e.spec.trail == name && !expired.iter().any(|x| x.0 == e.name_any()))
         .filter_map(|e| match Catalog::state(e) {
