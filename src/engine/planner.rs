@@ -1035,6 +1035,29 @@ spec: {mediaClassName: tape, retention: 1d}
     }
 
     #[test]
+    fn an_instance_on_two_source_trails_is_selected_once_in_catalog_order() {
+        let text = format!(
+            "{RESOURCES}---\napiVersion: mimeo.dev/v1alpha1\nkind: DuplicationPolicy\nmetadata: {{name: p}}\nspec: {{sourceTrails: [offsite, nightly, offsite], targets: [tapes]}}\n"
+        );
+        let set = yaml(&text);
+        let mut catalog = Catalog::default();
+        catalog.import(entry("offsite", Role::Duplicate, "fin", "fin-1", 1, None));
+        catalog.import(entry("nightly", Role::Original, "fin", "fin-1", 1, None));
+        catalog.import(entry("offsite", Role::Duplicate, "hr", "hr-1", 2, None));
+        let m = media(&set);
+        let ctx = now_ctx(&set, &m, &catalog);
+        let picked: Vec<(&str, &str)> = ctx
+            .select(&set.policies["p"])
+            .unwrap()
+            .iter()
+            .map(|e| (e.instance_id.as_str(), e.trail.as_str()))
+            .collect();
+        // Oldest first; of fin-1, the entry first by name (nightly.fin-1), whatever the order
+        // of the policy's source trails.
+        assert_eq!(picked, [("hr-1", "offsite"), ("fin-1", "nightly")]);
+    }
+
+    #[test]
     fn selection_globs_latest_and_uncopied() {
         let text = format!(
             "{RESOURCES}---\napiVersion: mimeo.dev/v1alpha1\nkind: DuplicationPolicy\nmetadata: {{name: p}}\nspec: {{sourceTrails: [nightly], targets: [tapes], selection: {{workItems: ['f*'], exclude: [fax], latestOnly: true}}}}\n"
