@@ -24,20 +24,23 @@ use mimeo::api::{
     Extent, MediaClass, Restore, RestorePhase, Role,
 };
 use mimeo::engine::catalog::Catalog;
-use mimeo::operator::context::{Context, Stores};
+use mimeo::operator::context::{Context, Stores, Views};
 use mimeo::operator::controllers::{
     error_policy, reconcile_backup, reconcile_duplication_trail, reconcile_media_class,
     reconcile_policy, reconcile_restore,
 };
 use mimeo::operator::jobs::{WorkerConfig, run_name};
+use mimeo::operator::snapshot::Changes;
 use mimeo::worker::sink::{mark_missing, publish_entries};
 
 const NS: &str = "default";
 
-/// A store and its writer, refilled from the API server before each reconcile.
+/// A store and its writer, refilled from the API server before each reconcile; each refill
+/// counts as a change of the context's shared views, as a watch's relist does.
 struct Mirror<K: Resource<DynamicType = ()> + Clone + 'static> {
     store: Store<K>,
     writer: Writer<K>,
+    changes: Changes,
 }
 
 impl<K> Mirror<K>
@@ -49,9 +52,13 @@ where
         + Send
         + Sync,
 {
-    fn new() -> Self {
+    fn new(changes: &Changes) -> Self {
         let (store, writer) = reflector::store();
-        Mirror { store, writer }
+        Mirror {
+            store,
+            writer,
+            changes: changes.clone(),
+        }
     }
 
     /// The store holds `objects`, as a watch's relist would leave it.
@@ -62,6 +69,7 @@ where
                 .apply_watcher_event(&watcher::Event::InitApply(o));
         }
         self.writer.apply_watcher_event(&watcher::Event::InitDone);
+        self.changes.bump();
     }
 
     async fn sync(&mut self, client: &Client) {
@@ -91,13 +99,15 @@ impl Harness {
         std::fs::write(&file, yaml).unwrap();
         cp.kubectl(&["-n", NS, "apply", "-f", file.to_str().unwrap()]);
         let client = cp.client().await;
+        let views = Views::default();
+        let (specs, entries) = (&views.resource_changes, &views.catalog_changes);
         let (media_classes, backup_trails, duplication_trails, policies, catalog, jobs) = (
-            Mirror::new(),
-            Mirror::new(),
-            Mirror::new(),
-            Mirror::new(),
-            Mirror::new(),
-            Mirror::new(),
+            Mirror::new(specs),
+            Mirror::new(specs),
+            Mirror::new(specs),
+            Mirror::new(specs),
+            Mirror::new(entries),
+            Mirror::new(&Changes::default()),
         );
         let ctx = Arc::new(Context {
             client: client.clone(),
@@ -114,6 +124,7 @@ impl Harness {
             expired_entry_retention: std::time::Duration::from_secs(3600),
             synced: Arc::new(true.into()),
             retries: Default::default(),
+            snapshots: views,
         });
         Harness {
             cp,

@@ -1041,8 +1041,14 @@ spec: {mediaClassName: tape, retention: 1d}
         );
         let set = yaml(&text);
         let mut catalog = Catalog::default();
-        catalog.import(entry("offsite", Role::Duplicate, "fin", "fin-1", 1, None));
-        catalog.import(entry("nightly", Role::Original, "fin", "fin-1", 1, None));
+        let original = entry("nightly", Role::Original, "fin", "fin-1", 1, None);
+        let copy = CatalogEntrySpec {
+            trail: "offsite".into(),
+            role: Role::Duplicate,
+            ..original.clone()
+        };
+        catalog.import(copy);
+        catalog.import(original);
         catalog.import(entry("offsite", Role::Duplicate, "hr", "hr-1", 2, None));
         let m = media(&set);
         let ctx = now_ctx(&set, &m, &catalog);
