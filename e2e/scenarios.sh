@@ -805,10 +805,13 @@ scenario_s3_outage() {
       "$BIN/kubectl -n $FAULTS get pods -l $sel -o jsonpath='{.items[*].status.phase}' | grep -q Running"
   fi
   s3_stop
-  check "s3 outage: the worker pod fails" wait_for 120 bash -c \
-    "$BIN/kubectl -n $FAULTS get pods -l $sel -o jsonpath='{.items[*].status.phase}' | grep -q Failed"
+  # This run's Job: the kill scenario left a failed pod and a WorkerRetrying event of its own.
+  local job
+  job="$(k -n $FAULTS get jobs -l $sel --sort-by=.metadata.creationTimestamp -o jsonpath='{.items[-1:].metadata.name}')"
+  check "s3 outage: the worker pod of $job fails" wait_for 120 bash -c \
+    "$BIN/kubectl -n $FAULTS get pods -l job-name=$job -o jsonpath='{.items[*].status.phase}' | grep -q Failed"
   check "s3 outage: a Warning event explains the failed attempt" wait_for 60 bash -c \
-    "$BIN/kubectl -n $FAULTS get events --field-selector involvedObject.name=faults,type=Warning | grep -q WorkerRetrying"
+    "$BIN/kubectl -n $FAULTS get events --field-selector involvedObject.name=faults,type=Warning | grep WorkerRetrying | grep -q $job"
   check "s3 outage: the trail's Ready condition says the worker retries" wait_for 30 bash -c \
     "$BIN/kubectl -n $FAULTS get backuptrail faults -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].reason}' | grep -q WorkerRetrying"
   # A restore from the copy on S3 while the server is down: unreachable is not damaged.
