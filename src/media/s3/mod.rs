@@ -60,10 +60,10 @@ const PART_SIZE: usize = 8 * 1024 * 1024;
 const MAX_PARTS: usize = 10_000;
 
 /// Part uploads one writer keeps in flight while it fills the next part: one request at a time
-/// left the writer idle during every round trip, and two left the CPU idle part of the time
-/// against a loopback server (rclone keeps 4 transfers going). A writer holds at most this many
-/// parts plus the one being filled (40 MiB).
-const PARTS_IN_FLIGHT: usize = 4;
+/// left the writer idle during every round trip. Four gained nothing over two against the
+/// benchmark's loopback server (an A/B on 2 GiB: Media mode 1.04 times two's time, logical
+/// copies 1.00), so a writer holds at most two parts plus the one being filled (24 MiB).
+const PARTS_IN_FLIGHT: usize = 2;
 
 /// Attempts per request by the SDK, including the first, with backoff from [`FIRST_BACKOFF`] to
 /// [`MAX_BACKOFF`]. The retry layer repeats the whole call a few times more with longer
