@@ -1145,13 +1145,27 @@ fn concurrent_applies_wait_for_each_other() {
         ]
         .join("---\n"),
     );
-    let first = env
+    let mut first = env
         .command(&["apply", "-f", &file.display().to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    // The second starts once the first holds the state lock (a fixed pause was too long on a
+    // fast machine: the first had finished).
+    let lock = env.state().join(".lock");
+    loop {
+        if let Ok(f) = std::fs::File::open(&lock)
+            && let Err(std::fs::TryLockError::WouldBlock) = f.try_lock()
+        {
+            break;
+        }
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first apply ended before it was seen holding the lock"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let state = env.state().display().to_string();
     let second = std::process::Command::new(bin())
         .args([

@@ -696,6 +696,13 @@ mod tests {
             .collect()
     }
 
+    /// [`RESOURCES`] and a policy `p` with this spec (YAML flow mapping).
+    fn policy_p(spec: &str) -> ResourceSet {
+        yaml(&format!(
+            "{RESOURCES}---\napiVersion: mimeo.dev/v1alpha1\nkind: DuplicationPolicy\nmetadata: {{name: p}}\nspec: {spec}\n"
+        ))
+    }
+
     const RESOURCES: &str = r#"
 apiVersion: mimeo.dev/v1alpha1
 kind: MediaClass
@@ -1057,10 +1064,7 @@ spec: {mediaClassName: tape, retention: 1d}
 
     #[test]
     fn an_instance_on_two_source_trails_is_selected_once_in_catalog_order() {
-        let text = format!(
-            "{RESOURCES}---\napiVersion: mimeo.dev/v1alpha1\nkind: DuplicationPolicy\nmetadata: {{name: p}}\nspec: {{sourceTrails: [offsite, nightly, offsite], targets: [tapes]}}\n"
-        );
-        let set = yaml(&text);
+        let set = policy_p("{sourceTrails: [offsite, nightly, offsite], targets: [tapes]}");
         let mut catalog = Catalog::default();
         let original = entry("nightly", Role::Original, "fin", "fin-1", 1, None);
         let copy = CatalogEntrySpec {
@@ -1086,10 +1090,9 @@ spec: {mediaClassName: tape, retention: 1d}
 
     #[test]
     fn selection_globs_latest_and_uncopied() {
-        let text = format!(
-            "{RESOURCES}---\napiVersion: mimeo.dev/v1alpha1\nkind: DuplicationPolicy\nmetadata: {{name: p}}\nspec: {{sourceTrails: [nightly], targets: [tapes], selection: {{workItems: ['f*'], exclude: [fax], latestOnly: true}}}}\n"
+        let set = policy_p(
+            "{sourceTrails: [nightly], targets: [tapes], selection: {workItems: ['f*'], exclude: [fax], latestOnly: true}}",
         );
-        let set = yaml(&text);
         let mut catalog = Catalog::default();
         for (wi, id, age) in [
             ("fin", "fin-1", 3),
@@ -1144,10 +1147,7 @@ spec: {mediaClassName: tape, retention: 1d}
 
     #[test]
     fn expired_copies_are_not_made_again_missing_ones_are() {
-        let text = format!(
-            "{RESOURCES}---\napiVersion: mimeo.dev/v1alpha1\nkind: DuplicationPolicy\nmetadata: {{name: p}}\nspec: {{sourceTrails: [nightly], targets: [tapes]}}\n"
-        );
-        let set = yaml(&text);
+        let set = policy_p("{sourceTrails: [nightly], targets: [tapes]}");
         let mut catalog = Catalog::default();
         for (wi, age) in [("expired", 0), ("missing", 0), ("too-old", 2), ("new", 0)] {
             catalog.import(entry("nightly", Role::Original, wi, wi, age, None));
