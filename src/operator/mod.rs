@@ -61,8 +61,9 @@ where
 /// watched once however many controllers react to it. The returned future drives the watch.
 /// With `tracked`, the watch counts the changes the snapshots are built from
 /// ([`snapshot`]): whether an event matters is judged against the version the store held
-/// before it, and counted once the store holds the new one. That is before the debounce lets a
-/// reconcile the event triggers run, so such a reconcile never reads a snapshot without it.
+/// before it, and it is counted twice: before the store takes it (so a snapshot built earlier
+/// is not read while the event is handed to the controllers) and once the store holds it (so a
+/// snapshot built in between, from the old store, is not kept).
 /// `slim` drops what no reconcile reads from the stored copies.
 fn reflect<K>(
     api: Api<K>,
@@ -98,7 +99,7 @@ where
             slim(o);
         })
         .inspect_ok(move |event| {
-            if let Some((_, matters)) = &tracked {
+            if let Some((changes, matters)) = &tracked {
                 let changed = match event {
                     watcher::Event::Apply(o) => before
                         .get(&ObjectRef::from_obj(o))
@@ -106,6 +107,12 @@ where
                     watcher::Event::Delete(_) | watcher::Event::InitDone => true,
                     watcher::Event::Init | watcher::Event::InitApply(_) => false,
                 };
+                // Counted before the store takes it too: the shared store hands the event to
+                // every controller before it passes it on, which can wait for a slow one, and
+                // a snapshot read meanwhile must not be the one from before the event.
+                if changed {
+                    changes.bump();
+                }
                 seen.store(changed, Ordering::Release);
             }
         })
