@@ -100,7 +100,7 @@ impl Harness {
         cp.kubectl(&["-n", NS, "apply", "-f", file.to_str().unwrap()]);
         let client = cp.client().await;
         let views = Views::default();
-        let (specs, entries) = (&views.resource_changes, &views.catalog_changes);
+        let (specs, entries) = (views.sets.changes(), views.catalogs.changes());
         let (media_classes, backup_trails, duplication_trails, policies, catalog, jobs) = (
             Mirror::new(specs),
             Mirror::new(specs),

@@ -344,6 +344,14 @@ impl Catalog {
             .map(|(w, es)| (w.as_str(), es.as_slice()))
     }
 
+    /// Valid entries on `trail`, through the index.
+    pub fn valid_on<'a>(&'a self, trail: &str) -> impl Iterator<Item = &'a CatalogEntrySpec> + 'a {
+        self.items_on(trail)
+            .flat_map(|(_, es)| es)
+            .filter(|e| Self::state(e) == EntryState::Valid)
+            .map(|e| &e.spec)
+    }
+
     /// The entries (of every state) of `work_item` on `trail`, in entry-name order.
     pub fn of_item(&self, trail: &str, work_item: &str) -> &[Arc<CatalogEntry>] {
         self.index()

@@ -239,10 +239,7 @@ impl PlanContext<'_> {
                 for t in &spec.targets {
                     let entries: Vec<CatalogEntrySpec> = self
                         .catalog
-                        .items_on(src)
-                        .flat_map(|(_, es)| es)
-                        .filter(|e| Catalog::state(e) == EntryState::Valid)
-                        .map(|e| &e.spec)
+                        .valid_on(src)
                         .filter(|e| !on_target(t, e))
                         .cloned()
                         .collect();

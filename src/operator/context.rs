@@ -10,7 +10,7 @@ use kube::{Client, ResourceExt};
 
 use super::jobs::WorkerConfig;
 use super::metrics::Metrics;
-use super::snapshot::{Changes, Snapshots};
+use super::snapshot::Snapshots;
 use crate::api::*;
 use crate::engine::catalog::Catalog;
 use crate::engine::task::MediaSpec;
@@ -54,15 +54,13 @@ pub struct Context {
     pub snapshots: Views,
 }
 
-/// The shared views of each namespace, and the changes they are rebuilt after.
+/// The shared views of each namespace.
 #[derive(Default)]
 pub struct Views {
-    /// Changes that matter of MediaClasses, trails and policies.
-    pub resource_changes: Changes,
-    /// Changes of CatalogEntries.
-    pub catalog_changes: Changes,
-    sets: Snapshots<ResourceSet>,
-    catalogs: Snapshots<Catalog>,
+    /// Resources, rebuilt after a spec of a MediaClass, trail or policy changed.
+    pub sets: Snapshots<ResourceSet>,
+    /// Catalogs, rebuilt after a CatalogEntry changed.
+    pub catalogs: Snapshots<Catalog>,
 }
 
 fn in_ns<K>(store: &Store<K>, ns: &str) -> Vec<Arc<K>>
@@ -80,8 +78,7 @@ impl Context {
     /// The resources of one namespace, as the planner sees them: shared, and built again only
     /// after a spec of one of them changed.
     pub fn resource_set(&self, ns: &str) -> Arc<ResourceSet> {
-        let v = &self.snapshots;
-        v.sets.get(ns, &v.resource_changes, || {
+        self.snapshots.sets.get(ns, || {
             let s = &self.stores;
             let classes = in_ns(&s.media_classes, ns).into_iter();
             let backups = in_ns(&s.backup_trails, ns).into_iter();
@@ -99,8 +96,7 @@ impl Context {
     /// The catalog of one namespace: shared (its index built once), and built again only
     /// after an entry changed.
     pub fn catalog(&self, ns: &str) -> Arc<Catalog> {
-        let v = &self.snapshots;
-        v.catalogs.get(ns, &v.catalog_changes, || {
+        self.snapshots.catalogs.get(ns, || {
             in_ns(&self.stores.catalog, ns)
                 .into_iter()
                 .map(|e| (e.name_any(), e))

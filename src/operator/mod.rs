@@ -133,7 +133,7 @@ fn whole<K>(_: &mut K) {}
 
 /// A stored CatalogEntry without its labels and annotations: reconciles read its spec and
 /// status; labels select entries on the API server (a worker's, a fresh list), never in the
-/// store. At 200,000 entries the four labels of each were about 100 MiB.
+/// store, and each entry carries four of them.
 fn entry_slim(e: &mut CatalogEntry) {
     e.metadata.labels = None;
     e.metadata.annotations = None;
@@ -315,12 +315,12 @@ fn run_scope(
 ) -> (Boxed<bool>, Boxed<()>, Store<CatalogEntry>) {
     let all = watcher::Config::default;
     let views = context::Views::default();
-    let specs = &views.resource_changes;
+    let specs = views.sets.changes();
     let (media_classes, mc, f1) = reflect(api(client, &ns), all(), specs_of(specs), whole);
     let (backup_trails, bt, f2) = reflect(api(client, &ns), all(), specs_of(specs), whole);
     let (duplication_trails, dt, f3) = reflect(api(client, &ns), all(), specs_of(specs), whole);
     let (policies, dp, f4) = reflect(api(client, &ns), all(), specs_of(specs), whole);
-    let entries: Tracked<CatalogEntry> = (views.catalog_changes.clone(), snapshot::any_change);
+    let entries: Tracked<CatalogEntry> = (views.catalogs.changes().clone(), snapshot::any_change);
     let (catalog, ce, f5) = reflect(api(client, &ns), all(), Some(entries), entry_slim);
     let (restores, rs, f6) = reflect(api::<Restore>(client, &ns), all(), None, whole);
     // Only the Jobs Mimeo created.

@@ -3,9 +3,9 @@
 //! them per reconcile (every policy copied, its globs compiled, every entry put in a new map)
 //! cost half a CPU second per policy, and settling was quadratic in the namespace's size.
 //!
-//! The watches count the changes that matter ([`Changes`]); a snapshot is rebuilt when the
-//! count moved since it was built. The count is read before the stores are, so a snapshot is
-//! never filed under a count newer than what it holds.
+//! The watches count the changes that matter ([`Changes`]), before and after the store takes
+//! each; a snapshot is rebuilt when the count moved since it was built. The count is read
+//! before the stores are, so a snapshot is never filed under a count newer than what it holds.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,8 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use kube::Resource;
 
-/// Changes of the watched kinds that a snapshot is built from, counted by the watches after
-/// the store holds them.
+/// Changes of the watched kinds that a snapshot is built from, counted by the watches.
 #[derive(Clone, Debug, Default)]
 pub struct Changes(Arc<AtomicU64>);
 
@@ -47,24 +46,32 @@ pub fn any_change<K>(_: &K, _: &K) -> bool {
     true
 }
 
-/// One view per namespace, with the change count it was built at.
+/// One view per namespace, with the change count it was built at, and the counter the watches
+/// it is built from move.
 pub struct Snapshots<T> {
+    changes: Changes,
     built: Mutex<HashMap<String, (u64, Arc<T>)>>,
 }
 
 impl<T> Default for Snapshots<T> {
     fn default() -> Self {
         Snapshots {
+            changes: Changes::default(),
             built: Mutex::default(),
         }
     }
 }
 
 impl<T> Snapshots<T> {
-    /// The view of `ns` as of `changes`: the one built at that count, or a new one. Built under
-    /// the lock, so reconciles that ask at once build it once.
-    pub fn get(&self, ns: &str, changes: &Changes, build: impl FnOnce() -> T) -> Arc<T> {
-        let count = changes.count();
+    /// The counter that invalidates these views: the watches they are built from move it.
+    pub fn changes(&self) -> &Changes {
+        &self.changes
+    }
+
+    /// The view of `ns` as of now: the one built at the current count, or a new one. Built
+    /// under the lock, so reconciles that ask at once build it once.
+    pub fn get(&self, ns: &str, build: impl FnOnce() -> T) -> Arc<T> {
+        let count = self.changes.count();
         let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((at, view)) = built.get(ns)
             && *at == count
@@ -84,11 +91,11 @@ mod tests {
 
     #[test]
     fn a_view_is_rebuilt_only_after_a_change() {
-        let changes = Changes::default();
         let views: Snapshots<u32> = Snapshots::default();
+        let changes = views.changes().clone();
         let mut builds = 0;
         let mut get = |ns: &str| {
-            *views.get(ns, &changes, || {
+            *views.get(ns, || {
                 builds += 1;
                 builds
             })

@@ -85,7 +85,7 @@ where
 
 /// Instances, bytes and volumes of a trail, from the catalog.
 fn count_trail(st: &mut TrailStatus, catalog: &Catalog, trail: &str) {
-    let valid: Vec<&CatalogEntrySpec> = catalog.valid().filter(|e| e.trail == trail).collect();
+    let valid: Vec<&CatalogEntrySpec> = catalog.valid_on(trail).collect();
     st.instances = valid.len() as u64;
     st.bytes = valid.iter().map(|e| e.bytes).sum();
     st.volumes = catalog.volumes(trail);
@@ -338,11 +338,7 @@ pub async fn reconcile_duplication_trail(
     let mut st = old.clone().unwrap_or_default();
     let catalog = ctx.catalog(&ns);
     count_trail(&mut st, &catalog, &name);
-    st.last_run = catalog
-        .valid()
-        .filter(|e| e.trail == name)
-        .map(|e| e.created_at)
-        .max();
+    st.last_run = catalog.valid_on(&name).map(|e| e.created_at).max();
     st.observed_generation = t.metadata.generation;
     let ready = ctx
         .resource_set(&ns)
