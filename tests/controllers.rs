@@ -324,6 +324,7 @@ async fn controllers_on_a_real_api_server() {
     damaged_copy_fallback(&mut h).await;
     expiry_side_effects(&mut h).await;
     error_policy_by_layer(&h).await;
+    restore_behind_a_lagging_watch(&mut h).await;
 }
 
 /// The error policy, for errors of each layer: the error's reason is the Event's reason; a
@@ -766,6 +767,59 @@ spec: {workItem: db, backupTrail: nightly, instance: db-1, target: {pvc: {claimN
     assert_eq!(st.phase, RestorePhase::Succeeded, "{st:?}");
     assert_eq!(st.damaged.len(), 1, "still listed: {st:?}");
     assert!(h.events("back").await.iter().any(|e| e.1 == "Restored"));
+}
+
+/// A restore of an instance the catalog watch has not seen yet (it lags behind the API server
+/// after an outage) is not failed for want of a copy: the reconciler asks the API server and
+/// starts the run. An instance the API server lacks too still fails.
+async fn restore_behind_a_lagging_watch(h: &mut Harness) {
+    h.sync(&[]).await;
+    let late = entry(
+        "nightly",
+        Role::Original,
+        "db-late",
+        TimeDelta::zero(),
+        TimeDelta::days(30),
+    );
+    publish_entries(&h.client, NS, std::slice::from_ref(&late))
+        .await
+        .unwrap();
+    assert!(
+        !h.ctx
+            .catalog(NS)
+            .entries()
+            .contains_key(&late.object_name()),
+        "the watch has not seen it"
+    );
+    let yaml = r#"
+apiVersion: mimeo.dev/v1alpha1
+kind: Restore
+metadata: {name: late}
+spec: {workItem: db, backupTrail: nightly, instance: db-late, target: {pvc: {claimName: restored, path: late}}}
+---
+apiVersion: mimeo.dev/v1alpha1
+kind: Restore
+metadata: {name: never}
+spec: {workItem: db, backupTrail: nightly, instance: db-never, target: {pvc: {claimName: restored, path: never}}}
+"#;
+    let file = h.cp.dir().join("restore-late.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    h.cp.kubectl(&["-n", NS, "apply", "-f", file.to_str().unwrap()]);
+    for name in ["late", "never"] {
+        let r: Restore = h.get(name).await;
+        reconcile_restore(Arc::new(r), h.ctx.clone()).await.unwrap();
+    }
+    let st = h.get::<Restore>("late").await.status.unwrap();
+    assert_eq!(st.phase, RestorePhase::Running, "{st:?}");
+    assert_eq!(st.restored_from.as_ref().unwrap().instance_id, "db-late");
+    assert!(
+        h.job_names()
+            .await
+            .contains(&run_name("restore", "late", "1"))
+    );
+    let st = h.get::<Restore>("never").await.status.unwrap();
+    assert_eq!(st.phase, RestorePhase::Failed, "{st:?}");
+    assert_eq!(ready(&st.conditions).1, "NoCopyAvailable");
 }
 
 /// A MediaClass on a claim that does not exist is unreachable, says why and warns; its counts

@@ -1,6 +1,7 @@
 //! The Kubernetes operator: controllers that plan runs and start worker Jobs; the worker
 //! itself is the same executor the local mode runs in-process.
 
+pub mod api_retry;
 #[cfg(feature = "chaos")]
 pub mod chaos;
 pub mod context;
@@ -156,10 +157,14 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
         .await
         .map_err(|e| Error::Operator(format!("Kubernetes client configuration: {e}")))?;
     let builder = kube::client::ClientBuilder::try_from(config)?;
+    // Injected faults stand for the API server's: the retries sit above them.
     #[cfg(feature = "chaos")]
     let client = match chaos::ApiFaults::from_env()? {
-        Some(faults) => builder.with_layer(&faults).build(),
-        None => builder.build(),
+        Some(faults) => builder
+            .with_layer(&faults)
+            .with_layer(&api_retry::layer())
+            .build(),
+        None => builder.with_layer(&api_retry::layer()).build(),
     };
     #[cfg(not(feature = "chaos"))]
     let client = {
@@ -169,7 +174,7 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
                 "MIMEO_API_FAULTS is set, but this build has no fault injection (cargo feature chaos)".into(),
             ));
         }
-        builder.build()
+        builder.with_layer(&api_retry::layer()).build()
     };
     let metrics = Arc::new(metrics::Metrics::default());
     // One set of watches and controllers per watched namespace (or one over all namespaces):

@@ -96,6 +96,15 @@ pub struct RestoreDecision {
     pub waiting: bool,
 }
 
+impl RestoreDecision {
+    /// Whether it fails the restore for want of a copy: a verdict on what the catalog lacks,
+    /// which a driver whose catalog may lag (the operator's watch) confirms first.
+    pub fn no_copy(&self) -> bool {
+        self.status.phase == RestorePhase::Failed
+            && self.events.iter().any(|e| e.reason == "NoCopyAvailable")
+    }
+}
+
 /// Decides about restore `r` (see [`RestoreDecision`]): a finished restore of its generation
 /// stays as it is; a run that ended is recorded, and one that found damaged copies (at most
 /// [`MAX_DAMAGED_COPIES`] in all) or copies unreadable here is followed by a run on the next
@@ -522,6 +531,10 @@ spec: {mediaClassName: disk, retention: 30d}
         bad.spec.target.path = Some("relative/out".into());
         let d = decide_with(&bad, &set, &catalog(1), LastRun::None, None);
         assert_eq!((reasons(&d), d.run.is_none()), (vec!["InvalidSpec"], true));
+        assert!(
+            !d.no_copy(),
+            "an invalid spec is not a verdict on the catalog"
+        );
         let d = decide_with(
             &restore("Auto", 1),
             &set,
@@ -531,6 +544,10 @@ spec: {mediaClassName: disk, retention: 30d}
         );
         assert_eq!(reasons(&d), ["NoCopyAvailable"]);
         assert_eq!(d.status.phase, RestorePhase::Failed);
+        assert!(
+            d.no_copy(),
+            "the operator confirms this one against the API server"
+        );
         let refused = Some(("RefusedEntry", "target overlaps the media".to_owned()));
         let d = decide_with(
             &restore("Auto", 1),

@@ -317,10 +317,15 @@ fn jobs_of<'a>(
 
 /// The catalog entries of `trails`, listed from the API server (not the watch).
 async fn trail_entries(ctx: &Context, ns: &str, trails: &[String]) -> Result<Catalog> {
+    listed_entries(ctx, ns, &format!("{LABEL_TRAIL} in ({})", trails.join(","))).await
+}
+
+/// The catalog entries that label `selector` picks, listed from the API server (not the
+/// watch, which can lag behind it: after an outage each watch re-lists on its own backoff).
+async fn listed_entries(ctx: &Context, ns: &str, selector: &str) -> Result<Catalog> {
     let api: Api<CatalogEntry> = Api::namespaced(ctx.client.clone(), ns);
-    let selector = format!("{LABEL_TRAIL} in ({})", trails.join(","));
     let list = api
-        .list(&kube::api::ListParams::default().labels(&selector))
+        .list(&kube::api::ListParams::default().labels(selector))
         .await?;
     let mut catalog = Catalog::default();
     for e in list.items {

@@ -100,19 +100,36 @@ pub async fn reconcile_restore(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Act
     let set = ctx.resource_set(&ns);
     let media = ctx.media(&set);
     let target = resolve_for_pod(&set, &r.spec.target, false);
-    let decision = restore::decide(
-        &r,
-        &RestoreView {
-            plan: PlanContext {
-                set: &set,
-                media: &media,
-                catalog: &catalog,
-                now: Utc::now(),
+    let decide = |catalog: &Catalog| {
+        restore::decide(
+            &r,
+            &RestoreView {
+                plan: PlanContext {
+                    set: &set,
+                    media: &media,
+                    catalog,
+                    now: Utc::now(),
+                },
+                target_problem: target.as_ref().err().map(|e| (e.reason(), e.to_string())),
+                last_run: last_run.clone(),
             },
-            target_problem: target.as_ref().err().map(|e| (e.reason(), e.to_string())),
-            last_run: last_run.clone(),
-        },
-    );
+        )
+    };
+    let mut decision = decide(&catalog);
+    if decision.no_copy() {
+        // Validate: a restore fails for want of a copy only on the API server's word. The
+        // watch can lag behind it (after an API server restart the CatalogEntry watch came
+        // back seconds after the Restore watch, and a restore of the instance just backed up
+        // failed with "no instance matches").
+        let fresh = listed_entries(
+            &ctx,
+            &ns,
+            &format!("{LABEL_WORK_ITEM}={}", r.spec.work_item),
+        )
+        .await?;
+        Arc::make_mut(&mut catalog).extend(fresh);
+        decision = decide(&catalog);
+    }
     let mut st = decision.status;
     match &last_run {
         LastRun::Running => {
