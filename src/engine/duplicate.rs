@@ -17,7 +17,7 @@ use crate::api::{Layout, Role};
 use crate::base::failure::Stopped;
 use crate::engine::error::{EngineError, Result};
 use crate::media::manifest::ManifestEntry;
-use crate::media::trail::{Media, TrailWriter, read_instance, scan_trail};
+use crate::media::trail::{Media, Payload, TrailWriter, read_instance, scan_trail};
 
 /// Runs a logical copy task.
 pub async fn run_copy(task: &CopyTask) -> Result<TaskOutcome> {
@@ -49,10 +49,13 @@ pub async fn run_copy(task: &CopyTask) -> Result<TaskOutcome> {
                     let mut n = 0u64;
                     let mut crc = 0u32;
                     while let Some(chunk) = irx.recv().await {
-                        let chunk = chunk?;
-                        n += chunk.len() as u64;
-                        crc = crc32c::crc32c_append(crc, &chunk);
-                        tx.send(chunk)
+                        let Payload { bytes, crc: known } = chunk?;
+                        n += bytes.len() as u64;
+                        // A plain block's payload CRC comes with it, checked against the
+                        // media by the reader: no second pass over the bytes.
+                        let chunk_crc = known.unwrap_or_else(|| crc32c::crc32c(&bytes));
+                        crc = crc32c::crc32c_combine(crc, chunk_crc, bytes.len());
+                        tx.send(bytes)
                             .await
                             .map_err(|_| Stopped::new("copy writer", "it took no more data"))?;
                     }

@@ -148,6 +148,14 @@ impl BlockHeader {
     /// Decodes the block at the start of `buf`: returns its header and total length. The CRC
     /// covers header and payload, so the whole block must be in `buf`.
     pub fn decode(buf: &[u8]) -> Result<(BlockHeader, usize), BlockError> {
+        Self::decode_crc(buf).map(|(h, n, _)| (h, n))
+    }
+
+    /// [`BlockHeader::decode`], and the CRC32C of the payload alone (as stored: of the
+    /// ciphertext, if encrypted), for a reader that keeps a CRC of the whole stream: the
+    /// block's CRC is checked as the payload's combined with the header's, so the payload is
+    /// read once for both.
+    pub fn decode_crc(buf: &[u8]) -> Result<(BlockHeader, usize, u32), BlockError> {
         if buf.len() < HEADER_LEN {
             return Err(BlockError::Truncated);
         }
@@ -175,14 +183,13 @@ impl BlockHeader {
             return Err(BlockError::Truncated);
         }
         let stored = u32_at(48);
-        let mut hasher = crc32c::crc32c(&buf[..48]);
-        hasher = crc32c::crc32c_append(hasher, &[0; 4]);
-        hasher = crc32c::crc32c_append(hasher, &buf[52..total]);
-        if hasher != stored {
-            return Err(BlockError::BadCrc {
-                stored,
-                computed: hasher,
-            });
+        let mut head = crc32c::crc32c(&buf[..48]);
+        head = crc32c::crc32c_append(head, &[0; 4]);
+        head = crc32c::crc32c_append(head, &buf[52..HEADER_LEN]);
+        let payload_crc = crc32c::crc32c(&buf[HEADER_LEN..total]);
+        let computed = crc32c::crc32c_combine(head, payload_crc, total - HEADER_LEN);
+        if computed != stored {
+            return Err(BlockError::BadCrc { stored, computed });
         }
         Ok((
             BlockHeader {
@@ -196,6 +203,7 @@ impl BlockHeader {
                 stream_offset: u64_at(40),
             },
             total,
+            payload_crc,
         ))
     }
 }
@@ -344,7 +352,9 @@ mod tests {
             let b = h.encode(&payload);
             prop_assert_eq!(BlockHeader::decode(&b).unwrap(), (h.clone(), b.len()));
             // The block's CRC combined from the payload's is the one computed in one pass.
-            prop_assert_eq!(h.encode_crc(&payload), (b, crc32c::crc32c(&payload)));
+            prop_assert_eq!(h.encode_crc(&payload), (b.clone(), crc32c::crc32c(&payload)));
+            // And taken apart again by the reader.
+            prop_assert_eq!(BlockHeader::decode_crc(&b).unwrap().2, crc32c::crc32c(&payload));
         }
     }
 }

@@ -588,9 +588,31 @@ const READ_CHUNK: u64 = 2 << 20;
 /// time left a reader waiting on each round trip.
 const READ_AHEAD: u64 = 16 << 20;
 
+/// A block's payload as a reader hands it on, with its CRC32C where reading gave it for free:
+/// a plain block's, checked with the block (an encrypted block's CRC is its ciphertext's).
+#[derive(Debug)]
+pub struct Payload {
+    /// The plaintext.
+    pub bytes: Bytes,
+    /// Its CRC32C, if known.
+    pub crc: Option<u32>,
+}
+
+/// For readers that want the bytes alone.
+impl From<Payload> for Bytes {
+    fn from(p: Payload) -> Bytes {
+        p.bytes
+    }
+}
+
 /// Streams the logical stream of one copy into `tx`, checking every block's CRC and control data
-/// and, at the end, the length and digest. The first error is sent and ends the stream.
-pub async fn read_instance(media: Media, entry: ManifestEntry, tx: mpsc::Sender<Result<Bytes>>) {
+/// and, at the end, the length and digest. The first error is sent and ends the stream. Each
+/// block's payload is sent as a [`Payload`] or just its bytes.
+pub async fn read_instance<T: From<Payload>>(
+    media: Media,
+    entry: ManifestEntry,
+    tx: mpsc::Sender<Result<T>>,
+) {
     if let Err(e) = read_instance_inner(&media, &entry, &tx).await {
         let _ = tx.send(Err(e)).await;
     }
@@ -603,10 +625,10 @@ async fn volume_is_there(media: &Media, trail: &str, volume: &str) -> Result<boo
     Ok(!media.store.list(&prefix).await?.is_empty())
 }
 
-async fn read_instance_inner(
+async fn read_instance_inner<T: From<Payload>>(
     media: &Media,
     entry: &ManifestEntry,
-    tx: &mpsc::Sender<Result<Bytes>>,
+    tx: &mpsc::Sender<Result<T>>,
 ) -> Result<()> {
     let instance = name_hash(&entry.instance_id);
     let item = format!("{} (instance {})", entry.work_item, entry.instance_id);
@@ -710,8 +732,8 @@ async fn read_instance_inner(
         let mut pos = 0usize;
         loop {
             let rest = &buf[pos..];
-            match BlockHeader::decode(rest) {
-                Ok((h, n)) => {
+            match BlockHeader::decode_crc(rest) {
+                Ok((h, n, stored_crc)) => {
                     let at = carry_offset + pos as u64;
                     let problem = if h.kind != BlockKind::Data {
                         Some(format!("expected a data block, found {:?}", h.kind))
@@ -745,7 +767,12 @@ async fn read_instance_inner(
                         })?;
                     digest.update(&payload);
                     expected += payload.len() as u64;
-                    if tx.send(Ok(payload)).await.is_err() {
+                    let crc = (h.flags & FLAG_ENCRYPTED == 0).then_some(stored_crc);
+                    let payload = Payload {
+                        bytes: payload,
+                        crc,
+                    };
+                    if tx.send(Ok(payload.into())).await.is_err() {
                         return Ok(()); // the consumer stopped
                     }
                     pos += n;
@@ -851,12 +878,17 @@ mod tests {
         }
     }
 
+    /// The stream as read; every payload's CRC, where the reader gives one, checked against
+    /// the bytes (a plain block gives its own; an encrypted one cannot).
     async fn read_back(media: &Media, entry: ManifestEntry) -> Result<Vec<u8>> {
-        let (tx, mut rx) = mpsc::channel(4);
+        let (tx, mut rx) = mpsc::channel::<Result<Payload>>(4);
         tokio::spawn(read_instance(media.clone(), entry, tx));
         let mut back = Vec::new();
         while let Some(chunk) = rx.recv().await {
-            back.extend_from_slice(&chunk?);
+            let p = chunk?;
+            let want = media.key.is_none().then(|| crc32c::crc32c(&p.bytes));
+            assert_eq!(p.crc, want, "payload CRC at stream offset {}", back.len());
+            back.extend_from_slice(&p.bytes);
         }
         Ok(back)
     }
