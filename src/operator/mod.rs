@@ -87,22 +87,40 @@ where
 {
     let (store, writer) = reflector::store_shared(SHARED_BUFFER);
     let handle = writer.subscribe().expect("a shared store has subscribers");
-    let before = store.clone();
-    let pending = Arc::new(AtomicBool::new(false));
-    let seen = pending.clone();
-    let changes = tracked.as_ref().map(|t| t.0.clone());
-    let stream = watcher(api, config.page_size(500))
+    let events = watcher(api, config.page_size(500))
         .default_backoff()
         // Nothing reads managedFields: with 50,000 CatalogEntries they were a third of the
         // operator's memory.
         .modify(move |o| {
             o.managed_fields_mut().clear();
             slim(o);
-        })
+        });
+    let stream =
+        counted(events, store.clone(), writer, tracked).for_each(|_| futures::future::ready(()));
+    (store, handle, stream)
+}
+
+/// The store's writer taking `events`, with the changes that matter to `tracked` counted twice
+/// (see [`reflect`]): before `writer` takes each, judged against what `store` (its store) held,
+/// and again once the event has been handed to every subscriber and passed on.
+fn counted<K, S>(
+    events: S,
+    store: Store<K>,
+    writer: reflector::store::Writer<K>,
+    tracked: Option<Tracked<K>>,
+) -> impl futures::Stream<Item = S::Item>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+    S: futures::Stream<Item = watcher::Result<watcher::Event<K>>>,
+{
+    let pending = Arc::new(AtomicBool::new(false));
+    let seen = pending.clone();
+    let changes = tracked.as_ref().map(|t| t.0.clone());
+    events
         .inspect_ok(move |event| {
             if let Some((changes, matters)) = &tracked {
                 let changed = match event {
-                    watcher::Event::Apply(o) => before
+                    watcher::Event::Apply(o) => store
                         .get(&ObjectRef::from_obj(o))
                         .is_none_or(|old| matters(&old, o)),
                     watcher::Event::Delete(_) | watcher::Event::InitDone => true,
@@ -125,8 +143,6 @@ where
                 c.bump();
             }
         })
-        .for_each(|_| futures::future::ready(()));
-    (store, handle, stream)
 }
 
 /// Keeps a stored copy whole (but for its managedFields).
@@ -526,4 +542,76 @@ where
 async fn readiness_forever(f: impl std::future::Future<Output = ()>) {
     f.await;
     futures::future::pending::<()>().await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::pin;
+
+    use super::*;
+
+    fn policy(generation: i64, status: bool) -> DuplicationPolicy {
+        let mut p: DuplicationPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "mimeo.dev/v1alpha1", "kind": "DuplicationPolicy",
+            "metadata": {"name": "p", "namespace": "ns", "generation": generation},
+            "spec": {"sourceTrails": ["a"], "targets": ["b"]},
+        }))
+        .unwrap();
+        if status {
+            p.status = Some(Default::default());
+        }
+        p
+    }
+
+    /// A change is counted before the store's subscribers are handed it (one of them may be
+    /// slow, and a reconcile it wakes must not read a view from before the change) and again
+    /// after; a status change is not counted at all.
+    #[tokio::test]
+    async fn a_change_is_counted_before_the_hand_off_and_after() {
+        use watcher::Event::*;
+        let changes = snapshot::Changes::default();
+        // One event's room: the subscriber below reads only when the test says so.
+        let (store, writer) = reflector::store_shared(1);
+        let mut subscriber = pin!(writer.subscribe().unwrap());
+        let events = futures::stream::iter(
+            [
+                Init,
+                InitApply(policy(1, false)),
+                InitDone,
+                Apply(policy(1, true)),
+                Apply(policy(2, true)),
+            ]
+            .map(Ok),
+        );
+        let tracked = specs_of::<DuplicationPolicy>(&changes);
+        let mut stream = pin!(counted(events, store.clone(), writer, tracked));
+        let mut next = async || {
+            tokio::time::timeout(Duration::from_millis(200), stream.next())
+                .await
+                .map(|e| e.map(|e| e.unwrap()))
+        };
+        assert!(matches!(next().await, Ok(Some(Init))));
+        assert!(matches!(next().await, Ok(Some(InitApply(_)))));
+        assert_eq!(
+            changes.count(),
+            0,
+            "the list is not read until it is complete"
+        );
+        assert!(matches!(next().await, Ok(Some(InitDone))));
+        assert_eq!(changes.count(), 2, "the listed store: before and after");
+        // The status change is handed to the subscriber after the listed object, which fills
+        // its room: the watch waits for it, and nothing was counted.
+        assert!(next().await.is_err(), "the hand-off waits");
+        assert_eq!(changes.count(), 2, "a status change is not a change");
+        assert!(subscriber.next().await.is_some());
+        assert!(matches!(next().await, Ok(Some(Apply(_)))));
+        assert_eq!(changes.count(), 2);
+        // The spec change waits behind the status change's hand-off: it is counted already.
+        assert!(next().await.is_err(), "the hand-off waits");
+        assert_eq!(store.state()[0].metadata.generation, Some(2));
+        assert_eq!(changes.count(), 3, "counted before the hand-off");
+        assert!(subscriber.next().await.is_some());
+        assert!(matches!(next().await, Ok(Some(Apply(_)))));
+        assert_eq!(changes.count(), 4, "and after");
+    }
 }
