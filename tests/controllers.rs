@@ -325,6 +325,7 @@ async fn controllers_on_a_real_api_server() {
     expiry_side_effects(&mut h).await;
     error_policy_by_layer(&h).await;
     restore_behind_a_lagging_watch(&mut h).await;
+    backlog_in_runs_that_fit(&mut h).await;
 }
 
 /// The error policy, for errors of each layer: the error's reason is the Event's reason; a
@@ -820,6 +821,120 @@ spec: {workItem: db, backupTrail: nightly, instance: db-never, target: {pvc: {cl
     let st = h.get::<Restore>("never").await.status.unwrap();
     assert_eq!(st.phase, RestorePhase::Failed, "{st:?}");
     assert_eq!(ready(&st.conditions).1, "NoCopyAvailable");
+}
+
+/// A policy over a backlog of interleaved originals (257 extents each) copies, run after run,
+/// as many as a worker's task ConfigMap holds: each run's task fits, its status says how many
+/// it left, and once it succeeds the next run takes the rest at once.
+async fn backlog_in_runs_that_fit(h: &mut Harness) {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use mimeo::engine::task::Task;
+    let yaml = r#"
+apiVersion: mimeo.dev/v1alpha1
+kind: DuplicationTrail
+metadata: {name: archive}
+spec: {mediaClassName: vault, retention: 7d}
+---
+apiVersion: mimeo.dev/v1alpha1
+kind: DuplicationPolicy
+metadata: {name: to-archive}
+spec: {sourceTrails: [nightly], targets: [archive], schedule: "0 3 * * *"}
+"#;
+    let file = h.cp.dir().join("backlog.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    h.cp.kubectl(&["-n", NS, "apply", "-f", file.to_str().unwrap()]);
+    let backlog: Vec<CatalogEntrySpec> = (0..80)
+        .map(|i| {
+            let mut e = entry(
+                "nightly",
+                Role::Original,
+                &format!("db-backlog-{i:03}"),
+                TimeDelta::hours(1),
+                TimeDelta::days(30),
+            );
+            e.extents = (0..257)
+                .map(|x| Extent {
+                    volume: format!("nightly-v{:02}", x / 64),
+                    segment: 0,
+                    offset: x * 1_048_632,
+                    length: 1_048_632,
+                })
+                .collect();
+            e
+        })
+        .collect();
+    publish_entries(&h.client, NS, &backlog).await.unwrap();
+    // Run-now: the schedule's first occurrence is hours away.
+    h.cp.kubectl(&[
+        "-n",
+        NS,
+        "annotate",
+        "duplicationpolicy",
+        "to-archive",
+        "mimeo.dev/run-now=1",
+    ]);
+    let mut copied = 0u64;
+    for run in 1.. {
+        h.sync(&[]).await;
+        let p: DuplicationPolicy = h.get("to-archive").await;
+        reconcile_policy(Arc::new(p), h.ctx.clone()).await.unwrap();
+        let p: DuplicationPolicy = h.get("to-archive").await;
+        let last = p.status.clone().unwrap().last_run.unwrap();
+        assert_eq!(p.status.as_ref().unwrap().runs, run);
+        assert_eq!(last.outcome, "Running", "{last:?}");
+        // The worker: its task, as the ConfigMap carries it, copies the run's instances.
+        let job = run_name("copy", "to-archive", &format!("{run}-0"));
+        let cm: ConfigMap = h.get(&job).await;
+        let body = &cm.data.unwrap()["task.json"];
+        assert!(
+            body.len() < 1 << 20,
+            "run {run}: a {} byte task",
+            body.len()
+        );
+        let Task::Copy(task) = serde_json::from_str(body).unwrap() else {
+            panic!("a copy task")
+        };
+        assert_eq!(task.items.len() as u64, last.instances);
+        let copies: Vec<CatalogEntrySpec> = task
+            .items
+            .iter()
+            .map(|i| {
+                let mut c = i.source.clone();
+                c.trail = "archive".into();
+                c.role = Role::Duplicate;
+                c.copy_of = Some(i.source.object_name());
+                c.extents.truncate(1);
+                c
+            })
+            .collect();
+        publish_entries(&h.client, NS, &copies).await.unwrap();
+        copied += last.instances;
+        h.sync(&[(&job, succeeded())]).await;
+        let p: DuplicationPolicy = h.get("to-archive").await;
+        reconcile_policy(Arc::new(p), h.ctx.clone()).await.unwrap();
+        let p: DuplicationPolicy = h.get("to-archive").await;
+        let last = p.status.clone().unwrap().last_run.unwrap();
+        assert_eq!(last.outcome, "Succeeded");
+        if last.left == 0 {
+            assert!(run > 1, "80 interleaved instances do not fit one task");
+            break;
+        }
+        assert!(
+            h.events("to-archive")
+                .await
+                .iter()
+                .any(|e| e.2.contains(&format!("{} more in the next run", last.left))),
+            "the run says what it left"
+        );
+    }
+    let valid_originals = h
+        .ctx
+        .catalog(NS)
+        .entries()
+        .values()
+        .filter(|e| e.spec.trail == "nightly" && Catalog::state(e) == EntryState::Valid)
+        .count() as u64;
+    assert_eq!(copied, valid_originals, "every original copied once");
 }
 
 /// A MediaClass on a claim that does not exist is unreachable, says why and warns; its counts

@@ -155,6 +155,10 @@ pub struct RunSummary {
     pub end: Option<DateTime<Utc>>,
     /// Instances copied.
     pub instances: u64,
+    /// Uncopied instances this run left for the next, which starts as soon as this one
+    /// succeeds: a worker's task holds only so much (a ConfigMap holds 1 MiB).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub left: u64,
     /// Bytes written.
     pub bytes: u64,
     /// `Succeeded`, `Failed` or `Running`.
@@ -162,4 +166,8 @@ pub struct RunSummary {
     /// Error or summary.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

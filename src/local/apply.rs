@@ -624,7 +624,7 @@ impl Local {
                     }
                 };
                 let (st, _started) =
-                    policy::planned(d.status, token, policy::run_size(&tasks), now);
+                    policy::planned(d.status, token, policy::run_size(&tasks), 0, now);
                 let in_flight = policy::in_flight(&st);
                 policy.status = Some(st.clone());
                 set.policies.get_mut(&name).unwrap().status = Some(st);

@@ -151,6 +151,48 @@ pub fn secret_env(secret: &str, key: &str) -> String {
 /// The largest task a ConfigMap carries, with room for its metadata under the 1 MiB limit.
 const TASK_LIMIT: usize = 900 * 1024;
 
+/// A task as its ConfigMap carries it.
+fn task_body<T: serde::Serialize>(task: &T, run: &str) -> Result<String> {
+    Ok(
+        serde_json::to_string(task).map_err(|e| EngineError::Encode {
+            what: format!("task of run {run}"),
+            detail: e.to_string(),
+        })?,
+    )
+}
+
+/// Cuts copy task `task` of run `run` to what its ConfigMap holds: the instances first in it
+/// (the planner puts the oldest first) that fit, at least one. Returns how many were left
+/// out, for the policy's next run. An instance of an interleaved backup lists hundreds of
+/// extents, so a run over a backlog of some dozens of them would not fit at all.
+pub fn fit(task: &mut Task, run: &str) -> Result<u64> {
+    if task_body(task, run)?.len() <= TASK_LIMIT {
+        return Ok(0);
+    }
+    let Task::Copy(copy) = task else {
+        return Ok(0); // too large, as [`build`] will say
+    };
+    let items = std::mem::take(&mut copy.items);
+    // The body with no items, then each item and its comma: the same bytes as the whole.
+    let mut size = task_body(task, run)?.len();
+    let mut keep = 0;
+    for item in &items {
+        let n = task_body(item, run)?.len() + usize::from(keep > 0);
+        if keep > 0 && size + n > TASK_LIMIT {
+            break;
+        }
+        size += n;
+        keep += 1;
+    }
+    let left = (items.len() - keep) as u64;
+    let Task::Copy(copy) = task else {
+        unreachable!("matched above")
+    };
+    copy.items = items;
+    copy.items.truncate(keep);
+    Ok(left)
+}
+
 /// Entry `entry` of Secret `secret` as a worker sees it (environment set by [`build`]).
 pub fn secret_from_env(secret: &str, entry: &str) -> Result<String, EngineError> {
     let var = secret_env(secret, entry);
@@ -179,10 +221,7 @@ pub fn build(run: &WorkerRun, cfg: &WorkerConfig) -> Result<(ConfigMap, Job)> {
         owner_references: Some(vec![run.owner.clone()]),
         ..Default::default()
     };
-    let body = serde_json::to_string_pretty(&run.task).map_err(|e| EngineError::Encode {
-        what: format!("task of run {}", run.name),
-        detail: e.to_string(),
-    })?;
+    let body = task_body(&run.task, &run.name)?;
     if body.len() > TASK_LIMIT {
         return Err(Error::TooLarge {
             what: format!("task of run {}", run.name),
@@ -559,5 +598,79 @@ mod tests {
         let b = run_name("restore", &"x".repeat(80), "2");
         assert!(a.len() <= 63 && b.len() <= 63);
         assert_ne!(a, b);
+    }
+
+    /// A backlog of interleaved instances (hundreds of extents each) is cut to the oldest that
+    /// fit a ConfigMap, as many as fit; what fits is left alone.
+    #[test]
+    fn a_copy_task_is_cut_to_what_its_config_map_holds() {
+        use crate::api::{CatalogEntrySpec, Extent, Role};
+        let item = |i: usize| CopyItem {
+            source: CatalogEntrySpec {
+                work_item: "db".into(),
+                instance_id: format!("db-{i:05}"),
+                backup_time: chrono::Utc::now(),
+                backup_trail: "nightly".into(),
+                trail: "nightly".into(),
+                role: Role::Original,
+                copy_of: None,
+                parent: None,
+                extents: (0..257)
+                    .map(|x| Extent {
+                        volume: format!("nightly-v{:05}", x / 64),
+                        segment: 0,
+                        offset: x * 1_048_632,
+                        length: 1_048_632,
+                    })
+                    .collect(),
+                replaces: Vec::new(),
+                bytes: 1 << 28,
+                file_bytes: None,
+                notes: Vec::new(),
+                digest: "blake3:00".into(),
+                created_at: chrono::Utc::now(),
+                expires_at: chrono::Utc::now(),
+            },
+            source_media: media("tapes", Backend::default()),
+        };
+        let copy = |n: usize| {
+            Task::Copy(CopyTask {
+                policy: "to-vault".into(),
+                trail: "vault".into(),
+                media: media("vault", Backend::default()),
+                layout: crate::api::Layout::Sequential,
+                parallelism: 1,
+                retention_secs: 60,
+                session: "s1".into(),
+                items: (0..n).map(item).collect(),
+            })
+        };
+        let ids = |t: &Task| match t {
+            Task::Copy(c) => c
+                .items
+                .iter()
+                .map(|i| i.source.instance_id.clone())
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut small = copy(3);
+        assert_eq!(fit(&mut small, "r").unwrap(), 0);
+        assert_eq!(ids(&small).len(), 3);
+
+        let mut big = copy(200);
+        let left = fit(&mut big, "r").unwrap();
+        let kept = ids(&big);
+        assert!(
+            left > 0 && kept.len() > 10,
+            "kept {}, left {left}",
+            kept.len()
+        );
+        assert_eq!(kept.len() as u64 + left, 200);
+        assert_eq!(kept, ids(&copy(kept.len())), "the first ones, in order");
+        assert!(task_body(&big, "r").unwrap().len() <= TASK_LIMIT);
+        assert!(
+            task_body(&copy(kept.len() + 1), "r").unwrap().len() > TASK_LIMIT,
+            "as many as fit"
+        );
     }
 }

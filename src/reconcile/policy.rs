@@ -41,6 +41,14 @@ pub fn due(
     if token.is_some() && token != st.last_run_now {
         return Ok(PolicyDue::Now { token });
     }
+    if st
+        .last_run
+        .as_ref()
+        .is_some_and(|r| r.outcome == "Succeeded" && r.left > 0)
+    {
+        // The last run copied what its tasks could hold: the next takes the rest at once.
+        return Ok(PolicyDue::Now { token: None });
+    }
     let Some(expr) = &p.spec.schedule else {
         return Ok(PolicyDue::Now { token: None });
     };
@@ -142,13 +150,18 @@ pub fn decide(
                     ),
                     false => ("RunFailed", last.message.clone()),
                 };
+                let more = ok && last.left > 0;
                 ready(&mut st, ok, reason, &msg);
                 events.push(Event {
                     warning: !ok,
                     reason,
                     note: msg,
                 });
-                PolicyStep::Wait
+                // Recorded first, then the run that takes what this one left.
+                match more {
+                    true => PolicyStep::WakeAt(now),
+                    false => PolicyStep::Wait,
+                }
             }
         },
         (None, Err(e)) => {
@@ -170,8 +183,8 @@ pub fn decide(
 }
 
 /// The instances and bytes a run's tasks copy.
-pub fn run_size(tasks: &[Task]) -> (u64, u64) {
-    tasks.iter().fold((0, 0), |(n, b), t| match t {
+pub fn run_size<'a>(tasks: impl IntoIterator<Item = &'a Task>) -> (u64, u64) {
+    tasks.into_iter().fold((0, 0), |(n, b), t| match t {
         Task::Copy(c) => (
             n + c.items.len() as u64,
             b + c.items.iter().map(|i| i.source.bytes).sum::<u64>(),
@@ -184,7 +197,8 @@ pub fn run_size(tasks: &[Task]) -> (u64, u64) {
     })
 }
 
-/// Records the run a [`PolicyStep::Plan`] planned, of `size` ([`run_size`]): the token
+/// Records the run a [`PolicyStep::Plan`] planned, of `size` ([`run_size`]), which left
+/// `left` uncopied instances for the next run (its tasks could hold no more): the token
 /// consumed, and either "up to date" or a new numbered run in flight ([`in_flight`]: the
 /// driver starts its tasks). The number names the run's Jobs, so the status is written before
 /// they are created and a retry creates the same ones.
@@ -192,6 +206,7 @@ pub fn planned(
     mut st: DuplicationPolicyStatus,
     token: Option<String>,
     (instances, bytes): (u64, u64),
+    left: u64,
     now: DateTime<Utc>,
 ) -> (DuplicationPolicyStatus, Vec<Event>) {
     if token.is_some() {
@@ -209,13 +224,18 @@ pub fn planned(
         start: now,
         end: None,
         instances,
+        left,
         bytes,
         outcome: "Running".into(),
         message: String::new(),
     });
-    let msg = format!("run {} copies {instances} instances", st.runs);
+    let rest = match left {
+        0 => String::new(),
+        n => format!(" ({n} more in the next run: a run's tasks hold no more)"),
+    };
+    let msg = format!("run {} copies {instances} instances{rest}", st.runs);
     ready(&mut st, true, "Running", &msg);
-    let note = format!("run {}: {instances} instances", st.runs);
+    let note = format!("run {}: {instances} instances{rest}", st.runs);
     (st, vec![Event::normal("RunStarted", note)])
 }
 
@@ -251,6 +271,7 @@ mod tests {
                 start: at(start),
                 end: None,
                 instances: 1,
+                left: 0,
                 bytes: 1,
                 outcome: "Succeeded".into(),
                 message: String::new(),
@@ -314,7 +335,7 @@ mod tests {
         let PolicyStep::Plan { token } = d.step else {
             panic!("a new policy plans: {:?}", d.step)
         };
-        let (st, events) = planned(d.status.clone(), token.clone(), (0, 0), now);
+        let (st, events) = planned(d.status.clone(), token.clone(), (0, 0), 0, now);
         assert_eq!(ready_of(&st), ("True", "UpToDate"));
         assert_eq!((st.runs, events.len()), (0, 0), "nothing to copy is no run");
         assert_eq!(
@@ -322,7 +343,7 @@ mod tests {
             Some("t1"),
             "the token is consumed"
         );
-        let (st, events) = planned(d.status, token, (3, 300), now);
+        let (st, events) = planned(d.status, token, (3, 300), 0, now);
         assert_eq!(st.runs, 1);
         let last = st.last_run.as_ref().unwrap();
         assert_eq!(
@@ -346,19 +367,62 @@ mod tests {
             "copy-1-0: disk full"
         );
         assert!(d.events[0].warning);
-        let (st, _) = planned(d.status, None, (0, 0), now);
+        let (st, _) = planned(d.status, None, (0, 0), 0, now);
         assert_eq!(
             ready_of(&st),
             ("False", "RunFailed"),
             "a failure stays until a run succeeds"
         );
         p.status = Some(st);
-        let (st, _) = planned(p.status.clone().unwrap(), None, (1, 100), now);
+        let (st, _) = planned(p.status.clone().unwrap(), None, (1, 100), 0, now);
         assert_eq!(st.runs, 2, "the next run has the next number");
         p.status = Some(st);
         let d = decide(&p, None, PolicyRun::Ended { failures: vec![] }, now);
         assert_eq!(ready_of(&d.status), ("True", "RunSucceeded"));
         assert!(!d.events[0].warning);
+    }
+
+    /// A run whose tasks could not hold every uncopied instance says how many it left; once
+    /// it succeeds the next run is planned at once, whatever the schedule. After a failed one
+    /// the schedule decides again.
+    #[test]
+    fn a_run_that_left_instances_is_followed_by_the_next_at_once() {
+        let now = at("2026-11-26T01:45:00Z");
+        let mut p = policy(Some("0 2 * * *"), false, Some("t1"));
+        let d = decide(&p, None, PolicyRun::Running, now);
+        let PolicyStep::Plan { token } = d.step else {
+            panic!("the token plans: {:?}", d.step)
+        };
+        let (st, events) = planned(d.status, token, (40, 4000), 25, now);
+        assert_eq!(st.last_run.as_ref().unwrap().left, 25);
+        assert!(
+            events[0].note.contains("25 more in the next run"),
+            "{events:?}"
+        );
+        p.status = Some(st);
+        let ended = |failures: Vec<String>| PolicyRun::Ended { failures };
+        let d = decide(&p, None, ended(vec![]), now);
+        assert_eq!(ready_of(&d.status), ("True", "RunSucceeded"));
+        assert_eq!(
+            d.step,
+            PolicyStep::WakeAt(now),
+            "recorded, then looked at again"
+        );
+        let mut done = p.clone();
+        done.status = Some(d.status);
+        assert_eq!(
+            decide(&done, None, PolicyRun::Running, now).step,
+            PolicyStep::Plan { token: None },
+            "the rest is planned before 02:00"
+        );
+        let d = decide(&p, None, ended(vec!["copy-1-0: disk full".into()]), now);
+        assert_eq!(d.step, PolicyStep::Wait);
+        p.status = Some(d.status);
+        assert_eq!(
+            decide(&p, None, PolicyRun::Running, now).step,
+            PolicyStep::WakeAt(at("2026-11-26T02:00:00Z")),
+            "after a failure the schedule decides"
+        );
     }
 
     #[test]

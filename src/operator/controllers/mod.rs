@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 
 use super::context::{Context, media_mount};
 use super::expiry::{write_expired, write_expiry_dates};
-use super::jobs::{PvcMount, WorkerRun, build, owned_by_job, run_name};
+use super::jobs::{PvcMount, WorkerRun, build, fit, owned_by_job, run_name};
 use super::metrics::{ErrorLabels, ResourceLabels};
 use super::retries;
 use crate::api::*;
@@ -257,6 +257,29 @@ fn comparable<S: Serialize>(status: &S) -> serde_json::Value {
     v
 }
 
+/// The JSON merge patch that takes `old` to `new`: what `new` lacks is set to null. A merge
+/// patch leaves alone what it does not name, so a field a status no longer has (a run's end
+/// time or message, from the run before) would otherwise keep its old value.
+fn merge_patch(old: &serde_json::Value, new: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match (old, new) {
+        (Value::Object(o), Value::Object(n)) => {
+            let mut patch: serde_json::Map<String, Value> = n
+                .iter()
+                .map(|(k, v)| {
+                    let v = o.get(k).map_or_else(|| v.clone(), |ov| merge_patch(ov, v));
+                    (k.clone(), v)
+                })
+                .collect();
+            for k in o.keys().filter(|k| !n.contains_key(*k)) {
+                patch.insert(k.clone(), Value::Null);
+            }
+            Value::Object(patch)
+        }
+        _ => new.clone(),
+    }
+}
+
 /// Writes `new` to the status subresource, only if it differs from `old`.
 async fn write_status<K, S>(ctx: &Context, obj: &K, old: Option<&S>, new: &S) -> Result<()>
 where
@@ -270,7 +293,12 @@ where
         return Ok(());
     }
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    let patch = serde_json::json!({ "status": new });
+    let new = serde_json::to_value(new).unwrap_or_default();
+    let status = match old.map(serde_json::to_value) {
+        Some(Ok(old)) => merge_patch(&old, &new),
+        _ => new,
+    };
+    let patch = serde_json::json!({ "status": status });
     api.patch_status(
         &obj.name_any(),
         &PatchParams::default(),
@@ -406,6 +434,22 @@ mod tests {
     use super::restores::{damaged_links, restore_job_name};
     use super::*;
     use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+
+    /// A status written over an older one clears what the new one lacks, at any depth, and
+    /// replaces lists whole, as a merge patch applied to the old gives the new.
+    #[test]
+    fn a_status_patch_clears_what_the_new_status_lacks() {
+        use serde_json::json;
+        let old = json!({"runs": 1, "lastRun": {"start": "a", "end": "b", "message": "disk full", "left": 3},
+            "conditions": [{"type": "Ready"}, {"type": "Degraded"}]});
+        let new = json!({"runs": 2, "lastRun": {"start": "c"}, "conditions": [{"type": "Ready"}]});
+        assert_eq!(
+            merge_patch(&old, &new),
+            json!({"runs": 2, "lastRun": {"start": "c", "end": null, "message": null, "left": null},
+                "conditions": [{"type": "Ready"}]})
+        );
+        assert_eq!(merge_patch(&json!(null), &new), new);
+    }
 
     #[test]
     fn a_damaged_link_is_named_and_the_next_copy_gets_its_own_job() {

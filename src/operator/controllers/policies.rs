@@ -38,21 +38,22 @@ pub async fn reconcile_policy(p: Arc<DuplicationPolicy>, ctx: Arc<Context>) -> R
         catalog: &catalog,
         now: Utc::now(),
     };
-    // Carry out.
+    // Carry out. A run the decision found ended is counted once, as it is recorded.
+    if policy::in_flight(old.as_ref().unwrap_or(&st)) && !policy::in_flight(&st) {
+        run_ended(&ctx, &ns, &name, st.last_run.as_ref().expect("ended"));
+    }
     for e in &d.events {
         event(&recorder, p.as_ref(), e.warning, e.reason, e.note.clone()).await;
     }
     let token = match d.step {
         PolicyStep::Wait => {
-            if policy::in_flight(old.as_ref().unwrap_or(&st)) && !policy::in_flight(&st) {
-                run_ended(&ctx, &ns, &name, st.last_run.as_ref().expect("ended"));
-            }
             write_status(&ctx, p.as_ref(), old.as_ref(), &st).await?;
             return Ok(Action::await_change());
         }
         PolicyStep::Follow => {
             // Not created yet (or still running): make sure every planned Job exists.
-            start_run(&ctx, &p, &set, plan_ctx.plan_duplication(&p)?, st.runs).await?;
+            let (work, _) = for_workers(&set, &p, plan_ctx.plan_duplication(&p)?)?;
+            start_run(&ctx, &p, work, st.runs).await?;
             let mut changed = false;
             for job in jobs.iter().filter(|j| job_state(j) == JobState::Running) {
                 changed |= report_retries(&recorder, p.as_ref(), &mut st.conditions, job).await;
@@ -80,14 +81,15 @@ pub async fn reconcile_policy(p: Arc<DuplicationPolicy>, ctx: Arc<Context>) -> R
         }
         .plan_duplication(&p)?;
     }
-    let size = policy::run_size(&tasks);
-    let (st, events) = policy::planned(st, token, size, Utc::now());
+    let (work, left) = for_workers(&set, &p, tasks)?;
+    let size = policy::run_size(work.iter().map(|(t, _)| t));
+    let (st, events) = policy::planned(st, token, size, left, Utc::now());
     // The run's number names its Jobs: record it first, so a retry creates the same ones.
     write_status(&ctx, p.as_ref(), old.as_ref(), &st).await?;
     if !policy::in_flight(&st) {
         return Ok(Action::await_change());
     }
-    start_run(&ctx, &p, &set, tasks, st.runs).await?;
+    start_run(&ctx, &p, work, st.runs).await?;
     for e in &events {
         event(&recorder, p.as_ref(), e.warning, e.reason, e.note.clone()).await;
     }
@@ -110,15 +112,33 @@ fn run_ended(ctx: &Context, ns: &str, name: &str, last: &RunSummary) {
     }
 }
 
+/// A task as a worker gets it, with the claims its pod mounts.
+type WorkerTask = (Task, Vec<PvcMount>);
+
+/// A run's tasks as its workers get them: their media mounted, each cut to what its ConfigMap
+/// holds ([`fit`]); and how many instances were left for the next run.
+fn for_workers(
+    set: &ResourceSet,
+    p: &DuplicationPolicy,
+    tasks: Vec<Task>,
+) -> Result<(Vec<WorkerTask>, u64)> {
+    let mut left = 0;
+    let mut work = Vec::with_capacity(tasks.len());
+    for mut task in tasks {
+        let mounts = media_mounts(set, &mut task);
+        left += fit(&mut task, &format!("policy {}", p.name_any()))?;
+        work.push((task, mounts));
+    }
+    Ok((work, left))
+}
+
 async fn start_run(
     ctx: &Context,
     p: &DuplicationPolicy,
-    set: &ResourceSet,
-    tasks: Vec<Task>,
+    work: Vec<WorkerTask>,
     run: u64,
 ) -> Result<()> {
-    for (i, mut task) in tasks.into_iter().enumerate() {
-        let mounts = media_mounts(set, &mut task);
+    for (i, (task, mounts)) in work.into_iter().enumerate() {
         create_run(
             ctx,
             &WorkerRun {
