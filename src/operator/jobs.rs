@@ -227,7 +227,12 @@ pub fn build(run: &WorkerRun, cfg: &WorkerConfig) -> Result<(ConfigMap, Job)> {
             what: format!("task of run {}", run.name),
             size: body.len(),
             limit: TASK_LIMIT,
-            hint: "a ConfigMap holds at most 1 MiB; split the run",
+            hint: match run.task {
+                Task::Copy(_) => {
+                    "a ConfigMap holds at most 1 MiB, and a copy run carries at least one instance: this one lists too many extents"
+                }
+                _ => "a ConfigMap holds at most 1 MiB",
+            },
         });
     }
     let config_map = ConfigMap {
