@@ -27,14 +27,22 @@ pub async fn run_copy(task: &CopyTask) -> Result<TaskOutcome> {
     {
         return Ok(done);
     }
-    let mut sources: BTreeMap<String, Media> = BTreeMap::new();
+    let mut sources: BTreeMap<&str, Media> = BTreeMap::new();
+    for spec in &task.sources {
+        sources.insert(&spec.name, spec.open().await?);
+    }
     let mut jobs = Vec::new();
     for item in &task.items {
-        if !sources.contains_key(&item.source_media.name) {
-            let m = item.source_media.open().await?;
-            sources.insert(item.source_media.name.clone(), m);
-        }
-        let media = sources[&item.source_media.name].clone();
+        let media = sources
+            .get(item.source_media.as_str())
+            .ok_or_else(|| EngineError::Decode {
+                what: format!("copy task of policy {}", task.policy),
+                detail: format!(
+                    "instance {} is to be read from media class {}, which the task does not describe",
+                    item.source.instance_id, item.source_media
+                ),
+            })?
+            .clone();
         let entry = item.source.clone();
         jobs.push(StreamJob {
             instance_id: entry.instance_id.clone(),

@@ -312,9 +312,15 @@ impl PlanContext<'_> {
                 .filter_map(|e| {
                     Some(CopyItem {
                         source: (*e).clone(),
-                        source_media: (*source_media.get(e.trail.as_str())?).clone(),
+                        source_media: source_media.get(e.trail.as_str())?.name.clone(),
                     })
                 })
+                .collect();
+            let used: BTreeSet<&str> = items.iter().map(|i| i.source_media.as_str()).collect();
+            let sources = used
+                .into_iter()
+                .filter_map(|m| source_media.values().find(|s| s.name == m))
+                .map(|s| (*s).clone())
                 .collect();
             if !items.is_empty() {
                 tasks.push(Task::Copy(CopyTask {
@@ -325,6 +331,7 @@ impl PlanContext<'_> {
                     parallelism: spec.parallelism,
                     retention_secs: ret,
                     session: format!("{session}-{ti}"),
+                    sources,
                     items,
                 }));
             }
@@ -1215,5 +1222,10 @@ spec: {mediaClassName: tape, retention: 1d}
         ids.sort();
         // `too-old` is past the target's 1d retention: its copy would expire at once.
         assert_eq!(ids, ["missing", "new"]);
+        // The source media are described once, and every item names its own.
+        let names: Vec<&str> = t.sources.iter().map(|s| s.name.as_str()).collect();
+        let nightly = set.trail_media_class("nightly").unwrap();
+        assert_eq!(names, [nightly]);
+        assert!(t.items.iter().all(|i| i.source_media == *nightly));
     }
 }

@@ -212,8 +212,8 @@ pub struct BackupTask {
 pub struct CopyItem {
     /// The catalog entry read.
     pub source: CatalogEntrySpec,
-    /// Its media.
-    pub source_media: MediaSpec,
+    /// Its media: the name of one of the task's [`CopyTask::sources`].
+    pub source_media: String,
 }
 
 /// Logical copy of instances onto one duplication trail.
@@ -234,6 +234,9 @@ pub struct CopyTask {
     pub retention_secs: i64,
     /// Write session id.
     pub session: String,
+    /// The media the items are read from, each named once: a task lists thousands of items
+    /// from one or two media (a worker's task ConfigMap has 1 MiB for them).
+    pub sources: Vec<MediaSpec>,
     /// What to copy.
     pub items: Vec<CopyItem>,
 }
@@ -418,7 +421,7 @@ impl Task {
         match self {
             Task::Backup(t) => vec![&mut t.media],
             Task::Copy(t) => std::iter::once(&mut t.media)
-                .chain(t.items.iter_mut().map(|i| &mut i.source_media))
+                .chain(t.sources.iter_mut())
                 .collect(),
             Task::MediaCopy(t) => vec![&mut t.source_media, &mut t.media],
             Task::Restore(RestoreTask { links, .. }) | Task::Verify(VerifyTask { links }) => {

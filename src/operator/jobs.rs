@@ -636,7 +636,7 @@ mod tests {
                 created_at: chrono::Utc::now(),
                 expires_at: chrono::Utc::now(),
             },
-            source_media: media("tapes", Backend::default()),
+            source_media: "tapes".into(),
         };
         let copy = |n: usize| {
             Task::Copy(CopyTask {
@@ -647,6 +647,7 @@ mod tests {
                 parallelism: 1,
                 retention_secs: 60,
                 session: "s1".into(),
+                sources: vec![media("tapes", Backend::default())],
                 items: (0..n).map(item).collect(),
             })
         };
