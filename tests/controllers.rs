@@ -79,6 +79,14 @@ where
     }
 }
 
+/// `kubectl apply` of `yaml` in the test namespace, through file `name` in the control
+/// plane's directory.
+fn apply(cp: &ControlPlane, name: &str, yaml: &str) {
+    let file = cp.dir().join(name);
+    std::fs::write(&file, yaml).unwrap();
+    cp.kubectl(&["-n", NS, "apply", "-f", file.to_str().unwrap()]);
+}
+
 /// The control plane, a client, and the operator's context over mirrored stores.
 struct Harness {
     cp: ControlPlane,
@@ -95,9 +103,7 @@ struct Harness {
 impl Harness {
     async fn start(yaml: &str) -> Harness {
         let cp = ControlPlane::start();
-        let file = cp.dir().join("resources.yaml");
-        std::fs::write(&file, yaml).unwrap();
-        cp.kubectl(&["-n", NS, "apply", "-f", file.to_str().unwrap()]);
+        apply(&cp, "resources.yaml", yaml);
         let client = cp.client().await;
         let views = Views::default();
         let (specs, entries) = (views.sets.changes(), views.catalogs.changes());
@@ -706,9 +712,7 @@ kind: Restore
 metadata: {name: back}
 spec: {workItem: db, backupTrail: nightly, instance: db-1, target: {pvc: {claimName: restored, path: out}}}
 "#;
-    let file = h.cp.dir().join("restore.yaml");
-    std::fs::write(&file, yaml).unwrap();
-    h.cp.kubectl(&["-n", NS, "apply", "-f", file.to_str().unwrap()]);
+    apply(&h.cp, "restore.yaml", yaml);
     h.sync(&[]).await;
     let r: Restore = h.get("back").await;
     reconcile_restore(Arc::new(r), h.ctx.clone()).await.unwrap();
@@ -803,9 +807,7 @@ kind: Restore
 metadata: {name: never}
 spec: {workItem: db, backupTrail: nightly, instance: db-never, target: {pvc: {claimName: restored, path: never}}}
 "#;
-    let file = h.cp.dir().join("restore-late.yaml");
-    std::fs::write(&file, yaml).unwrap();
-    h.cp.kubectl(&["-n", NS, "apply", "-f", file.to_str().unwrap()]);
+    apply(&h.cp, "restore-late.yaml", yaml);
     for name in ["late", "never"] {
         let r: Restore = h.get(name).await;
         reconcile_restore(Arc::new(r), h.ctx.clone()).await.unwrap();
@@ -840,9 +842,7 @@ kind: DuplicationPolicy
 metadata: {name: to-archive}
 spec: {sourceTrails: [nightly], targets: [archive], schedule: "0 3 * * *"}
 "#;
-    let file = h.cp.dir().join("backlog.yaml");
-    std::fs::write(&file, yaml).unwrap();
-    h.cp.kubectl(&["-n", NS, "apply", "-f", file.to_str().unwrap()]);
+    apply(&h.cp, "backlog.yaml", yaml);
     let backlog: Vec<CatalogEntrySpec> = (0..80)
         .map(|i| {
             let mut e = entry(
