@@ -187,6 +187,31 @@ struct OpenSegment {
     index: BTreeMap<String, super::format::IndexedInstance>,
 }
 
+/// A segment whose blocks, index and trailer are written, to be made durable and visible.
+struct Sealing {
+    writer: Box<dyn super::store::ObjectWriter>,
+    /// The bytes written, as recorded on the volume.
+    size: u64,
+    key: String,
+    store: String,
+}
+
+impl Sealing {
+    /// Finishes the object, which must hold the bytes recorded for it.
+    async fn finish(self) -> Result<()> {
+        let got = self.writer.finish().await?;
+        if got != self.size {
+            return Err(MediaError::Store {
+                store: self.store,
+                key: self.key,
+                message: format!("{got} bytes stored, {} written", self.size),
+                transient: false,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Writes instance streams as blocks onto a trail's volumes. Several instances may be open at
 /// once: their blocks interleave in the order data arrives.
 pub struct TrailWriter {
@@ -195,6 +220,10 @@ pub struct TrailWriter {
     session: String,
     volumes: Vec<VolumeInfo>,
     open: Option<OpenSegment>,
+    /// The full segment whose object is being made durable while the next one is written:
+    /// completing a multipart upload can take the server seconds (s3s-fs copies every part),
+    /// and the writer had waited for it. One at a time, so memory stays bounded.
+    sealing: Option<tokio::task::JoinHandle<Result<()>>>,
     instances: BTreeMap<usize, OpenInstance>,
     next_slot: usize,
 }
@@ -228,6 +257,7 @@ impl TrailWriter {
             session: session.into(),
             volumes,
             open: None,
+            sealing: None,
             instances: BTreeMap::new(),
             next_slot: 0,
         })
@@ -342,15 +372,20 @@ impl TrailWriter {
         };
         if needs_new {
             if let Some(seg) = self.open.take() {
+                // The volume is full: its segment is made durable, and the volume marked
+                // sealed, in the background while the next segment is written.
                 let volume = seg.volume.clone();
-                self.seal_segment(seg).await?;
-                self.media
-                    .store
-                    .put(&sealed_key(&self.trail, &volume), Bytes::new())
-                    .await?;
+                let sealing = self.end_segment(seg).await?;
                 if let Some(v) = self.volumes.iter_mut().find(|v| v.name == volume) {
                     v.sealed = true;
                 }
+                self.wait_sealed().await?;
+                let store = self.media.store.clone();
+                let marker = sealed_key(&self.trail, &volume);
+                self.sealing = Some(tokio::spawn(async move {
+                    sealing.finish().await?;
+                    store.put(&marker, Bytes::new()).await
+                }));
             }
             self.open = Some(self.open_segment(block_len).await?);
         }
@@ -505,8 +540,19 @@ impl TrailWriter {
         }
     }
 
-    /// Writes the index block and trailer, and makes the segment durable.
-    async fn seal_segment(&mut self, mut seg: OpenSegment) -> Result<()> {
+    /// Waits for the segment being made durable in the background, if one is.
+    async fn wait_sealed(&mut self) -> Result<()> {
+        match self.sealing.take() {
+            Some(task) => task
+                .await
+                .map_err(|e| crate::base::failure::Stopped::new("sealing a segment", e))?,
+            None => Ok(()),
+        }
+    }
+
+    /// Writes the index block and trailer, and records the segment's size on its volume;
+    /// returns what makes it durable and visible.
+    async fn end_segment(&mut self, mut seg: OpenSegment) -> Result<Sealing> {
         let index = SegmentIndex {
             instances: seg.index.into_values().collect(),
         };
@@ -523,27 +569,35 @@ impl TrailWriter {
         }
         .encode(&payload);
         let index_offset = seg.offset;
+        let size = index_offset + block.len() as u64 + TRAILER_LEN as u64;
         seg.writer.write(Bytes::from(block)).await?;
         seg.writer
             .write(Bytes::copy_from_slice(&encode_trailer(index_offset)))
             .await?;
-        let size = seg.writer.finish().await?;
         if let Some(v) = self.volumes.iter_mut().find(|v| v.name == seg.volume) {
             v.segments.push((seg.segment, size));
         }
-        Ok(())
+        Ok(Sealing {
+            writer: seg.writer,
+            size,
+            key: segment_key(&self.trail, &seg.volume, seg.segment),
+            store: self.media.name.clone(),
+        })
     }
 
     /// Seals the open segment. Call after every instance ended; only then is the data durable.
     pub async fn close(mut self) -> Result<Vec<VolumeInfo>> {
         if let Some(seg) = self.open.take() {
-            self.seal_segment(seg).await?;
+            self.end_segment(seg).await?.finish().await?;
         }
+        self.wait_sealed().await?;
         Ok(self.volumes)
     }
 
     /// Abandons the session: the open segment is aborted and nothing of it becomes visible.
+    /// A full segment being sealed is let finish, as it would have before the session failed.
     pub async fn abort(mut self) {
+        let _ = self.wait_sealed().await;
         if let Some(seg) = self.open.take() {
             let _ = seg.writer.abort().await;
         }
@@ -844,6 +898,139 @@ mod tests {
         assert!(written.digest.starts_with("blake3:"), "{}", written.digest);
         let back = read_back(&media, entry_of("i-1", written)).await.unwrap();
         assert!(back == stream, "{} bytes read back", back.len());
+    }
+
+    /// A directory store whose first streamed object waits for the test to release its
+    /// `finish` (and then fails it, if `fail`): what a writer does while a full volume's
+    /// segment is still being made durable.
+    #[derive(Debug)]
+    struct SlowFirstFinish {
+        inner: FsStore,
+        gate: Arc<tokio::sync::Semaphore>,
+        fail: bool,
+        first: std::sync::atomic::AtomicBool,
+    }
+
+    struct GatedWriter {
+        inner: Box<dyn super::super::store::ObjectWriter>,
+        gate: Option<(Arc<tokio::sync::Semaphore>, bool)>,
+    }
+
+    #[async_trait::async_trait]
+    impl super::super::store::ObjectWriter for GatedWriter {
+        async fn write(&mut self, data: Bytes) -> Result<()> {
+            self.inner.write(data).await
+        }
+        async fn finish(self: Box<Self>) -> Result<u64> {
+            if let Some((gate, fail)) = &self.gate {
+                let _released = gate.acquire().await.unwrap();
+                if *fail {
+                    let _ = self.inner.abort().await;
+                    return Err(MediaError::Unsupported("injected: finish failed".into()));
+                }
+            }
+            self.inner.finish().await
+        }
+        async fn abort(self: Box<Self>) -> Result<()> {
+            self.inner.abort().await
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for SlowFirstFinish {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+            self.inner.put(key, data).await
+        }
+        async fn create(&self, key: &str) -> Result<Box<dyn super::super::store::ObjectWriter>> {
+            let first = self.first.swap(false, std::sync::atomic::Ordering::SeqCst);
+            Ok(Box::new(GatedWriter {
+                inner: self.inner.create(key).await?,
+                gate: first.then(|| (self.gate.clone(), self.fail)),
+            }))
+        }
+        async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
+            self.inner.get_range(key, range).await
+        }
+        async fn get(&self, key: &str) -> Result<Bytes> {
+            self.inner.get(key).await
+        }
+        async fn head(&self, key: &str) -> Result<Option<u64>> {
+            self.inner.head(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<super::super::store::ObjectInfo>> {
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> Result<()> {
+            self.inner.delete(key).await
+        }
+        async fn probe(&self) -> Result<()> {
+            self.inner.probe().await
+        }
+        async fn purge_incomplete(
+            &self,
+            prefix: &str,
+            before: chrono::DateTime<Utc>,
+        ) -> Result<usize> {
+            self.inner.purge_incomplete(prefix, before).await
+        }
+    }
+
+    /// A full volume's segment is made durable in the background: the writer goes on to the
+    /// next volume while the first segment's object is not there yet, and `close` waits for
+    /// it (the stream reads back whole) or reports its failure.
+    #[tokio::test]
+    async fn a_full_segment_is_sealed_while_the_next_is_written() {
+        for fail in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let gate = Arc::new(tokio::sync::Semaphore::new(0));
+            let media = Media {
+                capacity: 64 << 10,
+                store: Arc::new(SlowFirstFinish {
+                    inner: FsStore::new(dir.path()),
+                    gate: gate.clone(),
+                    fail,
+                    first: true.into(),
+                }),
+                ..media_in(dir.path(), 4096)
+            };
+            let stream: Vec<u8> = (0..100_000u32).map(|i| (i * 13) as u8).collect();
+            let mut w = TrailWriter::open(media.clone(), "t", "s1").await.unwrap();
+            let slot = w.begin("i-1", "w");
+            let wrote = async {
+                w.write(slot, &stream).await?;
+                w.end(slot).await
+            };
+            let written = tokio::time::timeout(std::time::Duration::from_secs(10), wrote)
+                .await
+                .expect("the writer went on while the first segment waited")
+                .unwrap();
+            let volumes: Vec<&str> = written.extents.iter().map(|e| e.volume.as_str()).collect();
+            assert_eq!(
+                volumes,
+                ["t-00001", "t-00002"],
+                "one full volume, then the next"
+            );
+            let first = segment_key("t", "t-00001", 0);
+            assert_eq!(
+                media.store.head(&first).await.unwrap(),
+                None,
+                "not durable yet"
+            );
+            gate.add_permits(1);
+            let closed = w.close().await;
+            if fail {
+                let e = closed.unwrap_err().to_string();
+                assert!(e.contains("injected"), "{e}");
+                continue;
+            }
+            closed.unwrap();
+            assert!(media.store.head(&first).await.unwrap().is_some());
+            let back = read_back(&media, entry_of("i-1", written)).await.unwrap();
+            assert!(back == stream, "{} bytes read back", back.len());
+        }
     }
 
     /// Unencrypted media in a directory, with blocks of `block_size`.
