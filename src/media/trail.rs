@@ -19,6 +19,7 @@ use super::digest::StreamHasher;
 use super::format::*;
 use super::manifest::{Extent, ManifestEntry};
 use super::store::ObjectStore;
+use crate::base::failure::Stopped;
 use crate::base::hash::name_hash;
 use crate::media::error::{MediaError, Result};
 
@@ -545,7 +546,7 @@ impl TrailWriter {
         match self.sealing.take() {
             Some(task) => task
                 .await
-                .map_err(|e| crate::base::failure::Stopped::new("sealing a segment", e))?,
+                .map_err(|e| Stopped::new("sealing a segment", e))?,
             None => Ok(()),
         }
     }

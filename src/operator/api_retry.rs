@@ -38,7 +38,8 @@ pub fn layer() -> Stack<BufferLayer<Request<Body>>, RetryLayer<RetryTransient>> 
     )
 }
 
-fn is_watch<B>(req: &Request<B>) -> bool {
+/// Whether `req` opens a watch (a long-lived stream, not a single answer).
+pub(super) fn is_watch<B>(req: &Request<B>) -> bool {
     req.uri()
         .query()
         .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"))

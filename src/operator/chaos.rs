@@ -135,10 +135,7 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let watch = req
-            .uri()
-            .query()
-            .is_some_and(|q| q.split('&').any(|p| p == "watch=true"));
+        let watch = super::api_retry::is_watch(&req);
         let fault = self
             .faults
             .pick(req.method(), watch, fastrand::f64(), fastrand::f64());
